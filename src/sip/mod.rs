@@ -1,0 +1,11 @@
+//! SIP signalling: messages, transactions, dialogs and the UAS core, SDP, transports.
+//!
+//! Everything here except [`transport`] is sans-IO: it takes bytes and `now` and returns what to
+//! send and when to wake up.
+
+pub mod dialog;
+pub mod msg;
+pub mod number;
+pub mod sdp;
+pub mod transport;
+pub mod txn;
