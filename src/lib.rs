@@ -1,1 +1,26 @@
-#[path="sip"] pub mod sip { #[path="msg/mod.rs"] pub mod msg; #[path="txn/mod.rs"] pub mod txn; }
+//! # tolk: a telephony gateway
+//!
+//! Carriers deliver calls over SIP trunks; tolk answers them, runs the business client's
+//! flow, bridges callers into rooms and accounts for every call. The crate is split into
+//! sans-IO cores (state in, time in, actions out) and a thin I/O shell:
+//!
+//! | module | owns | does not |
+//! |---|---|---|
+//! | [`config`] | `tolk.toml` + `TOLK_*` overrides, validated with errors naming file, line and key | open sockets |
+//! | [`sip::msg`] | parsing and printing SIP messages within size limits; TCP framing | keep state |
+//! | [`sip::txn`] | RFC 3261 §17 transactions and their timers, in virtual time | read a clock |
+//! | [`sip::dialog`] | the UAS core: dialogs, CANCEL, re-INVITE, session timers, PRACK | do I/O |
+//! | [`sip::sdp`] | RFC 3264 offer/answer over RFC 4566 SDP | do I/O |
+//! | [`sip::transport`] | UDP and TCP sockets (I/O shell) | decide anything about calls |
+//! | [`call`] | the first call path: the echo leg's RTP loop | signalling |
+//! | [`admin`] | the admin HTTP listener and `/metrics` | touch SIP state |
+//! | [`gateway`] | wiring: runtime, sockets, the SIP core task, graceful shutdown | protocol logic |
+//! | [`privacy`] | masking numbers for logs | |
+
+pub mod admin;
+pub mod call;
+pub mod config;
+pub mod gateway;
+pub mod metrics;
+pub mod privacy;
+pub mod sip;

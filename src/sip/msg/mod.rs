@@ -139,6 +139,31 @@ impl Request {
     }
 }
 
+impl Request {
+    /// Stamps the top Via with `received` and `rport` for the address the request came from
+    /// (RFC 3261 §18.2.1, RFC 3581 §4), so responses carry them back.
+    pub fn stamp_received(&mut self, source: std::net::SocketAddr) {
+        if let Some(top) = self.core.vias.first_mut() {
+            *top = headers::stamp_via(top, &self.core.top_via, source.ip(), source.port());
+        }
+    }
+
+    /// Where responses go over an unreliable transport (RFC 3261 §18.2.2, RFC 3581 §4): the
+    /// source address when the request asked for rport, else the source IP and the Via port.
+    pub fn response_destination(&self, source: std::net::SocketAddr) -> std::net::SocketAddr {
+        response_destination(&self.core.top_via, source)
+    }
+}
+
+/// See [`Request::response_destination`].
+pub fn response_destination(via: &Via, source: std::net::SocketAddr) -> std::net::SocketAddr {
+    if via.rport.is_some() {
+        source
+    } else {
+        std::net::SocketAddr::new(source.ip(), via.port.unwrap_or(5060))
+    }
+}
+
 impl Response {
     pub fn header(&self, name: &Name) -> Option<&str> {
         self.headers.first(name)
@@ -147,6 +172,16 @@ impl Response {
     pub fn is_provisional(&self) -> bool {
         self.code < 200
     }
+}
+
+/// Splits a comma-separated header value into its elements, respecting quotes and angle
+/// brackets (RFC 3261 §7.3.1), e.g. a Record-Route line holding several routes.
+pub fn split_list(value: &str) -> Vec<String> {
+    headers::split_outside_quotes(value, ',')
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// A fresh tag for From/To (RFC 3261 §19.3: at least 32 bits of randomness).

@@ -4,7 +4,7 @@
 use crate::sip::msg::{Method, Request, Response};
 
 /// The key of a server transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServerKey {
     /// RFC 3261 §17.2.3: branch (with the magic cookie), sent-by and method, where ACK matches
     /// the INVITE it acknowledges.
@@ -67,7 +67,7 @@ impl ServerKey {
 }
 
 /// The key of a client transaction (RFC 3261 §17.1.3): our branch and the CSeq method.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientKey {
     pub branch: String,
     pub method: String,

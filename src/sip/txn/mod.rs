@@ -16,7 +16,7 @@ mod server_non_invite;
 
 pub use client_invite::{ClientInviteState, InviteClientTxn};
 pub use client_non_invite::{ClientNonInviteState, NonInviteClientTxn};
-pub use key::{ClientKey, ServerKey};
+pub use key::{ClientKey, MergeKey, ServerKey};
 pub use server_invite::{InviteServerTxn, ServerInviteState};
 pub use server_non_invite::{NonInviteServerTxn, ServerNonInviteState};
 

@@ -1,0 +1,68 @@
+//! RTP ports from the configured range: even ports for RTP (RFC 3550 §11), handed out in
+//! rotation so a port is not reused at once, returned when the leg ends.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio::net::UdpSocket;
+
+/// A pool of RTP ports.
+pub struct PortPool {
+    bind: IpAddr,
+    free: Mutex<VecDeque<u16>>,
+}
+
+/// A bound RTP socket; its port returns to the pool on drop.
+pub struct RtpPort {
+    pub socket: UdpSocket,
+    pub port: u16,
+    pool: Arc<PortPool>,
+}
+
+impl Drop for RtpPort {
+    fn drop(&mut self) {
+        if let Ok(mut free) = self.pool.free.lock() {
+            free.push_back(self.port);
+        }
+    }
+}
+
+impl PortPool {
+    pub fn new(bind: IpAddr, first: u16, last: u16) -> Arc<Self> {
+        let start = first + first % 2;
+        let free = (start..=last).step_by(2).collect();
+        Arc::new(PortPool {
+            bind,
+            free: Mutex::new(free),
+        })
+    }
+
+    /// Binds the next free port; ports in use by others are skipped. `None` when exhausted.
+    pub fn allocate(self: &Arc<Self>) -> Option<RtpPort> {
+        let tries = self.free.lock().ok()?.len();
+        for _ in 0..tries {
+            let port = self.free.lock().ok()?.pop_front()?;
+            match std::net::UdpSocket::bind(SocketAddr::new(self.bind, port)) {
+                Ok(std_sock) => {
+                    let _ = std_sock.set_nonblocking(true);
+                    match UdpSocket::from_std(std_sock) {
+                        Ok(socket) => {
+                            return Some(RtpPort {
+                                socket,
+                                port,
+                                pool: self.clone(),
+                            });
+                        }
+                        Err(_) => self.free.lock().ok()?.push_back(port),
+                    }
+                }
+                Err(_) => self.free.lock().ok()?.push_back(port),
+            }
+        }
+        None
+    }
+
+    pub fn available(&self) -> usize {
+        self.free.lock().map(|f| f.len()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,468 @@
+//! Configuration: `tolk.toml` plus `TOLK_<SECTION>_<KEY>` environment overrides, validated
+//! with errors that name the file, the line and the key.
+//!
+//! Every setting has a default, so `tolk serve` runs with no file at all.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration error: where, which key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {key}: {message}")]
+pub struct ConfigError {
+    /// `tolk.toml:12` or `env TOLK_SIP_LISTEN`.
+    pub origin: String,
+    pub key: String,
+    pub message: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where tolk keeps its state (spool, keys, the private database).
+    pub data_dir: PathBuf,
+    pub sip: SipConfig,
+    pub rtp: RtpConfig,
+    pub admin: AdminConfig,
+    pub dialplan: DialplanConfig,
+    pub database: DatabaseConfig,
+    pub shutdown: ShutdownConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./var"),
+            sip: SipConfig::default(),
+            rtp: RtpConfig::default(),
+            admin: AdminConfig::default(),
+            dialplan: DialplanConfig::default(),
+            database: DatabaseConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[sip]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Addresses to listen on, each on every transport in `transports` (IPv4 and IPv6).
+    pub listen: Vec<String>,
+    /// `udp`, `tcp`.
+    pub transports: Vec<String>,
+    /// Largest SIP message accepted, bytes.
+    pub max_message_bytes: usize,
+    /// Largest number of header lines in a message.
+    pub max_headers: usize,
+    /// Longest header line, bytes.
+    pub max_header_bytes: usize,
+    /// Close idle TCP connections after this many seconds.
+    pub tcp_idle_secs: u64,
+    /// Most TCP connections at once.
+    pub tcp_max_connections: usize,
+    /// Session interval asked of callers that support timers (RFC 4028), seconds.
+    pub session_expires_secs: u32,
+    /// Smallest session interval accepted, seconds (at least 90).
+    pub min_se_secs: u32,
+    /// RFC 3261 T1 in milliseconds.
+    pub t1_ms: u64,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: vec!["0.0.0.0:5060".into()],
+            transports: vec!["udp".into(), "tcp".into()],
+            max_message_bytes: 65_535,
+            max_headers: 128,
+            max_header_bytes: 8_192,
+            tcp_idle_secs: 300,
+            tcp_max_connections: 1024,
+            session_expires_secs: 1800,
+            min_se_secs: 90,
+            t1_ms: 500,
+        }
+    }
+}
+
+/// `[rtp]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RtpConfig {
+    /// `first-last`, inclusive; even ports are used for RTP.
+    pub ports: String,
+    /// Address to bind RTP sockets on.
+    pub bind: String,
+    /// Address to put in SDP, when the bind address is not reachable as it is.
+    pub advertise: Option<String>,
+    /// Codecs in preference order.
+    pub codecs: Vec<String>,
+    /// Hang up a call whose RTP stops for this many seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        RtpConfig {
+            ports: "20000-30000".into(),
+            bind: "0.0.0.0".into(),
+            advertise: None,
+            codecs: vec!["pcmu".into(), "pcma".into()],
+            timeout_secs: 60,
+        }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The admin HTTP API and `/metrics`.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// `[dialplan]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DialplanConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for DialplanConfig {
+    fn default() -> Self {
+        DialplanConfig {
+            dir: PathBuf::from("./dialplans"),
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL; empty means tolk's private cluster under `data_dir` (CDR issue).
+    pub url: Option<String>,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// On SIGTERM, how long calls in progress may continue before they are hung up.
+    pub drain_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { drain_secs: 30 }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `tolk=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+const SECTIONS: &[&str] = &["sip", "rtp", "admin", "dialplan", "database", "shutdown", "log"];
+
+impl Config {
+    /// Loads `path` (if given) and applies the environment. With no path, `./tolk.toml` is read
+    /// when it exists.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let (name, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    origin: p.display().to_string(),
+                    key: "-".into(),
+                    message: format!("cannot read: {e}"),
+                })?;
+                (p.display().to_string(), text)
+            }
+            None if Path::new("tolk.toml").exists() => {
+                let text = std::fs::read_to_string("tolk.toml").map_err(|e| ConfigError {
+                    origin: "tolk.toml".into(),
+                    key: "-".into(),
+                    message: format!("cannot read: {e}"),
+                })?;
+                ("tolk.toml".to_string(), text)
+            }
+            None => ("(defaults)".to_string(), String::new()),
+        };
+        Self::from_parts(&name, &text, &env)
+    }
+
+    /// Parses `text` (named `file` in errors), applies `TOLK_*` pairs from `env`, validates.
+    pub fn from_parts(file: &str, text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
+            ConfigError {
+                origin: format!("{file}:{line}"),
+                key: "-".into(),
+                message: e.message().to_string(),
+            }
+        })?;
+        let mut env_keys: Vec<(String, String)> = Vec::new();
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("TOLK_") else { continue };
+            let rest = rest.to_ascii_lowercase();
+            let (section, key) = match SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) {
+                Some(s) => (Some(*s), rest[s.len() + 1..].to_string()),
+                None => (None, rest.clone()),
+            };
+            let value = parse_env_value(v);
+            let dotted = match section {
+                Some(s) => format!("{s}.{key}"),
+                None => key.clone(),
+            };
+            let target = match section {
+                Some(s) => {
+                    let entry = table.entry(s.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    match entry.as_table_mut() {
+                        Some(t) => t,
+                        None => {
+                            return Err(ConfigError {
+                                origin: format!("env {k}"),
+                                key: s.to_string(),
+                                message: "is not a section".into(),
+                            });
+                        }
+                    }
+                }
+                None => &mut table,
+            };
+            target.insert(key, value);
+            env_keys.push((dotted, k.clone()));
+        }
+        if let Some(url) = env.iter().find(|(k, _)| k == "DATABASE_URL").map(|(_, v)| v.clone()) {
+            if let Some(db) = table
+                .entry("database".to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+            {
+                db.entry("url".to_string()).or_insert(toml::Value::String(url));
+            }
+        }
+        let config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
+            // Find which key failed: serde's message names it; locate it in the file or env.
+            let msg = e.message().to_string();
+            let key = guess_key(&msg);
+            let origin = origin_of(file, text, &key, &env_keys);
+            ConfigError {
+                origin,
+                key: if key.is_empty() { "-".into() } else { key },
+                message: msg,
+            }
+        })?;
+        config.validate().map_err(|(key, message)| ConfigError {
+            origin: origin_of(file, text, &key, &env_keys),
+            key,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.sip.listen.is_empty() {
+            return Err(("sip.listen".into(), "needs at least one address".into()));
+        }
+        for l in &self.sip.listen {
+            l.parse::<SocketAddr>()
+                .map_err(|_| ("sip.listen".to_string(), format!("`{l}` is not an address:port (IPv6 as [::1]:5060)")))?;
+        }
+        if self.sip.transports.is_empty() {
+            return Err(("sip.transports".into(), "needs udp, tcp or both".into()));
+        }
+        for t in &self.sip.transports {
+            if t != "udp" && t != "tcp" {
+                return Err(("sip.transports".into(), format!("`{t}` is not one of udp, tcp")));
+            }
+        }
+        if self.sip.max_message_bytes < 1024 || self.sip.max_message_bytes > 1 << 20 {
+            return Err(("sip.max_message_bytes".into(), "must be between 1024 and 1048576".into()));
+        }
+        if self.sip.min_se_secs < 90 {
+            return Err(("sip.min_se_secs".into(), "RFC 4028 §4 requires at least 90".into()));
+        }
+        if self.sip.session_expires_secs < self.sip.min_se_secs {
+            return Err(("sip.session_expires_secs".into(), "must not be below sip.min_se_secs".into()));
+        }
+        if self.sip.t1_ms == 0 || self.sip.t1_ms > 10_000 {
+            return Err(("sip.t1_ms".into(), "must be between 1 and 10000".into()));
+        }
+        self.rtp_port_range().map_err(|m| ("rtp.ports".to_string(), m))?;
+        self.rtp
+            .bind
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| ("rtp.bind".to_string(), format!("`{}` is not an IP address", self.rtp.bind)))?;
+        if let Some(a) = &self.rtp.advertise {
+            a.parse::<std::net::IpAddr>()
+                .map_err(|_| ("rtp.advertise".to_string(), format!("`{a}` is not an IP address")))?;
+        }
+        if self.rtp.codecs.is_empty() {
+            return Err(("rtp.codecs".into(), "needs at least one codec".into()));
+        }
+        for c in &self.rtp.codecs {
+            if crate::sip::sdp::Codec::from_name(c).is_none() {
+                return Err(("rtp.codecs".into(), format!("`{c}` is not one of pcmu, pcma, g722, opus")));
+            }
+        }
+        self.admin
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|_| ("admin.listen".to_string(), format!("`{}` is not an address:port", self.admin.listen)))?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level".into(), format!("not a valid filter: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The RTP port range, inclusive, starting even.
+    pub fn rtp_port_range(&self) -> Result<(u16, u16), String> {
+        let (a, b) = self
+            .rtp
+            .ports
+            .split_once('-')
+            .ok_or_else(|| format!("`{}` is not first-last", self.rtp.ports))?;
+        let a: u16 = a.trim().parse().map_err(|_| format!("`{a}` is not a port"))?;
+        let b: u16 = b.trim().parse().map_err(|_| format!("`{b}` is not a port"))?;
+        if a < 1024 || b < a || b - a < 2 {
+            return Err(format!("`{}` must be a range of at least 2 ports above 1023", self.rtp.ports));
+        }
+        Ok((a, b))
+    }
+
+    pub fn sip_listen(&self) -> Vec<SocketAddr> {
+        self.sip.listen.iter().filter_map(|l| l.parse().ok()).collect()
+    }
+
+    pub fn admin_listen(&self) -> SocketAddr {
+        self.admin.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
+
+fn parse_env_value(v: &str) -> toml::Value {
+    match format!("v = {v}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(v.to_string())),
+        Err(_) => toml::Value::String(v.to_string()),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Pulls a key name out of a serde message (``unknown field `foo` ``, ``invalid type ... for key `sip.listen` ``).
+fn guess_key(msg: &str) -> String {
+    if let Some(start) = msg.find('`') {
+        if let Some(len) = msg[start + 1..].find('`') {
+            return msg[start + 1..start + 1 + len].to_string();
+        }
+    }
+    String::new()
+}
+
+/// `file:line` of the key's line in the file, or `env NAME` when the environment set it.
+fn origin_of(file: &str, text: &str, key: &str, env_keys: &[(String, String)]) -> String {
+    if let Some((_, var)) = env_keys.iter().find(|(dotted, _)| dotted == key || dotted.ends_with(&format!(".{key}"))) {
+        return format!("env {var}");
+    }
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let section = key.rsplit_once('.').map(|(s, _)| s);
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') && t.ends_with(']') {
+            current = t.trim_matches(['[', ']']).trim().to_string();
+            continue;
+        }
+        let Some((k, _)) = t.split_once('=') else { continue };
+        if k.trim() == leaf && section.is_none_or(|s| s == current) {
+            return format!("{file}:{}", i + 1);
+        }
+    }
+    file.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = Config::from_parts("tolk.toml", "", &[]).unwrap();
+        assert_eq!(c.sip.listen, vec!["0.0.0.0:5060"]);
+        assert_eq!(c.rtp.ports, "20000-30000");
+        assert_eq!(c.admin.listen, "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./var"));
+        assert_eq!(c.dialplan.dir, PathBuf::from("./dialplans"));
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let env = vec![
+            ("TOLK_SIP_LISTEN".to_string(), "[\"127.0.0.1:5070\"]".to_string()),
+            ("TOLK_ADMIN_LISTEN".to_string(), "127.0.0.1:9000".to_string()),
+            ("TOLK_SHUTDOWN_DRAIN_SECS".to_string(), "5".to_string()),
+            ("TOLK_DATA_DIR".to_string(), "/tmp/x".to_string()),
+        ];
+        let c = Config::from_parts("tolk.toml", "[admin]\nlisten = \"127.0.0.1:1\"\n", &env).unwrap();
+        assert_eq!(c.sip.listen, vec!["127.0.0.1:5070"]);
+        assert_eq!(c.admin.listen, "127.0.0.1:9000");
+        assert_eq!(c.shutdown.drain_secs, 5);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::from_parts("tolk.toml", "[sip]\n\nlistn = [\"0.0.0.0:5060\"]\n", &[]).unwrap_err();
+        assert_eq!(err.key, "listn");
+        assert_eq!(err.origin, "tolk.toml:3");
+    }
+
+    #[test]
+    fn bad_value_is_named_with_file_line_and_key() {
+        let err = Config::from_parts("tolk.toml", "[rtp]\nports = \"30000-20000\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "rtp.ports");
+        assert_eq!(err.origin, "tolk.toml:2");
+        let err = Config::from_parts("tolk.toml", "[sip]\nlisten = [\"nowhere\"]\n", &[]).unwrap_err();
+        assert_eq!((err.origin.as_str(), err.key.as_str()), ("tolk.toml:2", "sip.listen"));
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let env = vec![("TOLK_ADMIN_LISTEN".to_string(), "nope".to_string())];
+        let err = Config::from_parts("tolk.toml", "", &env).unwrap_err();
+        assert_eq!(err.origin, "env TOLK_ADMIN_LISTEN");
+        assert_eq!(err.key, "admin.listen");
+    }
+
+    #[test]
+    fn toml_syntax_error_names_the_line() {
+        let err = Config::from_parts("tolk.toml", "[sip]\nlisten = [\n", &[]).unwrap_err();
+        assert!(err.origin.starts_with("tolk.toml:"), "{err}");
+    }
+}

@@ -1,0 +1,239 @@
+//! Wiring: sockets, the SIP core task, the admin listener, graceful shutdown.
+//!
+//! The SIP core ([`UasCore`]) is owned by one task; transports hand it parsed messages over
+//! a channel and it hands back what to send. Routing of new calls lives here until the
+//! flow engine's dialplan replaces it: the demo echo number is answered, others get 404.
+
+use crate::call::{ECHO_NUMBER, EchoLeg, PortPool, spawn_echo};
+use crate::config::Config;
+use crate::privacy::mask_opt;
+use crate::sip::dialog::{CallRef, IncomingCall, UasConfig, UasCore, UasEvent};
+use crate::sip::msg::{Limits, SipMessage};
+use crate::sip::sdp::{Codec, LocalMedia};
+use crate::sip::transport::{Inbound, ReceiveConfig, Transports, spawn_tcp_listener, spawn_udp_listener};
+use crate::sip::txn::TimerConfig;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// What `serve` bound, for tests and logs.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub sip_udp: Vec<SocketAddr>,
+    pub sip_tcp: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+/// Runs the gateway until `shutdown` turns true (SIGTERM/SIGINT in `main`), then drains.
+pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>, bound_tx: Option<tokio::sync::oneshot::Sender<Bound>>) -> anyhow::Result<()> {
+    let metrics = crate::metrics::install();
+    let transports = Transports::new();
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(4096);
+    let rcfg = ReceiveConfig {
+        limits: Limits {
+            max_message_bytes: cfg.sip.max_message_bytes,
+            max_headers: cfg.sip.max_headers,
+            max_header_bytes: cfg.sip.max_header_bytes,
+        },
+        tcp_idle: Duration::from_secs(cfg.sip.tcp_idle_secs),
+        tcp_max_connections: cfg.sip.tcp_max_connections,
+    };
+    let mut bound = Bound {
+        sip_udp: Vec::new(),
+        sip_tcp: Vec::new(),
+        admin: cfg.admin_listen(),
+    };
+    for addr in cfg.sip_listen() {
+        if cfg.sip.transports.iter().any(|t| t == "udp") {
+            let a = spawn_udp_listener(addr, transports.clone(), in_tx.clone(), rcfg)
+                .await
+                .map_err(|e| anyhow::anyhow!("sip.listen: cannot bind UDP {addr}: {e}"))?;
+            tracing::info!(addr = %a, "SIP listening on UDP");
+            bound.sip_udp.push(a);
+        }
+        if cfg.sip.transports.iter().any(|t| t == "tcp") {
+            // Same port as UDP when the configured port was 0 (tests).
+            let tcp_addr = match bound.sip_udp.last() {
+                Some(u) if addr.port() == 0 => SocketAddr::new(addr.ip(), u.port()),
+                _ => addr,
+            };
+            let a = spawn_tcp_listener(tcp_addr, transports.clone(), in_tx.clone(), rcfg)
+                .await
+                .map_err(|e| anyhow::anyhow!("sip.listen: cannot bind TCP {tcp_addr}: {e}"))?;
+            tracing::info!(addr = %a, "SIP listening on TCP");
+            bound.sip_tcp.push(a);
+        }
+    }
+    drop(in_tx);
+    let admin = tokio::net::TcpListener::bind(cfg.admin_listen())
+        .await
+        .map_err(|e| anyhow::anyhow!("admin.listen: cannot bind {}: {e}", cfg.admin_listen()))?;
+    bound.admin = admin.local_addr()?;
+    tracing::info!(addr = %bound.admin, "admin API and /metrics listening");
+    let router = crate::admin::router(metrics);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, router).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    if let Some(tx) = bound_tx {
+        let _ = tx.send(bound.clone());
+    }
+
+    let (first, last) = cfg.rtp_port_range().map_err(|e| anyhow::anyhow!("rtp.ports: {e}"))?;
+    let rtp_bind: IpAddr = cfg.rtp.bind.parse()?;
+    let ports = PortPool::new(rtp_bind, first, last);
+    let rtp_advertise: Option<IpAddr> = cfg.rtp.advertise.as_deref().and_then(|a| a.parse().ok());
+    let codecs: Vec<Codec> = cfg.rtp.codecs.iter().filter_map(|c| Codec::from_name(c)).collect();
+    let mut core = UasCore::new(UasConfig {
+        timers: TimerConfig {
+            t1: Duration::from_millis(cfg.sip.t1_ms),
+            ..TimerConfig::default()
+        },
+        session_expires_secs: cfg.sip.session_expires_secs,
+        min_se_secs: cfg.sip.min_se_secs,
+        ..UasConfig::default()
+    });
+    let (timeout_tx, mut timeout_rx) = mpsc::channel::<CallRef>(256);
+    let mut legs: HashMap<CallRef, EchoLeg> = HashMap::new();
+    let mut draining: Option<tokio::time::Instant> = None;
+    let drain = Duration::from_secs(cfg.shutdown.drain_secs);
+    let rtp_timeout = Duration::from_secs(cfg.rtp.timeout_secs);
+
+    loop {
+        let next = core.poll_timeout().map(tokio::time::Instant::from_std);
+        let sleep_until = next.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            inbound = in_rx.recv() => {
+                let Some(first) = inbound else { break };
+                let now = std::time::Instant::now();
+                // Take what is queued in one go (bounded), then drain outputs once.
+                let mut batch = Some(first);
+                let mut taken = 0;
+                while let Some(Inbound { msg, peer }) = batch.take() {
+                    match msg {
+                        SipMessage::Request(r) => core.handle_request(now, r, peer),
+                        SipMessage::Response(r) => core.handle_response(now, r, peer),
+                    }
+                    taken += 1;
+                    if taken < 64 { batch = in_rx.try_recv().ok(); }
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_until) => {
+                core.handle_timeout(std::time::Instant::now());
+            }
+            Some(call) = timeout_rx.recv() => {
+                tracing::info!(call = call.0, "no RTP for {}s; hanging up", rtp_timeout.as_secs());
+                let _ = core.hangup(call, std::time::Instant::now());
+            }
+            changed = shutdown.changed(), if draining.is_none() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    tracing::info!(calls = core.stats().calls, drain_secs = drain.as_secs(), "shutting down: refusing new calls, draining");
+                    core.set_refuse_new_calls(true);
+                    draining = Some(tokio::time::Instant::now() + drain);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)), if draining.is_some() => {}
+        }
+        let now = std::time::Instant::now();
+        while let Some(event) = core.poll_event() {
+            match event {
+                UasEvent::Incoming(inc) => route_incoming(&mut core, *inc, &ports, rtp_advertise, &codecs, &mut legs, rtp_timeout, &timeout_tx, now),
+                UasEvent::MediaChanged { call, media } => {
+                    if let Some(leg) = legs.get(&call) {
+                        tracing::info!(call = call.0, hold = media.on_hold(), "media changed");
+                        let _ = leg.media.send(Some(media));
+                    }
+                }
+                UasEvent::InfoDtmf { call, digit, duration_ms } => {
+                    tracing::info!(call = call.0, %digit, duration_ms, "DTMF by SIP INFO");
+                }
+                UasEvent::Ended { call, reason } => {
+                    tracing::info!(call = call.0, ?reason, "call ended");
+                    legs.remove(&call);
+                }
+            }
+        }
+        while let Some(t) = core.poll_transmit() {
+            transports.send(t);
+        }
+        let stats = core.stats();
+        metrics::gauge!("sip_transactions_active").set((stats.server_transactions + stats.client_transactions) as f64);
+        metrics::gauge!("sip_dialogs_active").set(stats.calls as f64);
+        if let Some(deadline) = draining {
+            if stats.calls == 0 && stats.client_transactions == 0 {
+                tracing::info!("drained; exiting");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                for call in core.call_refs() {
+                    let _ = core.hangup(call, now);
+                }
+                while let Some(t) = core.poll_transmit() {
+                    transports.send(t);
+                }
+                // One grace period for the BYEs to go out and be answered.
+                draining = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                if core.stats().calls == 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route_incoming(
+    core: &mut UasCore,
+    inc: IncomingCall,
+    ports: &Arc<PortPool>,
+    rtp_advertise: Option<IpAddr>,
+    codecs: &[Codec],
+    legs: &mut HashMap<CallRef, EchoLeg>,
+    rtp_timeout: Duration,
+    timeout_tx: &mpsc::Sender<CallRef>,
+    now: std::time::Instant,
+) {
+    let dialled = inc.dialled.as_deref().and_then(crate::sip::number::normalise);
+    let caller = if inc.privacy_requested { None } else { inc.caller.as_deref() };
+    tracing::info!(
+        call = inc.call.0,
+        dialled = %mask_opt(dialled.as_deref()),
+        caller = %mask_opt(caller),
+        peer = %inc.peer.remote,
+        "incoming call"
+    );
+    if dialled.as_deref() != Some(ECHO_NUMBER) {
+        metrics::counter!("calls_total", "outcome" => "not_found").increment(1);
+        let _ = core.reject(inc.call, 404, now);
+        return;
+    }
+    let Some(port) = ports.allocate() else {
+        tracing::warn!("RTP port range exhausted");
+        metrics::counter!("calls_total", "outcome" => "no_ports").increment(1);
+        let _ = core.reject(inc.call, 503, now);
+        return;
+    };
+    let ip = rtp_advertise.unwrap_or(inc.peer.local.ip());
+    let local = LocalMedia {
+        rtp: SocketAddr::new(ip, port.port),
+        codecs: codecs.iter().copied().filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma)).collect(),
+        session_id: fastrand::u64(1..1 << 40),
+        session_version: 1,
+    };
+    match core.answer(inc.call, local, now) {
+        Ok(media) => {
+            metrics::counter!("calls_total", "outcome" => "answered").increment(1);
+            let leg = spawn_echo(inc.call, port, media, rtp_timeout, timeout_tx.clone());
+            legs.insert(inc.call, leg);
+        }
+        Err(e) => {
+            metrics::counter!("calls_total", "outcome" => "not_acceptable").increment(1);
+            tracing::info!(call = inc.call.0, error = %e, "call refused");
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Metrics: the `metrics` facade recorded by the Prometheus exporter, rendered at `/metrics`.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Installs the global recorder once and returns the handle that renders it.
+pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!("sip_requests_received_total", "SIP requests received, by method");
+    metrics::describe_counter!("sip_responses_sent_total", "SIP responses sent, by status code");
+    metrics::describe_counter!("sip_responses_received_total", "SIP responses received, by status code");
+    metrics::describe_counter!("sip_requests_sent_total", "SIP requests sent, by method");
+    metrics::describe_counter!("sip_retransmissions_total", "SIP retransmissions sent, by kind");
+    metrics::describe_counter!("sip_parse_errors_total", "SIP messages that failed to parse, by reason");
+    metrics::describe_gauge!("sip_transactions_active", "SIP transactions in progress");
+    metrics::describe_gauge!("sip_dialogs_active", "Calls (INVITE dialogs) in progress");
+    metrics::describe_counter!("calls_total", "Calls offered, by outcome");
+}

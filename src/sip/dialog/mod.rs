@@ -1,0 +1,165 @@
+//! The UAS core: transactions, dialogs and INVITE sessions of incoming calls (RFC 3261 §8.2,
+//! §12, §13.3, §14, §15; RFC 3262 reliable provisionals; RFC 3311 UPDATE; RFC 4028 session
+//! timers; RFC 3581 rport), sans-IO.
+//!
+//! Driven like quinn-proto's `Endpoint`: feed [`UasCore::handle_request`],
+//! [`UasCore::handle_response`] and [`UasCore::handle_timeout`] with `now`, give commands
+//! ([`UasCore::ring`], [`UasCore::answer`], [`UasCore::reject`], [`UasCore::hangup`]), then drain
+//! [`UasCore::poll_transmit`] and [`UasCore::poll_event`] and sleep until
+//! [`UasCore::poll_timeout`].
+//!
+//! Must not: read a clock, open sockets, or decide what a call is for (that is the caller's
+//! routing); it only keeps SIP correct.
+
+mod call;
+mod core;
+mod session_timer;
+
+pub use self::core::UasCore;
+pub use call::{CallRef, CallState};
+pub use session_timer::{Refresher, SessionTimer};
+
+use crate::sip::sdp::{NegotiatedMedia, SessionDescription};
+use crate::sip::txn::TimerConfig;
+use bytes::Bytes;
+use std::net::SocketAddr;
+
+/// The transport a message used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    Udp,
+    Tcp,
+}
+
+impl TransportKind {
+    /// Reliable transports have no retransmissions (RFC 3261 §17.1.1.2).
+    pub fn is_reliable(self) -> bool {
+        matches!(self, TransportKind::Tcp)
+    }
+
+    pub fn via_token(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "UDP",
+            TransportKind::Tcp => "TCP",
+        }
+    }
+}
+
+/// The other end of a message: transport, remote address, our local address as the peer
+/// sees it, and the connection for stream transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: TransportKind,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub connection: Option<u64>,
+}
+
+/// Bytes to send to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub peer: Peer,
+    pub bytes: Bytes,
+}
+
+/// Settings of the UAS core.
+#[derive(Debug, Clone)]
+pub struct UasConfig {
+    pub timers: TimerConfig,
+    /// Value of the Server and User-Agent headers.
+    pub server_name: String,
+    /// Session interval we ask for when the caller supports timers but sent none (RFC 4028).
+    pub session_expires_secs: u32,
+    /// The smallest session interval we accept (RFC 4028 §5; at least 90).
+    pub min_se_secs: u32,
+    /// Refuse new INVITEs with 503 (graceful shutdown, overload).
+    pub refuse_new_calls: bool,
+}
+
+impl Default for UasConfig {
+    fn default() -> Self {
+        UasConfig {
+            timers: TimerConfig::default(),
+            server_name: concat!("tolk/", env!("CARGO_PKG_VERSION")).to_string(),
+            session_expires_secs: 1800,
+            min_se_secs: 90,
+            refuse_new_calls: false,
+        }
+    }
+}
+
+/// Methods we implement, for Allow (RFC 3261 §20.5).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO";
+/// Option tags we support (RFC 3261 §20.37).
+pub const SUPPORTED: &str = "100rel, timer";
+/// Body types we accept in INVITE, UPDATE, PRACK, ACK and INFO.
+pub const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/dtmf";
+
+/// A new call offered to the transaction user.
+#[derive(Debug, Clone)]
+pub struct IncomingCall {
+    pub call: CallRef,
+    /// The dialled number or user (Request-URI user part, percent-decoded).
+    pub dialled: Option<String>,
+    /// The caller's number or user (From URI), subject to `Privacy` (RFC 3323) upstream.
+    pub caller: Option<String>,
+    /// The SIP Call-ID (for CDRs and logs).
+    pub sip_call_id: String,
+    pub offer: Option<SessionDescription>,
+    pub peer: Peer,
+    /// The Privacy header asks to withhold identity (RFC 3323 §4.2: `id` or `header`).
+    pub privacy_requested: bool,
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The caller sent BYE.
+    RemoteBye,
+    /// We sent BYE (hangup, shutdown).
+    LocalBye,
+    /// The caller cancelled before answer.
+    Cancelled,
+    /// We rejected the call with this status.
+    Rejected(u16),
+    /// No ACK for our 2xx within 64*T1 (RFC 3261 §13.3.1.4).
+    NoAck,
+    /// No session refresh before the session interval ran out (RFC 4028 §10).
+    SessionExpired,
+    /// An in-dialog request we sent got no answer or a 408/481 (RFC 3261 §12.2.1.2).
+    DialogLost,
+}
+
+impl EndReason {
+    /// Which side ended the call, for CDRs.
+    pub fn hung_up_by_caller(self) -> bool {
+        matches!(self, EndReason::RemoteBye | EndReason::Cancelled)
+    }
+}
+
+/// What the UAS core tells its user.
+#[derive(Debug, Clone)]
+pub enum UasEvent {
+    /// A new INVITE: answer, ring or reject it.
+    Incoming(Box<IncomingCall>),
+    /// A re-INVITE or UPDATE changed the media (hold, resume, new address or codec).
+    MediaChanged { call: CallRef, media: NegotiatedMedia },
+    /// A keypad digit signalled by SIP INFO (`application/dtmf-relay` or `application/dtmf`).
+    InfoDtmf { call: CallRef, digit: char, duration_ms: u32 },
+    /// The call is over; no further events for it.
+    Ended { call: CallRef, reason: EndReason },
+}
+
+/// Errors from commands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("no such call")]
+    NoSuchCall,
+    #[error("the call is not in a state that allows this")]
+    WrongState,
+    #[error("SDP negotiation failed: {0}")]
+    Sdp(#[from] crate::sip::sdp::SdpError),
+}
+
+#[cfg(test)]
+mod tests;

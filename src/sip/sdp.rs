@@ -1,0 +1,628 @@
+//! SDP (RFC 4566) and the offer/answer model (RFC 3264), for audio.
+//!
+//! Owns: parsing session descriptions from peers without trusting them (huge payload
+//! numbers, NUL bytes, missing `c=` lines, absurd lengths are errors or ignored, never
+//! panics), choosing a codec in our preference order, and writing the answer.
+//!
+//! Must not: open sockets or allocate ports; the caller passes the local RTP address in.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+/// Largest SDP body we parse.
+pub const MAX_SDP_BYTES: usize = 16 * 1024;
+
+/// The audio codecs tolk can negotiate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// G.711 µ-law, static payload type 0 (RFC 3551 §6).
+    Pcmu,
+    /// G.711 A-law, static payload type 8.
+    Pcma,
+    /// G.722, static payload type 9, 8000 on the wire for 16 kHz audio (RFC 3551 §4.5.2).
+    G722,
+    /// Opus, dynamic, `opus/48000/2` (RFC 7587 §7).
+    Opus,
+}
+
+impl Codec {
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
+            Codec::Opus => "opus",
+        }
+    }
+
+    fn static_pt(self) -> Option<u8> {
+        match self {
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+            Codec::G722 => Some(9),
+            Codec::Opus => None,
+        }
+    }
+
+    fn rtpmap_clock(self) -> u32 {
+        match self {
+            Codec::Opus => 48_000,
+            _ => 8_000,
+        }
+    }
+
+    /// Parses a codec name as used in configuration (`pcmu`, `PCMA`, `g722`, `opus`).
+    pub fn from_name(name: &str) -> Option<Codec> {
+        match name.to_ascii_lowercase().as_str() {
+            "pcmu" => Some(Codec::Pcmu),
+            "pcma" => Some(Codec::Pcma),
+            "g722" => Some(Codec::G722),
+            "opus" => Some(Codec::Opus),
+            _ => None,
+        }
+    }
+}
+
+/// Media direction (RFC 3264 §5.1, §6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn attr(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The direction an answer takes for an offered direction (RFC 3264 §6.1).
+    pub fn answer_to(self) -> Direction {
+        match self {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        }
+    }
+
+    /// True when the peer puts us on hold (it will not send, or asks us not to).
+    pub fn is_hold(self) -> bool {
+        matches!(self, Direction::SendOnly | Direction::Inactive)
+    }
+}
+
+/// Why a description was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    #[error("SDP is not valid UTF-8 text")]
+    NotText,
+    #[error("SDP too large")]
+    TooLarge,
+    #[error("SDP malformed at line {line}: {reason}")]
+    Malformed { line: usize, reason: &'static str },
+    #[error("no acceptable audio stream (codecs or transport)")]
+    NoCommonCodec,
+    #[error("no connection address for the audio stream")]
+    NoConnection,
+}
+
+impl SdpError {
+    /// The SIP status that answers this error (RFC 3261 §21.4.26: 488; 400 when unparseable).
+    pub fn status(&self) -> u16 {
+        match self {
+            SdpError::NoCommonCodec | SdpError::NoConnection => 488,
+            _ => 400,
+        }
+    }
+}
+
+/// An `a=rtpmap` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpMap {
+    pub encoding: String,
+    pub clock_rate: u32,
+    pub channels: u8,
+}
+
+/// One `m=` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSection {
+    pub media: String,
+    pub port: u16,
+    pub proto: String,
+    /// Formats as listed, payload types 0-127 only (others are ignored).
+    pub payload_types: Vec<u8>,
+    /// Raw format tokens as offered (echoed when rejecting the stream).
+    pub raw_formats: Vec<String>,
+    pub connection: Option<IpAddr>,
+    pub rtpmaps: Vec<(u8, RtpMap)>,
+    pub fmtps: Vec<(u8, String)>,
+    pub direction: Option<Direction>,
+    pub ptime: Option<u32>,
+}
+
+impl MediaSection {
+    fn rtpmap(&self, pt: u8) -> Option<&RtpMap> {
+        self.rtpmaps.iter().find(|(p, _)| *p == pt).map(|(_, m)| m)
+    }
+
+    fn fmtp(&self, pt: u8) -> Option<&str> {
+        self.fmtps.iter().find(|(p, _)| *p == pt).map(|(_, f)| f.as_str())
+    }
+}
+
+/// A parsed session description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    pub origin_session_id: String,
+    pub origin_version: u64,
+    pub connection: Option<IpAddr>,
+    pub direction: Option<Direction>,
+    pub media: Vec<MediaSection>,
+}
+
+impl SessionDescription {
+    /// Parses SDP text (RFC 4566 §5). Unknown lines and attributes are ignored; lines that
+    /// we use are validated.
+    pub fn parse(body: &[u8]) -> Result<SessionDescription, SdpError> {
+        if body.len() > MAX_SDP_BYTES {
+            return Err(SdpError::TooLarge);
+        }
+        let text = std::str::from_utf8(body).map_err(|_| SdpError::NotText)?;
+        let mut sd = SessionDescription {
+            origin_session_id: String::new(),
+            origin_version: 0,
+            connection: None,
+            direction: None,
+            media: Vec::new(),
+        };
+        let mut saw_version = false;
+        for (idx, raw) in text.split('\n').enumerate() {
+            let line_no = idx + 1;
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            if line.is_empty() {
+                continue;
+            }
+            let bad = |reason| SdpError::Malformed { line: line_no, reason };
+            let (kind, value) = line.split_once('=').ok_or(bad("no '='"))?;
+            if kind.len() != 1 {
+                return Err(bad("type is not one character"));
+            }
+            match kind {
+                "v" => {
+                    if value.trim() != "0" {
+                        return Err(bad("version is not 0"));
+                    }
+                    saw_version = true;
+                }
+                "o" => {
+                    let f: Vec<&str> = value.split_whitespace().collect();
+                    if f.len() != 6 {
+                        return Err(bad("o= needs 6 fields"));
+                    }
+                    sd.origin_session_id = f[1].to_string();
+                    sd.origin_version = f[2].parse().unwrap_or(0);
+                }
+                "c" => {
+                    let addr = parse_connection(value).ok_or(bad("bad c= line"))?;
+                    match sd.media.last_mut() {
+                        Some(m) => m.connection = Some(addr),
+                        None => sd.connection = Some(addr),
+                    }
+                }
+                "m" => {
+                    let f: Vec<&str> = value.split_whitespace().collect();
+                    if f.len() < 4 {
+                        return Err(bad("m= needs media, port, proto and formats"));
+                    }
+                    let port_field = f[1].split('/').next().unwrap_or("");
+                    let port: u16 = port_field.parse().map_err(|_| bad("bad port"))?;
+                    let mut payload_types = Vec::new();
+                    for fmt in &f[3..] {
+                        if let Ok(pt) = fmt.parse::<u32>() {
+                            if pt <= 127 && !payload_types.contains(&(pt as u8)) {
+                                payload_types.push(pt as u8);
+                            }
+                        }
+                    }
+                    if sd.media.len() >= 16 {
+                        return Err(bad("too many media sections"));
+                    }
+                    sd.media.push(MediaSection {
+                        media: f[0].to_string(),
+                        port,
+                        proto: f[2].to_string(),
+                        payload_types,
+                        raw_formats: f[3..].iter().take(64).map(|s| s.to_string()).collect(),
+                        connection: None,
+                        rtpmaps: Vec::new(),
+                        fmtps: Vec::new(),
+                        direction: None,
+                        ptime: None,
+                    });
+                }
+                "a" => {
+                    let (name, val) = match value.split_once(':') {
+                        Some((n, v)) => (n, Some(v)),
+                        None => (value, None),
+                    };
+                    let dir = match name {
+                        "sendrecv" => Some(Direction::SendRecv),
+                        "sendonly" => Some(Direction::SendOnly),
+                        "recvonly" => Some(Direction::RecvOnly),
+                        "inactive" => Some(Direction::Inactive),
+                        _ => None,
+                    };
+                    let Some(m) = sd.media.last_mut() else {
+                        if dir.is_some() {
+                            sd.direction = dir;
+                        }
+                        continue;
+                    };
+                    if dir.is_some() {
+                        m.direction = dir;
+                        continue;
+                    }
+                    match (name, val) {
+                        ("rtpmap", Some(v)) => {
+                            if let Some((pt, map)) = parse_rtpmap(v) {
+                                if m.rtpmaps.len() < 64 {
+                                    m.rtpmaps.push((pt, map));
+                                }
+                            }
+                        }
+                        ("fmtp", Some(v)) => {
+                            if let Some((pt, params)) = v.split_once(' ') {
+                                let ok = params.bytes().all(|b| b >= b' ' && b != 0x7f);
+                                if let (Ok(pt), true) = (pt.parse::<u8>(), ok) {
+                                    if pt <= 127 && m.fmtps.len() < 64 {
+                                        m.fmtps.push((pt, params.trim().to_string()));
+                                    }
+                                }
+                            }
+                        }
+                        ("ptime", Some(v)) => {
+                            m.ptime = v.trim().parse().ok().filter(|p| (10..=120).contains(p));
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !saw_version {
+            return Err(SdpError::Malformed {
+                line: 1,
+                reason: "missing v=0",
+            });
+        }
+        Ok(sd)
+    }
+}
+
+fn parse_connection(value: &str) -> Option<IpAddr> {
+    let f: Vec<&str> = value.split_whitespace().collect();
+    if f.len() != 3 || f[0] != "IN" {
+        return None;
+    }
+    // Multicast TTL and count suffixes (`/127/3`) are not for us.
+    let addr = f[2].split('/').next()?;
+    match f[1] {
+        "IP4" | "IP6" => addr.parse().ok(),
+        _ => None,
+    }
+}
+
+fn parse_rtpmap(v: &str) -> Option<(u8, RtpMap)> {
+    let (pt, rest) = v.trim().split_once(' ')?;
+    let pt: u8 = pt.parse().ok().filter(|p| *p <= 127)?;
+    let mut parts = rest.trim().split('/');
+    let encoding = parts.next()?.to_string();
+    let clock_rate: u32 = parts.next()?.parse().ok()?;
+    let channels: u8 = match parts.next() {
+        Some(c) => c.parse().ok()?,
+        None => 1,
+    };
+    if encoding.is_empty() || encoding.len() > 32 {
+        return None;
+    }
+    Some((
+        pt,
+        RtpMap {
+            encoding,
+            clock_rate,
+            channels,
+        },
+    ))
+}
+
+/// Our side of the media: where we receive RTP and which codecs we prefer, best first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalMedia {
+    pub rtp: SocketAddr,
+    pub codecs: Vec<Codec>,
+    /// `o=` session id and version (RFC 4566 §5.2; the version grows with every change).
+    pub session_id: u64,
+    pub session_version: u64,
+}
+
+/// The outcome of a negotiation: what to send where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiatedMedia {
+    /// Where the peer receives RTP; `None` when the peer holds with `c=0.0.0.0`.
+    pub remote_rtp: Option<SocketAddr>,
+    pub codec: Codec,
+    pub payload_type: u8,
+    /// RFC 4733 telephone-event payload type, when both sides have it.
+    pub telephone_event: Option<u8>,
+    pub ptime_ms: u32,
+    /// Our direction, as answered.
+    pub direction: Direction,
+    /// The offered fmtp of the chosen codec (Opus parameters).
+    pub fmtp: Option<String>,
+}
+
+impl NegotiatedMedia {
+    /// True when the peer has put the call on hold.
+    pub fn on_hold(&self) -> bool {
+        self.remote_rtp.is_none() || matches!(self.direction, Direction::RecvOnly | Direction::Inactive)
+    }
+}
+
+/// Answers an offer (RFC 3264 §6): the first audio stream over RTP/AVP with a codec we share
+/// is accepted, every other stream is rejected with port 0 (§6, §8.2).
+pub fn answer(offer: &SessionDescription, local: &LocalMedia) -> Result<(String, NegotiatedMedia), SdpError> {
+    let mut chosen: Option<(usize, NegotiatedMedia)> = None;
+    let mut saw_connectionless = false;
+    for (i, m) in offer.media.iter().enumerate() {
+        if chosen.is_some() || m.media != "audio" || m.port == 0 || !m.proto.eq_ignore_ascii_case("RTP/AVP") {
+            continue;
+        }
+        let Some((codec, pt)) = pick_codec(m, &local.codecs) else {
+            continue;
+        };
+        let Some(conn) = m.connection.or(offer.connection) else {
+            saw_connectionless = true;
+            continue;
+        };
+        let offered_dir = m.direction.or(offer.direction).unwrap_or(Direction::SendRecv);
+        // RFC 3264 §8.4: c=0.0.0.0 is the RFC 2543 way of putting a call on hold.
+        let remote_rtp = (!conn.is_unspecified()).then(|| SocketAddr::new(conn, m.port));
+        let telephone_event = m
+            .payload_types
+            .iter()
+            .copied()
+            .find(|pt| m.rtpmap(*pt).is_some_and(|r| r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == codec_event_clock(codec)));
+        chosen = Some((
+            i,
+            NegotiatedMedia {
+                remote_rtp,
+                codec,
+                payload_type: pt,
+                telephone_event,
+                ptime_ms: m.ptime.unwrap_or(20),
+                direction: if remote_rtp.is_none() && offered_dir == Direction::SendRecv {
+                    Direction::RecvOnly
+                } else {
+                    offered_dir.answer_to()
+                },
+                fmtp: m.fmtp(pt).map(str::to_string),
+            },
+        ));
+    }
+    let Some((index, neg)) = chosen else {
+        return Err(if saw_connectionless { SdpError::NoConnection } else { SdpError::NoCommonCodec });
+    };
+    let mut sdp = session_header(local);
+    for (i, m) in offer.media.iter().enumerate() {
+        if i == index {
+            write_audio_section(&mut sdp, local.rtp.port(), &neg);
+        } else {
+            // Rejected stream: same media and proto, port 0, formats echoed (RFC 3264 §6).
+            let fmts = if m.raw_formats.is_empty() { "0".to_string() } else { m.raw_formats.join(" ") };
+            let _ = write!(sdp, "m={} 0 {} {}\r\n", sanitize(&m.media), sanitize(&m.proto), sanitize(&fmts));
+        }
+    }
+    Ok((sdp, neg))
+}
+
+/// Writes an offer with every local codec (for a re-INVITE that arrived without SDP, RFC 3261
+/// §14.2, or an outbound call).
+pub fn offer(local: &LocalMedia, direction: Direction) -> String {
+    let mut sdp = session_header(local);
+    let mut pts = Vec::new();
+    let mut maps = String::new();
+    for codec in &local.codecs {
+        let pt = codec.static_pt().unwrap_or(111);
+        pts.push(pt.to_string());
+        let _ = write!(maps, "a=rtpmap:{pt} {}/{}", codec.encoding_name(), codec.rtpmap_clock());
+        if *codec == Codec::Opus {
+            maps.push_str("/2\r\na=fmtp:111 useinbandfec=1\r\n");
+        } else {
+            maps.push_str("\r\n");
+        }
+    }
+    pts.push("101".to_string());
+    let _ = write!(sdp, "m=audio {} RTP/AVP {}\r\n{maps}", local.rtp.port(), pts.join(" "));
+    let _ = write!(sdp, "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na={}\r\n", direction.attr());
+    sdp
+}
+
+fn codec_event_clock(codec: Codec) -> u32 {
+    match codec {
+        Codec::Opus => 48_000,
+        _ => 8_000,
+    }
+}
+
+fn pick_codec(m: &MediaSection, prefs: &[Codec]) -> Option<(Codec, u8)> {
+    for codec in prefs {
+        for &pt in &m.payload_types {
+            let matches = match m.rtpmap(pt) {
+                Some(map) => {
+                    map.encoding.eq_ignore_ascii_case(codec.encoding_name())
+                        && map.clock_rate == codec.rtpmap_clock()
+                        && (*codec != Codec::Opus || map.channels == 2)
+                }
+                // RFC 3551 static payload types need no rtpmap.
+                None => codec.static_pt() == Some(pt),
+            };
+            if matches {
+                return Some((*codec, pt));
+            }
+        }
+    }
+    None
+}
+
+fn session_header(local: &LocalMedia) -> String {
+    let ip = local.rtp.ip();
+    let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
+    format!(
+        "v=0\r\no=tolk {} {} IN {family} {ip}\r\ns=tolk\r\nc=IN {family} {ip}\r\nt=0 0\r\n",
+        local.session_id, local.session_version
+    )
+}
+
+fn write_audio_section(sdp: &mut String, port: u16, neg: &NegotiatedMedia) {
+    let mut fmts = neg.payload_type.to_string();
+    if let Some(te) = neg.telephone_event {
+        let _ = write!(fmts, " {te}");
+    }
+    let _ = write!(sdp, "m=audio {port} RTP/AVP {fmts}\r\n");
+    let channels = if neg.codec == Codec::Opus { "/2" } else { "" };
+    let _ = write!(sdp, "a=rtpmap:{} {}/{}{channels}\r\n", neg.payload_type, neg.codec.encoding_name(), neg.codec.rtpmap_clock());
+    if neg.codec == Codec::Opus {
+        let _ = write!(sdp, "a=fmtp:{} useinbandfec=1\r\n", neg.payload_type);
+    }
+    if let Some(te) = neg.telephone_event {
+        let _ = write!(sdp, "a=rtpmap:{te} telephone-event/{}\r\na=fmtp:{te} 0-16\r\n", codec_event_clock(neg.codec));
+    }
+    let _ = write!(sdp, "a=ptime:{}\r\na={}\r\n", neg.ptime_ms, neg.direction.attr());
+}
+
+/// Keeps echoed tokens printable and single-line.
+fn sanitize(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(256).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> LocalMedia {
+        LocalMedia {
+            rtp: "127.0.0.1:20000".parse().unwrap(),
+            codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus],
+            session_id: 42,
+            session_version: 1,
+        }
+    }
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n\
+m=audio 30000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n";
+
+    fn sd(s: &str) -> SessionDescription {
+        SessionDescription::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn answer_uses_our_preference_order() {
+        let (text, neg) = answer(&sd(OFFER), &local()).unwrap();
+        assert_eq!(neg.codec, Codec::Pcmu, "PCMU is our first choice even though offered second");
+        assert_eq!(neg.telephone_event, Some(101));
+        assert_eq!(neg.remote_rtp, Some("192.0.2.5:30000".parse().unwrap()));
+        assert!(text.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{text}");
+        assert!(text.contains("a=sendrecv"));
+        // The answer parses back.
+        sd(&text);
+    }
+
+    #[test]
+    fn opus_needs_two_channels_in_rtpmap() {
+        let offer = "v=0\r\no=- 1 1 IN IP4 h\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\nm=audio 4000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\na=fmtp:96 minptime=10;useinbandfec=1\r\n";
+        let (text, neg) = answer(&sd(offer), &local()).unwrap();
+        assert_eq!(neg.codec, Codec::Opus);
+        assert_eq!(neg.payload_type, 96);
+        assert_eq!(neg.fmtp.as_deref(), Some("minptime=10;useinbandfec=1"));
+        assert!(text.contains("a=rtpmap:96 opus/48000/2"));
+        let mono = offer.replace("opus/48000/2", "opus/48000");
+        assert_eq!(answer(&sd(&mono), &local()).unwrap_err(), SdpError::NoCommonCodec);
+    }
+
+    #[test]
+    fn g722_matches_on_its_8000_clock() {
+        let offer = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 9");
+        let local = LocalMedia {
+            codecs: vec![Codec::G722],
+            ..local()
+        };
+        assert_eq!(answer(&sd(&offer), &local).unwrap().1.codec, Codec::G722);
+    }
+
+    #[test]
+    fn nothing_in_common_is_488() {
+        let offer = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18").replace("a=rtpmap:101 telephone-event/8000\r\n", "");
+        let err = answer(&sd(&offer), &local()).unwrap_err();
+        assert_eq!(err.status(), 488);
+    }
+
+    #[test]
+    fn hold_directions_are_answered_per_rfc3264() {
+        for (offered, answered) in [("sendonly", "recvonly"), ("recvonly", "sendonly"), ("inactive", "inactive")] {
+            let offer = format!("{OFFER}a={offered}\r\n");
+            let (text, neg) = answer(&sd(&offer), &local()).unwrap();
+            assert!(text.contains(&format!("a={answered}")), "{offered}: {text}");
+            assert_eq!(neg.direction.attr(), answered);
+        }
+    }
+
+    #[test]
+    fn zero_address_is_old_style_hold() {
+        // RFC 3264 §8.4
+        let offer = OFFER.replace("c=IN IP4 192.0.2.5", "c=IN IP4 0.0.0.0");
+        let (_, neg) = answer(&sd(&offer), &local()).unwrap();
+        assert!(neg.on_hold());
+        assert_eq!(neg.remote_rtp, None);
+    }
+
+    #[test]
+    fn other_streams_are_rejected_with_port_zero() {
+        let offer = format!("{OFFER}m=video 30002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n");
+        let (text, _) = answer(&sd(&offer), &local()).unwrap();
+        assert!(text.contains("m=video 0 RTP/AVP 96"), "{text}");
+    }
+
+    #[test]
+    fn known_crash_inputs_are_errors_not_panics() {
+        // Huge payload numbers are ignored; nothing else offered: 488.
+        let huge = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 4294967296 99999999999999999999 256");
+        assert!(answer(&sd(&huge), &local()).is_err());
+        // NUL bytes in fmtp are dropped.
+        let nul = OFFER.replace("a=fmtp:101 0-15", "a=fmtp:101 0-15\0\0");
+        assert!(sd(&nul).media[0].fmtps.is_empty());
+        // Missing c= everywhere: 488, not a panic.
+        let noc = OFFER.replace("c=IN IP4 192.0.2.5\r\n", "");
+        assert_eq!(answer(&sd(&noc), &local()).unwrap_err(), SdpError::NoConnection);
+        // Garbage.
+        assert!(SessionDescription::parse(b"\xff\xfe").is_err());
+        assert!(SessionDescription::parse(b"hello").is_err());
+        assert!(SessionDescription::parse(b"v=0\r\nm=audio\r\n").is_err());
+        assert!(SessionDescription::parse(b"v=0\r\nm=audio 99999 RTP/AVP 0\r\n").is_err());
+        assert!(SessionDescription::parse(&vec![b'a'; MAX_SDP_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn offer_lists_every_local_codec() {
+        let text = offer(&local(), Direction::SendRecv);
+        let parsed = sd(&text);
+        assert_eq!(parsed.media[0].payload_types, vec![0, 8, 9, 111, 101]);
+    }
+}
