@@ -139,12 +139,16 @@ impl Default for AdminConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DialplanConfig {
     pub dir: PathBuf,
+    /// Built-in route only (until the flow engine): ring the echo number this long (180
+    /// Ringing) before answering. 0 answers at once.
+    pub echo_ring_ms: u64,
 }
 
 impl Default for DialplanConfig {
     fn default() -> Self {
         DialplanConfig {
             dir: PathBuf::from("./dialplans"),
+            echo_ring_ms: 0,
         }
     }
 }

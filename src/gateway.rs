@@ -101,10 +101,16 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>, bound_tx: Opt
     let mut draining: Option<tokio::time::Instant> = None;
     let drain = Duration::from_secs(cfg.shutdown.drain_secs);
     let rtp_timeout = Duration::from_secs(cfg.rtp.timeout_secs);
+    let ring = Duration::from_millis(cfg.dialplan.echo_ring_ms);
+    // Calls ringing before the built-in echo route answers them.
+    let mut ringing: Vec<(tokio::time::Instant, PendingAnswer)> = Vec::new();
 
     loop {
         let next = core.poll_timeout().map(tokio::time::Instant::from_std);
-        let sleep_until = next.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        let mut sleep_until = next.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        if let Some(at) = ringing.iter().map(|(at, _)| *at).min() {
+            sleep_until = sleep_until.min(at);
+        }
         tokio::select! {
             inbound = in_rx.recv() => {
                 let Some(first) = inbound else { break };
@@ -138,9 +144,28 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>, bound_tx: Opt
             _ = tokio::time::sleep(Duration::from_millis(250)), if draining.is_some() => {}
         }
         let now = std::time::Instant::now();
+        let due = tokio::time::Instant::now();
+        let mut i = 0;
+        while i < ringing.len() {
+            if ringing[i].0 <= due {
+                let (_, pending) = ringing.swap_remove(i);
+                answer_echo(&mut core, pending, rtp_timeout, &timeout_tx, &mut legs, now);
+            } else {
+                i += 1;
+            }
+        }
         while let Some(event) = core.poll_event() {
             match event {
-                UasEvent::Incoming(inc) => route_incoming(&mut core, *inc, &ports, rtp_advertise, &codecs, &mut legs, rtp_timeout, &timeout_tx, now),
+                UasEvent::Incoming(inc) => {
+                    if let Some(pending) = route_incoming(&mut core, *inc, &ports, rtp_advertise, &codecs, now) {
+                        if ring.is_zero() {
+                            answer_echo(&mut core, pending, rtp_timeout, &timeout_tx, &mut legs, now);
+                        } else {
+                            let _ = core.ring(pending.call, now);
+                            ringing.push((tokio::time::Instant::now() + ring, pending));
+                        }
+                    }
+                }
                 UasEvent::MediaChanged { call, media } => {
                     if let Some(leg) = legs.get(&call) {
                         tracing::info!(call = call.0, hold = media.on_hold(), "media changed");
@@ -153,6 +178,7 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>, bound_tx: Opt
                 UasEvent::Ended { call, reason } => {
                     tracing::info!(call = call.0, ?reason, "call ended");
                     legs.remove(&call);
+                    ringing.retain(|(_, p)| p.call != call);
                 }
             }
         }
@@ -186,18 +212,23 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>, bound_tx: Opt
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A call the built-in route will answer with an echo leg.
+struct PendingAnswer {
+    call: CallRef,
+    port: crate::call::RtpPort,
+    local: LocalMedia,
+}
+
+/// The built-in route (until the flow engine's dialplan): the echo number is answered with
+/// an echo leg; every other number gets 404.
 fn route_incoming(
     core: &mut UasCore,
     inc: IncomingCall,
     ports: &Arc<PortPool>,
     rtp_advertise: Option<IpAddr>,
     codecs: &[Codec],
-    legs: &mut HashMap<CallRef, EchoLeg>,
-    rtp_timeout: Duration,
-    timeout_tx: &mpsc::Sender<CallRef>,
     now: std::time::Instant,
-) {
+) -> Option<PendingAnswer> {
     let dialled = inc.dialled.as_deref().and_then(crate::sip::number::normalise);
     let caller = if inc.privacy_requested { None } else { inc.caller.as_deref() };
     tracing::info!(
@@ -210,13 +241,13 @@ fn route_incoming(
     if dialled.as_deref() != Some(ECHO_NUMBER) {
         metrics::counter!("calls_total", "outcome" => "not_found").increment(1);
         let _ = core.reject(inc.call, 404, now);
-        return;
+        return None;
     }
     let Some(port) = ports.allocate() else {
         tracing::warn!("RTP port range exhausted");
         metrics::counter!("calls_total", "outcome" => "no_ports").increment(1);
         let _ = core.reject(inc.call, 503, now);
-        return;
+        return None;
     };
     let ip = rtp_advertise.unwrap_or(inc.peer.local.ip());
     let local = LocalMedia {
@@ -225,15 +256,30 @@ fn route_incoming(
         session_id: fastrand::u64(1..1 << 40),
         session_version: 1,
     };
-    match core.answer(inc.call, local, now) {
+    Some(PendingAnswer {
+        call: inc.call,
+        port,
+        local,
+    })
+}
+
+fn answer_echo(
+    core: &mut UasCore,
+    pending: PendingAnswer,
+    rtp_timeout: Duration,
+    timeout_tx: &mpsc::Sender<CallRef>,
+    legs: &mut HashMap<CallRef, EchoLeg>,
+    now: std::time::Instant,
+) {
+    match core.answer(pending.call, pending.local, now) {
         Ok(media) => {
             metrics::counter!("calls_total", "outcome" => "answered").increment(1);
-            let leg = spawn_echo(inc.call, port, media, rtp_timeout, timeout_tx.clone());
-            legs.insert(inc.call, leg);
+            let leg = spawn_echo(pending.call, pending.port, media, rtp_timeout, timeout_tx.clone());
+            legs.insert(pending.call, leg);
         }
         Err(e) => {
             metrics::counter!("calls_total", "outcome" => "not_acceptable").increment(1);
-            tracing::info!(call = inc.call.0, error = %e, "call refused");
+            tracing::info!(call = pending.call.0, error = %e, "call refused");
         }
     }
 }

@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let cfg = load(config.as_deref())?;
             tracing_subscriber::fmt()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cfg.log.level).context("log.level")?)
                 .init();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
