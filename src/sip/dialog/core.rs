@@ -384,9 +384,10 @@ impl UasCore {
         }
         // RFC 3261 §8.2.2.3: Require.
         let unsupported: Vec<String> = req
-            .required()
+            .headers
+            .tokens_as_sent(&Name::REQUIRE)
             .into_iter()
-            .filter(|t| t != "100rel" && t != "timer")
+            .filter(|t| !t.eq_ignore_ascii_case("100rel") && !t.eq_ignore_ascii_case("timer"))
             .collect();
         if !unsupported.is_empty() {
             let list = unsupported.join(", ");

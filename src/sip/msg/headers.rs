@@ -284,6 +284,8 @@ pub trait HeaderLookup {
     fn first(&self, name: &Name) -> Option<&str>;
     /// All comma-separated tokens of every `name` header, trimmed and lower-cased.
     fn tokens(&self, name: &Name) -> Vec<String>;
+    /// The same tokens as sent (for echoing them, e.g. in Unsupported).
+    fn tokens_as_sent(&self, name: &Name) -> Vec<String>;
 }
 
 impl HeaderLookup for Headers {
@@ -295,6 +297,14 @@ impl HeaderLookup for Headers {
         self.get_raw(name)
             .flat_map(|v| v.split(','))
             .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    fn tokens_as_sent(&self, name: &Name) -> Vec<String> {
+        self.get_raw(name)
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .collect()
     }

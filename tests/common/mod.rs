@@ -1,0 +1,314 @@
+//! Test helpers: a real `tolk serve` process on loopback, SIPp, and a small scripted UAC.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `tolk serve` child process on loopback ports of its own.
+pub struct Gateway {
+    child: Option<Child>,
+    pub sip: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+/// A UDP+TCP port pair that is free right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        let port = udp.local_addr().expect("addr").port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair");
+}
+
+fn unique_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tolk-test-{tag}-{}-{}", std::process::id(), fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+impl Gateway {
+    /// Starts the gateway with `env` overrides on top of loopback test defaults.
+    pub fn start(env: &[(&str, &str)]) -> Gateway {
+        let sip_port = free_port();
+        let admin_port = free_port();
+        let data_dir = unique_dir("gw");
+        let log = data_dir.join("tolk.log");
+        let rtp_base = 20_000 + 2 * fastrand::u16(0..15_000);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tolk"));
+        cmd.arg("serve")
+            .current_dir(&data_dir)
+            .env("TOLK_SIP_LISTEN", format!("[\"127.0.0.1:{sip_port}\"]"))
+            .env("TOLK_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+            .env("TOLK_RTP_PORTS", format!("{}-{}", rtp_base, rtp_base + 400))
+            .env("TOLK_RTP_BIND", "127.0.0.1")
+            .env("TOLK_DATA_DIR", &data_dir)
+            .env("TOLK_LOG_LEVEL", "info")
+            .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn tolk");
+        let gw = Gateway {
+            child: Some(child),
+            sip: SocketAddr::from(([127, 0, 0, 1], sip_port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            data_dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(gw.admin, "/healthz").is_some() {
+                return gw;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("tolk did not become ready; log:\n{}", gw.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics").unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        }
+    }
+
+    /// Waits for the process to exit; returns its status code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A plain HTTP/1.1 GET; the body on 200.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
+/// The SIPp binary; the test fails (it is not skipped) when SIPp is missing.
+pub fn sipp() -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin"] {
+        let p = PathBuf::from(dir).join("sipp");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("SIPp is not installed: run scripts/test.sh, which installs the sip-tester package");
+}
+
+/// The outcome of a SIPp run.
+pub struct SippRun {
+    pub success: bool,
+    pub successful_calls: u64,
+    pub failed_calls: u64,
+    pub output: String,
+}
+
+/// Runs a scenario from `sipp-scenarios/` against the gateway.
+pub fn run_sipp(gw: &Gateway, scenario: &str, args: &[&str]) -> SippRun {
+    let dir = unique_dir("sipp");
+    let scenario_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sipp-scenarios").join(scenario);
+    let local_port = free_port().to_string();
+    let media_port = (free_port() & !1).to_string();
+    let output = Command::new(sipp())
+        .current_dir(&dir)
+        .arg("-sf")
+        .arg(&scenario_path)
+        .args(["-s", "+15550100300", "-i", "127.0.0.1", "-p", &local_port, "-mp", &media_port])
+        .args(["-timeout", "90", "-timeout_error", "-nostdin", "-trace_err"])
+        .args(args)
+        .arg(gw.sip.to_string())
+        .output()
+        .expect("run sipp");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().ends_with("errors.log") {
+            text.push_str("\n--- SIPp errors.log ---\n");
+            text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let count = |label: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(label))
+            .filter_map(|l| l.split('|').nth(2))
+            .filter_map(|v| v.trim().parse().ok())
+            .last()
+            .unwrap_or(0)
+    };
+    SippRun {
+        success: output.status.success(),
+        successful_calls: count("Successful call"),
+        failed_calls: count("Failed call"),
+        output: text,
+    }
+}
+
+/// A scripted SIP user agent client over UDP for tests that look inside messages.
+pub struct Uac {
+    pub sock: UdpSocket,
+    pub gw: SocketAddr,
+    pub call_id: String,
+    pub from_tag: String,
+    pub cseq: u32,
+    pub to_tag: Option<String>,
+    pub number: String,
+}
+
+impl Uac {
+    pub fn new(gw: SocketAddr, number: &str) -> Uac {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        Uac {
+            sock,
+            gw,
+            call_id: format!("{}@test", fastrand::u64(..)),
+            from_tag: format!("{}", fastrand::u32(..)),
+            cseq: 0,
+            to_tag: None,
+            number: number.to_string(),
+        }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.sock.local_addr().expect("addr")
+    }
+
+    /// Builds a request in this UAC's dialog.
+    pub fn request(&mut self, method: &str, extra_headers: &str, body: &str) -> String {
+        if method != "ACK" && method != "CANCEL" {
+            self.cseq += 1;
+        }
+        let local = self.local();
+        let to_tag = self.to_tag.as_ref().map(|t| format!(";tag={t}")).unwrap_or_default();
+        let ctype = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".to_string() };
+        format!(
+            "{method} sip:{num}@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{b};rport\r\n\
+From: <sip:+15551234567@{local}>;tag={ft}\r\nTo: <sip:{num}@{gw}>{to_tag}\r\nCall-ID: {cid}\r\n\
+CSeq: {cseq} {method}\r\nContact: <sip:uac@{local}>\r\nMax-Forwards: 70\r\n{extra_headers}{ctype}Content-Length: {len}\r\n\r\n{body}",
+            num = self.number,
+            gw = self.gw,
+            b = fastrand::u64(..),
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+            len = body.len(),
+        )
+    }
+
+    pub fn send(&self, text: &str) {
+        self.sock.send_to(text.as_bytes(), self.gw).expect("send");
+    }
+
+    /// The next message within `within`, raw text.
+    pub fn recv(&self, within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        let mut buf = vec![0u8; 65535];
+        while Instant::now() < deadline {
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        None
+    }
+
+    /// Waits for a final response (skipping provisionals), recording the To tag.
+    pub fn final_response(&mut self, within: Duration) -> Option<(u16, String)> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let Some(msg) = self.recv(deadline - Instant::now()) else { break };
+            let Some(code) = status_of(&msg) else { continue };
+            if code >= 200 {
+                if let Some(tag) = header(&msg, "To").and_then(|t| t.split(";tag=").nth(1).map(|s| s.split(';').next().unwrap_or(s).to_string())) {
+                    self.to_tag = Some(tag);
+                }
+                return Some((code, msg));
+            }
+        }
+        None
+    }
+}
+
+pub fn status_of(msg: &str) -> Option<u16> {
+    msg.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// The first value of a header (full or compact name given explicitly).
+pub fn header(msg: &str, name: &str) -> Option<String> {
+    let head = msg.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+pub fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+/// An SDP offer with our RTP port.
+pub fn sdp_offer(rtp: SocketAddr, pts: &str, extra: &str) -> String {
+    let mut maps = String::new();
+    for pt in pts.split(' ') {
+        match pt {
+            "0" => maps.push_str("a=rtpmap:0 PCMU/8000\r\n"),
+            "8" => maps.push_str("a=rtpmap:8 PCMA/8000\r\n"),
+            "101" => maps.push_str("a=rtpmap:101 telephone-event/8000\r\n"),
+            _ => {}
+        }
+    }
+    format!(
+        "v=0\r\no=test 1 {v} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP {pts}\r\n{maps}{extra}",
+        v = fastrand::u32(1..1000),
+        ip = rtp.ip(),
+        port = rtp.port()
+    )
+}
+
+/// The RTP port in an SDP answer's audio m-line.
+pub fn sdp_audio_port(sdp: &str) -> Option<u16> {
+    sdp.lines().find_map(|l| l.strip_prefix("m=audio ")?.split(' ').next()?.parse().ok())
+}

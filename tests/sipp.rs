@@ -1,0 +1,66 @@
+//! SIPp against a real `tolk serve` on loopback: the scenarios in `sipp-scenarios/`.
+
+mod common;
+use common::{Gateway, run_sipp};
+
+fn assert_all_passed(run: &common::SippRun, calls: u64) {
+    assert!(
+        run.success && run.failed_calls == 0 && run.successful_calls == calls,
+        "SIPp: success={} successful={} failed={}\n{}",
+        run.success,
+        run.successful_calls,
+        run.failed_calls,
+        run.output
+    );
+}
+
+#[test]
+fn two_hundred_calls_at_20_per_second_complete_over_udp() {
+    let gw = Gateway::start(&[]);
+    let run = run_sipp(&gw, "basic_call.xml", &["-m", "200", "-r", "20", "-l", "100"]);
+    assert_all_passed(&run, 200);
+    let metrics = gw.metrics();
+    assert!(metrics.contains("sip_requests_received_total{method=\"INVITE\"} 200"), "{metrics}");
+    assert!(metrics.contains("calls_total{outcome=\"answered\"} 200"), "{metrics}");
+}
+
+#[test]
+fn basic_calls_complete_over_tcp() {
+    let gw = Gateway::start(&[]);
+    let run = run_sipp(&gw, "basic_call.xml", &["-t", "t1", "-m", "20", "-r", "10"]);
+    assert_all_passed(&run, 20);
+}
+
+#[test]
+fn cancel_while_ringing_gets_200_and_487() {
+    let gw = Gateway::start(&[("TOLK_DIALPLAN_ECHO_RING_MS", "3000")]);
+    let run = run_sipp(&gw, "cancel.xml", &["-m", "10", "-r", "5"]);
+    assert_all_passed(&run, 10);
+    assert!(gw.metrics().contains("sip_responses_sent_total{code=\"487\"} 10"));
+}
+
+#[test]
+fn options_keepalive_is_answered_200() {
+    let gw = Gateway::start(&[]);
+    let run = run_sipp(&gw, "options.xml", &["-m", "10", "-r", "10"]);
+    assert_all_passed(&run, 10);
+}
+
+#[test]
+fn hold_and_resume_keep_the_dialog_over_udp_and_tcp() {
+    let gw = Gateway::start(&[]);
+    let run = run_sipp(&gw, "hold_resume.xml", &["-m", "10", "-r", "5"]);
+    assert_all_passed(&run, 10);
+    let run = run_sipp(&gw, "hold_resume.xml", &["-t", "t1", "-m", "5", "-r", "5"]);
+    assert_all_passed(&run, 5);
+    // Every BYE found its dialog: no 481 was sent.
+    assert!(!gw.metrics().contains("code=\"481\""));
+}
+
+#[test]
+fn gateway_sends_bye_when_rtp_stops() {
+    let gw = Gateway::start(&[("TOLK_RTP_TIMEOUT_SECS", "1")]);
+    let run = run_sipp(&gw, "bye_from_gateway.xml", &["-m", "5", "-r", "5"]);
+    assert_all_passed(&run, 5);
+    assert!(gw.metrics().contains("sip_requests_sent_total{method=\"BYE\"} 5"));
+}
