@@ -1,0 +1,146 @@
+//! The first call path end to end over real sockets: a scripted UAC calls the echo number,
+//! sends RTP, gets it back, holds, resumes, hangs up. Also: 404 for other numbers, and the
+//! graceful shutdown on SIGTERM.
+
+mod common;
+use common::{Gateway, Uac, body, header, sdp_audio_port, sdp_offer};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+fn rtp_packet(seq: u16, ssrc: u32, pt: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt, (seq >> 8) as u8, seq as u8, 0, 0, 0, 160, 0, 0, 0, 0];
+    p[4..8].copy_from_slice(&(seq as u32 * 160).to_be_bytes());
+    p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// Sends `n` packets and counts the echoes that carry the same payload and another SSRC.
+fn echo_round(rtp: &UdpSocket, to: SocketAddr, pt: u8, n: u16) -> usize {
+    let ssrc = 0x1234_5678;
+    let mut echoed = 0;
+    let mut buf = [0u8; 2048];
+    for seq in 0..n {
+        let payload: Vec<u8> = (0..160).map(|i| (i as u8).wrapping_add(seq as u8)).collect();
+        rtp.send_to(&rtp_packet(seq, ssrc, pt, &payload), to).unwrap();
+        if let Ok((len, _)) = rtp.recv_from(&mut buf) {
+            let back = &buf[..len];
+            if len == 172 && back[1] & 0x7f == pt && back[12..] == payload[..] && back[8..12] != ssrc.to_be_bytes() {
+                echoed += 1;
+            }
+        }
+    }
+    echoed
+}
+
+#[test]
+fn echo_number_plays_back_rtp_and_honours_hold() {
+    let gw = Gateway::start(&[]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut uac = Uac::new(gw.sip, "+15550100300");
+    // PCMA only: the answer must pick it.
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "8 101", ""));
+    uac.send(&invite);
+    let (code, ok) = uac.final_response(Duration::from_secs(3)).expect("a final response");
+    assert_eq!(code, 200, "{ok}");
+    let answer = body(&ok);
+    assert!(answer.contains("a=rtpmap:8 PCMA/8000"), "{answer}");
+    assert!(answer.contains("a=rtpmap:101 telephone-event/8000"), "{answer}");
+    assert!(header(&ok, "Contact").is_some());
+    let media = SocketAddr::from(([127, 0, 0, 1], sdp_audio_port(answer).unwrap()));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+
+    assert_eq!(echo_round(&rtp, media, 8, 20), 20, "every packet echoed");
+
+    // Hold: we send sendonly, tolk answers recvonly and stops sending.
+    let reinvite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "8 101", "a=sendonly\r\n"));
+    uac.send(&reinvite);
+    let (code, ok) = uac.final_response(Duration::from_secs(3)).unwrap();
+    assert_eq!(code, 200);
+    assert!(body(&ok).contains("a=recvonly"), "{}", body(&ok));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(echo_round(&rtp, media, 8, 5), 0, "nothing sent while held");
+
+    // Resume.
+    let reinvite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "8 101", "a=sendrecv\r\n"));
+    uac.send(&reinvite);
+    let (code, ok) = uac.final_response(Duration::from_secs(3)).unwrap();
+    assert_eq!(code, 200);
+    assert!(body(&ok).contains("a=sendrecv"));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(echo_round(&rtp, media, 8, 10) >= 9, "echo resumes");
+
+    let bye = uac.request("BYE", "", "");
+    uac.send(&bye);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
+    // The dialog is gone: a second BYE is 481.
+    let bye = uac.request("BYE", "", "");
+    uac.send(&bye);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(481));
+}
+
+#[test]
+fn other_numbers_get_404_and_no_numbers_in_logs() {
+    let gw = Gateway::start(&[]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = Uac::new(gw.sip, "+18885550123");
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(404));
+    let log = gw.log_text();
+    assert!(log.contains("incoming call"), "{log}");
+    assert!(!log.contains("+18885550123") && !log.contains("+15551234567"), "full numbers in log:\n{log}");
+    assert!(log.contains("+1888555****"), "{log}");
+}
+
+#[test]
+fn offer_without_common_codec_gets_488() {
+    let gw = Gateway::start(&[]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = Uac::new(gw.sip, "+15550100300");
+    let offer = sdp_offer(rtp.local_addr().unwrap(), "18", "a=rtpmap:18 G729/8000\r\n");
+    let invite = uac.request("INVITE", "", &offer);
+    uac.send(&invite);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(488));
+}
+
+#[test]
+fn sigterm_refuses_new_calls_then_drains_and_exits() {
+    let mut gw = Gateway::start(&[("TOLK_SHUTDOWN_DRAIN_SECS", "2")]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut caller = Uac::new(gw.sip, "+15550100300");
+    let invite = caller.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    caller.send(&invite);
+    assert_eq!(caller.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
+    let ack = caller.request("ACK", "", "");
+    caller.send(&ack);
+
+    gw.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    // New calls: 503 with Retry-After.
+    let mut late = Uac::new(gw.sip, "+15550100300");
+    let invite = late.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    late.send(&invite);
+    let (code, resp) = late.final_response(Duration::from_secs(3)).expect("an answer while draining");
+    assert_eq!(code, 503);
+    assert!(header(&resp, "Retry-After").is_some());
+    // The call in progress is ended by tolk with a BYE after the drain time.
+    let bye = caller.recv(Duration::from_secs(5)).expect("BYE from tolk after the drain");
+    assert!(bye.starts_with("BYE "), "{bye}");
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        header(&bye, "Via").unwrap(),
+        header(&bye, "From").unwrap(),
+        header(&bye, "To").unwrap(),
+        header(&bye, "Call-ID").unwrap(),
+        header(&bye, "CSeq").unwrap()
+    );
+    caller.send(&ok);
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0), "exits cleanly:\n{}", gw.log_text());
+}
