@@ -243,7 +243,9 @@ impl Config {
             };
             let target = match section {
                 Some(s) => {
-                    let entry = table.entry(s.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    let entry = table
+                        .entry(s.to_string())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
                     match entry.as_table_mut() {
                         Some(t) => t,
                         None => {
@@ -260,14 +262,13 @@ impl Config {
             target.insert(key, value);
             env_keys.push((dotted, k.clone()));
         }
-        if let Some(url) = env.iter().find(|(k, _)| k == "DATABASE_URL").map(|(_, v)| v.clone()) {
-            if let Some(db) = table
+        if let Some(url) = env.iter().find(|(k, _)| k == "DATABASE_URL").map(|(_, v)| v.clone())
+            && let Some(db) = table
                 .entry("database".to_string())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
-            {
-                db.entry("url".to_string()).or_insert(toml::Value::String(url));
-            }
+        {
+            db.entry("url".to_string()).or_insert(toml::Value::String(url));
         }
         let config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
             // Find which key failed: serde's message names it; locate it in the file or env.
@@ -294,8 +295,12 @@ impl Config {
             return Err(("sip.listen".into(), "needs at least one address".into()));
         }
         for l in &self.sip.listen {
-            l.parse::<SocketAddr>()
-                .map_err(|_| ("sip.listen".to_string(), format!("`{l}` is not an address:port (IPv6 as [::1]:5060)")))?;
+            l.parse::<SocketAddr>().map_err(|_| {
+                (
+                    "sip.listen".to_string(),
+                    format!("`{l}` is not an address:port (IPv6 as [::1]:5060)"),
+                )
+            })?;
         }
         if self.sip.transports.is_empty() {
             return Err(("sip.transports".into(), "needs udp, tcp or both".into()));
@@ -306,22 +311,30 @@ impl Config {
             }
         }
         if self.sip.max_message_bytes < 1024 || self.sip.max_message_bytes > 1 << 20 {
-            return Err(("sip.max_message_bytes".into(), "must be between 1024 and 1048576".into()));
+            return Err((
+                "sip.max_message_bytes".into(),
+                "must be between 1024 and 1048576".into(),
+            ));
         }
         if self.sip.min_se_secs < 90 {
             return Err(("sip.min_se_secs".into(), "RFC 4028 §4 requires at least 90".into()));
         }
         if self.sip.session_expires_secs < self.sip.min_se_secs {
-            return Err(("sip.session_expires_secs".into(), "must not be below sip.min_se_secs".into()));
+            return Err((
+                "sip.session_expires_secs".into(),
+                "must not be below sip.min_se_secs".into(),
+            ));
         }
         if self.sip.t1_ms == 0 || self.sip.t1_ms > 10_000 {
             return Err(("sip.t1_ms".into(), "must be between 1 and 10000".into()));
         }
         self.rtp_port_range().map_err(|m| ("rtp.ports".to_string(), m))?;
-        self.rtp
-            .bind
-            .parse::<std::net::IpAddr>()
-            .map_err(|_| ("rtp.bind".to_string(), format!("`{}` is not an IP address", self.rtp.bind)))?;
+        self.rtp.bind.parse::<std::net::IpAddr>().map_err(|_| {
+            (
+                "rtp.bind".to_string(),
+                format!("`{}` is not an IP address", self.rtp.bind),
+            )
+        })?;
         if let Some(a) = &self.rtp.advertise {
             a.parse::<std::net::IpAddr>()
                 .map_err(|_| ("rtp.advertise".to_string(), format!("`{a}` is not an IP address")))?;
@@ -331,13 +344,18 @@ impl Config {
         }
         for c in &self.rtp.codecs {
             if crate::sip::sdp::Codec::from_name(c).is_none() {
-                return Err(("rtp.codecs".into(), format!("`{c}` is not one of pcmu, pcma, g722, opus")));
+                return Err((
+                    "rtp.codecs".into(),
+                    format!("`{c}` is not one of pcmu, pcma, g722, opus"),
+                ));
             }
         }
-        self.admin
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|_| ("admin.listen".to_string(), format!("`{}` is not an address:port", self.admin.listen)))?;
+        self.admin.listen.parse::<SocketAddr>().map_err(|_| {
+            (
+                "admin.listen".to_string(),
+                format!("`{}` is not an address:port", self.admin.listen),
+            )
+        })?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a valid filter: {e}")));
         }
@@ -354,7 +372,10 @@ impl Config {
         let a: u16 = a.trim().parse().map_err(|_| format!("`{a}` is not a port"))?;
         let b: u16 = b.trim().parse().map_err(|_| format!("`{b}` is not a port"))?;
         if a < 1024 || b < a || b - a < 2 {
-            return Err(format!("`{}` must be a range of at least 2 ports above 1023", self.rtp.ports));
+            return Err(format!(
+                "`{}` must be a range of at least 2 ports above 1023",
+                self.rtp.ports
+            ));
         }
         Ok((a, b))
     }
@@ -364,7 +385,10 @@ impl Config {
     }
 
     pub fn admin_listen(&self) -> SocketAddr {
-        self.admin.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+        self.admin
+            .listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 }
 
@@ -381,17 +405,20 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// Pulls a key name out of a serde message (``unknown field `foo` ``, ``invalid type ... for key `sip.listen` ``).
 fn guess_key(msg: &str) -> String {
-    if let Some(start) = msg.find('`') {
-        if let Some(len) = msg[start + 1..].find('`') {
-            return msg[start + 1..start + 1 + len].to_string();
-        }
+    if let Some(start) = msg.find('`')
+        && let Some(len) = msg[start + 1..].find('`')
+    {
+        return msg[start + 1..start + 1 + len].to_string();
     }
     String::new()
 }
 
 /// `file:line` of the key's line in the file, or `env NAME` when the environment set it.
 fn origin_of(file: &str, text: &str, key: &str, env_keys: &[(String, String)]) -> String {
-    if let Some((_, var)) = env_keys.iter().find(|(dotted, _)| dotted == key || dotted.ends_with(&format!(".{key}"))) {
+    if let Some((_, var)) = env_keys
+        .iter()
+        .find(|(dotted, _)| dotted == key || dotted.ends_with(&format!(".{key}")))
+    {
         return format!("env {var}");
     }
     let leaf = key.rsplit('.').next().unwrap_or(key);

@@ -27,7 +27,11 @@ pub struct Bound {
 }
 
 /// Runs the gateway until `shutdown` turns true (SIGTERM/SIGINT in `main`), then drains.
-pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>, bound_tx: Option<tokio::sync::oneshot::Sender<Bound>>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    mut shutdown: watch::Receiver<bool>,
+    bound_tx: Option<tokio::sync::oneshot::Sender<Bound>>,
+) -> anyhow::Result<()> {
     let metrics = crate::metrics::install();
     let transports = Transports::new();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(4096);
@@ -172,7 +176,11 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>, bound_tx: Opt
                         let _ = leg.media.send(Some(media));
                     }
                 }
-                UasEvent::InfoDtmf { call, digit, duration_ms } => {
+                UasEvent::InfoDtmf {
+                    call,
+                    digit,
+                    duration_ms,
+                } => {
                     tracing::info!(call = call.0, %digit, duration_ms, "DTMF by SIP INFO");
                 }
                 UasEvent::Ended { call, reason } => {
@@ -230,7 +238,11 @@ fn route_incoming(
     now: std::time::Instant,
 ) -> Option<PendingAnswer> {
     let dialled = inc.dialled.as_deref().and_then(crate::sip::number::normalise);
-    let caller = if inc.privacy_requested { None } else { inc.caller.as_deref() };
+    let caller = if inc.privacy_requested {
+        None
+    } else {
+        inc.caller.as_deref()
+    };
     tracing::info!(
         call = inc.call.0,
         dialled = %mask_opt(dialled.as_deref()),
@@ -252,7 +264,11 @@ fn route_incoming(
     let ip = rtp_advertise.unwrap_or(inc.peer.local.ip());
     let local = LocalMedia {
         rtp: SocketAddr::new(ip, port.port),
-        codecs: codecs.iter().copied().filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma)).collect(),
+        codecs: codecs
+            .iter()
+            .copied()
+            .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
+            .collect(),
         session_id: fastrand::u64(1..1 << 40),
         session_version: 1,
     };

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use tolk::config::Config;
 
 #[derive(Parser)]
-#[command(name = "tolk", version, about = "A telephony gateway: SIP trunks, scripted assistants, conference and interpretation rooms")]
+#[command(
+    name = "tolk",
+    version,
+    about = "A telephony gateway: SIP trunks, scripted assistants, conference and interpretation rooms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -55,7 +55,11 @@ fn echo_number_plays_back_rtp_and_honours_hold() {
     assert_eq!(echo_round(&rtp, media, 8, 20), 20, "every packet echoed");
 
     // Hold: we send sendonly, tolk answers recvonly and stops sending.
-    let reinvite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "8 101", "a=sendonly\r\n"));
+    let reinvite = uac.request(
+        "INVITE",
+        "",
+        &sdp_offer(rtp.local_addr().unwrap(), "8 101", "a=sendonly\r\n"),
+    );
     uac.send(&reinvite);
     let (code, ok) = uac.final_response(Duration::from_secs(3)).unwrap();
     assert_eq!(code, 200);
@@ -66,7 +70,11 @@ fn echo_number_plays_back_rtp_and_honours_hold() {
     assert_eq!(echo_round(&rtp, media, 8, 5), 0, "nothing sent while held");
 
     // Resume.
-    let reinvite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "8 101", "a=sendrecv\r\n"));
+    let reinvite = uac.request(
+        "INVITE",
+        "",
+        &sdp_offer(rtp.local_addr().unwrap(), "8 101", "a=sendrecv\r\n"),
+    );
     uac.send(&reinvite);
     let (code, ok) = uac.final_response(Duration::from_secs(3)).unwrap();
     assert_eq!(code, 200);
@@ -95,7 +103,10 @@ fn other_numbers_get_404_and_no_numbers_in_logs() {
     assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(404));
     let log = gw.log_text();
     assert!(log.contains("incoming call"), "{log}");
-    assert!(!log.contains("+18885550123") && !log.contains("+15551234567"), "full numbers in log:\n{log}");
+    assert!(
+        !log.contains("+18885550123") && !log.contains("+15551234567"),
+        "full numbers in log:\n{log}"
+    );
     assert!(log.contains("+1888555****"), "{log}");
 }
 
@@ -127,11 +138,15 @@ fn sigterm_refuses_new_calls_then_drains_and_exits() {
     let mut late = Uac::new(gw.sip, "+15550100300");
     let invite = late.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
     late.send(&invite);
-    let (code, resp) = late.final_response(Duration::from_secs(3)).expect("an answer while draining");
+    let (code, resp) = late
+        .final_response(Duration::from_secs(3))
+        .expect("an answer while draining");
     assert_eq!(code, 503);
     assert!(header(&resp, "Retry-After").is_some());
     // The call in progress is ended by tolk with a BYE after the drain time.
-    let bye = caller.recv(Duration::from_secs(5)).expect("BYE from tolk after the drain");
+    let bye = caller
+        .recv(Duration::from_secs(5))
+        .expect("BYE from tolk after the drain");
     assert!(bye.starts_with("BYE "), "{bye}");
     let ok = format!(
         "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
@@ -142,5 +157,10 @@ fn sigterm_refuses_new_calls_then_drains_and_exits() {
         header(&bye, "CSeq").unwrap()
     );
     caller.send(&ok);
-    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0), "exits cleanly:\n{}", gw.log_text());
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "exits cleanly:\n{}",
+        gw.log_text()
+    );
 }

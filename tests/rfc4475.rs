@@ -98,7 +98,10 @@ fn parse_outcome(bytes: &[u8]) -> Parse {
 fn all_49_messages_are_covered() {
     assert_eq!(CASES.len(), 49);
     let dir = format!("{}/tests/fixtures/rfc4475", env!("CARGO_MANIFEST_DIR"));
-    let files = std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "dat")).count();
+    let files = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "dat"))
+        .count();
     assert_eq!(files, 49);
 }
 
@@ -121,7 +124,9 @@ fn valid_messages_survive_print_and_reparse() {
         if *expected != Parse::Request {
             continue;
         }
-        let Ok(SipMessage::Request(r)) = parse_datagram(&fixture(name), &Limits::default()) else { unreachable!() };
+        let Ok(SipMessage::Request(r)) = parse_datagram(&fixture(name), &Limits::default()) else {
+            unreachable!()
+        };
         let printed = r.to_bytes();
         match parse_datagram(&printed, &Limits::default()) {
             Ok(SipMessage::Request(again)) => {
@@ -183,7 +188,10 @@ fn gateway_answers_each_message_over_udp_and_keeps_running() {
             wrong.push(format!("{name}: expected {expected:?}, got {code:?}"));
         }
         if let (Some((_, text)), "bext01") = (&got, *name) {
-            assert_eq!(header(text, "Unsupported").as_deref(), Some("nothingSupportsThis, nothingSupportsThisEither"));
+            assert_eq!(
+                header(text, "Unsupported").as_deref(),
+                Some("nothingSupportsThis, nothingSupportsThisEither")
+            );
         }
         if let (Some((_, text)), "invut") = (&got, *name) {
             assert!(header(text, "Accept").unwrap_or_default().contains("application/sdp"));

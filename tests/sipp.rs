@@ -20,7 +20,10 @@ fn two_hundred_calls_at_20_per_second_complete_over_udp() {
     let run = run_sipp(&gw, "basic_call.xml", &["-m", "200", "-r", "20", "-l", "100"]);
     assert_all_passed(&run, 200);
     let metrics = gw.metrics();
-    assert!(metrics.contains("sip_requests_received_total{method=\"INVITE\"} 200"), "{metrics}");
+    assert!(
+        metrics.contains("sip_requests_received_total{method=\"INVITE\"} 200"),
+        "{metrics}"
+    );
     assert!(metrics.contains("calls_total{outcome=\"answered\"} 200"), "{metrics}");
 }
 

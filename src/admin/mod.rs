@@ -16,7 +16,12 @@ pub fn router(metrics: Option<PrometheusHandle>) -> Router {
                 let metrics = metrics.clone();
                 async move {
                     match metrics {
-                        Some(h) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+                        Some(h) => (
+                            StatusCode::OK,
+                            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                            h.render(),
+                        )
+                            .into_response(),
                         None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed\n").into_response(),
                     }
                 }

@@ -29,7 +29,13 @@ mod tests {
 
     #[test]
     fn forms_of_the_same_number_agree() {
-        for n in ["+15550100300", "15550100300", "5550100300", "+1-555-010-0300", "+15550100300;npdi"] {
+        for n in [
+            "+15550100300",
+            "15550100300",
+            "5550100300",
+            "+1-555-010-0300",
+            "+15550100300;npdi",
+        ] {
             assert_eq!(normalise(n).as_deref(), Some("+15550100300"), "{n}");
         }
         assert_eq!(normalise("alice"), None);

@@ -226,10 +226,11 @@ impl SessionDescription {
                     let port: u16 = port_field.parse().map_err(|_| bad("bad port"))?;
                     let mut payload_types = Vec::new();
                     for fmt in &f[3..] {
-                        if let Ok(pt) = fmt.parse::<u32>() {
-                            if pt <= 127 && !payload_types.contains(&(pt as u8)) {
-                                payload_types.push(pt as u8);
-                            }
+                        if let Ok(pt) = fmt.parse::<u32>()
+                            && pt <= 127
+                            && !payload_types.contains(&(pt as u8))
+                        {
+                            payload_types.push(pt as u8);
                         }
                     }
                     if sd.media.len() >= 16 {
@@ -272,19 +273,20 @@ impl SessionDescription {
                     }
                     match (name, val) {
                         ("rtpmap", Some(v)) => {
-                            if let Some((pt, map)) = parse_rtpmap(v) {
-                                if m.rtpmaps.len() < 64 {
-                                    m.rtpmaps.push((pt, map));
-                                }
+                            if let Some((pt, map)) = parse_rtpmap(v)
+                                && m.rtpmaps.len() < 64
+                            {
+                                m.rtpmaps.push((pt, map));
                             }
                         }
                         ("fmtp", Some(v)) => {
                             if let Some((pt, params)) = v.split_once(' ') {
                                 let ok = params.bytes().all(|b| b >= b' ' && b != 0x7f);
-                                if let (Ok(pt), true) = (pt.parse::<u8>(), ok) {
-                                    if pt <= 127 && m.fmtps.len() < 64 {
-                                        m.fmtps.push((pt, params.trim().to_string()));
-                                    }
+                                if let (Ok(pt), true) = (pt.parse::<u8>(), ok)
+                                    && pt <= 127
+                                    && m.fmtps.len() < 64
+                                {
+                                    m.fmtps.push((pt, params.trim().to_string()));
                                 }
                             }
                         }
@@ -395,11 +397,11 @@ pub fn answer(offer: &SessionDescription, local: &LocalMedia) -> Result<(String,
         let offered_dir = m.direction.or(offer.direction).unwrap_or(Direction::SendRecv);
         // RFC 3264 §8.4: c=0.0.0.0 is the RFC 2543 way of putting a call on hold.
         let remote_rtp = (!conn.is_unspecified()).then(|| SocketAddr::new(conn, m.port));
-        let telephone_event = m
-            .payload_types
-            .iter()
-            .copied()
-            .find(|pt| m.rtpmap(*pt).is_some_and(|r| r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == codec_event_clock(codec)));
+        let telephone_event = m.payload_types.iter().copied().find(|pt| {
+            m.rtpmap(*pt).is_some_and(|r| {
+                r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == codec_event_clock(codec)
+            })
+        });
         chosen = Some((
             i,
             NegotiatedMedia {
@@ -418,7 +420,11 @@ pub fn answer(offer: &SessionDescription, local: &LocalMedia) -> Result<(String,
         ));
     }
     let Some((index, neg)) = chosen else {
-        return Err(if saw_connectionless { SdpError::NoConnection } else { SdpError::NoCommonCodec });
+        return Err(if saw_connectionless {
+            SdpError::NoConnection
+        } else {
+            SdpError::NoCommonCodec
+        });
     };
     let mut sdp = session_header(local);
     for (i, m) in offer.media.iter().enumerate() {
@@ -426,8 +432,18 @@ pub fn answer(offer: &SessionDescription, local: &LocalMedia) -> Result<(String,
             write_audio_section(&mut sdp, local.rtp.port(), &neg);
         } else {
             // Rejected stream: same media and proto, port 0, formats echoed (RFC 3264 §6).
-            let fmts = if m.raw_formats.is_empty() { "0".to_string() } else { m.raw_formats.join(" ") };
-            let _ = write!(sdp, "m={} 0 {} {}\r\n", sanitize(&m.media), sanitize(&m.proto), sanitize(&fmts));
+            let fmts = if m.raw_formats.is_empty() {
+                "0".to_string()
+            } else {
+                m.raw_formats.join(" ")
+            };
+            let _ = write!(
+                sdp,
+                "m={} 0 {} {}\r\n",
+                sanitize(&m.media),
+                sanitize(&m.proto),
+                sanitize(&fmts)
+            );
         }
     }
     Ok((sdp, neg))
@@ -451,7 +467,11 @@ pub fn offer(local: &LocalMedia, direction: Direction) -> String {
     }
     pts.push("101".to_string());
     let _ = write!(sdp, "m=audio {} RTP/AVP {}\r\n{maps}", local.rtp.port(), pts.join(" "));
-    let _ = write!(sdp, "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na={}\r\n", direction.attr());
+    let _ = write!(
+        sdp,
+        "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na={}\r\n",
+        direction.attr()
+    );
     sdp
 }
 
@@ -498,19 +518,32 @@ fn write_audio_section(sdp: &mut String, port: u16, neg: &NegotiatedMedia) {
     }
     let _ = write!(sdp, "m=audio {port} RTP/AVP {fmts}\r\n");
     let channels = if neg.codec == Codec::Opus { "/2" } else { "" };
-    let _ = write!(sdp, "a=rtpmap:{} {}/{}{channels}\r\n", neg.payload_type, neg.codec.encoding_name(), neg.codec.rtpmap_clock());
+    let _ = write!(
+        sdp,
+        "a=rtpmap:{} {}/{}{channels}\r\n",
+        neg.payload_type,
+        neg.codec.encoding_name(),
+        neg.codec.rtpmap_clock()
+    );
     if neg.codec == Codec::Opus {
         let _ = write!(sdp, "a=fmtp:{} useinbandfec=1\r\n", neg.payload_type);
     }
     if let Some(te) = neg.telephone_event {
-        let _ = write!(sdp, "a=rtpmap:{te} telephone-event/{}\r\na=fmtp:{te} 0-16\r\n", codec_event_clock(neg.codec));
+        let _ = write!(
+            sdp,
+            "a=rtpmap:{te} telephone-event/{}\r\na=fmtp:{te} 0-16\r\n",
+            codec_event_clock(neg.codec)
+        );
     }
     let _ = write!(sdp, "a=ptime:{}\r\na={}\r\n", neg.ptime_ms, neg.direction.attr());
 }
 
 /// Keeps echoed tokens printable and single-line.
 fn sanitize(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(256).collect()
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(256)
+        .collect()
 }
 
 #[cfg(test)]
@@ -536,7 +569,11 @@ m=audio 30000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101
     #[test]
     fn answer_uses_our_preference_order() {
         let (text, neg) = answer(&sd(OFFER), &local()).unwrap();
-        assert_eq!(neg.codec, Codec::Pcmu, "PCMU is our first choice even though offered second");
+        assert_eq!(
+            neg.codec,
+            Codec::Pcmu,
+            "PCMU is our first choice even though offered second"
+        );
         assert_eq!(neg.telephone_event, Some(101));
         assert_eq!(neg.remote_rtp, Some("192.0.2.5:30000".parse().unwrap()));
         assert!(text.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{text}");
@@ -569,14 +606,20 @@ m=audio 30000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101
 
     #[test]
     fn nothing_in_common_is_488() {
-        let offer = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18").replace("a=rtpmap:101 telephone-event/8000\r\n", "");
+        let offer = OFFER
+            .replace("RTP/AVP 8 0 101", "RTP/AVP 18")
+            .replace("a=rtpmap:101 telephone-event/8000\r\n", "");
         let err = answer(&sd(&offer), &local()).unwrap_err();
         assert_eq!(err.status(), 488);
     }
 
     #[test]
     fn hold_directions_are_answered_per_rfc3264() {
-        for (offered, answered) in [("sendonly", "recvonly"), ("recvonly", "sendonly"), ("inactive", "inactive")] {
+        for (offered, answered) in [
+            ("sendonly", "recvonly"),
+            ("recvonly", "sendonly"),
+            ("inactive", "inactive"),
+        ] {
             let offer = format!("{OFFER}a={offered}\r\n");
             let (text, neg) = answer(&sd(&offer), &local()).unwrap();
             assert!(text.contains(&format!("a={answered}")), "{offered}: {text}");

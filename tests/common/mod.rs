@@ -149,14 +149,25 @@ pub struct SippRun {
 /// Runs a scenario from `sipp-scenarios/` against the gateway.
 pub fn run_sipp(gw: &Gateway, scenario: &str, args: &[&str]) -> SippRun {
     let dir = unique_dir("sipp");
-    let scenario_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sipp-scenarios").join(scenario);
+    let scenario_path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp-scenarios")
+        .join(scenario);
     let local_port = free_port().to_string();
     let media_port = (free_port() & !1).to_string();
     let output = Command::new(sipp())
         .current_dir(&dir)
         .arg("-sf")
         .arg(&scenario_path)
-        .args(["-s", "+15550100300", "-i", "127.0.0.1", "-p", &local_port, "-mp", &media_port])
+        .args([
+            "-s",
+            "+15550100300",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &local_port,
+            "-mp",
+            &media_port,
+        ])
         .args(["-timeout", "90", "-timeout_error", "-nostdin", "-trace_err"])
         .args(args)
         .arg(gw.sip.to_string())
@@ -176,7 +187,7 @@ pub fn run_sipp(gw: &Gateway, scenario: &str, args: &[&str]) -> SippRun {
             .filter(|l| l.trim_start().starts_with(label))
             .filter_map(|l| l.split('|').nth(2))
             .filter_map(|v| v.trim().parse().ok())
-            .last()
+            .next_back()
             .unwrap_or(0)
     };
     SippRun {
@@ -201,7 +212,8 @@ pub struct Uac {
 impl Uac {
     pub fn new(gw: SocketAddr, number: &str) -> Uac {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        sock.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
         Uac {
             sock,
             gw,
@@ -224,7 +236,11 @@ impl Uac {
         }
         let local = self.local();
         let to_tag = self.to_tag.as_ref().map(|t| format!(";tag={t}")).unwrap_or_default();
-        let ctype = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".to_string() };
+        let ctype = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".to_string()
+        };
         format!(
             "{method} sip:{num}@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{b};rport\r\n\
 From: <sip:+15551234567@{local}>;tag={ft}\r\nTo: <sip:{num}@{gw}>{to_tag}\r\nCall-ID: {cid}\r\n\
@@ -259,10 +275,16 @@ CSeq: {cseq} {method}\r\nContact: <sip:uac@{local}>\r\nMax-Forwards: 70\r\n{extr
     pub fn final_response(&mut self, within: Duration) -> Option<(u16, String)> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            let Some(msg) = self.recv(deadline - Instant::now()) else { break };
+            let Some(msg) = self.recv(deadline - Instant::now()) else {
+                break;
+            };
             let Some(code) = status_of(&msg) else { continue };
             if code >= 200 {
-                if let Some(tag) = header(&msg, "To").and_then(|t| t.split(";tag=").nth(1).map(|s| s.split(';').next().unwrap_or(s).to_string())) {
+                if let Some(tag) = header(&msg, "To").and_then(|t| {
+                    t.split(";tag=")
+                        .nth(1)
+                        .map(|s| s.split(';').next().unwrap_or(s).to_string())
+                }) {
                     self.to_tag = Some(tag);
                 }
                 return Some((code, msg));
@@ -310,5 +332,6 @@ pub fn sdp_offer(rtp: SocketAddr, pts: &str, extra: &str) -> String {
 
 /// The RTP port in an SDP answer's audio m-line.
 pub fn sdp_audio_port(sdp: &str) -> Option<u16> {
-    sdp.lines().find_map(|l| l.strip_prefix("m=audio ")?.split(' ').next()?.parse().ok())
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m=audio ")?.split(' ').next()?.parse().ok())
 }

@@ -4,7 +4,8 @@
 use super::session_timer::SessionTimer;
 use super::{Peer, UasConfig};
 use crate::sip::msg::{
-    CSeq, CoreHeaders, HeaderLookup, Method, Name, Request, RequestUri, Via, addr_spec_user, new_branch, uri_of_name_addr,
+    CSeq, CoreHeaders, HeaderLookup, Method, Name, Request, RequestUri, Via, addr_spec_user, new_branch,
+    uri_of_name_addr,
 };
 use crate::sip::sdp::{LocalMedia, NegotiatedMedia, SessionDescription};
 use crate::sip::txn::{ClientKey, ServerKey};

@@ -2,12 +2,8 @@
 
 use super::call::{Call, CallRef, CallState, Pending2xx, PendingReliable};
 use super::session_timer::{Negotiation, SessionTimer};
-use super::{
-    ACCEPT, ALLOW, CommandError, EndReason, IncomingCall, Peer, SUPPORTED, Transmit, UasConfig, UasEvent,
-};
-use crate::sip::msg::{
-    HeaderLookup, Method, Name, Request, RequestUri, Response, new_tag, response_to,
-};
+use super::{ACCEPT, ALLOW, CommandError, EndReason, IncomingCall, Peer, SUPPORTED, Transmit, UasConfig, UasEvent};
+use crate::sip::msg::{HeaderLookup, Method, Name, Request, RequestUri, Response, new_tag, response_to};
 use crate::sip::sdp::{self, Direction, LocalMedia, NegotiatedMedia, SessionDescription};
 use crate::sip::txn::{
     ClientKey, InviteClientTxn, InviteServerTxn, MergeKey, NonInviteClientTxn, NonInviteServerTxn, ServerInviteState,
@@ -182,7 +178,9 @@ impl UasCore {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, target))) = self.timers.pop() else { break };
+            let Some(Reverse((_, target))) = self.timers.pop() else {
+                break;
+            };
             match target {
                 TimerTarget::Server(key) => self.server_timeout(now, key),
                 TimerTarget::Client(key) => self.client_timeout(now, key),
@@ -193,7 +191,7 @@ impl UasCore {
 
     fn server_timeout(&mut self, now: Instant, key: ServerKey) {
         let Some(entry) = self.server.get_mut(&key) else { return };
-        if !entry.txn.poll_timeout().is_some_and(|t| t <= now) {
+        if entry.txn.poll_timeout().is_none_or(|t| t > now) {
             return;
         }
         let out = entry.txn.as_txn().handle_timeout(now);
@@ -214,10 +212,10 @@ impl UasCore {
         }
         match out.event {
             Some(TxnEvent::Terminated) | Some(TxnEvent::Timeout) => {
-                if let Some(entry) = self.server.remove(key) {
-                    if let Some(mk) = entry.merge {
-                        self.merge.remove(&mk);
-                    }
+                if let Some(entry) = self.server.remove(key)
+                    && let Some(mk) = entry.merge
+                {
+                    self.merge.remove(&mk);
                 }
             }
             None => {}
@@ -263,12 +261,12 @@ impl UasCore {
         if let Some(p) = &call.pending_reliable {
             times.push(p.next_at.min(p.give_up_at));
         }
-        if let Some(st) = &call.session_timer {
-            if call.state == CallState::Confirmed {
-                match st.refresh_at() {
-                    Some(r) if call.client_txn.is_none() => times.push(r.min(st.bye_at())),
-                    _ => times.push(st.bye_at()),
-                }
+        if let Some(st) = &call.session_timer
+            && call.state == CallState::Confirmed
+        {
+            match st.refresh_at() {
+                Some(r) if call.client_txn.is_none() => times.push(r.min(st.bye_at())),
+                _ => times.push(st.bye_at()),
             }
         }
         times.into_iter().min()
@@ -359,11 +357,11 @@ impl UasCore {
             return;
         }
         // RFC 3261 §8.2.2.2: merged requests.
-        if let Some(mk) = MergeKey::of_request(&req) {
-            if self.merge.get(&mk).is_some_and(|k| *k != key) {
-                self.respond(now, &req, key, peer, 482, Vec::new(), None);
-                return;
-            }
+        if let Some(mk) = MergeKey::of_request(&req)
+            && self.merge.get(&mk).is_some_and(|k| *k != key)
+        {
+            self.respond(now, &req, key, peer, 482, Vec::new(), None);
+            return;
         }
         // RFC 3261 §8.2.2.1: Request-URI scheme.
         if let RequestUri::Other { .. } = req.uri {
@@ -372,7 +370,12 @@ impl UasCore {
         }
         // RFC 3261 §8.2.1: methods.
         match &req.method {
-            Method::Register | Method::Subscribe | Method::Notify | Method::Message | Method::Publish | Method::Refer => {
+            Method::Register
+            | Method::Subscribe
+            | Method::Notify
+            | Method::Message
+            | Method::Publish
+            | Method::Refer => {
                 self.respond(now, &req, key, peer, 405, vec![(Name::ALLOW, ALLOW.into())], None);
                 return;
             }
@@ -397,7 +400,10 @@ impl UasCore {
         // RFC 3261 §8.2.3: content processing.
         if let Err(status) = check_content(&req) {
             let hdr = if status == 415 {
-                vec![(Name::ACCEPT, ACCEPT.into()), (Name::ACCEPT_ENCODING, "identity".into())]
+                vec![
+                    (Name::ACCEPT, ACCEPT.into()),
+                    (Name::ACCEPT_ENCODING, "identity".into()),
+                ]
             } else {
                 Vec::new()
             };
@@ -457,7 +463,9 @@ impl UasCore {
                 },
             );
         }
-        let Some(tag) = self.server.get(&key).map(|e| e.to_tag.clone()) else { return };
+        let Some(tag) = self.server.get(&key).map(|e| e.to_tag.clone()) else {
+            return;
+        };
         let mut resp = response_to(req, code, "", Some(&tag));
         self.decorate(&mut resp, headers, body);
         metrics::counter!("sip_responses_sent_total", "code" => code_label(code)).increment(1);
@@ -486,27 +494,29 @@ impl UasCore {
 
     fn on_ack(&mut self, now: Instant, req: Request, key: ServerKey) {
         // ACK for a non-2xx final: part of the INVITE transaction (RFC 3261 §17.2.1).
-        if let Some(entry) = self.server.get_mut(&key) {
-            if let ServerTxn::Invite(t) = &mut entry.txn {
-                let tag_ok = match &key {
-                    ServerKey::Rfc2543 { .. } => req.core.to_tag.as_deref() == Some(entry.to_tag.as_str()),
-                    ServerKey::Rfc3261 { .. } => true,
-                };
-                if t.state() == ServerInviteState::Completed && tag_ok {
-                    let out = t.on_ack(now);
-                    let peer = entry.peer;
-                    let next = t.poll_timeout();
-                    self.apply_server_output(&key, peer, out);
-                    if self.server.contains_key(&key) {
-                        self.schedule(TimerTarget::Server(key), next);
-                    }
-                    return;
+        if let Some(entry) = self.server.get_mut(&key)
+            && let ServerTxn::Invite(t) = &mut entry.txn
+        {
+            let tag_ok = match &key {
+                ServerKey::Rfc2543 { .. } => req.core.to_tag.as_deref() == Some(entry.to_tag.as_str()),
+                ServerKey::Rfc3261 { .. } => true,
+            };
+            if t.state() == ServerInviteState::Completed && tag_ok {
+                let out = t.on_ack(now);
+                let peer = entry.peer;
+                let next = t.poll_timeout();
+                self.apply_server_output(&key, peer, out);
+                if self.server.contains_key(&key) {
+                    self.schedule(TimerTarget::Server(key), next);
                 }
+                return;
             }
         }
         // ACK for a 2xx: belongs to the dialog (RFC 3261 §13.3.1.4).
         let Some(tag) = req.core.to_tag.clone() else { return };
-        let Some(&cref) = self.dialogs.get(&(req.core.call_id.clone(), tag)) else { return };
+        let Some(&cref) = self.dialogs.get(&(req.core.call_id.clone(), tag)) else {
+            return;
+        };
         let Some(call) = self.calls.get_mut(&cref) else { return };
         let Some(p) = &call.pending_2xx else { return };
         if p.cseq != req.core.cseq.seq {
@@ -524,11 +534,11 @@ impl UasCore {
         let mut changed = None;
         if offer_in_2xx && !req.body.is_empty() {
             // The answer to our offer (RFC 3261 §13.2.1).
-            if let (Ok(answer), Some(local)) = (SessionDescription::parse(&req.body), &call.local_media) {
-                if let Ok((_, neg)) = sdp::answer(&answer, local) {
-                    call.negotiated = Some(neg.clone());
-                    changed = Some(neg);
-                }
+            if let (Ok(answer), Some(local)) = (SessionDescription::parse(&req.body), &call.local_media)
+                && let Ok((_, neg)) = sdp::answer(&answer, local)
+            {
+                call.negotiated = Some(neg.clone());
+                changed = Some(neg);
             }
         }
         if let Some(media) = changed {
@@ -552,11 +562,9 @@ impl UasCore {
         let call = entry.call;
         let tag = entry.to_tag.clone();
         self.respond_with_tag(now, &req, key, peer, 200, &tag);
-        if proceeding {
-            if let Some(cref) = call {
-                self.final_to_invite(now, cref, 487);
-                self.end_call(cref, EndReason::Cancelled);
-            }
+        if proceeding && let Some(cref) = call {
+            self.final_to_invite(now, cref, 487);
+            self.end_call(cref, EndReason::Cancelled);
         }
     }
 
@@ -583,18 +591,30 @@ impl UasCore {
         }
         // RFC 3261 §8.2.3 / RFC 4475 §3.3.15: the answer must be SDP.
         if !accepts_sdp(&req) {
-            let warn = vec![(Name::WARNING, "399 tolk \"the answer can only be application/sdp\"".to_string())];
+            let warn = vec![(
+                Name::WARNING,
+                "399 tolk \"the answer can only be application/sdp\"".to_string(),
+            )];
             self.respond(now, &req, key, peer, 406, warn, None);
             return;
         }
-        let session_timer = match SessionTimer::negotiate(&req, self.cfg.session_expires_secs, self.cfg.min_se_secs, now) {
-            Negotiation::TooSmall { min_se } => {
-                self.respond(now, &req, key, peer, 422, vec![(Name::MIN_SE, min_se.to_string())], None);
-                return;
-            }
-            Negotiation::Use(t) => Some(t),
-            Negotiation::None => None,
-        };
+        let session_timer =
+            match SessionTimer::negotiate(&req, self.cfg.session_expires_secs, self.cfg.min_se_secs, now) {
+                Negotiation::TooSmall { min_se } => {
+                    self.respond(
+                        now,
+                        &req,
+                        key,
+                        peer,
+                        422,
+                        vec![(Name::MIN_SE, min_se.to_string())],
+                        None,
+                    );
+                    return;
+                }
+                Negotiation::Use(t) => Some(t),
+                Negotiation::None => None,
+            };
         let offer = match sdp_body(&req) {
             None => None,
             Some(body) => match SessionDescription::parse(&body) {
@@ -690,7 +710,10 @@ impl UasCore {
 
     /// Answers a session modification's SDP against the call's local media, bumping the
     /// session version only when our description changes (RFC 3264 §8).
-    fn answer_modification(call: &mut Call, offer: &SessionDescription) -> Result<(String, NegotiatedMedia), sdp::SdpError> {
+    fn answer_modification(
+        call: &mut Call,
+        offer: &SessionDescription,
+    ) -> Result<(String, NegotiatedMedia), sdp::SdpError> {
         let Some(local) = call.local_media.as_mut() else {
             return Err(sdp::SdpError::NoCommonCodec);
         };
@@ -717,7 +740,15 @@ impl UasCore {
         }
         let timer = match SessionTimer::negotiate(&req, self.cfg.session_expires_secs, self.cfg.min_se_secs, now) {
             Negotiation::TooSmall { min_se } => {
-                self.respond(now, &req, key, peer, 422, vec![(Name::MIN_SE, min_se.to_string())], None);
+                self.respond(
+                    now,
+                    &req,
+                    key,
+                    peer,
+                    422,
+                    vec![(Name::MIN_SE, min_se.to_string())],
+                    None,
+                );
                 return;
             }
             Negotiation::Use(t) => Some(t),
@@ -810,7 +841,15 @@ impl UasCore {
         let Some(call) = self.calls.get_mut(&cref) else { return };
         let timer = match SessionTimer::negotiate(&req, self.cfg.session_expires_secs, self.cfg.min_se_secs, now) {
             Negotiation::TooSmall { min_se } => {
-                self.respond(now, &req, key, peer, 422, vec![(Name::MIN_SE, min_se.to_string())], None);
+                self.respond(
+                    now,
+                    &req,
+                    key,
+                    peer,
+                    422,
+                    vec![(Name::MIN_SE, min_se.to_string())],
+                    None,
+                );
                 return;
             }
             Negotiation::Use(t) => Some(t),
@@ -867,7 +906,14 @@ impl UasCore {
             self.respond(now, &req, key, peer, 200, Vec::new(), None);
             return;
         }
-        let ctype = req.content_type().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let ctype = req
+            .content_type()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         let parsed = match ctype.as_str() {
             "application/dtmf-relay" => parse_dtmf_relay(&req.body),
             "application/dtmf" => std::str::from_utf8(&req.body)
@@ -896,7 +942,9 @@ impl UasCore {
     fn on_prack(&mut self, now: Instant, req: Request, key: ServerKey, peer: Peer, cref: CallRef) {
         // RFC 3262 §3: RAck = response-num CSeq-num Method.
         let Some(call) = self.calls.get_mut(&cref) else { return };
-        let rack = req.header(&Name::RACK).map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>());
+        let rack = req
+            .header(&Name::RACK)
+            .map(|v| v.split_whitespace().map(str::to_string).collect::<Vec<_>>());
         let matches = match (&rack, &call.pending_reliable) {
             (Some(parts), Some(p)) if parts.len() == 3 => {
                 parts[0].parse::<u32>().ok() == Some(p.rseq)
@@ -1062,7 +1110,12 @@ impl UasCore {
     /// Answers the call with 200 OK: negotiates the caller's offer against `local`, or puts
     /// our offer in the 200 when the INVITE had none (RFC 3261 §13.3.1, RFC 3264 §6).
     /// Returns the negotiated media, or `None` until the ACK brings the answer.
-    pub fn answer(&mut self, call: CallRef, local: LocalMedia, now: Instant) -> Result<Option<NegotiatedMedia>, CommandError> {
+    pub fn answer(
+        &mut self,
+        call: CallRef,
+        local: LocalMedia,
+        now: Instant,
+    ) -> Result<Option<NegotiatedMedia>, CommandError> {
         let c = self.calls.get_mut(&call).ok_or(CommandError::NoSuchCall)?;
         if c.state != CallState::Early {
             return Err(CommandError::WrongState);
@@ -1202,7 +1255,8 @@ impl UasCore {
             }
             self.schedule(TimerTarget::Client(key), next);
         }
-        let already_told = self.hangup_after_ack.remove(&cref).is_some() || reason == EndReason::LocalBye && !self.calls.contains_key(&cref);
+        let already_told = self.hangup_after_ack.remove(&cref).is_some()
+            || reason == EndReason::LocalBye && !self.calls.contains_key(&cref);
         if already_told {
             self.forget_call(cref);
         } else {
@@ -1281,12 +1335,19 @@ fn check_content(req: &Request) -> Result<(), u16> {
     if req.body.is_empty() {
         return Ok(());
     }
-    if let Some(enc) = req.header(&Name::CONTENT_ENCODING) {
-        if !enc.trim().eq_ignore_ascii_case("identity") {
-            return Err(415);
-        }
+    if let Some(enc) = req.header(&Name::CONTENT_ENCODING)
+        && !enc.trim().eq_ignore_ascii_case("identity")
+    {
+        return Err(415);
     }
-    let ctype = req.content_type().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ctype = req
+        .content_type()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match req.method {
         Method::Invite | Method::Update | Method::Prack | Method::Ack => {
             if ctype == "application/sdp" || (ctype == "multipart/mixed" && sdp_body(req).is_some()) {
@@ -1333,7 +1394,10 @@ fn sdp_body(req: &Request) -> Option<Bytes> {
         let part = part.strip_prefix(b"\r\n").unwrap_or(part);
         let Some(split) = find(part, b"\r\n\r\n") else { continue };
         let head = String::from_utf8_lossy(&part[..split]).to_ascii_lowercase();
-        if head.lines().any(|l| l.starts_with("content-type:") && l.contains("application/sdp")) {
+        if head
+            .lines()
+            .any(|l| l.starts_with("content-type:") && l.contains("application/sdp"))
+        {
             let content = &part[split + 4..];
             let content = content.strip_suffix(b"\r\n").unwrap_or(content);
             return Some(Bytes::copy_from_slice(content));

@@ -145,7 +145,11 @@ pub enum UasEvent {
     /// A re-INVITE or UPDATE changed the media (hold, resume, new address or codec).
     MediaChanged { call: CallRef, media: NegotiatedMedia },
     /// A keypad digit signalled by SIP INFO (`application/dtmf-relay` or `application/dtmf`).
-    InfoDtmf { call: CallRef, digit: char, duration_ms: u32 },
+    InfoDtmf {
+        call: CallRef,
+        digit: char,
+        duration_ms: u32,
+    },
     /// The call is over; no further events for it.
     Ended { call: CallRef, reason: EndReason },
 }

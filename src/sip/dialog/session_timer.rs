@@ -47,13 +47,20 @@ impl SessionTimer {
             Some((secs, refresher))
         });
         // The peer's Min-SE raises our floor (RFC 4028 §5).
-        let peer_min: u32 = req.header(&Name::MIN_SE).and_then(|v| v.split(';').next()?.trim().parse().ok()).unwrap_or(0);
+        let peer_min: u32 = req
+            .header(&Name::MIN_SE)
+            .and_then(|v| v.split(';').next()?.trim().parse().ok())
+            .unwrap_or(0);
         let floor = min_se.max(peer_min).max(90);
         match requested {
             Some((secs, _)) if secs < min_se && supports => Negotiation::TooSmall { min_se },
             Some((secs, refresher)) => {
                 // Without support at the UAC we must refresh ourselves (§9).
-                let refresher = if supports { refresher.unwrap_or(Refresher::Uac) } else { Refresher::Uas };
+                let refresher = if supports {
+                    refresher.unwrap_or(Refresher::Uac)
+                } else {
+                    Refresher::Uas
+                };
                 let interval = secs.max(floor);
                 Negotiation::Use(SessionTimer {
                     interval_secs: interval,

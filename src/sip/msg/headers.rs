@@ -174,7 +174,7 @@ pub(crate) fn is_balanced(value: &str) -> bool {
 /// The header parameters of a `name-addr` or `addr-spec` value (RFC 3261 §20.10: without angle
 /// brackets, everything after the first `;` is a header parameter, not a URI parameter).
 fn header_params(value: &str) -> &str {
-    let after_uri = match value.find('<') {
+    (match value.find('<') {
         Some(_) => {
             // Skip a quoted display name first, which may contain '<'.
             let mut in_quotes = false;
@@ -211,8 +211,7 @@ fn header_params(value: &str) -> &str {
             Some(i) => &value[i..],
             None => "",
         },
-    };
-    after_uri
+    }) as _
 }
 
 /// The value of header parameter `name` (e.g. `tag`) of a From/To/Contact value.
@@ -230,10 +229,10 @@ pub fn param_of(value: &str, name: &str) -> Option<String> {
 /// The URI inside a `name-addr` (`"Alice" <sip:a@b>;tag=1` -> `sip:a@b`) or an `addr-spec`.
 pub fn uri_of_name_addr(value: &str) -> &str {
     let v = value.trim();
-    if let (Some(lt), Some(gt)) = (v.rfind('<'), v.rfind('>')) {
-        if lt < gt {
-            return v[lt + 1..gt].trim();
-        }
+    if let (Some(lt), Some(gt)) = (v.rfind('<'), v.rfind('>'))
+        && lt < gt
+    {
+        return v[lt + 1..gt].trim();
     }
     match v.find(';') {
         Some(i) => v[..i].trim(),

@@ -198,18 +198,19 @@ pub fn new_branch() -> String {
 /// a To tag added when the request had none and `to_tag` is given (never on 100 Trying).
 pub fn response_to(req: &Request, code: u16, reason: &str, to_tag: Option<&str>) -> Response {
     let mut core = req.core.clone();
-    if core.to_tag.is_none() && code > 100 {
-        if let Some(tag) = to_tag {
-            core.to = format!("{};tag={}", core.to, tag);
-            core.to_tag = Some(tag.to_string());
-        }
+    if core.to_tag.is_none()
+        && code > 100
+        && let Some(tag) = to_tag
+    {
+        core.to = format!("{};tag={}", core.to, tag);
+        core.to_tag = Some(tag.to_string());
     }
     let mut headers = Headers::new();
     // RFC 3261 §8.2.6.2: a 100 Trying copies Timestamp.
-    if code == 100 {
-        if let Some(ts) = req.header(&Name::TIMESTAMP) {
-            headers.insert(Name::TIMESTAMP, ts.to_string());
-        }
+    if code == 100
+        && let Some(ts) = req.header(&Name::TIMESTAMP)
+    {
+        headers.insert(Name::TIMESTAMP, ts.to_string());
     }
     Response {
         code,

@@ -4,13 +4,13 @@
 //! strict (RFC 4475 §3.1.2 lists the malformations a carrier may send us); individual header
 //! values are parsed with `ezk-sip-types`.
 
+use super::Method;
 use super::headers::{Via, is_balanced, split_outside_quotes};
 use super::print::write_raw_response;
 use super::{CSeq, CoreHeaders, Framing, Request, RequestUri, Response, SipMessage};
 use bytes::Bytes;
 use ezk_sip_types::msg::PullParser;
 use ezk_sip_types::uri::SipUri;
-use super::Method;
 use ezk_sip_types::{Headers, Name};
 use std::net::SocketAddr;
 
@@ -86,10 +86,10 @@ impl Rejection {
     /// The error response, with the top Via stamped for `source` (RFC 3581 §4).
     pub fn response_bytes(&self, source: SocketAddr) -> Bytes {
         let mut vias = self.vias.clone();
-        if let Some(top) = vias.first_mut() {
-            if let Some(parsed) = Via::parse(top) {
-                *top = super::headers::stamp_via(top, &parsed, source.ip(), source.port());
-            }
+        if let Some(top) = vias.first_mut()
+            && let Some(parsed) = Via::parse(top)
+        {
+            *top = super::headers::stamp_via(top, &parsed, source.ip(), source.port());
         }
         write_raw_response(self, &vias)
     }
@@ -273,9 +273,9 @@ fn parse_response(
 fn is_sip_version(v: &str) -> bool {
     let Some(num) = v.get(4..) else { return false };
     v[..4].eq_ignore_ascii_case("SIP/")
-        && num
-            .split_once('.')
-            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && (a.to_string() + b).bytes().all(|c| c.is_ascii_digit()))
+        && num.split_once('.').is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && (a.to_string() + b).bytes().all(|c| c.is_ascii_digit())
+        })
 }
 
 /// RFC 3261 §25.1 token characters.
@@ -317,7 +317,11 @@ fn parse_max_forwards(v: &str) -> Option<u32> {
     if significant.len() > 3 {
         return None;
     }
-    let n: u32 = if significant.is_empty() { 0 } else { significant.parse().ok()? };
+    let n: u32 = if significant.is_empty() {
+        0
+    } else {
+        significant.parse().ok()?
+    };
     (n <= 255).then_some(n)
 }
 
@@ -330,7 +334,10 @@ fn parse_request_uri(raw: &str) -> Option<RequestUri> {
     if !first_ok || !sc.all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) || rest.is_empty() {
         return None;
     }
-    if raw.bytes().any(|b| b <= b' ' || b == b'<' || b == b'>' || b == b'"' || b >= 0x7f) {
+    if raw
+        .bytes()
+        .any(|b| b <= b' ' || b == b'<' || b == b'>' || b == b'"' || b >= 0x7f)
+    {
         return None;
     }
     let lower = scheme.to_ascii_lowercase();
@@ -494,7 +501,10 @@ fn validate_name_addr(value: &str) -> Result<(), ()> {
         let display = value[..lt].trim();
         if !display.is_empty() {
             let quoted = display.starts_with('"') && display.ends_with('"') && display.len() >= 2;
-            let tokens = display.split([' ', '\t']).filter(|t| !t.is_empty()).all(|t| t.bytes().all(is_token_byte));
+            let tokens = display
+                .split([' ', '\t'])
+                .filter(|t| !t.is_empty())
+                .all(|t| t.bytes().all(is_token_byte));
             if !quoted && !tokens {
                 return Err(());
             }

@@ -88,7 +88,12 @@ pub(super) fn write_raw_response(r: &Rejection, vias: &[String]) -> Bytes {
         Some(_) => to.clone(),
         None => format!("{to};tag={}", super::new_tag()),
     });
-    for (name, value) in [("From", &r.from), ("To", &to), ("Call-ID", &r.call_id), ("CSeq", &r.cseq)] {
+    for (name, value) in [
+        ("From", &r.from),
+        ("To", &to),
+        ("Call-ID", &r.call_id),
+        ("CSeq", &r.cseq),
+    ] {
         if let Some(v) = value {
             put_header(&mut buf, name, v);
         }

@@ -165,7 +165,8 @@ fn trim(mut s: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
-    const OPTIONS: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 4\r\n\r\nbody";
+    const OPTIONS: &[u8] =
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nContent-Length: 4\r\n\r\nbody";
 
     fn framer() -> StreamFramer {
         StreamFramer::new(Limits::default())
@@ -175,7 +176,7 @@ mod tests {
     fn frames_a_message_split_across_reads() {
         let mut f = framer();
         for chunk in OPTIONS.chunks(7) {
-            assert!(matches!(f.next_item(), None));
+            assert!(f.next_item().is_none());
             f.push(chunk);
         }
         assert_eq!(f.next_item(), Some(StreamItem::Message(Bytes::from_static(OPTIONS))));

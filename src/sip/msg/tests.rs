@@ -87,8 +87,14 @@ fn content_length_longer_than_datagram_is_400() {
 
 #[test]
 fn negative_or_garbage_content_length_is_400() {
-    assert_eq!(rejected(&INVITE.replace("Content-Length: 4", "Content-Length: -4")), 400);
-    assert_eq!(rejected(&INVITE.replace("Content-Length: 4", "Content-Length: four")), 400);
+    assert_eq!(
+        rejected(&INVITE.replace("Content-Length: 4", "Content-Length: -4")),
+        400
+    );
+    assert_eq!(
+        rejected(&INVITE.replace("Content-Length: 4", "Content-Length: four")),
+        400
+    );
 }
 
 #[test]
@@ -131,14 +137,20 @@ fn header_longer_than_the_limit_is_400() {
 
 #[test]
 fn cseq_method_mismatch_is_400() {
-    assert_eq!(rejected(&INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 ACK")), 400);
+    assert_eq!(
+        rejected(&INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 ACK")),
+        400
+    );
 }
 
 #[test]
 fn cseq_at_2_pow_31_is_400() {
     // RFC 3261 §8.1.1.5
     assert_eq!(rejected(&INVITE.replace("314159", "2147483648")), 400);
-    assert_eq!(request(&INVITE.replace("314159", "2147483647")).core.cseq.seq, 2147483647);
+    assert_eq!(
+        request(&INVITE.replace("314159", "2147483647")).core.cseq.seq,
+        2147483647
+    );
 }
 
 #[test]
@@ -188,7 +200,9 @@ fn response_gets_tag_and_copies_core_headers() {
 fn rejection_response_stamps_received_and_rport() {
     // RFC 3581 §4
     let msg = INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 BYE");
-    let Err(ParseError::Reject(r)) = parse(&msg) else { panic!() };
+    let Err(ParseError::Reject(r)) = parse(&msg) else {
+        panic!()
+    };
     let bytes = r.response_bytes("198.51.100.7:40000".parse().unwrap());
     let text = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(text.starts_with("SIP/2.0 400 "), "{text}");
@@ -206,7 +220,10 @@ fn via_parses_ipv6_and_params() {
 
 #[test]
 fn tag_is_found_in_name_addr_and_addr_spec() {
-    assert_eq!(param_of("\"A;tag=no\" <sip:a@b;tag=no>;tag=yes", "tag").as_deref(), Some("yes"));
+    assert_eq!(
+        param_of("\"A;tag=no\" <sip:a@b;tag=no>;tag=yes", "tag").as_deref(),
+        Some("yes")
+    );
     assert_eq!(param_of("sip:a@b;tag=yes", "tag").as_deref(), Some("yes"));
     assert_eq!(param_of("<sip:a@b;tag=no>", "tag"), None);
 }

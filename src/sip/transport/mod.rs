@@ -73,14 +73,17 @@ impl Transports {
                     .lock()
                     .ok()
                     .and_then(|m| m.get(&(t.peer.remote.is_ipv6(), t.peer.local.port())).cloned());
-                if let Some(s) = socket {
-                    if let Err(e) = s.try_send_to(&t.bytes, t.peer.remote) {
-                        tracing::debug!(error = %e, "UDP send failed");
-                    }
+                if let Some(s) = socket
+                    && let Err(e) = s.try_send_to(&t.bytes, t.peer.remote)
+                {
+                    tracing::debug!(error = %e, "UDP send failed");
                 }
             }
             TransportKind::Tcp => {
-                let tx = t.peer.connection.and_then(|id| self.tcp.lock().ok().and_then(|m| m.get(&id).cloned()));
+                let tx = t
+                    .peer
+                    .connection
+                    .and_then(|id| self.tcp.lock().ok().and_then(|m| m.get(&id).cloned()));
                 match tx {
                     Some(tx) => {
                         if tx.try_send(t.bytes).is_err() {
@@ -126,7 +129,12 @@ impl LocalAddressBook {
             self.cache.clear();
         }
         let ip = *self.cache.entry(remote).or_insert_with(|| {
-            let any: SocketAddr = if remote.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.unwrap_or(self.bound);
+            let any: SocketAddr = if remote.is_ipv6() {
+                "[::]:0".parse()
+            } else {
+                "0.0.0.0:0".parse()
+            }
+            .unwrap_or(self.bound);
             std::net::UdpSocket::bind(any)
                 .and_then(|s| {
                     s.connect(SocketAddr::new(remote, 9))?;

@@ -91,12 +91,10 @@ async fn connection(
                             let parsed = parse_message(&bytes, Framing::Stream, &cfg.limits);
                             let mut reply = None;
                             let msg = classify(parsed, remote, |b, _| reply = Some(b));
-                            if let Some(r) = reply {
-                                if stream.write_all(&r).await.is_err() { break 'conn; }
-                            }
-                            if let Some(msg) = msg {
-                                if inbound.send(Inbound { msg, peer }).await.is_err() { break 'conn; }
-                            }
+                            if let Some(r) = reply
+                                && stream.write_all(&r).await.is_err() { break 'conn; }
+                            if let Some(msg) = msg
+                                && inbound.send(Inbound { msg, peer }).await.is_err() { break 'conn; }
                         }
                         StreamItem::Ping => {
                             if stream.write_all(b"\r\n").await.is_err() { break 'conn; }

@@ -101,7 +101,13 @@ impl InviteClientTxn {
                 self.timer_b = None;
                 let ack = ack_for_non_2xx(&self.request, resp).to_bytes();
                 self.ack = Some(ack.clone());
-                self.timer_d = Some(now + if self.reliable { Duration::ZERO } else { TIMER_D_UNRELIABLE });
+                self.timer_d = Some(
+                    now + if self.reliable {
+                        Duration::ZERO
+                    } else {
+                        TIMER_D_UNRELIABLE
+                    },
+                );
                 (true, TxnOutput::send(ack))
             }
             (Completed, 300..=699) => match &self.ack {
@@ -163,16 +169,16 @@ impl Transaction for InviteClientTxn {
             self.stop();
             return TxnOutput::event(TxnEvent::Terminated);
         }
-        if let Some(a) = self.timer_a {
-            if now >= a.at {
-                // Timer A doubles without a cap (RFC 3261 §17.1.1.2).
-                let interval = a.interval * 2;
-                self.timer_a = Some(Retransmit {
-                    at: now + interval,
-                    interval,
-                });
-                return TxnOutput::resend(self.request_bytes.clone());
-            }
+        if let Some(a) = self.timer_a
+            && now >= a.at
+        {
+            // Timer A doubles without a cap (RFC 3261 §17.1.1.2).
+            let interval = a.interval * 2;
+            self.timer_a = Some(Retransmit {
+                at: now + interval,
+                interval,
+            });
+            return TxnOutput::resend(self.request_bytes.clone());
         }
         TxnOutput::none()
     }

@@ -107,18 +107,18 @@ impl Transaction for NonInviteClientTxn {
             self.stop();
             return TxnOutput::event(TxnEvent::Terminated);
         }
-        if let Some(e) = self.timer_e {
-            if now >= e.at {
-                let interval = match self.state {
-                    ClientNonInviteState::Proceeding => self.timers.t2,
-                    _ => (e.interval * 2).min(self.timers.t2),
-                };
-                self.timer_e = Some(Retransmit {
-                    at: now + interval,
-                    interval,
-                });
-                return TxnOutput::resend(self.request_bytes.clone());
-            }
+        if let Some(e) = self.timer_e
+            && now >= e.at
+        {
+            let interval = match self.state {
+                ClientNonInviteState::Proceeding => self.timers.t2,
+                _ => (e.interval * 2).min(self.timers.t2),
+            };
+            self.timer_e = Some(Retransmit {
+                at: now + interval,
+                interval,
+            });
+            return TxnOutput::resend(self.request_bytes.clone());
         }
         TxnOutput::none()
     }

@@ -161,17 +161,17 @@ impl Transaction for InviteServerTxn {
         if self.timer_i.is_some_and(|t| now >= t) || self.timer_l.is_some_and(|t| now >= t) {
             return self.terminate();
         }
-        if let Some(g) = self.timer_g {
-            if now >= g.at {
-                // Timer G doubles up to T2 (RFC 3261 §17.2.1).
-                let interval = (g.interval * 2).min(self.timers.t2);
-                self.timer_g = Some(Retransmit {
-                    at: now + interval,
-                    interval,
-                });
-                if let Some(r) = &self.last_response {
-                    return TxnOutput::resend(r.clone());
-                }
+        if let Some(g) = self.timer_g
+            && now >= g.at
+        {
+            // Timer G doubles up to T2 (RFC 3261 §17.2.1).
+            let interval = (g.interval * 2).min(self.timers.t2);
+            self.timer_g = Some(Retransmit {
+                at: now + interval,
+                interval,
+            });
+            if let Some(r) = &self.last_response {
+                return TxnOutput::resend(r.clone());
             }
         }
         TxnOutput::none()

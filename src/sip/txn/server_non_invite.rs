@@ -48,7 +48,9 @@ impl NonInviteServerTxn {
     /// A retransmission of the request arrived.
     pub fn on_retransmitted_request(&mut self) -> TxnOutput {
         match (self.state, &self.last_response) {
-            (ServerNonInviteState::Proceeding | ServerNonInviteState::Completed, Some(r)) => TxnOutput::resend(r.clone()),
+            (ServerNonInviteState::Proceeding | ServerNonInviteState::Completed, Some(r)) => {
+                TxnOutput::resend(r.clone())
+            }
             _ => TxnOutput::none(),
         }
     }

@@ -52,7 +52,11 @@ fn timer_g_retransmits_non_2xx_doubling_to_t2_until_timer_h() {
     assert!(out.transmit.is_some());
     assert_eq!(txn.state(), ServerInviteState::Completed);
     let outs = run(&mut txn, now, Duration::from_secs(40));
-    let resends: Vec<u64> = outs.iter().filter(|(_, o)| o.retransmission).map(|(d, _)| d.as_millis() as u64).collect();
+    let resends: Vec<u64> = outs
+        .iter()
+        .filter(|(_, o)| o.retransmission)
+        .map(|(d, _)| d.as_millis() as u64)
+        .collect();
     // 0.5, 1.5, 3.5, 7.5, then every 4 s until H at 32 s.
     assert_eq!(&resends[..5], &[500, 1500, 3500, 7500, 11500]);
     assert!(resends.iter().all(|&r| r < 32_000));
@@ -107,9 +111,17 @@ fn two_hundred_moves_to_accepted_and_timer_l_ends_it() {
     assert_eq!(txn.state(), ServerInviteState::Accepted);
     assert_eq!(txn.on_retransmitted_request(), TxnOutput::none());
     // A 2xx retransmitted by the TU still goes out (RFC 6026 §8.5).
-    assert!(txn.send_response(200, Bytes::from_static(b"200"), now + ms(500)).transmit.is_some());
+    assert!(
+        txn.send_response(200, Bytes::from_static(b"200"), now + ms(500))
+            .transmit
+            .is_some()
+    );
     // A late non-2xx is not sent.
-    assert!(txn.send_response(500, Bytes::from_static(b"500"), now).transmit.is_none());
+    assert!(
+        txn.send_response(500, Bytes::from_static(b"500"), now)
+            .transmit
+            .is_none()
+    );
     let outs = run(&mut txn, now, Duration::from_secs(60));
     assert_eq!(outs.len(), 1);
     assert_eq!(outs[0].0, ms(32_000));
@@ -125,7 +137,10 @@ fn non_invite_server_absorbs_in_trying_and_resends_in_completed_until_timer_j() 
     assert_eq!(txn.on_retransmitted_request(), TxnOutput::none());
     txn.send_response(200, Bytes::from_static(b"200"), now);
     assert_eq!(txn.state(), ServerNonInviteState::Completed);
-    assert_eq!(txn.on_retransmitted_request().transmit, Some(Bytes::from_static(b"200")));
+    assert_eq!(
+        txn.on_retransmitted_request().transmit,
+        Some(Bytes::from_static(b"200"))
+    );
     let outs = run(&mut txn, now, Duration::from_secs(60));
     assert_eq!(outs.len(), 1);
     assert_eq!(outs[0].0, ms(32_000), "timer J = 64*T1");
@@ -149,7 +164,11 @@ fn timer_a_doubles_without_cap_until_timer_b() {
     let (mut txn, first) = InviteClientTxn::start(request(INVITE), false, t(), now);
     assert!(first.transmit.is_some());
     let outs = run(&mut txn, now, Duration::from_secs(40));
-    let resends: Vec<u64> = outs.iter().filter(|(_, o)| o.retransmission).map(|(d, _)| d.as_millis() as u64).collect();
+    let resends: Vec<u64> = outs
+        .iter()
+        .filter(|(_, o)| o.retransmission)
+        .map(|(d, _)| d.as_millis() as u64)
+        .collect();
     assert_eq!(resends, vec![500, 1500, 3500, 7500, 15500, 31500]);
     let (at, last) = outs.last().unwrap();
     assert_eq!(*at, ms(32_000), "timer B = 64*T1");
@@ -202,7 +221,10 @@ fn two_hundred_moves_to_accepted_passes_retransmissions_and_timer_m_ends_it() {
     let ok = response(&req, 200);
     assert!(txn.on_response(&ok, now).0);
     assert_eq!(txn.state(), ClientInviteState::Accepted);
-    assert!(txn.on_response(&ok, now + ms(500)).0, "2xx retransmissions reach the TU");
+    assert!(
+        txn.on_response(&ok, now + ms(500)).0,
+        "2xx retransmissions reach the TU"
+    );
     let outs = run(&mut txn, now, Duration::from_secs(60));
     assert_eq!(outs.last().unwrap().0, ms(32_000), "timer M = 64*T1");
     assert!(txn.is_terminated());
@@ -215,7 +237,11 @@ fn timer_e_doubles_to_t2_and_timer_f_times_out() {
     let now = Instant::now();
     let (mut txn, _) = NonInviteClientTxn::start(request(BYE), false, t(), now);
     let outs = run(&mut txn, now, Duration::from_secs(40));
-    let resends: Vec<u64> = outs.iter().filter(|(_, o)| o.retransmission).map(|(d, _)| d.as_millis() as u64).collect();
+    let resends: Vec<u64> = outs
+        .iter()
+        .filter(|(_, o)| o.retransmission)
+        .map(|(d, _)| d.as_millis() as u64)
+        .collect();
     assert_eq!(&resends[..6], &[500, 1500, 3500, 7500, 11500, 15500]);
     let (at, last) = outs.last().unwrap();
     assert_eq!(*at, ms(32_000), "timer F = 64*T1");
@@ -229,7 +255,11 @@ fn timer_e_uses_t2_in_proceeding() {
     let (mut txn, _) = NonInviteClientTxn::start(req.clone(), false, t(), now);
     assert!(txn.on_response(&response(&req, 100), now + ms(100)));
     let outs = run(&mut txn, now, Duration::from_secs(5));
-    let resends: Vec<u64> = outs.iter().filter(|(_, o)| o.retransmission).map(|(d, _)| d.as_millis() as u64).collect();
+    let resends: Vec<u64> = outs
+        .iter()
+        .filter(|(_, o)| o.retransmission)
+        .map(|(d, _)| d.as_millis() as u64)
+        .collect();
     // The first E (0.5 s) fires in Proceeding and re-arms with T2.
     assert_eq!(resends, vec![500, 4500]);
 }
@@ -240,7 +270,10 @@ fn final_response_starts_timer_k() {
     let req = request(BYE);
     let (mut txn, _) = NonInviteClientTxn::start(req.clone(), false, t(), now);
     assert!(txn.on_response(&response(&req, 200), now + ms(50)));
-    assert!(!txn.on_response(&response(&req, 200), now + ms(60)), "retransmitted final absorbed");
+    assert!(
+        !txn.on_response(&response(&req, 200), now + ms(60)),
+        "retransmitted final absorbed"
+    );
     let outs = run(&mut txn, now, Duration::from_secs(10));
     assert_eq!(outs.len(), 1);
     assert_eq!(outs[0].0, ms(50) + t().t4, "timer K = T4");
@@ -262,7 +295,11 @@ fn reliable_client_has_no_retransmissions_and_zero_timer_k() {
 fn ack_matches_the_invite_key_and_cancel_finds_it() {
     let invite = request(INVITE);
     let ack = request(&INVITE.replace("INVITE sip", "ACK sip").replace("1 INVITE", "1 ACK"));
-    let cancel = request(&INVITE.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL"));
+    let cancel = request(
+        &INVITE
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("1 INVITE", "1 CANCEL"),
+    );
     assert_eq!(ServerKey::of_request(&ack), ServerKey::of_request(&invite));
     assert_ne!(ServerKey::of_request(&cancel), ServerKey::of_request(&invite));
     assert_eq!(ServerKey::cancelled_invite(&cancel), ServerKey::of_request(&invite));
