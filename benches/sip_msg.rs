@@ -19,7 +19,7 @@ Min-SE: 90\r\n\
 P-Asserted-Identity: <sip:+15551234567@203.0.113.5>\r\n\
 User-Agent: CarrierSBC 5.1\r\n\
 Content-Type: application/sdp\r\n\
-Content-Length: 256\r\n\r\n\
+Content-Length: 252\r\n\r\n\
 v=0\r\no=SBC 1234 1234 IN IP4 203.0.113.5\r\ns=SBC\r\nc=IN IP4 203.0.113.5\r\nt=0 0\r\n\
 m=audio 31000 RTP/AVP 0 8 9 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:9 G722/8000\r\n\
 a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n";

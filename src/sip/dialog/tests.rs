@@ -1,1 +1,753 @@
+//! The UAS core against a scripted UAC, in virtual time (quinn-proto's `Pair` idea): every
+//! message is really printed and parsed, the clock only moves when the test says so.
 
+use super::*;
+use crate::sip::msg::{Limits, SipMessage, parse_datagram};
+use crate::sip::sdp::{Codec, Direction, LocalMedia};
+use std::time::{Duration, Instant};
+
+const OFFER: &str = "v=0\r\no=uac 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+fn peer() -> Peer {
+    Peer {
+        transport: TransportKind::Udp,
+        remote: "192.0.2.1:5060".parse().unwrap(),
+        local: "198.51.100.1:5060".parse().unwrap(),
+        connection: None,
+    }
+}
+
+fn local_media() -> LocalMedia {
+    LocalMedia {
+        rtp: "198.51.100.1:20000".parse().unwrap(),
+        codecs: vec![Codec::Pcmu, Codec::Pcma],
+        session_id: 7,
+        session_version: 1,
+    }
+}
+
+/// One caller's view of a dialog.
+struct Uac {
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    to_tag: Option<String>,
+    last_branch: String,
+}
+
+impl Uac {
+    fn new() -> Uac {
+        Uac {
+            call_id: format!("{}@uac", fastrand::u64(..)),
+            from_tag: "uactag".into(),
+            cseq: 0,
+            to_tag: None,
+            last_branch: String::new(),
+        }
+    }
+
+    /// A new request (new branch; CSeq grows except for ACK and CANCEL).
+    fn request(&mut self, method: &str, headers: &str, body: &str) -> String {
+        if method != "ACK" && method != "CANCEL" {
+            self.cseq += 1;
+            self.last_branch = format!("z9hG4bK{}", fastrand::u64(..));
+        }
+        self.request_on_branch(method, headers, body, &self.last_branch.clone())
+    }
+
+    fn request_on_branch(&self, method: &str, headers: &str, body: &str, branch: &str) -> String {
+        let to_tag = self.to_tag.as_ref().map(|t| format!(";tag={t}")).unwrap_or_default();
+        let ctype = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "{method} sip:+15550100300@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+From: <sip:+15551234567@192.0.2.1>;tag={}\r\nTo: <sip:+15550100300@198.51.100.1>{to_tag}\r\n\
+Call-ID: {}\r\nCSeq: {} {method}\r\nContact: <sip:uac@192.0.2.1:5060>\r\nMax-Forwards: 70\r\n{headers}{ctype}\
+Content-Length: {}\r\n\r\n{body}",
+            self.from_tag,
+            self.call_id,
+            self.cseq,
+            body.len()
+        )
+    }
+}
+
+struct Harness {
+    core: UasCore,
+    start: Instant,
+    now: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct Sent {
+    at: Duration,
+    msg: SipMessage,
+    text: String,
+}
+
+impl Sent {
+    fn code(&self) -> Option<u16> {
+        match &self.msg {
+            SipMessage::Response(r) => Some(r.code),
+            SipMessage::Request(_) => None,
+        }
+    }
+
+    fn method(&self) -> Option<String> {
+        match &self.msg {
+            SipMessage::Request(r) => Some(r.method.to_string()),
+            SipMessage::Response(_) => None,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.text.split("\r\n\r\n").next()?.lines().find_map(|l| {
+            l.split_once(':')
+                .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+        })
+    }
+
+    fn body(&self) -> &str {
+        self.text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+    }
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Self::with(UasConfig::default())
+    }
+
+    fn with(cfg: UasConfig) -> Harness {
+        let start = Instant::now();
+        Harness {
+            core: UasCore::new(cfg),
+            start,
+            now: start,
+        }
+    }
+
+    fn deliver(&mut self, text: &str) {
+        match parse_datagram(text.as_bytes(), &Limits::default()) {
+            Ok(SipMessage::Request(mut r)) => {
+                r.stamp_received(peer().remote);
+                self.core.handle_request(self.now, r, peer())
+            }
+            Ok(SipMessage::Response(r)) => self.core.handle_response(self.now, r, peer()),
+            Err(e) => panic!("test message does not parse: {e}\n{text}"),
+        }
+    }
+
+    fn sent(&mut self) -> Vec<Sent> {
+        let mut out = Vec::new();
+        while let Some(t) = self.core.poll_transmit() {
+            let text = String::from_utf8_lossy(&t.bytes).into_owned();
+            let msg =
+                parse_datagram(&t.bytes, &Limits::default()).unwrap_or_else(|e| panic!("we sent junk: {e}\n{text}"));
+            out.push(Sent {
+                at: self.now - self.start,
+                msg,
+                text,
+            });
+        }
+        out
+    }
+
+    fn events(&mut self) -> Vec<UasEvent> {
+        std::iter::from_fn(|| self.core.poll_event()).collect()
+    }
+
+    /// Runs every timer up to `t` after the start, collecting what is sent.
+    fn run_until(&mut self, t: Duration) -> Vec<Sent> {
+        let end = self.start + t;
+        let mut out = Vec::new();
+        while let Some(at) = self.core.poll_timeout() {
+            if at > end {
+                break;
+            }
+            self.now = self.now.max(at);
+            self.core.handle_timeout(self.now);
+            out.extend(self.sent());
+        }
+        self.now = self.now.max(end);
+        out
+    }
+
+    fn incoming(&mut self) -> CallRef {
+        for e in self.events() {
+            if let UasEvent::Incoming(inc) = e {
+                return inc.call;
+            }
+        }
+        panic!("no incoming call");
+    }
+
+    /// INVITE, answer, ACK: a confirmed call.
+    fn established(&mut self, uac: &mut Uac, invite_headers: &str) -> CallRef {
+        let invite = uac.request("INVITE", invite_headers, OFFER);
+        self.deliver(&invite);
+        let call = self.incoming();
+        self.core.answer(call, local_media(), self.now).unwrap();
+        let ok = self.sent().into_iter().find(|s| s.code() == Some(200)).expect("200");
+        let SipMessage::Response(r) = &ok.msg else {
+            unreachable!()
+        };
+        uac.to_tag = r.core.to_tag.clone();
+        let ack = uac.request("ACK", "", "");
+        self.deliver(&ack);
+        assert_eq!(self.core.call_state(call), Some(CallState::Confirmed));
+        call
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn invite_gets_100_at_once_and_200_with_sdp_and_tag_on_answer() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("INVITE", "", OFFER));
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].code(), Some(100));
+    let call = h.incoming();
+    let media = h.core.answer(call, local_media(), h.now).unwrap().unwrap();
+    assert_eq!(media.codec, Codec::Pcmu);
+    let sent = h.sent();
+    let ok = &sent[0];
+    assert_eq!(ok.code(), Some(200));
+    assert!(ok.header("To").unwrap().contains(";tag="));
+    assert!(ok.header("Contact").unwrap().contains("198.51.100.1:5060"));
+    assert_eq!(ok.header("Content-Type").as_deref(), Some("application/sdp"));
+    assert!(ok.body().contains("m=audio 20000 RTP/AVP 0 101"));
+    // The Via came back stamped (RFC 3261 §18.2.1).
+    assert!(
+        ok.header("Via").unwrap().contains("received=192.0.2.1")
+            || ok.header("Via").unwrap().contains("192.0.2.1:5060")
+    );
+}
+
+#[test]
+fn bye_from_caller_is_answered_and_ends_the_call() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let call = h.established(&mut uac, "");
+    h.deliver(&uac.request("BYE", "", ""));
+    assert_eq!(h.sent().last().and_then(Sent::code), Some(200));
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, UasEvent::Ended { call: c, reason: EndReason::RemoteBye } if *c == call))
+    );
+    // RFC 3261 §12.2.2: a request for a dialog that no longer exists is 481.
+    h.deliver(&uac.request("BYE", "", ""));
+    assert_eq!(h.sent().last().and_then(Sent::code), Some(481));
+}
+
+#[test]
+fn hangup_sends_bye_within_the_dialog() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let call = h.established(&mut uac, "");
+    h.core.hangup(call, h.now).unwrap();
+    let bye = h
+        .sent()
+        .into_iter()
+        .find(|s| s.method().as_deref() == Some("BYE"))
+        .expect("BYE");
+    // RFC 3261 §12.2.1.1: Request-URI is the remote target, tags swapped.
+    let SipMessage::Request(r) = &bye.msg else {
+        unreachable!()
+    };
+    assert_eq!(r.uri.raw(), "sip:uac@192.0.2.1:5060");
+    assert_eq!(r.core.to_tag.as_deref(), Some("uactag"));
+    assert_eq!(r.core.from_tag, uac.to_tag);
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        UasEvent::Ended {
+            reason: EndReason::LocalBye,
+            ..
+        }
+    )));
+    // The BYE is retransmitted on Timer E until answered.
+    let resent = h.run_until(ms(600));
+    assert!(resent.iter().any(|s| s.method().as_deref() == Some("BYE")));
+}
+
+#[test]
+fn two_hundred_is_retransmitted_until_ack_and_the_call_ends_after_64_t1() {
+    // RFC 3261 §13.3.1.4
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("INVITE", "", OFFER));
+    let call = h.incoming();
+    h.core.answer(call, local_media(), h.now).unwrap();
+    h.sent();
+    let sent = h.run_until(secs(40));
+    let retx: Vec<u64> = sent
+        .iter()
+        .filter(|s| s.code() == Some(200))
+        .map(|s| s.at.as_millis() as u64)
+        .collect();
+    assert_eq!(&retx[..5], &[500, 1500, 3500, 7500, 11500], "T1 doubling to T2");
+    assert!(retx.iter().all(|&t| t < 32_000));
+    let bye = sent
+        .iter()
+        .find(|s| s.method().as_deref() == Some("BYE"))
+        .expect("BYE after 64*T1");
+    assert_eq!(bye.at, secs(32));
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        UasEvent::Ended {
+            reason: EndReason::NoAck,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn ack_stops_the_2xx_retransmissions() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.established(&mut uac, "");
+    let sent = h.run_until(secs(40));
+    assert!(sent.iter().all(|s| s.code() != Some(200)), "{sent:?}");
+}
+
+#[test]
+fn hangup_before_ack_waits_for_the_ack_then_sends_bye() {
+    // RFC 3261 §15: no BYE on a dialog before the ACK of our 2xx.
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("INVITE", "", OFFER));
+    let call = h.incoming();
+    h.core.answer(call, local_media(), h.now).unwrap();
+    let ok = h.sent().into_iter().find(|s| s.code() == Some(200)).unwrap();
+    let SipMessage::Response(r) = &ok.msg else {
+        unreachable!()
+    };
+    uac.to_tag = r.core.to_tag.clone();
+    h.core.hangup(call, h.now).unwrap();
+    assert!(h.sent().iter().all(|s| s.method().as_deref() != Some("BYE")));
+    h.deliver(&uac.request("ACK", "", ""));
+    assert!(h.sent().iter().any(|s| s.method().as_deref() == Some("BYE")));
+}
+
+#[test]
+fn cancel_while_ringing_gets_200_and_the_invite_487() {
+    // RFC 3261 §9.2
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let invite = uac.request("INVITE", "", OFFER);
+    h.deliver(&invite);
+    let call = h.incoming();
+    h.core.ring(call, h.now).unwrap();
+    assert_eq!(h.sent().last().and_then(Sent::code), Some(180));
+    let branch = uac.last_branch.clone();
+    h.deliver(&uac.request_on_branch("CANCEL", "", "", &branch));
+    let sent = h.sent();
+    let codes: Vec<(u16, String)> = sent
+        .iter()
+        .map(|s| (s.code().unwrap(), s.header("CSeq").unwrap()))
+        .collect();
+    assert_eq!(codes, vec![(200, "1 CANCEL".into()), (487, "1 INVITE".into())]);
+    // The CANCEL's 200 carries the same To tag as the INVITE's responses.
+    assert_eq!(sent[0].header("To"), sent[1].header("To"));
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        UasEvent::Ended {
+            reason: EndReason::Cancelled,
+            ..
+        }
+    )));
+    // 487 retransmitted on Timer G until the ACK, then silence.
+    let resent = h.run_until(ms(600));
+    assert!(resent.iter().any(|s| s.code() == Some(487)));
+    let SipMessage::Response(r) = &sent[1].msg else {
+        unreachable!()
+    };
+    uac.to_tag = r.core.to_tag.clone();
+    h.deliver(&uac.request_on_branch("ACK", "", "", &branch));
+    assert!(h.run_until(secs(60)).is_empty());
+}
+
+#[test]
+fn cancel_after_answer_changes_nothing() {
+    // The CANCEL race: the 200 crossed it; the CANCEL gets 200, the call stays (§9.2).
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let invite = uac.request("INVITE", "", OFFER);
+    h.deliver(&invite);
+    let call = h.incoming();
+    h.core.answer(call, local_media(), h.now).unwrap();
+    h.sent();
+    let branch = uac.last_branch.clone();
+    h.deliver(&uac.request_on_branch("CANCEL", "", "", &branch));
+    let codes: Vec<u16> = h.sent().iter().filter_map(Sent::code).collect();
+    assert_eq!(codes, vec![200]);
+    assert_eq!(h.core.call_state(call), Some(CallState::Accepted));
+}
+
+#[test]
+fn cancel_matching_nothing_is_481() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    uac.cseq = 1;
+    h.deliver(&uac.request_on_branch("CANCEL", "", "", "z9hG4bKnothing"));
+    assert_eq!(h.sent().last().and_then(Sent::code), Some(481));
+}
+
+#[test]
+fn retransmitted_invite_gets_the_last_provisional_and_no_second_call() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let invite = uac.request("INVITE", "", OFFER);
+    h.deliver(&invite);
+    let call = h.incoming();
+    h.core.ring(call, h.now).unwrap();
+    h.sent();
+    h.deliver(&invite);
+    assert_eq!(h.sent().iter().filter_map(Sent::code).collect::<Vec<_>>(), vec![180]);
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn merged_request_is_482() {
+    // RFC 3261 §8.2.2.2: same From tag, Call-ID and CSeq on another branch.
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("INVITE", "", OFFER));
+    h.sent();
+    h.deliver(&uac.request_on_branch("INVITE", "", OFFER, "z9hG4bKotherpath"));
+    assert_eq!(h.sent().last().and_then(Sent::code), Some(482));
+}
+
+#[test]
+fn reinvite_sendonly_is_answered_recvonly_and_reported() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let call = h.established(&mut uac, "");
+    h.events();
+    let hold = OFFER.replace("o=uac 1 1", "o=uac 1 2") + "a=sendonly\r\n";
+    h.deliver(&uac.request("INVITE", "", &hold));
+    let ok = h.sent().into_iter().find(|s| s.code() == Some(200)).expect("200");
+    assert!(ok.body().contains("a=recvonly"), "{}", ok.body());
+    // Our session version grew because our description changed (RFC 3264 §8).
+    assert!(ok.body().contains("o=tolk 7 2 "), "{}", ok.body());
+    let media = h
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            UasEvent::MediaChanged { call: c, media } if c == call => Some(media),
+            _ => None,
+        })
+        .expect("media change");
+    assert_eq!(media.direction, Direction::RecvOnly);
+    assert!(media.on_hold());
+    h.deliver(&uac.request("ACK", "", ""));
+    assert!(h.run_until(secs(5)).is_empty(), "2xx to the re-INVITE acknowledged");
+}
+
+#[test]
+fn second_reinvite_before_the_ack_is_491() {
+    // RFC 3261 §14.2
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.established(&mut uac, "");
+    h.deliver(&uac.request("INVITE", "", OFFER));
+    h.sent();
+    h.deliver(&uac.request("INVITE", "", OFFER));
+    assert_eq!(h.sent().last().and_then(Sent::code), Some(491));
+}
+
+#[test]
+fn unacceptable_reinvite_offer_is_488_and_the_call_stays() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let call = h.established(&mut uac, "");
+    let g729 = OFFER
+        .replace("RTP/AVP 0 101", "RTP/AVP 18")
+        .replace("a=rtpmap:0 PCMU/8000\r\n", "");
+    h.deliver(&uac.request("INVITE", "", &g729));
+    assert_eq!(h.sent().last().and_then(Sent::code), Some(488));
+    assert_eq!(h.core.call_state(call), Some(CallState::Confirmed));
+}
+
+#[test]
+fn invite_without_sdp_gets_our_offer_and_the_ack_brings_the_answer() {
+    // RFC 3261 §13.2.1, RFC 3264 §5
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("INVITE", "", ""));
+    let call = h.incoming();
+    assert_eq!(h.core.answer(call, local_media(), h.now).unwrap(), None);
+    let ok = h.sent().into_iter().find(|s| s.code() == Some(200)).unwrap();
+    assert!(ok.body().contains("m=audio 20000 RTP/AVP 0 8 101"), "{}", ok.body());
+    let SipMessage::Response(r) = &ok.msg else {
+        unreachable!()
+    };
+    uac.to_tag = r.core.to_tag.clone();
+    h.deliver(&uac.request("ACK", "", OFFER));
+    let media = h.events().into_iter().find_map(|e| match e {
+        UasEvent::MediaChanged { media, .. } => Some(media),
+        _ => None,
+    });
+    assert_eq!(media.map(|m| m.codec), Some(Codec::Pcmu));
+}
+
+#[test]
+fn session_expires_below_min_se_is_422() {
+    // RFC 4028 §8.2
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("INVITE", "Supported: timer\r\nSession-Expires: 60\r\n", OFFER));
+    let last = h.sent().pop().unwrap();
+    assert_eq!(last.code(), Some(422));
+    assert_eq!(last.header("Min-SE").as_deref(), Some("90"));
+}
+
+#[test]
+fn session_not_refreshed_by_the_uac_ends_with_bye_before_expiry() {
+    // RFC 4028 §10: BYE at expires - min(32, SE/3).
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let invite = uac.request(
+        "INVITE",
+        "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n",
+        OFFER,
+    );
+    h.deliver(&invite);
+    let call = h.incoming();
+    h.core.answer(call, local_media(), h.now).unwrap();
+    let ok = h.sent().into_iter().find(|s| s.code() == Some(200)).unwrap();
+    assert_eq!(ok.header("Session-Expires").as_deref(), Some("90;refresher=uac"));
+    assert_eq!(ok.header("Require").as_deref(), Some("timer"));
+    let SipMessage::Response(r) = &ok.msg else {
+        unreachable!()
+    };
+    uac.to_tag = r.core.to_tag.clone();
+    h.deliver(&uac.request("ACK", "", ""));
+    let sent = h.run_until(secs(100));
+    let bye = sent.iter().find(|s| s.method().as_deref() == Some("BYE")).expect("BYE");
+    assert_eq!(bye.at, secs(60));
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        UasEvent::Ended {
+            reason: EndReason::SessionExpired,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn update_refreshes_the_session() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.established(&mut uac, "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n");
+    assert!(h.run_until(secs(50)).is_empty());
+    h.deliver(&uac.request(
+        "UPDATE",
+        "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n",
+        "",
+    ));
+    let ok = h.sent().pop().unwrap();
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(ok.header("Session-Expires").as_deref(), Some("90;refresher=uac"));
+    // Not at 60 s any more, but 60 s after the refresh.
+    let sent = h.run_until(secs(200));
+    let bye = sent.iter().find(|s| s.method().as_deref() == Some("BYE")).expect("BYE");
+    assert_eq!(bye.at, secs(110));
+}
+
+#[test]
+fn without_timer_support_we_refresh_with_update_at_half_the_interval() {
+    // RFC 4028 §9: the UAC did not say Supported: timer, so the UAS refreshes.
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.established(
+        &mut uac,
+        "Session-Expires: 120\r\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE\r\n",
+    );
+    let sent = h.run_until(secs(61));
+    let update = sent
+        .iter()
+        .find(|s| s.method().as_deref() == Some("UPDATE"))
+        .expect("UPDATE");
+    assert_eq!(update.at, secs(60));
+    assert_eq!(update.header("Session-Expires").as_deref(), Some("120;refresher=uas"));
+    // Answer it: the session is refreshed and no BYE follows at the old deadline.
+    let SipMessage::Request(req) = &update.msg else {
+        unreachable!()
+    };
+    let ok = crate::sip::msg::response_to(req, 200, "", None).to_bytes();
+    h.deliver(std::str::from_utf8(&ok).unwrap());
+    let sent = h.run_until(secs(115));
+    assert!(sent.iter().all(|s| s.method().as_deref() != Some("BYE")), "{sent:?}");
+}
+
+#[test]
+fn refresh_answered_481_ends_the_call() {
+    // RFC 3261 §12.2.1.2
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.established(&mut uac, "Session-Expires: 120\r\nAllow: UPDATE\r\n");
+    let sent = h.run_until(secs(61));
+    let update = sent.iter().find(|s| s.method().as_deref() == Some("UPDATE")).unwrap();
+    let SipMessage::Request(req) = &update.msg else {
+        unreachable!()
+    };
+    let gone = crate::sip::msg::response_to(req, 481, "", None).to_bytes();
+    h.deliver(std::str::from_utf8(&gone).unwrap());
+    assert!(h.events().iter().any(|e| matches!(
+        e,
+        UasEvent::Ended {
+            reason: EndReason::DialogLost,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn required_100rel_gets_a_reliable_180_until_prack() {
+    // RFC 3262 §3
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("INVITE", "Require: 100rel\r\n", OFFER));
+    let call = h.incoming();
+    h.sent();
+    h.core.ring(call, h.now).unwrap();
+    let ringing = h.sent().pop().unwrap();
+    assert_eq!(ringing.code(), Some(180));
+    assert_eq!(ringing.header("Require").as_deref(), Some("100rel"));
+    assert_eq!(ringing.header("RSeq").as_deref(), Some("1"));
+    let SipMessage::Response(r) = &ringing.msg else {
+        unreachable!()
+    };
+    uac.to_tag = r.core.to_tag.clone();
+    let resent = h.run_until(ms(1600));
+    let at: Vec<u64> = resent
+        .iter()
+        .filter(|s| s.code() == Some(180))
+        .map(|s| s.at.as_millis() as u64)
+        .collect();
+    assert_eq!(at, vec![500, 1500]);
+    // A PRACK for another RSeq is 481; the right one is 200 and stops the retransmissions.
+    h.deliver(&uac.request("PRACK", "RAck: 7 1 INVITE\r\n", ""));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(481));
+    h.deliver(&uac.request("PRACK", "RAck: 1 1 INVITE\r\n", ""));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(200));
+    assert!(h.run_until(secs(10)).iter().all(|s| s.code() != Some(180)));
+}
+
+#[test]
+fn unknown_required_extension_is_420_with_unsupported() {
+    // RFC 3261 §8.2.2.3
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("INVITE", "Require: 100rel, foo\r\n", OFFER));
+    let last = h.sent().pop().unwrap();
+    assert_eq!(last.code(), Some(420));
+    assert_eq!(last.header("Unsupported").as_deref(), Some("foo"));
+}
+
+#[test]
+fn info_dtmf_relay_is_reported_as_a_digit() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let call = h.established(&mut uac, "");
+    h.events();
+    let info = uac.request("INFO", "", "").replace(
+        "Content-Length: 0\r\n\r\n",
+        "Content-Type: application/dtmf-relay\r\nContent-Length: 24\r\n\r\nSignal=5\r\nDuration=160\r\n",
+    );
+    h.deliver(&info);
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(200));
+    let got = h.events().into_iter().find_map(|e| match e {
+        UasEvent::InfoDtmf {
+            call: c,
+            digit,
+            duration_ms,
+        } if c == call => Some((digit, duration_ms)),
+        _ => None,
+    });
+    assert_eq!(got, Some(('5', 160)));
+    let other = uac.request("INFO", "", "").replace(
+        "Content-Length: 0\r\n\r\n",
+        "Content-Type: application/x-foo\r\nContent-Length: 1\r\n\r\nx",
+    );
+    h.deliver(&other);
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(415));
+}
+
+#[test]
+fn options_is_200_with_allow_accept_and_supported() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("OPTIONS", "", ""));
+    let ok = h.sent().pop().unwrap();
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(ok.header("Allow").as_deref(), Some(ALLOW));
+    assert!(ok.header("Accept").unwrap().contains("application/sdp"));
+    assert_eq!(ok.header("Supported").as_deref(), Some(SUPPORTED));
+}
+
+#[test]
+fn refusing_new_calls_gives_503_with_retry_after() {
+    let mut h = Harness::new();
+    h.core.set_refuse_new_calls(true);
+    let mut uac = Uac::new();
+    h.deliver(&uac.request("INVITE", "", OFFER));
+    let last = h.sent().pop().unwrap();
+    assert_eq!(last.code(), Some(503));
+    assert!(last.header("Retry-After").is_some());
+}
+
+#[test]
+fn lower_cseq_inside_the_dialog_is_500() {
+    // RFC 3261 §12.2.2
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    h.established(&mut uac, "");
+    uac.cseq = 0;
+    h.deliver(&uac.request("INFO", "", ""));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(500));
+}
+
+#[test]
+fn request_for_an_unknown_dialog_is_481() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    uac.to_tag = Some("nosuch".into());
+    h.deliver(&uac.request("BYE", "", ""));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(481));
+}
+
+#[test]
+fn rejected_invite_is_retransmitted_until_ack() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let invite = uac.request("INVITE", "", OFFER);
+    h.deliver(&invite);
+    let call = h.incoming();
+    h.core.reject(call, 404, h.now).unwrap();
+    let first = h.sent().pop().unwrap();
+    assert_eq!(first.code(), Some(404));
+    let SipMessage::Response(r) = &first.msg else {
+        unreachable!()
+    };
+    uac.to_tag = r.core.to_tag.clone();
+    assert!(h.run_until(ms(600)).iter().any(|s| s.code() == Some(404)), "Timer G");
+    h.deliver(&uac.request("ACK", "", ""));
+    assert!(h.run_until(secs(60)).is_empty());
+    assert_eq!(h.core.stats().server_transactions, 0, "Timer I ended the transaction");
+}
