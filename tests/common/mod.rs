@@ -35,7 +35,8 @@ fn unique_dir(tag: &str) -> PathBuf {
 }
 
 impl Gateway {
-    /// Starts the gateway with `env` overrides on top of loopback test defaults.
+    /// Starts the gateway with `env` overrides on top of loopback test defaults; `{sip_port}`
+    /// in a value stands for the SIP port chosen for this gateway.
     pub fn start(env: &[(&str, &str)]) -> Gateway {
         let sip_port = free_port();
         let admin_port = free_port();
@@ -54,7 +55,7 @@ impl Gateway {
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
             .stderr(Stdio::inherit());
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd.env(k, v.replace("{sip_port}", &sip_port.to_string()));
         }
         let child = cmd.spawn().expect("spawn tolk");
         let gw = Gateway {
