@@ -4,13 +4,12 @@
 use super::session_timer::SessionTimer;
 use super::{Peer, UasConfig};
 use crate::sip::msg::{
-    CSeq, CoreHeaders, HeaderLookup, Method, Name, Request, RequestUri, Via, addr_spec_user, new_branch,
+    CSeq, CoreHeaders, HeaderLookup, Headers, Method, Name, Request, RequestUri, Via, addr_spec_user, new_branch,
     uri_of_name_addr,
 };
 use crate::sip::sdp::{LocalMedia, NegotiatedMedia, SessionDescription};
 use crate::sip::txn::{ClientKey, ServerKey};
 use bytes::Bytes;
-use ezk_sip_types::Headers;
 use std::time::{Duration, Instant};
 
 /// A handle on a call inside a [`super::UasCore`].
@@ -170,7 +169,7 @@ impl Call {
         });
         let mut headers = Headers::new();
         for route in &self.record_route {
-            headers.insert(Name::ROUTE, route.clone());
+            headers.insert(Name::ROUTE, route.as_str());
         }
         if matches!(method, Method::Invite | Method::Update) {
             headers.insert(Name::CONTACT, self.contact());

@@ -656,7 +656,7 @@ impl UasCore {
             peer,
             privacy_requested: req
                 .headers
-                .tokens(&Name::from("Privacy"))
+                .tokens(&Name::PRIVACY)
                 .iter()
                 .any(|t| t == "id" || t == "header" || t == "user"),
         };

@@ -1,9 +1,9 @@
 //! Typed views of the headers the transaction and dialog layers need.
 
+use super::{Headers, Name};
 use bytes::Bytes;
 use ezk_sip_types::header::HeaderParse;
 use ezk_sip_types::host::Host;
-use ezk_sip_types::{Headers, Name};
 use std::net::IpAddr;
 
 /// A parsed Via hop (RFC 3261 §20.42, §18.2.1; `rport` from RFC 3581 §3).
@@ -289,20 +289,22 @@ pub trait HeaderLookup {
 
 impl HeaderLookup for Headers {
     fn first(&self, name: &Name) -> Option<&str> {
-        self.get_raw(name).next().map(|v| v.as_str())
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     fn tokens(&self, name: &Name) -> Vec<String> {
-        self.get_raw(name)
-            .flat_map(|v| v.split(','))
+        self.iter()
+            .filter(|(n, _)| *n == name)
+            .flat_map(|(_, v)| v.split(','))
             .map(|t| t.trim().to_ascii_lowercase())
             .filter(|t| !t.is_empty())
             .collect()
     }
 
     fn tokens_as_sent(&self, name: &Name) -> Vec<String> {
-        self.get_raw(name)
-            .flat_map(|v| v.split(','))
+        self.iter()
+            .filter(|(n, _)| *n == name)
+            .flat_map(|(_, v)| v.split(','))
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .collect()

@@ -9,6 +9,7 @@
 
 mod headers;
 mod method;
+mod name;
 mod parse;
 mod print;
 pub mod stream;
@@ -17,8 +18,8 @@ pub use headers::{HeaderLookup, Via, addr_spec_user, param_of, uri_of_name_addr}
 pub use parse::{Limits, ParseError, Rejection, parse_datagram, parse_message};
 
 use bytes::Bytes;
-pub use ezk_sip_types::{Headers, Name};
 pub use method::Method;
+pub use name::{Headers, Name};
 
 /// How a message arrived: datagram framing allows a trailing body without Content-Length,
 /// stream framing does not (RFC 3261 §18.3).
@@ -210,7 +211,7 @@ pub fn response_to(req: &Request, code: u16, reason: &str, to_tag: Option<&str>)
     if code == 100
         && let Some(ts) = req.header(&Name::TIMESTAMP)
     {
-        headers.insert(Name::TIMESTAMP, ts.to_string());
+        headers.insert(Name::TIMESTAMP, ts);
     }
     Response {
         code,

@@ -8,10 +8,10 @@ use super::Method;
 use super::headers::{Via, is_balanced, split_outside_quotes};
 use super::print::write_raw_response;
 use super::{CSeq, CoreHeaders, Framing, Request, RequestUri, Response, SipMessage};
+use super::{Headers, Name};
 use bytes::Bytes;
 use ezk_sip_types::msg::PullParser;
 use ezk_sip_types::uri::SipUri;
-use ezk_sip_types::{Headers, Name};
 use std::net::SocketAddr;
 
 /// Size limits applied before and during parsing.
@@ -165,9 +165,10 @@ pub fn parse_message(buf: &[u8], framing: Framing, limits: &Limits) -> Result<Si
             continue;
         }
         let value = unfold(value);
-        let name = Name::from(name.to_string());
-        raw_core.note(&name, &value);
-        headers.insert(name, value);
+        let name = Name::parse(name);
+        if !raw_core.note(&name, &value) {
+            headers.insert(name, value);
+        }
     }
     if raw_lines.len() > limits.max_headers + 1 {
         header_error.get_or_insert("too many headers");
@@ -231,7 +232,7 @@ pub fn parse_message(buf: &[u8], framing: Framing, limits: &Limits) -> Result<Si
         uri,
         core,
         max_forwards,
-        headers: strip_core(headers),
+        headers,
         body,
     }))
 }
@@ -265,7 +266,7 @@ fn parse_response(
         code,
         reason: reason.to_string(),
         core,
-        headers: strip_core(headers),
+        headers,
         body,
     }))
 }
@@ -385,12 +386,13 @@ struct RawCore {
 }
 
 impl RawCore {
-    fn note(&mut self, name: &Name, value: &str) {
+    /// Takes the value when `name` is a core header; returns whether it did.
+    fn note(&mut self, name: &Name, value: &str) -> bool {
         let slot = if name == &Name::VIA {
             for hop in split_outside_quotes(value, ',') {
                 self.vias.push(hop.trim().to_string());
             }
-            return;
+            return true;
         } else if name == &Name::FROM {
             &mut self.from
         } else if name == &Name::TO {
@@ -404,9 +406,10 @@ impl RawCore {
         } else if name == &Name::CONTENT_LENGTH {
             &mut self.content_length
         } else {
-            return;
+            return false;
         };
         slot.push(value.to_string());
+        true
     }
 
     /// Enough to answer: at least one readable Via. Missing From, To, Call-ID or CSeq are left
@@ -599,21 +602,4 @@ fn cut_body(rest: &[u8], raw: &RawCore, framing: Framing) -> Result<Bytes, &'sta
         (None, Framing::Datagram) => Ok(Bytes::copy_from_slice(rest)),
         (None, Framing::Stream) => Ok(Bytes::new()),
     }
-}
-
-/// Removes the headers kept in [`CoreHeaders`], Max-Forwards (kept in [`Request`]) and
-/// Content-Length (recomputed on print).
-fn strip_core(mut headers: Headers) -> Headers {
-    for name in [
-        Name::VIA,
-        Name::FROM,
-        Name::TO,
-        Name::CALL_ID,
-        Name::CSEQ,
-        Name::MAX_FORWARDS,
-        Name::CONTENT_LENGTH,
-    ] {
-        headers.remove(&name);
-    }
-    headers
 }

@@ -1,9 +1,9 @@
 //! Printing messages to the wire (RFC 3261 §7). Content-Length is always computed from the body.
 
+use super::Headers;
 use super::parse::Rejection;
 use super::{CoreHeaders, Request, Response, default_reason};
 use bytes::{BufMut, Bytes, BytesMut};
-use ezk_sip_types::Headers;
 use std::fmt::Write as _;
 
 fn put(buf: &mut BytesMut, s: &str) {

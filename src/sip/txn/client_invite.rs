@@ -13,9 +13,9 @@
 //! dialog (§13.2.2.4), so in Accepted every 2xx is passed up.
 
 use super::{Retransmit, TimerConfig, Transaction, TxnEvent, TxnOutput, earliest};
+use crate::sip::msg::{Headers, Name};
 use crate::sip::msg::{Method, Request, Response};
 use bytes::Bytes;
-use ezk_sip_types::{Headers, Name};
 use std::time::{Duration, Instant};
 
 /// States of [`InviteClientTxn`].
@@ -142,7 +142,7 @@ pub fn ack_for_non_2xx(invite: &Request, resp: &Response) -> Request {
     core.cseq.method = Method::Ack;
     let mut headers = Headers::new();
     for route in invite.headers.get_raw(&Name::ROUTE) {
-        headers.insert(Name::ROUTE, route.clone());
+        headers.insert(Name::ROUTE, route);
     }
     Request {
         method: Method::Ack,
