@@ -47,6 +47,6 @@ if grep -rnE 'Instant::now\(|SystemTime::now\(|tokio::time::sleep|std::thread::s
 fi
 
 log "cargo test"
-cargo test --all-targets -- --test-threads=2
+cargo test --all-targets
 
 log "all tests passed"

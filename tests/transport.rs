@@ -28,10 +28,10 @@ fn read_message(stream: &mut TcpStream, within: Duration) -> Option<String> {
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 let text = String::from_utf8_lossy(&buf).into_owned();
-                if let Some((head, _)) = text.split_once("\r\n\r\n") {
-                    if head.starts_with("SIP/2.0") {
-                        return Some(text);
-                    }
+                if let Some((head, _)) = text.split_once("\r\n\r\n")
+                    && head.starts_with("SIP/2.0")
+                {
+                    return Some(text);
                 }
             }
             Err(_) => continue,

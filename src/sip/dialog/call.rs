@@ -100,7 +100,7 @@ impl Call {
         let record_route = req
             .headers
             .get_raw(&Name::RECORD_ROUTE)
-            .flat_map(|v| crate::sip::msg::split_list(v))
+            .flat_map(crate::sip::msg::split_list)
             .collect();
         let peer_allows_update = req.headers.tokens(&Name::ALLOW).iter().any(|m| m == "update");
         let _ = id;

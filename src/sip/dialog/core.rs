@@ -82,7 +82,6 @@ pub struct CoreStats {
     pub server_transactions: usize,
     pub client_transactions: usize,
     pub calls: usize,
-    pub confirmed_calls: usize,
 }
 
 /// The sans-IO UAS core. See the module docs for the driving loop.
@@ -132,7 +131,6 @@ impl UasCore {
             server_transactions: self.server.len(),
             client_transactions: self.client.len(),
             calls: self.calls.len(),
-            confirmed_calls: self.calls.values().filter(|c| c.state == CallState::Confirmed).count(),
         }
     }
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# End-to-end load: SIPp against a release build of `tolk serve` on loopback.
+# Prints, per offered rate, the calls completed, failed, and tolk's CPU per call.
+#   scripts/bench.sh                 # default rates
+#   RATES="500 1000" DURATION=10 scripts/bench.sh
+# Results go in docs/PERFORMANCE.md with the machine and the date. The load generator runs on
+# the same cores, so figures are a floor, and the machine is shared: compare medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tolk-target}"
+RATES="${RATES:-250 500 1000 2000 3000}"
+DURATION="${DURATION:-10}"
+SIP_PORT="${SIP_PORT:-5099}"
+ADMIN_PORT="${ADMIN_PORT:-8099}"
+command -v sipp >/dev/null || { echo "sipp missing: apt-get install sip-tester" >&2; exit 1; }
+
+cargo build --release --quiet
+BIN="$CARGO_TARGET_DIR/release/tolk"
+WORK=$(mktemp -d)
+trap 'kill $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+(cd "$WORK" && TOLK_SIP_LISTEN="[\"127.0.0.1:$SIP_PORT\"]" TOLK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
+  TOLK_RTP_BIND=127.0.0.1 TOLK_LOG_LEVEL=warn "$BIN" serve > "$WORK/tolk.log" 2>&1) &
+sleep 0.5
+PID=$(pgrep -n -f "$BIN serve")
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB  $(uname -r)"
+printf '%-14s %6s %9s %7s %7s %12s\n' scenario rate calls ok failed "cpu_us/call"
+run() {
+  local scenario=$1 number=$2 rate=$3
+  local calls=$((rate * DURATION))
+  local before after
+  before=$(cpu_ticks)
+  out=$(cd "$WORK" && sipp -sf "$OLDPWD/sipp-scenarios/$scenario.xml" -s "$number" "127.0.0.1:$SIP_PORT" \
+    -i 127.0.0.1 -p $((SIP_PORT + 1)) -r "$rate" -m "$calls" -l $((rate * 4)) -timeout $((DURATION * 4))s \
+    -nostdin -max_socket 60000 2>&1 || true)
+  after=$(cpu_ticks)
+  ok=$(echo "$out" | awk -F'|' '/Successful call/{gsub(/ /,"",$3); v=$3} END{print v+0}')
+  failed=$(echo "$out" | awk -F'|' '/Failed call/{gsub(/ /,"",$3); v=$3} END{print v+0}')
+  cpu=$(( (after - before) * 1000000 / HZ ))
+  per=$(( ok > 0 ? cpu / ok : 0 ))
+  printf '%-14s %6s %9s %7s %7s %12s\n' "$scenario" "$rate" "$calls" "$ok" "$failed" "$per"
+}
+for rate in $RATES; do run bench_call +15550100300 "$rate"; done
+for rate in $RATES; do run bench_reject +19995550000 "$rate"; done
