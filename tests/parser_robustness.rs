@@ -26,7 +26,7 @@ fn mutate(rng: &mut fastrand::Rng, input: &[u8]) -> Vec<u8> {
             continue;
         }
         let i = rng.usize(..v.len());
-        match rng.u8(0..6) {
+        match rng.u8(0..7) {
             0 => v[i] = rng.u8(..),
             1 => {
                 v.remove(i);
@@ -41,7 +41,12 @@ fn mutate(rng: &mut fastrand::Rng, input: &[u8]) -> Vec<u8> {
                 let chunk = v[i..end].to_vec();
                 v.splice(i..i, chunk);
             }
-            _ => v.insert(i, b"0123456789"[rng.usize(..10)]),
+            5 => v.insert(i, b"0123456789"[rng.usize(..10)]),
+            _ => {
+                // A multi-byte UTF-8 character, to catch string slicing off char boundaries.
+                let c = ["\u{10f}", "\u{20ac}", "\u{1f600}", "\u{e9}"][rng.usize(..4)];
+                v.splice(i..i, c.bytes());
+            }
         }
     }
     v
@@ -74,6 +79,18 @@ fn mutated_messages_never_panic_and_round_trip() {
         parsed > 1000,
         "the mutations should leave many messages valid ({parsed})"
     );
+}
+
+/// Inputs the coverage-guided fuzzer found (fuzz/artifacts), kept as regression tests.
+#[test]
+fn fuzzer_findings_stay_fixed() {
+    let limits = Limits::default();
+    // A start line with a multi-byte character across byte 4 (string slicing panic).
+    let cases: &[&[u8]] = &[&[32, 0, 46, 196, 143, 32, 109, 10, 77, 80, 80, 10, 2]];
+    for case in cases {
+        let _ = parse_datagram(case, &limits);
+        let _ = parse_message(case, Framing::Stream, &limits);
+    }
 }
 
 #[test]

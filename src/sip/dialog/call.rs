@@ -168,8 +168,9 @@ impl Call {
             maddr: None,
         });
         let mut headers = Headers::new();
-        for route in &self.record_route {
-            headers.insert(Name::ROUTE, route.as_str());
+        let (target, routes) = route_request(&self.remote_target, &self.record_route);
+        for route in routes {
+            headers.insert(Name::ROUTE, route);
         }
         if matches!(method, Method::Invite | Method::Update) {
             headers.insert(Name::CONTACT, self.contact());
@@ -177,7 +178,7 @@ impl Call {
         }
         headers.insert(Name::USER_AGENT, cfg.server_name.clone());
         let uri = RequestUri::Sip {
-            raw: self.remote_target.clone(),
+            raw: target,
             user: None,
             host: String::new(),
         };
@@ -210,5 +211,58 @@ impl Call {
             super::TransportKind::Tcp => ";transport=tcp",
         };
         format!("<sip:tolk@{}{}>", self.peer.local, transport)
+    }
+}
+
+/// RFC 3261 §12.2.1.1: with a loose-routing first hop (`;lr`), the Request-URI is the remote
+/// target and Route is the route set; with a strict router first, the Request-URI is that
+/// router's URI and the remote target goes last in Route.
+pub(crate) fn route_request(remote_target: &str, route_set: &[String]) -> (String, Vec<String>) {
+    let Some(first) = route_set.first() else {
+        return (remote_target.to_string(), Vec::new());
+    };
+    let first_uri = uri_of_name_addr(first);
+    let loose = first_uri
+        .split(';')
+        .skip(1)
+        .any(|p| p.trim().eq_ignore_ascii_case("lr") || p.trim().to_ascii_lowercase().starts_with("lr="));
+    if loose {
+        return (remote_target.to_string(), route_set.to_vec());
+    }
+    let mut routes: Vec<String> = route_set[1..].to_vec();
+    routes.push(format!("<{remote_target}>"));
+    (first_uri.to_string(), routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_request;
+
+    #[test]
+    fn loose_route_set_keeps_the_remote_target_as_request_uri() {
+        let (uri, routes) = route_request(
+            "sip:uac@192.0.2.1",
+            &["<sip:p1.example;lr>".into(), "<sip:p2.example;lr>".into()],
+        );
+        assert_eq!(uri, "sip:uac@192.0.2.1");
+        assert_eq!(routes, vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]);
+    }
+
+    #[test]
+    fn strict_router_first_becomes_the_request_uri() {
+        // RFC 3261 §12.2.1.1, second case.
+        let (uri, routes) = route_request(
+            "sip:uac@192.0.2.1",
+            &["<sip:strict.example>".into(), "<sip:p2.example;lr>".into()],
+        );
+        assert_eq!(uri, "sip:strict.example");
+        assert_eq!(routes, vec!["<sip:p2.example;lr>", "<sip:uac@192.0.2.1>"]);
+    }
+
+    #[test]
+    fn no_route_set_means_no_route_headers() {
+        let (uri, routes) = route_request("sip:uac@192.0.2.1", &[]);
+        assert_eq!(uri, "sip:uac@192.0.2.1");
+        assert!(routes.is_empty());
     }
 }

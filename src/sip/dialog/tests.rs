@@ -751,3 +751,47 @@ fn rejected_invite_is_retransmitted_until_ack() {
     assert!(h.run_until(secs(60)).is_empty());
     assert_eq!(h.core.stats().server_transactions, 0, "Timer I ended the transaction");
 }
+
+#[test]
+fn record_route_is_echoed_and_becomes_the_route_of_our_bye() {
+    // RFC 3261 §12.1.1 (copy Record-Route into the 2xx) and §12.2.1.1 (Route of our requests).
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let invite = uac.request(
+        "INVITE",
+        "Record-Route: <sip:p1.example;lr>, <sip:p2.example;lr>\r\n",
+        OFFER,
+    );
+    h.deliver(&invite);
+    let call = h.incoming();
+    h.core.answer(call, local_media(), h.now).unwrap();
+    let ok = h.sent().into_iter().find(|s| s.code() == Some(200)).unwrap();
+    assert!(
+        ok.text
+            .contains("Record-Route: <sip:p1.example;lr>\r\nRecord-Route: <sip:p2.example;lr>\r\n"),
+        "{}",
+        ok.text
+    );
+    let SipMessage::Response(r) = &ok.msg else {
+        unreachable!()
+    };
+    uac.to_tag = r.core.to_tag.clone();
+    h.deliver(&uac.request("ACK", "", ""));
+    h.core.hangup(call, h.now).unwrap();
+    let bye = h
+        .sent()
+        .into_iter()
+        .find(|s| s.method().as_deref() == Some("BYE"))
+        .unwrap();
+    assert!(
+        bye.text.starts_with("BYE sip:uac@192.0.2.1:5060 SIP/2.0\r\n"),
+        "{}",
+        bye.text
+    );
+    assert!(
+        bye.text
+            .contains("Route: <sip:p1.example;lr>\r\nRoute: <sip:p2.example;lr>\r\n"),
+        "{}",
+        bye.text
+    );
+}

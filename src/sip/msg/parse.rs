@@ -174,7 +174,11 @@ pub fn parse_message(buf: &[u8], framing: Framing, limits: &Limits) -> Result<Si
         header_error.get_or_insert("too many headers");
     }
 
-    if start_line.len() >= 4 && start_line[..4].eq_ignore_ascii_case("SIP/") {
+    if start_line
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
         if too_large || header_error.is_some() || !head_complete {
             return Err(ParseError::Drop("malformed response"));
         }
@@ -272,8 +276,10 @@ fn parse_response(
 }
 
 fn is_sip_version(v: &str) -> bool {
-    let Some(num) = v.get(4..) else { return false };
-    v[..4].eq_ignore_ascii_case("SIP/")
+    let (Some(prefix), Some(num)) = (v.get(..4), v.get(4..)) else {
+        return false;
+    };
+    prefix.eq_ignore_ascii_case("SIP/")
         && num.split_once('.').is_some_and(|(a, b)| {
             !a.is_empty() && !b.is_empty() && (a.to_string() + b).bytes().all(|c| c.is_ascii_digit())
         })
