@@ -26,21 +26,28 @@ HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  machine: $(nproc) cores, $(free -g | awk '/Mem/{print $2}') GiB  $(uname -r)"
-printf '%-14s %6s %9s %7s %7s %12s\n' scenario rate calls ok failed "cpu_us/call"
+printf '%-14s %6s %9s %7s %7s %9s %12s %9s\n' scenario rate calls ok failed achieved "cpu_us/call" "tolk_cpu%"
 run() {
   local scenario=$1 number=$2 rate=$3
   local calls=$((rate * DURATION))
   local before after
   before=$(cpu_ticks)
+  local t0 t1
+  t0=$(date +%s.%N)
   out=$(cd "$WORK" && sipp -sf "$OLDPWD/sipp-scenarios/$scenario.xml" -s "$number" "127.0.0.1:$SIP_PORT" \
     -i 127.0.0.1 -p $((SIP_PORT + 1)) -r "$rate" -m "$calls" -l $((rate * 4)) -timeout $((DURATION * 4))s \
     -nostdin -max_socket 60000 2>&1 || true)
   after=$(cpu_ticks)
+  t1=$(date +%s.%N)
   ok=$(echo "$out" | awk -F'|' '/Successful call/{gsub(/ /,"",$3); v=$3} END{print v+0}')
   failed=$(echo "$out" | awk -F'|' '/Failed call/{gsub(/ /,"",$3); v=$3} END{print v+0}')
   cpu=$(( (after - before) * 1000000 / HZ ))
   per=$(( ok > 0 ? cpu / ok : 0 ))
-  printf '%-14s %6s %9s %7s %7s %12s\n' "$scenario" "$rate" "$calls" "$ok" "$failed" "$per"
+  local wall achieved busy
+  wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b - a}')
+  achieved=$(awk -v n="$ok" -v w="$wall" 'BEGIN{printf "%d", n / w}')
+  busy=$(awk -v c="$((after - before))" -v hz="$HZ" -v w="$wall" 'BEGIN{printf "%d", c * 100 / hz / w}')
+  printf '%-14s %6s %9s %7s %7s %9s %12s %9s\n' "$scenario" "$rate" "$calls" "$ok" "$failed" "$achieved/s" "$per" "$busy"
 }
 for rate in $RATES; do run bench_call +15550100300 "$rate"; done
 for rate in $RATES; do run bench_reject +19995550000 "$rate"; done
