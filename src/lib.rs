@@ -15,12 +15,16 @@
 //! | [`call`] | the first call path: the echo leg's RTP loop | signalling |
 //! | [`admin`] | the admin HTTP listener and `/metrics` | touch SIP state |
 //! | [`gateway`] | wiring: runtime, sockets, the SIP core task, graceful shutdown | protocol logic |
+//! | [`media`] | codecs and DTMF detection, sans-IO | read a clock or a socket |
 //! | [`privacy`] | masking numbers for logs | |
 
 pub mod admin;
 pub mod call;
 pub mod config;
 pub mod gateway;
+pub mod media;
 pub mod metrics;
 pub mod privacy;
 pub mod sip;
+#[cfg(test)]
+pub(crate) mod test_clock;

@@ -123,7 +123,7 @@ impl Harness {
     }
 
     fn with(cfg: UasConfig) -> Harness {
-        let start = Instant::now();
+        let start = crate::test_clock::epoch();
         Harness {
             core: UasCore::new(cfg),
             start,

@@ -46,7 +46,7 @@ fn ms(n: u64) -> Duration {
 
 #[test]
 fn timer_g_retransmits_non_2xx_doubling_to_t2_until_timer_h() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let mut txn = InviteServerTxn::new(false, t());
     let out = txn.send_response(486, Bytes::from_static(b"486"), now);
     assert!(out.transmit.is_some());
@@ -68,7 +68,7 @@ fn timer_g_retransmits_non_2xx_doubling_to_t2_until_timer_h() {
 
 #[test]
 fn ack_in_completed_moves_to_confirmed_and_timer_i_ends_it() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let mut txn = InviteServerTxn::new(false, t());
     txn.send_response(404, Bytes::from_static(b"404"), now);
     txn.on_ack(now + ms(100));
@@ -83,7 +83,7 @@ fn ack_in_completed_moves_to_confirmed_and_timer_i_ends_it() {
 
 #[test]
 fn reliable_transport_has_no_timer_g_and_ack_terminates_at_once() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let mut txn = InviteServerTxn::new(true, t());
     txn.send_response(486, Bytes::from_static(b"486"), now);
     assert_eq!(txn.poll_timeout(), Some(now + ms(32_000)), "only timer H");
@@ -93,7 +93,7 @@ fn reliable_transport_has_no_timer_g_and_ack_terminates_at_once() {
 
 #[test]
 fn invite_retransmission_in_proceeding_resends_the_last_provisional() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let mut txn = InviteServerTxn::new(false, t());
     assert_eq!(txn.on_retransmitted_request(), TxnOutput::none());
     txn.send_response(180, Bytes::from_static(b"180"), now);
@@ -105,7 +105,7 @@ fn invite_retransmission_in_proceeding_resends_the_last_provisional() {
 #[test]
 fn two_hundred_moves_to_accepted_and_timer_l_ends_it() {
     // RFC 6026 §7.1: Accepted absorbs INVITE retransmissions; Timer L = 64*T1.
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let mut txn = InviteServerTxn::new(false, t());
     txn.send_response(200, Bytes::from_static(b"200"), now);
     assert_eq!(txn.state(), ServerInviteState::Accepted);
@@ -132,7 +132,7 @@ fn two_hundred_moves_to_accepted_and_timer_l_ends_it() {
 
 #[test]
 fn non_invite_server_absorbs_in_trying_and_resends_in_completed_until_timer_j() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let mut txn = NonInviteServerTxn::new(false, t());
     assert_eq!(txn.on_retransmitted_request(), TxnOutput::none());
     txn.send_response(200, Bytes::from_static(b"200"), now);
@@ -149,7 +149,7 @@ fn non_invite_server_absorbs_in_trying_and_resends_in_completed_until_timer_j() 
 
 #[test]
 fn non_invite_server_over_tcp_terminates_on_the_final_response() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let mut txn = NonInviteServerTxn::new(true, t());
     let out = txn.send_response(200, Bytes::from_static(b"200"), now);
     assert_eq!(out.event, Some(TxnEvent::Terminated));
@@ -160,7 +160,7 @@ fn non_invite_server_over_tcp_terminates_on_the_final_response() {
 
 #[test]
 fn timer_a_doubles_without_cap_until_timer_b() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let (mut txn, first) = InviteClientTxn::start(request(INVITE), false, t(), now);
     assert!(first.transmit.is_some());
     let outs = run(&mut txn, now, Duration::from_secs(40));
@@ -177,7 +177,7 @@ fn timer_a_doubles_without_cap_until_timer_b() {
 
 #[test]
 fn provisional_stops_timers_a_and_b() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let req = request(INVITE);
     let (mut txn, _) = InviteClientTxn::start(req.clone(), false, t(), now);
     let (pass, _) = txn.on_response(&response(&req, 180), now + ms(100));
@@ -188,7 +188,7 @@ fn provisional_stops_timers_a_and_b() {
 
 #[test]
 fn non_2xx_final_sends_ack_and_timer_d_ends_it() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let req = request(INVITE);
     let (mut txn, _) = InviteClientTxn::start(req.clone(), false, t(), now);
     let busy = response(&req, 486);
@@ -215,7 +215,7 @@ fn non_2xx_final_sends_ack_and_timer_d_ends_it() {
 
 #[test]
 fn two_hundred_moves_to_accepted_passes_retransmissions_and_timer_m_ends_it() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let req = request(INVITE);
     let (mut txn, _) = InviteClientTxn::start(req.clone(), false, t(), now);
     let ok = response(&req, 200);
@@ -234,7 +234,7 @@ fn two_hundred_moves_to_accepted_passes_retransmissions_and_timer_m_ends_it() {
 
 #[test]
 fn timer_e_doubles_to_t2_and_timer_f_times_out() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let (mut txn, _) = NonInviteClientTxn::start(request(BYE), false, t(), now);
     let outs = run(&mut txn, now, Duration::from_secs(40));
     let resends: Vec<u64> = outs
@@ -250,7 +250,7 @@ fn timer_e_doubles_to_t2_and_timer_f_times_out() {
 
 #[test]
 fn timer_e_uses_t2_in_proceeding() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let req = request(BYE);
     let (mut txn, _) = NonInviteClientTxn::start(req.clone(), false, t(), now);
     assert!(txn.on_response(&response(&req, 100), now + ms(100)));
@@ -266,7 +266,7 @@ fn timer_e_uses_t2_in_proceeding() {
 
 #[test]
 fn final_response_starts_timer_k() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let req = request(BYE);
     let (mut txn, _) = NonInviteClientTxn::start(req.clone(), false, t(), now);
     assert!(txn.on_response(&response(&req, 200), now + ms(50)));
@@ -281,7 +281,7 @@ fn final_response_starts_timer_k() {
 
 #[test]
 fn reliable_client_has_no_retransmissions_and_zero_timer_k() {
-    let now = Instant::now();
+    let now = crate::test_clock::epoch();
     let req = request(BYE);
     let (mut txn, _) = NonInviteClientTxn::start(req.clone(), true, t(), now);
     assert_eq!(txn.poll_timeout(), Some(now + ms(32_000)), "only timer F");

@@ -1,0 +1,316 @@
+//! RFC 4733 telephone-event receiver: turns event packets into one digit per key press.
+//!
+//! An event is identified by the RTP timestamp of its start (§2.5.1.1); its packets repeat
+//! with a growing duration, and the end is sent three times with the E bit (§2.5.1.4). A new
+//! timestamp starts a new event, except the segments of a very long event, which continue the
+//! same key (§2.5.1.5). Packets older than the current event are late and ignored.
+
+/// The event payload (§2.3): event code, end bit, volume, duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPayload {
+    pub event: u8,
+    pub end: bool,
+    /// Power level in -dBm0 (0-63).
+    pub volume: u8,
+    /// Duration in RTP timestamp units.
+    pub duration: u16,
+}
+
+impl EventPayload {
+    /// Parses the first event of a payload (4 bytes; redundant events after it, RFC 4733
+    /// §2.5.1.6 / RFC 2198, are not needed to find digits).
+    pub fn parse(payload: &[u8]) -> Option<EventPayload> {
+        let b = payload.get(..4)?;
+        Some(EventPayload {
+            event: b[0],
+            end: b[1] & 0x80 != 0,
+            volume: b[1] & 0x3f,
+            duration: u16::from_be_bytes([b[2], b[3]]),
+        })
+    }
+
+    pub fn to_bytes(self) -> [u8; 4] {
+        let d = self.duration.to_be_bytes();
+        [self.event, (self.end as u8) << 7 | (self.volume & 0x3f), d[0], d[1]]
+    }
+}
+
+/// The key for an event code (§3.2: 0-9, *, #, A-D), or `None` for other events.
+pub fn digit_of(event: u8) -> Option<char> {
+    match event {
+        0..=9 => Some((b'0' + event) as char),
+        10 => Some('*'),
+        11 => Some('#'),
+        12..=15 => Some((b'A' + event - 12) as char),
+        _ => None,
+    }
+}
+
+/// The event code of a key.
+pub fn event_of(digit: char) -> Option<u8> {
+    match digit {
+        '0'..='9' => Some(digit as u8 - b'0'),
+        '*' => Some(10),
+        '#' => Some(11),
+        'A'..='D' => Some(digit as u8 - b'A' + 12),
+        _ => None,
+    }
+}
+
+/// What the receiver reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigitEvent {
+    /// A key went down (reported on the first packet seen, so menus react at once).
+    Pressed { digit: char, volume: u8 },
+    /// The key went up; `duration` in RTP timestamp units.
+    Released { digit: char, duration: u32 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    timestamp: u32,
+    event: u8,
+    /// Duration of the event up to the start of the current segment.
+    base: u32,
+    duration: u32,
+    ended: bool,
+}
+
+/// Receive state for one RTP stream's telephone-events.
+#[derive(Debug, Default, Clone)]
+pub struct EventReceiver {
+    current: Option<Current>,
+}
+
+impl EventReceiver {
+    pub fn new() -> Self {
+        EventReceiver::default()
+    }
+
+    /// Feeds one telephone-event packet (its RTP timestamp, marker bit and payload). Returns
+    /// up to two events (a press and a release when a short event arrives in one packet).
+    pub fn receive(&mut self, timestamp: u32, marker: bool, payload: &[u8]) -> Vec<DigitEvent> {
+        let mut out = Vec::new();
+        let Some(p) = EventPayload::parse(payload) else {
+            return out;
+        };
+        let Some(digit) = digit_of(p.event) else { return out };
+        match self.current {
+            Some(cur) if cur.timestamp == timestamp => {
+                // Same event: a continuation or a (repeated) end.
+                if cur.ended {
+                    return out;
+                }
+                let duration = cur.base + p.duration as u32;
+                let cur = self.current.as_mut().expect("checked above");
+                cur.duration = cur.duration.max(duration);
+                if p.end {
+                    cur.ended = true;
+                    out.push(DigitEvent::Released {
+                        digit,
+                        duration: cur.duration,
+                    });
+                }
+            }
+            Some(cur) if is_before(timestamp, cur.timestamp) => {
+                // Late packet of an older event.
+            }
+            Some(cur)
+                if !marker
+                    && !cur.ended
+                    && cur.event == p.event
+                    && timestamp == cur.timestamp.wrapping_add(cur.duration.saturating_sub(cur.base)) =>
+            {
+                // §2.5.1.5: the next segment of a long event (new timestamp, no marker).
+                let base = cur.duration;
+                self.current = Some(Current {
+                    timestamp,
+                    event: p.event,
+                    base,
+                    duration: base + p.duration as u32,
+                    ended: p.end,
+                });
+                if p.end {
+                    out.push(DigitEvent::Released {
+                        digit,
+                        duration: base + p.duration as u32,
+                    });
+                }
+            }
+            previous => {
+                // A new event. If the previous one never showed its end, close it now.
+                if let Some(prev) = previous.filter(|c| !c.ended)
+                    && let Some(d) = digit_of(prev.event)
+                {
+                    out.push(DigitEvent::Released {
+                        digit: d,
+                        duration: prev.duration,
+                    });
+                }
+                self.current = Some(Current {
+                    timestamp,
+                    event: p.event,
+                    base: 0,
+                    duration: p.duration as u32,
+                    ended: p.end,
+                });
+                out.push(DigitEvent::Pressed {
+                    digit,
+                    volume: p.volume,
+                });
+                if p.end {
+                    out.push(DigitEvent::Released {
+                        digit,
+                        duration: p.duration as u32,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Serial number arithmetic on RTP timestamps (RFC 1982 style): `a` before `b`.
+fn is_before(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < 0x8000_0000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(event: u8, end: bool, duration: u16) -> [u8; 4] {
+        EventPayload {
+            event,
+            end,
+            volume: 10,
+            duration,
+        }
+        .to_bytes()
+    }
+
+    /// A key press as a sender following RFC 4733 §2.5.1 emits it: start with marker, updates
+    /// every 50 ms, three end packets.
+    fn press(rx: &mut EventReceiver, ts: u32, event: u8, total: u16) -> Vec<DigitEvent> {
+        let mut out = rx.receive(ts, true, &pkt(event, false, 400));
+        let mut d = 800;
+        while d < total {
+            out.extend(rx.receive(ts, false, &pkt(event, false, d)));
+            d += 400;
+        }
+        for _ in 0..3 {
+            out.extend(rx.receive(ts, false, &pkt(event, true, total)));
+        }
+        out
+    }
+
+    #[test]
+    fn one_press_is_one_digit_despite_repeated_end_packets() {
+        let mut rx = EventReceiver::new();
+        let out = press(&mut rx, 1000, 5, 1600);
+        assert_eq!(
+            out,
+            vec![
+                DigitEvent::Pressed { digit: '5', volume: 10 },
+                DigitEvent::Released {
+                    digit: '5',
+                    duration: 1600
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn all_sixteen_events_map_to_keys() {
+        let keys: String = (0..16).filter_map(digit_of).collect();
+        assert_eq!(keys, "0123456789*#ABCD");
+        for k in keys.chars() {
+            assert_eq!(digit_of(event_of(k).unwrap()), Some(k));
+        }
+        assert_eq!(digit_of(16), None, "flash and other events are not digits");
+    }
+
+    #[test]
+    fn the_same_key_twice_is_two_digits() {
+        let mut rx = EventReceiver::new();
+        let mut out = press(&mut rx, 1000, 1, 800);
+        out.extend(press(&mut rx, 5000, 1, 800));
+        let pressed = out.iter().filter(|e| matches!(e, DigitEvent::Pressed { .. })).count();
+        assert_eq!(pressed, 2);
+    }
+
+    #[test]
+    fn lost_start_packets_still_give_the_digit() {
+        let mut rx = EventReceiver::new();
+        let out = rx.receive(2000, false, &pkt(9, true, 1200));
+        assert_eq!(
+            out,
+            vec![
+                DigitEvent::Pressed { digit: '9', volume: 10 },
+                DigitEvent::Released {
+                    digit: '9',
+                    duration: 1200
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn lost_end_packets_are_closed_by_the_next_event() {
+        let mut rx = EventReceiver::new();
+        rx.receive(1000, true, &pkt(2, false, 400));
+        let out = rx.receive(3000, true, &pkt(3, false, 400));
+        assert_eq!(
+            out,
+            vec![
+                DigitEvent::Released {
+                    digit: '2',
+                    duration: 400
+                },
+                DigitEvent::Pressed { digit: '3', volume: 10 }
+            ]
+        );
+    }
+
+    #[test]
+    fn late_packets_of_an_older_event_are_ignored() {
+        let mut rx = EventReceiver::new();
+        press(&mut rx, 1000, 4, 800);
+        press(&mut rx, 3000, 6, 800);
+        assert!(rx.receive(1000, false, &pkt(4, true, 800)).is_empty());
+    }
+
+    #[test]
+    fn long_press_segments_continue_the_same_digit() {
+        // §2.5.1.5: a press longer than the 16-bit duration continues in a new segment.
+        let mut rx = EventReceiver::new();
+        let mut out = rx.receive(10_000, true, &pkt(0, false, 65_535));
+        out.extend(rx.receive(10_000 + 65_535, false, &pkt(0, false, 4000)));
+        out.extend(rx.receive(10_000 + 65_535, false, &pkt(0, true, 8000)));
+        assert_eq!(
+            out,
+            vec![
+                DigitEvent::Pressed { digit: '0', volume: 10 },
+                DigitEvent::Released {
+                    digit: '0',
+                    duration: 65_535 + 8000
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn timestamps_wrap() {
+        let mut rx = EventReceiver::new();
+        press(&mut rx, u32::MAX - 100, 7, 800);
+        let out = press(&mut rx, 500, 8, 800);
+        assert_eq!(out[0], DigitEvent::Pressed { digit: '8', volume: 10 });
+    }
+
+    #[test]
+    fn short_or_junk_payloads_are_ignored() {
+        let mut rx = EventReceiver::new();
+        assert!(rx.receive(1, true, &[1, 2]).is_empty());
+        assert!(rx.receive(1, true, &[]).is_empty());
+    }
+}

@@ -1,0 +1,9 @@
+//! Media processing, sans-IO: codecs, DTMF (and, as the media engine issue proceeds, the
+//! jitter buffer, prompts, tones and recording).
+//!
+//! Owns: turning payloads into 20 ms PCM frames and back, and finding keypad digits in them.
+//! Must not: read a clock, touch a socket, allocate per sample on the hot path, or log per
+//! packet. Time, when needed, comes in as RTP timestamps or an `Instant` argument.
+
+pub mod codec;
+pub mod dtmf;
