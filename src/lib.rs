@@ -16,6 +16,7 @@
 //! | [`admin`] | the admin HTTP listener and `/metrics` | touch SIP state |
 //! | [`gateway`] | wiring: runtime, sockets, the SIP core task, graceful shutdown | protocol logic |
 //! | [`media`] | codecs and DTMF detection, sans-IO | read a clock or a socket |
+//! | [`rtp`] | RTP packets and RFC 3550 receive statistics, sans-IO | read a clock or a socket |
 //! | [`privacy`] | masking numbers for logs | |
 
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod gateway;
 pub mod media;
 pub mod metrics;
 pub mod privacy;
+pub mod rtp;
 pub mod sip;
 #[cfg(test)]
 pub(crate) mod test_clock;

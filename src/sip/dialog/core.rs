@@ -490,6 +490,26 @@ impl UasCore {
         }
     }
 
+    /// RFC 4028 §8.2: the session timer a request asks for; `None` when the interval was too
+    /// small and the request has been answered 422 with our Min-SE.
+    fn session_timer_for(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        key: &ServerKey,
+        peer: Peer,
+    ) -> Option<Option<SessionTimer>> {
+        match SessionTimer::negotiate(req, self.cfg.session_expires_secs, self.cfg.min_se_secs, now) {
+            Negotiation::TooSmall { min_se } => {
+                let hdr = vec![(Name::MIN_SE, min_se.to_string())];
+                self.respond(now, req, key.clone(), peer, 422, hdr, None);
+                None
+            }
+            Negotiation::Use(t) => Some(Some(t)),
+            Negotiation::None => Some(None),
+        }
+    }
+
     fn on_ack(&mut self, now: Instant, req: Request, key: ServerKey) {
         // ACK for a non-2xx final: part of the INVITE transaction (RFC 3261 §17.2.1).
         if let Some(entry) = self.server.get_mut(&key)
@@ -596,23 +616,9 @@ impl UasCore {
             self.respond(now, &req, key, peer, 406, warn, None);
             return;
         }
-        let session_timer =
-            match SessionTimer::negotiate(&req, self.cfg.session_expires_secs, self.cfg.min_se_secs, now) {
-                Negotiation::TooSmall { min_se } => {
-                    self.respond(
-                        now,
-                        &req,
-                        key,
-                        peer,
-                        422,
-                        vec![(Name::MIN_SE, min_se.to_string())],
-                        None,
-                    );
-                    return;
-                }
-                Negotiation::Use(t) => Some(t),
-                Negotiation::None => None,
-            };
+        let Some(session_timer) = self.session_timer_for(now, &req, &key, peer) else {
+            return;
+        };
         let offer = match sdp_body(&req) {
             None => None,
             Some(body) => match SessionDescription::parse(&body) {
@@ -726,32 +732,20 @@ impl UasCore {
     }
 
     fn on_reinvite(&mut self, now: Instant, req: Request, key: ServerKey, peer: Peer, cref: CallRef) {
-        let Some(call) = self.calls.get_mut(&cref) else { return };
+        let Some(call) = self.calls.get(&cref) else { return };
         // RFC 3261 §14.2: one INVITE at a time in each direction.
-        if call.state != CallState::Confirmed || call.reinvite_in_progress.is_some() || call.pending_2xx.is_some() {
+        if call.state != CallState::Confirmed
+            || call.reinvite_in_progress.is_some()
+            || call.pending_2xx.is_some()
+            || call.client_txn.is_some()
+        {
             self.respond(now, &req, key, peer, 491, Vec::new(), None);
             return;
         }
-        if call.client_txn.is_some() {
-            self.respond(now, &req, key, peer, 491, Vec::new(), None);
+        let Some(timer) = self.session_timer_for(now, &req, &key, peer) else {
             return;
-        }
-        let timer = match SessionTimer::negotiate(&req, self.cfg.session_expires_secs, self.cfg.min_se_secs, now) {
-            Negotiation::TooSmall { min_se } => {
-                self.respond(
-                    now,
-                    &req,
-                    key,
-                    peer,
-                    422,
-                    vec![(Name::MIN_SE, min_se.to_string())],
-                    None,
-                );
-                return;
-            }
-            Negotiation::Use(t) => Some(t),
-            Negotiation::None => None,
         };
+        let Some(call) = self.calls.get_mut(&cref) else { return };
         let (body, offer_in_2xx, media) = match sdp_body(&req).map(|b| SessionDescription::parse(&b)) {
             Some(Ok(offer)) => match Self::answer_modification(call, &offer) {
                 Ok((text, neg)) => (text, false, Some(neg)),
@@ -774,10 +768,7 @@ impl UasCore {
                 (sdp::offer(local, Direction::SendRecv), true, None)
             }
         };
-        call.session_timer = timer.or(call.session_timer.map(|mut t| {
-            t.refreshed(now);
-            t
-        }));
+        call.session_timer = timer.or(call.session_timer.map(|t| t.refreshed_at(now)));
         if let Some(neg) = &media {
             call.negotiated = Some(neg.clone());
         }
@@ -787,12 +778,7 @@ impl UasCore {
             (Name::ALLOW, ALLOW.into()),
             (Name::SUPPORTED, SUPPORTED.into()),
         ];
-        if let Some(st) = &call.session_timer {
-            headers.push((Name::SESSION_EXPIRES, st.header_value()));
-            if st.peer_supports {
-                headers.push((Name::REQUIRE, "timer".into()));
-            }
-        }
+        session_timer_headers(call.session_timer.as_ref(), &mut headers);
         let tag = call.local_tag.clone();
         let cseq = req.core.cseq.seq;
         let t1 = self.cfg.timers.t1;
@@ -836,23 +822,10 @@ impl UasCore {
 
     fn on_update(&mut self, now: Instant, req: Request, key: ServerKey, peer: Peer, cref: CallRef) {
         // RFC 3311 §5.2
-        let Some(call) = self.calls.get_mut(&cref) else { return };
-        let timer = match SessionTimer::negotiate(&req, self.cfg.session_expires_secs, self.cfg.min_se_secs, now) {
-            Negotiation::TooSmall { min_se } => {
-                self.respond(
-                    now,
-                    &req,
-                    key,
-                    peer,
-                    422,
-                    vec![(Name::MIN_SE, min_se.to_string())],
-                    None,
-                );
-                return;
-            }
-            Negotiation::Use(t) => Some(t),
-            Negotiation::None => None,
+        let Some(timer) = self.session_timer_for(now, &req, &key, peer) else {
+            return;
         };
+        let Some(call) = self.calls.get_mut(&cref) else { return };
         let mut body = None;
         let mut media = None;
         if let Some(raw) = sdp_body(&req) {
@@ -880,18 +853,10 @@ impl UasCore {
             }
         }
         if call.state == CallState::Confirmed {
-            call.session_timer = timer.or(call.session_timer.map(|mut t| {
-                t.refreshed(now);
-                t
-            }));
+            call.session_timer = timer.or(call.session_timer.map(|t| t.refreshed_at(now)));
         }
         let mut headers = vec![(Name::CONTACT, call.contact())];
-        if let Some(st) = &call.session_timer {
-            headers.push((Name::SESSION_EXPIRES, st.header_value()));
-            if st.peer_supports {
-                headers.push((Name::REQUIRE, "timer".into()));
-            }
-        }
+        session_timer_headers(call.session_timer.as_ref(), &mut headers);
         self.respond(now, &req, key, peer, 200, headers, body);
         if let Some(media) = media {
             self.events.push_back(UasEvent::MediaChanged { call: cref, media });
@@ -1141,11 +1106,8 @@ impl UasCore {
         headers.push((Name::SUPPORTED, SUPPORTED.into()));
         if let Some(st) = &mut c.session_timer {
             st.refreshed(now);
-            headers.push((Name::SESSION_EXPIRES, st.header_value()));
-            if st.peer_supports {
-                headers.push((Name::REQUIRE, "timer".into()));
-            }
         }
+        session_timer_headers(c.session_timer.as_ref(), &mut headers);
         let cseq = c.invite.core.cseq.seq;
         let key = c.invite_key.clone();
         c.state = CallState::Accepted;
@@ -1288,6 +1250,16 @@ impl Call {
         req.core.cseq.seq = cseq;
         self.local_cseq = saved;
         req
+    }
+}
+
+/// `Session-Expires`, and `Require: timer` when the peer supports timers (RFC 4028 §9).
+fn session_timer_headers(timer: Option<&SessionTimer>, headers: &mut Vec<(Name, String)>) {
+    if let Some(st) = timer {
+        headers.push((Name::SESSION_EXPIRES, st.header_value()));
+        if st.peer_supports {
+            headers.push((Name::REQUIRE, "timer".into()));
+        }
     }
 }
 

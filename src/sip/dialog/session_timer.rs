@@ -104,6 +104,12 @@ impl SessionTimer {
         self.expires_at - Duration::from_secs(32).min(interval / 3)
     }
 
+    /// A copy restarted at `now`.
+    pub fn refreshed_at(mut self, now: Instant) -> SessionTimer {
+        self.refreshed(now);
+        self
+    }
+
     /// Restarts the interval after a successful refresh.
     pub fn refreshed(&mut self, now: Instant) {
         self.expires_at = now + Duration::from_secs(self.interval_secs as u64);

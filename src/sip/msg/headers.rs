@@ -107,26 +107,62 @@ pub(crate) fn stamp_via(value: &str, via: &Via, source_ip: IpAddr, source_port: 
     out
 }
 
+/// The characters of a header value that are outside quoted strings (RFC 3261 §25.1
+/// `quoted-string`, with backslash escapes), with their byte offsets. The quotes themselves
+/// are skipped. One scanner serves every quote-aware search in this module and in `parse`.
+pub(crate) struct Unquoted<'a> {
+    chars: std::str::CharIndices<'a>,
+    in_quotes: bool,
+    escaped: bool,
+}
+
+impl<'a> Unquoted<'a> {
+    pub(crate) fn new(value: &'a str) -> Self {
+        Unquoted {
+            chars: value.char_indices(),
+            in_quotes: false,
+            escaped: false,
+        }
+    }
+
+    /// True when the scan so far ended inside an unterminated quoted string.
+    pub(crate) fn in_quotes(&self) -> bool {
+        self.in_quotes
+    }
+}
+
+impl Iterator for Unquoted<'_> {
+    type Item = (usize, char);
+
+    fn next(&mut self) -> Option<(usize, char)> {
+        loop {
+            let (i, c) = self.chars.next()?;
+            if self.in_quotes {
+                if self.escaped {
+                    self.escaped = false;
+                } else if c == '\\' {
+                    self.escaped = true;
+                } else if c == '"' {
+                    self.in_quotes = false;
+                }
+                continue;
+            }
+            if c == '"' {
+                self.in_quotes = true;
+                continue;
+            }
+            return Some((i, c));
+        }
+    }
+}
+
 /// Splits on `sep` where it is not inside a quoted string or angle brackets.
 pub(crate) fn split_outside_quotes(value: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
-    let mut in_quotes = false;
-    let mut escaped = false;
     let mut angle = 0u32;
     let mut start = 0;
-    for (i, c) in value.char_indices() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quotes = false;
-            }
-            continue;
-        }
+    for (i, c) in Unquoted::new(value) {
         match c {
-            '"' => in_quotes = true,
             '<' => angle += 1,
             '>' => angle = angle.saturating_sub(1),
             c if c == sep && angle == 0 => {
@@ -142,22 +178,10 @@ pub(crate) fn split_outside_quotes(value: &str, sep: char) -> Vec<&str> {
 
 /// True when `value` has balanced quotes and angle brackets.
 pub(crate) fn is_balanced(value: &str) -> bool {
-    let mut in_quotes = false;
-    let mut escaped = false;
     let mut angle = 0i32;
-    for c in value.chars() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quotes = false;
-            }
-            continue;
-        }
+    let mut scan = Unquoted::new(value);
+    for (_, c) in scan.by_ref() {
         match c {
-            '"' => in_quotes = true,
             '<' => angle += 1,
             '>' => {
                 angle -= 1;
@@ -168,50 +192,27 @@ pub(crate) fn is_balanced(value: &str) -> bool {
             _ => {}
         }
     }
-    !in_quotes && angle == 0
+    !scan.in_quotes() && angle == 0
+}
+
+/// Byte offset of the first `needle` outside quoted strings.
+pub(crate) fn find_unquoted(value: &str, needle: char) -> Option<usize> {
+    Unquoted::new(value).find(|&(_, c)| c == needle).map(|(i, _)| i)
 }
 
 /// The header parameters of a `name-addr` or `addr-spec` value (RFC 3261 §20.10: without angle
 /// brackets, everything after the first `;` is a header parameter, not a URI parameter).
 fn header_params(value: &str) -> &str {
-    (match value.find('<') {
-        Some(_) => {
-            // Skip a quoted display name first, which may contain '<'.
-            let mut in_quotes = false;
-            let mut escaped = false;
-            let mut end = None;
-            let mut seen_lt = false;
-            for (i, c) in value.char_indices() {
-                if in_quotes {
-                    if escaped {
-                        escaped = false;
-                    } else if c == '\\' {
-                        escaped = true;
-                    } else if c == '"' {
-                        in_quotes = false;
-                    }
-                    continue;
-                }
-                match c {
-                    '"' => in_quotes = true,
-                    '<' => seen_lt = true,
-                    '>' if seen_lt => {
-                        end = Some(i + 1);
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            match end {
-                Some(e) => &value[e..],
-                None => "",
-            }
-        }
+    match find_unquoted(value, '<') {
+        Some(lt) => match value[lt..].find('>') {
+            Some(gt) => &value[lt + gt + 1..],
+            None => "",
+        },
         None => match value.find(';') {
             Some(i) => &value[i..],
             None => "",
         },
-    }) as _
+    }
 }
 
 /// The value of header parameter `name` (e.g. `tag`) of a From/To/Contact value.

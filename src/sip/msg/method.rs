@@ -46,8 +46,9 @@ impl Method {
         }
     }
 
-    pub fn as_str(&self) -> &str {
-        match self {
+    /// The name of a method RFC 3261 and its extensions define, `None` for others.
+    fn known_name(&self) -> Option<&'static str> {
+        Some(match self {
             Method::Invite => "INVITE",
             Method::Ack => "ACK",
             Method::Bye => "BYE",
@@ -62,30 +63,21 @@ impl Method {
             Method::Subscribe => "SUBSCRIBE",
             Method::Message => "MESSAGE",
             Method::Publish => "PUBLISH",
+            Method::Other(_) => return None,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
             Method::Other(s) => s,
+            known => known.known_name().unwrap_or_default(),
         }
     }
 
     /// A label for metrics: known methods by name, every other one as `other` (bounded
     /// cardinality whatever peers send).
     pub fn metric_label(&self) -> &'static str {
-        match self {
-            Method::Invite => "INVITE",
-            Method::Ack => "ACK",
-            Method::Bye => "BYE",
-            Method::Cancel => "CANCEL",
-            Method::Options => "OPTIONS",
-            Method::Register => "REGISTER",
-            Method::Prack => "PRACK",
-            Method::Update => "UPDATE",
-            Method::Info => "INFO",
-            Method::Refer => "REFER",
-            Method::Notify => "NOTIFY",
-            Method::Subscribe => "SUBSCRIBE",
-            Method::Message => "MESSAGE",
-            Method::Publish => "PUBLISH",
-            Method::Other(_) => "other",
-        }
+        self.known_name().unwrap_or("other")
     }
 }
 

@@ -5,7 +5,7 @@
 //! values are parsed with `ezk-sip-types`.
 
 use super::Method;
-use super::headers::{Via, is_balanced, split_outside_quotes};
+use super::headers::{Via, find_unquoted, is_balanced, split_outside_quotes};
 use super::print::write_raw_response;
 use super::{CSeq, CoreHeaders, Framing, Request, RequestUri, Response, SipMessage};
 use super::{Headers, Name};
@@ -554,29 +554,6 @@ fn validate_name_addr(value: &str) -> Result<(), ()> {
         }
     }
     Ok(())
-}
-
-fn find_unquoted(value: &str, needle: char) -> Option<usize> {
-    let mut in_quotes = false;
-    let mut escaped = false;
-    for (i, c) in value.char_indices() {
-        if in_quotes {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_quotes = false;
-            }
-            continue;
-        }
-        if c == '"' {
-            in_quotes = true;
-        } else if c == needle {
-            return Some(i);
-        }
-    }
-    None
 }
 
 /// Cuts the body at Content-Length (RFC 3261 §18.3, §20.14).
