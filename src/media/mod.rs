@@ -1,5 +1,5 @@
-//! Media processing, sans-IO: codecs, DTMF (and, as the media engine issue proceeds, the
-//! jitter buffer, prompts, tones and recording).
+//! Media processing, sans-IO: codecs, DTMF, the jitter buffer and the E-model quality
+//! estimate (and, as the media engine issue proceeds, prompts, tones and recording).
 //!
 //! Owns: turning payloads into 20 ms PCM frames and back, and finding keypad digits in them.
 //! Must not: read a clock, touch a socket, allocate per sample on the hot path, or log per
@@ -7,3 +7,5 @@
 
 pub mod codec;
 pub mod dtmf;
+pub mod jitter;
+pub mod quality;
