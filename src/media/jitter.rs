@@ -312,7 +312,11 @@ mod tests {
                 let sent = FRAME * (send_from + i);
                 if self.rng.f64() >= loss {
                     let delay = Duration::from_millis(30 + if jitter_ms > 0 { self.rng.u64(0..=jitter_ms) } else { 0 });
-                    self.in_flight.push((sent + delay, ts0.wrapping_add(160 * i), (send_from + i).to_be_bytes().to_vec()));
+                    self.in_flight.push((
+                        sent + delay,
+                        ts0.wrapping_add(160 * i),
+                        (send_from + i).to_be_bytes().to_vec(),
+                    ));
                 }
                 // Deliver everything due before this tick, in arrival order.
                 let tick = sent + FRAME;
@@ -352,12 +356,23 @@ mod tests {
         let after = s.jb.stats();
         let underruns = after.underruns - before.underruns;
         let lost = after.lost - before.lost;
-        assert!(underruns + lost <= 3, "after adapting: {underruns} underruns, {lost} lost (late {})", after.late - before.late);
+        assert!(
+            underruns + lost <= 3,
+            "after adapting: {underruns} underruns, {lost} lost (late {})",
+            after.late - before.late
+        );
         // The target followed the jitter: uniform 0-60 ms has RFC 3550 jitter ~20 ms.
         let target = s.jb.target_delay();
-        assert!(target >= Duration::from_millis(60) && target <= Duration::from_millis(120), "target {target:?}");
+        assert!(
+            target >= Duration::from_millis(60) && target <= Duration::from_millis(120),
+            "target {target:?}"
+        );
         // Delay converged: what is buffered stays within two frames of the target.
-        assert!(s.jb.buffered() <= target + 3 * FRAME, "buffered {:?} target {target:?}", s.jb.buffered());
+        assert!(
+            s.jb.buffered() <= target + 3 * FRAME,
+            "buffered {:?} target {target:?}",
+            s.jb.buffered()
+        );
     }
 
     #[test]

@@ -51,7 +51,9 @@ pub fn effective_equipment_impairment(codec: CodecImpairment, loss_percent: f64,
 
 /// The rating R (0-100).
 pub fn rating(q: &QualityInputs) -> f64 {
-    let r = R_DEFAULT - delay_impairment(q.one_way_delay_ms) - effective_equipment_impairment(q.codec, q.loss_percent, q.burst_ratio);
+    let r = R_DEFAULT
+        - delay_impairment(q.one_way_delay_ms)
+        - effective_equipment_impairment(q.codec, q.loss_percent, q.burst_ratio);
     r.clamp(0.0, 100.0)
 }
 
@@ -126,9 +128,15 @@ mod tests {
             burst_ratio: 1.0,
             codec: CodecImpairment::G711_PLC,
         };
-        let bursty = QualityInputs { burst_ratio: 2.0, ..base };
+        let bursty = QualityInputs {
+            burst_ratio: 2.0,
+            ..base
+        };
         assert!(rating(&bursty) < rating(&base));
-        let no_plc = QualityInputs { codec: CodecImpairment::G711, ..base };
+        let no_plc = QualityInputs {
+            codec: CodecImpairment::G711,
+            ..base
+        };
         assert!(rating(&no_plc) < rating(&base));
     }
 }

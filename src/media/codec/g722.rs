@@ -1,0 +1,115 @@
+//! G.722 (ITU-T G.722, 64 kbit/s sub-band ADPCM) through `audio-codec`: 16 kHz PCM, 8 kHz RTP
+//! clock (RFC 3551 §4.5.2: the timestamp counts at 8000 Hz for historical reasons), 160 bytes
+//! per 20 ms.
+
+use super::{Decoder, Encoder};
+use audio_codec::Decoder as _;
+use audio_codec::Encoder as _;
+use audio_codec::g722::{G722Decoder as Inner722Decoder, G722Encoder as Inner722Encoder};
+
+/// A G.722 encoder (16 kHz PCM in).
+pub struct G722Encoder {
+    inner: Inner722Encoder,
+    scratch: Vec<u8>,
+}
+
+impl Default for G722Encoder {
+    fn default() -> Self {
+        G722Encoder {
+            inner: Inner722Encoder::new(),
+            scratch: vec![0; 4096],
+        }
+    }
+}
+
+impl Encoder for G722Encoder {
+    fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) {
+        if self.scratch.len() < pcm.len() {
+            self.scratch.resize(pcm.len(), 0);
+        }
+        if let Ok(n) = self.inner.encode_into(pcm, &mut self.scratch) {
+            out.extend_from_slice(&self.scratch[..n]);
+        }
+    }
+
+    fn sample_rate(&self) -> u32 {
+        16_000
+    }
+}
+
+/// A G.722 decoder (16 kHz PCM out) with fading repetition for lost frames.
+pub struct G722Decoder {
+    inner: Inner722Decoder,
+    scratch: Vec<i16>,
+    last: Vec<i16>,
+    lost_in_a_row: u32,
+}
+
+impl Default for G722Decoder {
+    fn default() -> Self {
+        G722Decoder {
+            inner: Inner722Decoder::new(),
+            scratch: vec![0; 8192],
+            last: Vec::new(),
+            lost_in_a_row: 0,
+        }
+    }
+}
+
+impl Decoder for G722Decoder {
+    fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
+        let need = payload.len() * 2;
+        if self.scratch.len() < need {
+            self.scratch.resize(need, 0);
+        }
+        match self.inner.decode_into(payload, &mut self.scratch) {
+            Ok(n) => {
+                out.extend_from_slice(&self.scratch[..n]);
+                self.last.clear();
+                self.last.extend_from_slice(&self.scratch[..n]);
+                self.lost_in_a_row = 0;
+            }
+            Err(_) => self.conceal(need, out),
+        }
+    }
+
+    fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) {
+        self.lost_in_a_row += 1;
+        let gain = (1.0 - 0.2 * self.lost_in_a_row as f32).max(0.0);
+        if self.last.is_empty() || gain == 0.0 {
+            out.extend(std::iter::repeat_n(0, samples));
+            return;
+        }
+        out.extend((0..samples).map(|i| (self.last[i % self.last.len()] as f32 * gain) as i16));
+    }
+
+    fn sample_rate(&self) -> u32 {
+        16_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::test_signal::{snr_db_aligned, speechy};
+
+    #[test]
+    fn g722_round_trip_keeps_snr_above_the_floor() {
+        let pcm = speechy(16_000, 2.0);
+        let mut enc = G722Encoder::default();
+        let mut dec = G722Decoder::default();
+        let mut back = Vec::new();
+        for chunk in pcm.chunks_exact(320) {
+            let mut payload = Vec::new();
+            enc.encode(chunk, &mut payload);
+            assert_eq!(payload.len(), 160, "64 kbit/s: 160 bytes per 20 ms");
+            dec.decode(&payload, &mut back);
+        }
+        assert_eq!(back.len(), pcm.len());
+        // Measured 2026-11-22: 14.5 dB on this signal (its harmonics reach the 4 kHz QMF band
+        // edge, where G.722's sub-band split is least exact). A broken path is near 0 dB.
+        let snr = snr_db_aligned(&pcm, &back, 100);
+        eprintln!("g722: SNR {snr:.1} dB");
+        assert!(snr > 12.0, "SNR {snr:.1} dB");
+    }
+}
