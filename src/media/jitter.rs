@@ -232,10 +232,10 @@ impl JitterBuffer {
         self.empty_ticks = 0;
         // Too much buffered: drop the oldest frame to bring the delay down.
         if self.buffered() > self.target_delay() + 2 * self.cfg.frame {
-            if let Some((&ts, _)) = self.packets.first_key_value() {
-                if ts <= playout {
-                    self.packets.remove(&ts);
-                }
+            if let Some((&ts, _)) = self.packets.first_key_value()
+                && ts <= playout
+            {
+                self.packets.remove(&ts);
             }
             self.stats.shrunk += 1;
             self.playout = Some(playout + self.frame_ts);
@@ -262,11 +262,11 @@ impl JitterBuffer {
             None => {
                 // A gap longer than a few frames is a silence in the timestamps (DTX, the
                 // start of a new talkspurt), not loss: skip to the next packet.
-                if let Some((&next_ts, _)) = self.packets.first_key_value() {
-                    if next_ts - playout > SILENCE_GAP_FRAMES * self.frame_ts {
-                        self.playout = Some(next_ts);
-                        return Playout::Empty;
-                    }
+                if let Some((&next_ts, _)) = self.packets.first_key_value()
+                    && next_ts - playout > SILENCE_GAP_FRAMES * self.frame_ts
+                {
+                    self.playout = Some(next_ts);
+                    return Playout::Empty;
                 }
                 self.stats.lost += 1;
                 let next = self.packets.get(&(playout + self.frame_ts)).map(|p| p.payload.clone());
