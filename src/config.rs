@@ -112,7 +112,7 @@ impl Default for RtpConfig {
             ports: "20000-30000".into(),
             bind: "0.0.0.0".into(),
             advertise: None,
-            codecs: vec!["pcmu".into(), "pcma".into()],
+            codecs: vec!["pcmu".into(), "pcma".into(), "g722".into(), "opus".into()],
             timeout_secs: 60,
         }
     }

@@ -4,7 +4,7 @@
 //! a channel and it hands back what to send. Routing of new calls lives here until the
 //! flow engine's dialplan replaces it: the demo echo number is answered, others get 404.
 
-use crate::call::{ECHO_NUMBER, EchoLeg, PortPool, spawn_echo};
+use crate::call::{DigitSource, ECHO_NUMBER, LegHandle, LegReport, PortPool, spawn_leg};
 use crate::config::Config;
 use crate::privacy::mask_opt;
 use crate::sip::dialog::{CallRef, IncomingCall, UasConfig, UasCore, UasEvent};
@@ -100,8 +100,8 @@ pub async fn run(
         min_se_secs: cfg.sip.min_se_secs,
         ..UasConfig::default()
     });
-    let (timeout_tx, mut timeout_rx) = mpsc::channel::<CallRef>(256);
-    let mut legs: HashMap<CallRef, EchoLeg> = HashMap::new();
+    let (report_tx, mut report_rx) = mpsc::channel::<LegReport>(1024);
+    let mut legs: HashMap<CallRef, LegHandle> = HashMap::new();
     let mut draining: Option<tokio::time::Instant> = None;
     let drain = Duration::from_secs(cfg.shutdown.drain_secs);
     let rtp_timeout = Duration::from_secs(cfg.rtp.timeout_secs);
@@ -134,10 +134,24 @@ pub async fn run(
             _ = tokio::time::sleep_until(sleep_until) => {
                 core.handle_timeout(std::time::Instant::now());
             }
-            Some(call) = timeout_rx.recv() => {
-                tracing::info!(call = call.0, "no RTP for {}s; hanging up", rtp_timeout.as_secs());
-                let _ = core.hangup(call, std::time::Instant::now());
-            }
+            Some(report) = report_rx.recv() => match report {
+                LegReport::TimedOut { call } => {
+                    tracing::info!(call = call.0, "no RTP for {}s; hanging up", rtp_timeout.as_secs());
+                    let _ = core.hangup(call, std::time::Instant::now());
+                }
+                LegReport::Digit { call, digit, source } => digit_received(call, digit, source),
+                LegReport::Summary { call, summary } => {
+                    tracing::info!(
+                        call = call.0,
+                        received = summary.packets_received,
+                        lost = summary.packets_lost,
+                        jitter_ms = format!("{:.1}", summary.jitter_ms),
+                        mos = format!("{:.2}", summary.mos),
+                        foreign_packets = summary.foreign_packets,
+                        "media quality"
+                    );
+                }
+            },
             changed = shutdown.changed(), if draining.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
                     tracing::info!(calls = core.stats().calls, drain_secs = drain.as_secs(), "shutting down: refusing new calls, draining");
@@ -153,7 +167,7 @@ pub async fn run(
         while i < ringing.len() {
             if ringing[i].0 <= due {
                 let (_, pending) = ringing.swap_remove(i);
-                answer_echo(&mut core, pending, rtp_timeout, &timeout_tx, &mut legs, now);
+                answer_echo(&mut core, pending, rtp_timeout, &report_tx, &mut legs, now);
             } else {
                 i += 1;
             }
@@ -163,7 +177,7 @@ pub async fn run(
                 UasEvent::Incoming(inc) => {
                     if let Some(pending) = route_incoming(&mut core, *inc, &ports, rtp_advertise, &codecs, now) {
                         if ring.is_zero() {
-                            answer_echo(&mut core, pending, rtp_timeout, &timeout_tx, &mut legs, now);
+                            answer_echo(&mut core, pending, rtp_timeout, &report_tx, &mut legs, now);
                         } else {
                             let _ = core.ring(pending.call, now);
                             ringing.push((tokio::time::Instant::now() + ring, pending));
@@ -264,11 +278,7 @@ fn route_incoming(
     let ip = rtp_advertise.unwrap_or(inc.peer.local.ip());
     let local = LocalMedia {
         rtp: SocketAddr::new(ip, port.port),
-        codecs: codecs
-            .iter()
-            .copied()
-            .filter(|c| matches!(c, Codec::Pcmu | Codec::Pcma))
-            .collect(),
+        codecs: codecs.to_vec(),
         session_id: fastrand::u64(1..1 << 40),
         session_version: 1,
     };
@@ -279,18 +289,24 @@ fn route_incoming(
     })
 }
 
+/// One keypad digit, from whichever source (the flow engine will consume these).
+fn digit_received(call: CallRef, digit: char, source: DigitSource) {
+    metrics::counter!("dtmf_digits_total", "source" => source.label()).increment(1);
+    tracing::info!(call = call.0, %digit, source = source.label(), "digit");
+}
+
 fn answer_echo(
     core: &mut UasCore,
     pending: PendingAnswer,
     rtp_timeout: Duration,
-    timeout_tx: &mpsc::Sender<CallRef>,
-    legs: &mut HashMap<CallRef, EchoLeg>,
+    reports: &mpsc::Sender<LegReport>,
+    legs: &mut HashMap<CallRef, LegHandle>,
     now: std::time::Instant,
 ) {
     match core.answer(pending.call, pending.local, now) {
         Ok(media) => {
             metrics::counter!("calls_total", "outcome" => "answered").increment(1);
-            let leg = spawn_echo(pending.call, pending.port, media, rtp_timeout, timeout_tx.clone());
+            let leg = spawn_leg(pending.call, pending.port, media, rtp_timeout, reports.clone());
             legs.insert(pending.call, leg);
         }
         Err(e) => {

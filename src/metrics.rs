@@ -24,4 +24,8 @@ fn describe() {
     metrics::describe_gauge!("sip_transactions_active", "SIP transactions in progress");
     metrics::describe_gauge!("sip_dialogs_active", "Calls (INVITE dialogs) in progress");
     metrics::describe_counter!("calls_total", "Calls offered, by outcome");
+    metrics::describe_counter!(
+        "dtmf_digits_total",
+        "Keypad digits received, by source (rfc4733, inband, sip_info)"
+    );
 }

@@ -1,5 +1,6 @@
-//! baresip, a real softphone, calls the echo number: it sends a 440 Hz tone and must hear
-//! the same tone back (checked by spectrum of what it decoded).
+//! baresip, a real softphone, calls the echo number with PCMU and with Opus: it sends a
+//! 440 Hz tone and must hear the same tone back (checked by the spectrum of what it decoded),
+//! after tolk decoded, jitter-buffered and re-encoded it.
 
 mod common;
 use common::{Gateway, free_port};
@@ -16,10 +17,12 @@ fn baresip() -> &'static str {
     panic!("baresip is not installed: run scripts/test.sh, which installs it");
 }
 
-fn write_tone_wav(path: &Path, freq: f64, secs: usize) {
-    let rate = 8000u32;
+fn write_tone_wav(path: &Path, freq: f64, secs: usize, rate: u32, channels: u16) {
     let samples: Vec<i16> = (0..rate as usize * secs)
-        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16)
+        .flat_map(|i| {
+            let v = (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16;
+            std::iter::repeat_n(v, channels as usize)
+        })
         .collect();
     let data_len = (samples.len() * 2) as u32;
     let mut wav = Vec::with_capacity(44 + data_len as usize);
@@ -28,10 +31,10 @@ fn write_tone_wav(path: &Path, freq: f64, secs: usize) {
     wav.extend_from_slice(b"WAVEfmt ");
     wav.extend_from_slice(&16u32.to_le_bytes());
     wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&channels.to_le_bytes());
     wav.extend_from_slice(&rate.to_le_bytes());
-    wav.extend_from_slice(&(rate * 2).to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2 * channels as u32).to_le_bytes());
+    wav.extend_from_slice(&(2 * channels).to_le_bytes());
     wav.extend_from_slice(&16u16.to_le_bytes());
     wav.extend_from_slice(b"data");
     wav.extend_from_slice(&data_len.to_le_bytes());
@@ -41,14 +44,17 @@ fn write_tone_wav(path: &Path, freq: f64, secs: usize) {
     std::fs::write(path, wav).unwrap();
 }
 
-/// PCM16 samples of a canonical WAV file (the data chunk found by name).
-fn read_wav(path: &Path) -> Vec<i16> {
+/// The first channel of a canonical PCM16 WAV file, and its sample rate.
+fn read_wav(path: &Path) -> (Vec<i16>, u32) {
     let bytes = std::fs::read(path).unwrap();
+    let channels = u16::from_le_bytes([bytes[22], bytes[23]]).max(1) as usize;
+    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
     let pos = bytes.windows(4).position(|w| w == b"data").expect("data chunk") + 8;
-    bytes[pos..]
-        .chunks_exact(2)
+    let samples = bytes[pos..]
+        .chunks_exact(2 * channels)
         .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect()
+        .collect();
+    (samples, rate)
 }
 
 /// Power at `freq` by the Goertzel algorithm, normalised by length.
@@ -63,26 +69,27 @@ fn goertzel(samples: &[i16], freq: f64, rate: f64) -> f64 {
     (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len().max(1) as f64
 }
 
-#[test]
-fn baresip_hears_its_own_tone_from_the_echo_number() {
+/// One call from baresip with `codec` (`PCMU` at 8 kHz mono, or `opus/48000/2` at 48 kHz
+/// stereo, as baresip's Opus module wants): returns what baresip decoded and its rate.
+fn call_echo(codec: &str, rate: u32, channels: u16) -> (Vec<i16>, u32) {
     let gw = Gateway::start(&[]);
     let dir = gw.data_dir.join("baresip");
     std::fs::create_dir_all(&dir).unwrap();
     let tone = dir.join("tone.wav");
-    write_tone_wav(&tone, 440.0, 6);
+    write_tone_wav(&tone, 440.0, 6, rate, channels);
     let port = free_port();
     let config = format!(
         "poll_method epoll\nsip_listen 127.0.0.1:{port}\naudio_player aufile,{d}/unused.wav\naudio_source aufile,{t}\n\
-audio_alert aufile,/dev/null\naudio_srate 8000\naudio_channels 1\nmodule_path /usr/lib/baresip/modules\n\
-module g711.so\nmodule aufile.so\nmodule sndfile.so\nsnd_path {d}\nmodule menu.so\nmodule account.so\nmodule uuid.so\n\
-module_app account.so\nmodule_app menu.so\n",
+audio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels {channels}\nmodule_path /usr/lib/baresip/modules\n\
+module g711.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\nsnd_path {d}\nmodule menu.so\nmodule account.so\n\
+module uuid.so\nmodule_app account.so\nmodule_app menu.so\n",
         d = dir.display(),
         t = tone.display()
     );
     std::fs::write(dir.join("config"), config).unwrap();
     std::fs::write(
         dir.join("accounts"),
-        "<sip:tester@127.0.0.1>;regint=0;audio_codecs=PCMU\n",
+        format!("<sip:tester@127.0.0.1>;regint=0;audio_codecs={codec}\n"),
     )
     .unwrap();
     let out = Command::new(baresip())
@@ -97,26 +104,45 @@ module_app account.so\nmodule_app menu.so\n",
         "baresip output:\n{text}\ntolk log:\n{}",
         gw.log_text()
     );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(gw.metrics().contains("calls_total{outcome=\"answered\"} 1"));
     let heard = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
         .expect("baresip dumped what it decoded");
-    let samples = read_wav(&heard);
+    let log = gw.log_text();
+    assert!(log.contains("media quality"), "{log}");
+    read_wav(&heard)
+}
+
+fn assert_tone_440(samples: &[i16], rate: u32) {
     assert!(
-        samples.len() > 8000,
+        samples.len() > rate as usize,
         "at least a second of audio came back ({} samples)",
         samples.len()
     );
-    // Skip the first half second (the echo starts one round trip late).
-    let tail = &samples[4000..];
-    let at_tone = goertzel(tail, 440.0, 8000.0);
-    let off_tone = goertzel(tail, 1000.0, 8000.0);
+    // Skip the first half second (the echo starts a round trip and a jitter buffer late).
+    let tail = &samples[rate as usize / 2..];
+    let at_tone = goertzel(tail, 440.0, rate as f64);
+    let off_tone = goertzel(tail, 1000.0, rate as f64);
     assert!(
         at_tone > 1000.0 * off_tone,
         "440 Hz {at_tone:.0} vs 1000 Hz {off_tone:.0}"
     );
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(gw.metrics().contains("calls_total{outcome=\"answered\"} 1"));
+}
+
+#[test]
+fn baresip_hears_its_own_tone_over_pcmu() {
+    let (samples, rate) = call_echo("PCMU", 8000, 1);
+    assert_eq!(rate, 8000);
+    assert_tone_440(&samples, rate);
+}
+
+#[test]
+fn baresip_hears_its_own_tone_over_opus() {
+    let (samples, rate) = call_echo("opus/48000/2", 48_000, 2);
+    assert_eq!(rate, 48_000);
+    assert_tone_440(&samples, rate);
 }

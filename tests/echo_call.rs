@@ -15,22 +15,42 @@ fn rtp_packet(seq: u16, ssrc: u32, pt: u8, payload: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Sends `n` packets and counts the echoes that carry the same payload and another SSRC.
+/// Sends `n` packets paced at 20 ms and counts the echoes that carry one of the sent
+/// payloads, with the right payload type and another SSRC. The echo comes back through the
+/// jitter buffer and a decode/encode, so it lags by a few frames.
 fn echo_round(rtp: &UdpSocket, to: SocketAddr, pt: u8, n: u16) -> usize {
-    let ssrc = 0x1234_5678;
-    let mut echoed = 0;
+    let ssrc: u32 = 0x1234_5678;
+    let base = fastrand::u8(..);
+    let payloads: Vec<Vec<u8>> = (0..n)
+        .map(|seq| {
+            (0..160)
+                .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seq as u8).wrapping_add(base))
+                .collect()
+        })
+        .collect();
+    let mut echoed = std::collections::HashSet::new();
     let mut buf = [0u8; 2048];
-    for seq in 0..n {
-        let payload: Vec<u8> = (0..160).map(|i| (i as u8).wrapping_add(seq as u8)).collect();
-        rtp.send_to(&rtp_packet(seq, ssrc, pt, &payload), to).unwrap();
-        if let Ok((len, _)) = rtp.recv_from(&mut buf) {
-            let back = &buf[..len];
-            if len == 172 && back[1] & 0x7f == pt && back[12..] == payload[..] && back[8..12] != ssrc.to_be_bytes() {
-                echoed += 1;
+    rtp.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let mut check = |len: usize, buf: &[u8]| {
+        if len == 172 && buf[1] & 0x7f == pt && buf[8..12] != ssrc.to_be_bytes() {
+            if let Some(i) = payloads.iter().position(|p| p[..] == buf[12..len]) {
+                echoed.insert(i);
             }
         }
+    };
+    for (seq, payload) in payloads.iter().enumerate() {
+        rtp.send_to(&rtp_packet(seq as u16, ssrc, pt, payload), to).unwrap();
+        if let Ok((len, _)) = rtp.recv_from(&mut buf) {
+            check(len, &buf);
+        }
     }
-    echoed
+    let until = std::time::Instant::now() + Duration::from_millis(400);
+    while std::time::Instant::now() < until {
+        if let Ok((len, _)) = rtp.recv_from(&mut buf) {
+            check(len, &buf);
+        }
+    }
+    echoed.len()
 }
 
 #[test]
@@ -52,7 +72,9 @@ fn echo_number_plays_back_rtp_and_honours_hold() {
     let ack = uac.request("ACK", "", "");
     uac.send(&ack);
 
-    assert_eq!(echo_round(&rtp, media, 8, 20), 20, "every packet echoed");
+    // G.711 decode then encode gives back every code exactly (the codec tests prove it), so
+    // the echoed payloads equal the sent ones; a frame or two may fall to jitter-buffer start.
+    assert!(echo_round(&rtp, media, 8, 25) >= 23, "packets echoed");
 
     // Hold: we send sendonly, tolk answers recvonly and stops sending.
     let reinvite = uac.request(
@@ -82,7 +104,7 @@ fn echo_number_plays_back_rtp_and_honours_hold() {
     let ack = uac.request("ACK", "", "");
     uac.send(&ack);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(echo_round(&rtp, media, 8, 10) >= 9, "echo resumes");
+    assert!(echo_round(&rtp, media, 8, 15) >= 12, "echo resumes");
 
     let bye = uac.request("BYE", "", "");
     uac.send(&bye);

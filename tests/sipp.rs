@@ -67,3 +67,20 @@ fn gateway_sends_bye_when_rtp_stops() {
     assert_all_passed(&run, 5);
     assert!(gw.metrics().contains("sip_requests_sent_total{method=\"BYE\"} 5"));
 }
+
+#[test]
+fn all_twelve_rfc4733_digits_from_sipp_captures_are_received_in_order() {
+    // Debian's sip-tester ships one capture per key; the scenario plays 1, 0, 2..9, *, #.
+    let gw = Gateway::start(&[]);
+    let run = run_sipp(&gw, "dtmf_rfc4733.xml", &["-m", "1"]);
+    assert_all_passed(&run, 1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = gw.log_text();
+    let digits: String = log
+        .lines()
+        .filter(|l| l.contains(" digit ") && l.contains("rfc4733"))
+        .filter_map(|l| l.split("digit=").nth(1)?.chars().next())
+        .collect();
+    assert_eq!(digits, "1023456789*#", "log:\n{log}");
+    assert!(gw.metrics().contains("dtmf_digits_total{source=\"rfc4733\"} 12"));
+}

@@ -1,12 +1,13 @@
-//! The call path. Until the media engine and flow engine land, a call to the demo echo
-//! number gets an RTP echo: every packet received is sent back (own SSRC, same payload).
+//! The call path: each answered call gets a media leg ([`leg`]) on an RTP port from the pool.
+//! Until the flow engine lands, the leg's consumer is the echo: the demo echo number decodes
+//! what it receives and sends it back encoded again, for every codec.
 //!
-//! Owns: the RTP port pool and the echo leg task. Must not: signal (the SIP core does).
+//! Owns: the RTP port pool and the leg tasks. Must not: signal (the SIP core does).
 
-mod echo;
+pub mod leg;
 mod ports;
 
-pub use echo::{EchoLeg, spawn_echo};
+pub use leg::{DigitSource, LegHandle, LegReport, LegSummary, spawn_leg};
 pub use ports::{PortPool, RtpPort};
 
 /// The demo echo number (DESIGN.md, "Shipped demo dialplan").

@@ -19,6 +19,11 @@ pub trait Decoder: Send {
     fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>);
     /// Appends `samples` of concealment for a lost frame (packet-loss concealment).
     fn conceal(&mut self, samples: usize, out: &mut Vec<i16>);
+    /// Appends a lost frame rebuilt from the packet that follows it, for codecs with in-band
+    /// forward error correction (Opus, RFC 7587 §3.3); others conceal.
+    fn recover(&mut self, _next_payload: &[u8], samples: usize, out: &mut Vec<i16>) {
+        self.conceal(samples, out);
+    }
     /// PCM sample rate, Hz.
     fn sample_rate(&self) -> u32;
 }

@@ -59,15 +59,6 @@ impl OpusDecoder {
             scratch: vec![0; 5760],
         })
     }
-
-    /// Rebuilds a lost frame from the FEC data in the packet that follows it (RFC 7587 §3.3).
-    pub fn recover_from_fec(&mut self, next_payload: &[u8], samples: usize, out: &mut Vec<i16>) {
-        let want = samples.min(self.scratch.len());
-        match self.inner.decode(next_payload, &mut self.scratch[..want], true) {
-            Ok(n) => out.extend_from_slice(&self.scratch[..n]),
-            Err(_) => self.conceal(samples, out),
-        }
-    }
 }
 
 impl Decoder for OpusDecoder {
@@ -85,6 +76,15 @@ impl Decoder for OpusDecoder {
         match self.inner.decode(&[], &mut self.scratch[..want], false) {
             Ok(n) => out.extend_from_slice(&self.scratch[..n]),
             Err(_) => out.extend(std::iter::repeat_n(0, samples)),
+        }
+    }
+
+    /// Rebuilds a lost frame from the FEC data in the packet that follows it (RFC 7587 §3.3).
+    fn recover(&mut self, next_payload: &[u8], samples: usize, out: &mut Vec<i16>) {
+        let want = samples.min(self.scratch.len());
+        match self.inner.decode(next_payload, &mut self.scratch[..want], true) {
+            Ok(n) => out.extend_from_slice(&self.scratch[..n]),
+            Err(_) => self.conceal(samples, out),
         }
     }
 
@@ -141,7 +141,7 @@ mod tests {
         let mut out = Vec::new();
         for (i, p) in packets.iter().enumerate() {
             if i == 10 {
-                dec.recover_from_fec(&packets[11], frame, &mut out);
+                dec.recover(&packets[11], frame, &mut out);
             } else if i == 20 {
                 dec.conceal(frame, &mut out);
             } else {

@@ -112,8 +112,9 @@ impl EventReceiver {
                     });
                 }
             }
-            Some(cur) if is_before(timestamp, cur.timestamp) => {
-                // Late packet of an older event.
+            Some(cur) if is_before(timestamp, cur.timestamp) && !marker => {
+                // Late packet of an older event. (With the marker bit it is the start of a new
+                // event from a sender whose timestamps went back: a new digit.)
             }
             Some(cur)
                 if !marker
@@ -297,6 +298,16 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_marked_start_with_an_older_timestamp_is_a_new_digit() {
+        // Senders that restart their clock (or replayed captures) go back in time; the marker
+        // bit says a new event begins (RFC 4733 §2.5.1.1).
+        let mut rx = EventReceiver::new();
+        press(&mut rx, 13_280, 1, 800);
+        let out = press(&mut rx, 10_000, 0, 800);
+        assert_eq!(out[0], DigitEvent::Pressed { digit: '0', volume: 10 });
     }
 
     #[test]

@@ -1,0 +1,294 @@
+//! The media leg of a call (I/O shell around the sans-IO media parts): one RTP socket, source
+//! latching, RFC 3550 statistics, the jitter buffer, the codec, DTMF from RFC 4733 events and
+//! (for G.711 without telephone-event) from in-band tones, and 20 ms frames out.
+//!
+//! Today the leg's consumer is the echo: every decoded frame is encoded again and sent back,
+//! so the echo number exercises the whole receive and send path for every codec. The flow
+//! engine and the rooms take the frames instead when they land.
+
+use super::ports::RtpPort;
+use crate::media::codec::g711::{G711Decoder, G711Encoder, Law};
+use crate::media::codec::g722::{G722Decoder, G722Encoder};
+use crate::media::codec::opus::{OpusDecoder, OpusEncoder};
+use crate::media::codec::{Decoder, Encoder};
+use crate::media::dtmf::inband::InbandDetector;
+use crate::media::dtmf::rfc4733::{DigitEvent, EventReceiver};
+use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
+use crate::media::quality::{CodecImpairment, QualityInputs, mos, rating};
+use crate::rtp::packet;
+use crate::rtp::stats::ReceiveStats;
+use crate::sip::dialog::CallRef;
+use crate::sip::sdp::{Codec, Direction, NegotiatedMedia};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Where a digit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigitSource {
+    Rfc4733,
+    Inband,
+    SipInfo,
+}
+
+impl DigitSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            DigitSource::Rfc4733 => "rfc4733",
+            DigitSource::Inband => "inband",
+            DigitSource::SipInfo => "sip_info",
+        }
+    }
+}
+
+/// What a leg reports to the gateway.
+#[derive(Debug, Clone)]
+pub enum LegReport {
+    Digit {
+        call: CallRef,
+        digit: char,
+        source: DigitSource,
+    },
+    /// No RTP for the configured time.
+    TimedOut { call: CallRef },
+    /// The leg ended; its quality summary.
+    Summary { call: CallRef, summary: LegSummary },
+}
+
+/// Quality of the received stream over the call (for logs now, CDRs later).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LegSummary {
+    pub packets_received: u32,
+    pub packets_lost: i32,
+    pub jitter_ms: f64,
+    pub mos: f64,
+    pub foreign_packets: u64,
+}
+
+/// The gateway's handle on a leg: media updates in; dropping it ends the leg.
+pub struct LegHandle {
+    pub media: watch::Sender<Option<NegotiatedMedia>>,
+}
+
+struct CodecPair {
+    enc: Box<dyn Encoder>,
+    dec: Box<dyn Decoder>,
+    /// RTP clock rate.
+    clock: u32,
+    /// PCM samples per 20 ms at the codec's PCM rate.
+    frame_samples: usize,
+    /// RTP timestamp units per 20 ms.
+    frame_ts: u32,
+    impairment: CodecImpairment,
+}
+
+fn codec_pair(codec: Codec) -> Option<CodecPair> {
+    Some(match codec {
+        Codec::Pcmu | Codec::Pcma => {
+            let law = if codec == Codec::Pcmu { Law::Ulaw } else { Law::Alaw };
+            CodecPair {
+                enc: Box::new(G711Encoder::new(law)),
+                dec: Box::new(G711Decoder::new(law)),
+                clock: 8000,
+                frame_samples: 160,
+                frame_ts: 160,
+                impairment: CodecImpairment::G711_PLC,
+            }
+        }
+        Codec::G722 => CodecPair {
+            enc: Box::new(G722Encoder::default()),
+            dec: Box::new(G722Decoder::default()),
+            clock: 8000,
+            frame_samples: 320,
+            frame_ts: 160,
+            impairment: CodecImpairment::WIDEBAND,
+        },
+        Codec::Opus => CodecPair {
+            enc: Box::new(OpusEncoder::new(48_000).ok()?),
+            dec: Box::new(OpusDecoder::new(48_000).ok()?),
+            clock: 48_000,
+            frame_samples: 960,
+            frame_ts: 960,
+            impairment: CodecImpairment::WIDEBAND,
+        },
+    })
+}
+
+/// Spawns the leg task.
+pub fn spawn_leg(
+    call: CallRef,
+    port: RtpPort,
+    media: Option<NegotiatedMedia>,
+    rtp_timeout: Duration,
+    reports: mpsc::Sender<LegReport>,
+) -> LegHandle {
+    let (tx, rx) = watch::channel(media);
+    tokio::spawn(run_leg(call, port, rx, rtp_timeout, reports));
+    LegHandle { media: tx }
+}
+
+async fn run_leg(
+    call: CallRef,
+    port: RtpPort,
+    mut media_rx: watch::Receiver<Option<NegotiatedMedia>>,
+    rtp_timeout: Duration,
+    reports: mpsc::Sender<LegReport>,
+) {
+    let ssrc: u32 = fastrand::u32(..);
+    let mut out_seq: u16 = fastrand::u16(..);
+    let mut out_ts: u32 = fastrand::u32(..);
+    let mut buf = vec![0u8; 2048];
+    let mut pkt = Vec::with_capacity(1500);
+    let mut pcm = Vec::with_capacity(1920);
+    let mut payload = Vec::with_capacity(1500);
+    let mut latched: Option<SocketAddr> = None;
+    let mut candidate: Option<(SocketAddr, u32)> = None;
+    let mut foreign: u64 = 0;
+    let mut media = media_rx.borrow().clone();
+    let mut codec = media.as_ref().and_then(|m| codec_pair(m.codec));
+    let mut jitter = codec.as_ref().map(|c| JitterBuffer::new(JitterConfig::new(c.clock)));
+    let mut stats: Option<ReceiveStats> = None;
+    let mut events = EventReceiver::new();
+    let mut inband = InbandDetector::default();
+    let started = Instant::now();
+    let mut last_packet = started;
+    let mut first_send = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    loop {
+        tokio::select! {
+            changed = media_rx.changed() => {
+                if changed.is_err() { break; } // the call ended
+                let new = media_rx.borrow().clone();
+                // A new remote address (re-INVITE) re-opens latching (RFC 4961 §5 symmetric RTP
+                // follows the signalled change); a new codec resets the codec state.
+                if new.as_ref().map(|m| m.remote_rtp) != media.as_ref().map(|m| m.remote_rtp) {
+                    latched = None;
+                    candidate = None;
+                }
+                if new.as_ref().map(|m| (m.codec, m.payload_type)) != media.as_ref().map(|m| (m.codec, m.payload_type)) {
+                    codec = new.as_ref().and_then(|m| codec_pair(m.codec));
+                    jitter = codec.as_ref().map(|c| JitterBuffer::new(JitterConfig::new(c.clock)));
+                    stats = None;
+                }
+                media = new;
+            }
+            got = port.socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = got else { continue };
+                let Some(m) = media.as_ref() else { continue };
+                let Ok(p) = packet::parse(&buf[..n]) else { continue };
+                // Source latching against RTP bleed and injection: latch at once on the
+                // signalled address, otherwise on a source that sends two packets in a row;
+                // once latched, other sources are ignored until the signalling changes.
+                match latched {
+                    Some(src) if src != from => { foreign += 1; continue; }
+                    Some(_) => {}
+                    None => {
+                        let signalled = m.remote_rtp.is_some_and(|r| r.ip() == from.ip());
+                        let seen = match candidate {
+                            Some((c, k)) if c == from => k + 1,
+                            _ => 1,
+                        };
+                        candidate = Some((from, seen));
+                        if signalled || seen >= 2 {
+                            latched = Some(from);
+                        } else {
+                            continue;
+                        }
+                    }
+                }
+                last_packet = Instant::now();
+                if Some(p.payload_type) == m.telephone_event {
+                    for e in events.receive(p.timestamp, p.marker, p.payload) {
+                        if let DigitEvent::Pressed { digit, .. } = e {
+                            let _ = reports.try_send(LegReport::Digit { call, digit, source: DigitSource::Rfc4733 });
+                        }
+                    }
+                    continue;
+                }
+                if p.payload_type != m.payload_type {
+                    continue;
+                }
+                let s = stats.get_or_insert_with(|| ReceiveStats::new(p.sequence));
+                s.update_seq(p.sequence);
+                if let (Some(jb), Some(c)) = (jitter.as_mut(), codec.as_ref()) {
+                    // Arrival on the RTP clock, for the RFC 3550 jitter estimate.
+                    let arrival = (last_packet.duration_since(started).as_micros() as u64 * c.clock as u64 / 1_000_000) as u32;
+                    s.update_jitter(arrival, p.timestamp);
+                    jb.push(last_packet, p.timestamp, p.payload);
+                }
+            }
+            _ = tick.tick() => {
+                if last_packet.elapsed() > rtp_timeout {
+                    let _ = reports.send(LegReport::TimedOut { call }).await;
+                    break;
+                }
+                let (Some(m), Some(c), Some(jb)) = (media.as_ref(), codec.as_mut(), jitter.as_mut()) else { continue };
+                pcm.clear();
+                let now = Instant::now();
+                match jb.pop(now) {
+                    Playout::Frame(p) => c.dec.decode(&p, &mut pcm),
+                    // Opus rebuilds the lost frame from the next packet's FEC (RFC 7587 §3.3).
+                    Playout::Lost { next: Some(next) } => c.dec.recover(&next, c.frame_samples, &mut pcm),
+                    Playout::Lost { next: None } => c.dec.conceal(c.frame_samples, &mut pcm),
+                    Playout::Empty => continue,
+                }
+                // In-band DTMF for G.711 callers without telephone-event.
+                if m.telephone_event.is_none() && c.clock == 8000 && c.frame_samples == 160 {
+                    for digit in inband.process(&pcm) {
+                        let _ = reports.try_send(LegReport::Digit { call, digit, source: DigitSource::Inband });
+                    }
+                }
+                // The echo: the same audio goes back, re-encoded.
+                let Some(dest) = latched else { continue };
+                if matches!(m.direction, Direction::RecvOnly | Direction::Inactive) {
+                    continue; // on hold: receive, do not send (RFC 3264 §8.4)
+                }
+                payload.clear();
+                c.enc.encode(&pcm, &mut payload);
+                if payload.is_empty() {
+                    continue;
+                }
+                packet::build(&mut pkt, m.payload_type, first_send, out_seq, out_ts, ssrc, &payload);
+                first_send = false;
+                out_seq = out_seq.wrapping_add(1);
+                out_ts = out_ts.wrapping_add(c.frame_ts);
+                let _ = port.socket.try_send_to(&pkt, dest);
+            }
+        }
+    }
+    let summary = summarise(stats.as_ref(), jitter.as_ref(), codec.as_ref(), foreign);
+    let _ = reports.try_send(LegReport::Summary { call, summary });
+}
+
+fn summarise(
+    stats: Option<&ReceiveStats>,
+    jitter: Option<&JitterBuffer>,
+    codec: Option<&CodecPair>,
+    foreign: u64,
+) -> LegSummary {
+    let (Some(s), Some(c)) = (stats, codec) else {
+        return LegSummary {
+            foreign_packets: foreign,
+            ..LegSummary::default()
+        };
+    };
+    let expected = s.expected().max(1) as f64;
+    let lost = s.cumulative_lost();
+    let jitter_ms = s.jitter() as f64 * 1000.0 / c.clock as f64;
+    let buffer_ms = jitter.map(|j| j.target_delay().as_secs_f64() * 1000.0).unwrap_or(20.0);
+    let r = rating(&QualityInputs {
+        // Our side of the mouth-to-ear delay: jitter buffer, one frame, and a nominal network.
+        one_way_delay_ms: buffer_ms + 20.0 + 40.0,
+        loss_percent: (lost.max(0) as f64 / expected * 100.0).min(100.0),
+        burst_ratio: 1.0,
+        codec: c.impairment,
+    });
+    LegSummary {
+        packets_received: s.received(),
+        packets_lost: lost,
+        jitter_ms,
+        mos: mos(r),
+        foreign_packets: foreign,
+    }
+}
