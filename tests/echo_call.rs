@@ -32,10 +32,12 @@ fn echo_round(rtp: &UdpSocket, to: SocketAddr, pt: u8, n: u16) -> usize {
     let mut buf = [0u8; 2048];
     rtp.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let mut check = |len: usize, buf: &[u8]| {
-        if len == 172 && buf[1] & 0x7f == pt && buf[8..12] != ssrc.to_be_bytes() {
-            if let Some(i) = payloads.iter().position(|p| p[..] == buf[12..len]) {
-                echoed.insert(i);
-            }
+        if len == 172
+            && buf[1] & 0x7f == pt
+            && buf[8..12] != ssrc.to_be_bytes()
+            && let Some(i) = payloads.iter().position(|p| p[..] == buf[12..len])
+        {
+            echoed.insert(i);
         }
     };
     for (seq, payload) in payloads.iter().enumerate() {
