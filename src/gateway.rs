@@ -148,6 +148,8 @@ pub async fn run(
                         jitter_ms = format!("{:.1}", summary.jitter_ms),
                         mos = format!("{:.2}", summary.mos),
                         foreign_packets = summary.foreign_packets,
+                        rtcp_received = summary.rtcp_received,
+                        rtt_ms = summary.rtt_ms.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into()),
                         "media quality"
                     );
                 }

@@ -188,3 +188,70 @@ fn sigterm_refuses_new_calls_then_drains_and_exits() {
         gw.log_text()
     );
 }
+
+/// An RTP socket on an even port with its RTCP socket on the next one (RFC 3550 §11).
+fn rtp_pair() -> (UdpSocket, UdpSocket) {
+    for _ in 0..100 {
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = rtp.local_addr().unwrap().port();
+        if port % 2 != 0 {
+            continue;
+        }
+        if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) {
+            return (rtp, rtcp);
+        }
+    }
+    panic!("no free RTP/RTCP port pair");
+}
+
+#[test]
+fn rtcp_reports_arrive_during_the_call_and_bye_at_the_end() {
+    let gw = Gateway::start(&[]);
+    let (rtp, rtcp) = rtp_pair();
+    rtcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut uac = Uac::new(gw.sip, "+15550100300");
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    let (code, ok) = uac.final_response(Duration::from_secs(3)).unwrap();
+    assert_eq!(code, 200);
+    let media = SocketAddr::from(([127, 0, 0, 1], sdp_audio_port(body(&ok)).unwrap()));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    // Keep media flowing so the leg latches and sends (and therefore reports as a sender).
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let mut report = None;
+    let mut seq = 0u16;
+    let mut buf = [0u8; 1500];
+    while std::time::Instant::now() < deadline && report.is_none() {
+        rtp.send_to(&rtp_packet(seq, 0x4242_4242, 0, &[0xff; 160]), media)
+            .unwrap();
+        seq += 1;
+        if let Ok((n, _)) = rtcp.recv_from(&mut buf) {
+            report = Some(buf[..n].to_vec());
+        }
+    }
+    let report = report.expect("an RTCP report within the first interval (RFC 3550 §6.2)");
+    // V=2, first packet SR (200) or RR (201), and an SDES (202) follows in the compound.
+    assert_eq!(report[0] >> 6, 2);
+    assert!(report[1] == 200 || report[1] == 201, "{:?}", &report[..4]);
+    let first_len = (u16::from_be_bytes([report[2], report[3]]) as usize + 1) * 4;
+    assert_eq!(report[first_len + 1], 202, "SDES after the report");
+    let bye = uac.request("BYE", "", "");
+    uac.send(&bye);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
+    // RFC 3550 §6.6: the leg says goodbye.
+    let mut saw_bye = false;
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until && !saw_bye {
+        if let Ok((n, _)) = rtcp.recv_from(&mut buf) {
+            let mut at = 0;
+            while at + 4 <= n {
+                if buf[at + 1] == 203 {
+                    saw_bye = true;
+                }
+                at += (u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize + 1) * 4;
+            }
+        }
+    }
+    assert!(saw_bye, "RTCP BYE after the call");
+}

@@ -16,6 +16,7 @@ use crate::media::dtmf::rfc4733::{DigitEvent, EventReceiver};
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
 use crate::media::quality::{CodecImpairment, QualityInputs, mos, rating};
 use crate::rtp::packet;
+use crate::rtp::rtcp::RtcpSession;
 use crate::rtp::stats::ReceiveStats;
 use crate::sip::dialog::CallRef;
 use crate::sip::sdp::{Codec, Direction, NegotiatedMedia};
@@ -63,6 +64,10 @@ pub struct LegSummary {
     pub jitter_ms: f64,
     pub mos: f64,
     pub foreign_packets: u64,
+    /// Round-trip time from RTCP (RFC 3550 §6.4.1), when the peer reported one.
+    pub rtt_ms: Option<f64>,
+    /// RTCP compound packets received from the peer.
+    pub rtcp_received: u32,
 }
 
 /// The gateway's handle on a leg: media updates in; dropping it ends the leg.
@@ -152,6 +157,10 @@ async fn run_leg(
     let mut inband = InbandDetector::default();
     let started = Instant::now();
     let mut last_packet = started;
+    let mut rtcp = RtcpSession::new(ssrc, &format!("tolk-{}@{}", call.0, port.port), started);
+    let mut rtcp_buf = vec![0u8; 1500];
+    let mut rtcp_peer: Option<SocketAddr> = None;
+    let mut rtcp_received = 0u32;
     let mut first_send = true;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -209,6 +218,7 @@ async fn run_leg(
                 if p.payload_type != m.payload_type {
                     continue;
                 }
+                rtcp.set_peer_ssrc(p.ssrc);
                 let s = stats.get_or_insert_with(|| ReceiveStats::new(p.sequence));
                 s.update_seq(p.sequence);
                 if let (Some(jb), Some(c)) = (jitter.as_mut(), codec.as_ref()) {
@@ -218,7 +228,22 @@ async fn run_leg(
                     jb.push(last_packet, p.timestamp, p.payload);
                 }
             }
+            got = port.rtcp.recv_from(&mut rtcp_buf) => {
+                let Ok((n, from)) = got else { continue };
+                // RTCP from the latched peer's address only (same host as its RTP).
+                if latched.is_some_and(|l| l.ip() == from.ip()) {
+                    if rtcp.on_rtcp(Instant::now(), ntp_now(), &rtcp_buf[..n]).is_ok() {
+                        rtcp_peer = Some(from);
+                        rtcp_received += 1;
+                    }
+                }
+            }
             _ = tick.tick() => {
+                if let Some(dest) = rtcp_peer.or(latched.map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1)))) {
+                    if let Some(report) = rtcp.poll_report(Instant::now(), ntp_now(), out_ts, stats.as_mut()) {
+                        let _ = port.rtcp.try_send_to(&report, dest);
+                    }
+                }
                 if last_packet.elapsed() > rtp_timeout {
                     let _ = reports.send(LegReport::TimedOut { call }).await;
                     break;
@@ -253,12 +278,31 @@ async fn run_leg(
                 first_send = false;
                 out_seq = out_seq.wrapping_add(1);
                 out_ts = out_ts.wrapping_add(c.frame_ts);
-                let _ = port.socket.try_send_to(&pkt, dest);
+                if port.socket.try_send_to(&pkt, dest).is_ok() {
+                    rtcp.on_rtp_sent(payload.len());
+                }
             }
         }
     }
-    let summary = summarise(stats.as_ref(), jitter.as_ref(), codec.as_ref(), foreign);
+    // RFC 3550 §6.6: say goodbye.
+    if let Some(dest) = rtcp_peer.or(latched.map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1)))) {
+        let bye = rtcp.bye(Instant::now(), ntp_now(), out_ts, stats.as_mut());
+        let _ = port.rtcp.try_send_to(&bye, dest);
+    }
+    let rtt = rtcp.rtt();
+    let mut summary = summarise(stats.as_ref(), jitter.as_ref(), codec.as_ref(), foreign, rtt);
+    summary.rtt_ms = rtt.map(|d| d.as_secs_f64() * 1000.0);
+    summary.rtcp_received = rtcp_received;
     let _ = reports.try_send(LegReport::Summary { call, summary });
+}
+
+/// The wallclock as a 64-bit NTP timestamp (RFC 3550 §4: seconds since 1900 . fraction).
+fn ntp_now() -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ((d.as_secs() + NTP_UNIX_OFFSET) << 32) | ((d.subsec_nanos() as u64) << 32) / 1_000_000_000
 }
 
 fn summarise(
@@ -266,6 +310,7 @@ fn summarise(
     jitter: Option<&JitterBuffer>,
     codec: Option<&CodecPair>,
     foreign: u64,
+    rtt: Option<Duration>,
 ) -> LegSummary {
     let (Some(s), Some(c)) = (stats, codec) else {
         return LegSummary {
@@ -278,8 +323,9 @@ fn summarise(
     let jitter_ms = s.jitter() as f64 * 1000.0 / c.clock as f64;
     let buffer_ms = jitter.map(|j| j.target_delay().as_secs_f64() * 1000.0).unwrap_or(20.0);
     let r = rating(&QualityInputs {
-        // Our side of the mouth-to-ear delay: jitter buffer, one frame, and a nominal network.
-        one_way_delay_ms: buffer_ms + 20.0 + 40.0,
+        // Mouth-to-ear delay: jitter buffer, one frame, and half the RTCP round trip (a
+        // nominal 40 ms when the peer sent no RTCP).
+        one_way_delay_ms: buffer_ms + 20.0 + rtt.map(|r| r.as_secs_f64() * 500.0).unwrap_or(40.0),
         loss_percent: (lost.max(0) as f64 / expected * 100.0).min(100.0),
         burst_ratio: 1.0,
         codec: c.impairment,
@@ -290,5 +336,7 @@ fn summarise(
         jitter_ms,
         mos: mos(r),
         foreign_packets: foreign,
+        rtt_ms: None,
+        rtcp_received: 0,
     }
 }

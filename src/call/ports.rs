@@ -12,9 +12,11 @@ pub struct PortPool {
     free: Mutex<VecDeque<u16>>,
 }
 
-/// A bound RTP socket; its port returns to the pool on drop.
+/// A bound RTP socket and its RTCP socket on the next port (RFC 3550 §11); the pair returns
+/// to the pool on drop.
 pub struct RtpPort {
     pub socket: UdpSocket,
+    pub rtcp: UdpSocket,
     pub port: u16,
     pool: Arc<PortPool>,
 }
@@ -30,7 +32,7 @@ impl Drop for RtpPort {
 impl PortPool {
     pub fn new(bind: IpAddr, first: u16, last: u16) -> Arc<Self> {
         let start = first + first % 2;
-        let free = (start..=last).step_by(2).collect();
+        let free = (start..last).step_by(2).collect();
         Arc::new(PortPool {
             bind,
             free: Mutex::new(free),
@@ -42,27 +44,32 @@ impl PortPool {
         let tries = self.free.lock().ok()?.len();
         for _ in 0..tries {
             let port = self.free.lock().ok()?.pop_front()?;
-            match std::net::UdpSocket::bind(SocketAddr::new(self.bind, port)) {
-                Ok(std_sock) => {
-                    let _ = std_sock.set_nonblocking(true);
-                    match UdpSocket::from_std(std_sock) {
-                        Ok(socket) => {
-                            return Some(RtpPort {
-                                socket,
-                                port,
-                                pool: self.clone(),
-                            });
-                        }
-                        Err(_) => self.free.lock().ok()?.push_back(port),
-                    }
+            match (
+                bind(SocketAddr::new(self.bind, port)),
+                bind(SocketAddr::new(self.bind, port.wrapping_add(1))),
+            ) {
+                (Some(socket), Some(rtcp)) => {
+                    return Some(RtpPort {
+                        socket,
+                        rtcp,
+                        port,
+                        pool: self.clone(),
+                    });
                 }
-                Err(_) => self.free.lock().ok()?.push_back(port),
+                _ => self.free.lock().ok()?.push_back(port),
             }
         }
         None
     }
 
+    /// Ports (pairs) free now.
     pub fn available(&self) -> usize {
         self.free.lock().map(|f| f.len()).unwrap_or(0)
     }
+}
+
+fn bind(addr: SocketAddr) -> Option<UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr).ok()?;
+    s.set_nonblocking(true).ok()?;
+    UdpSocket::from_std(s).ok()
 }
