@@ -194,7 +194,7 @@ fn rtp_pair() -> (UdpSocket, UdpSocket) {
     for _ in 0..100 {
         let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = rtp.local_addr().unwrap().port();
-        if port % 2 != 0 {
+        if !port.is_multiple_of(2) {
             continue;
         }
         if let Ok(rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) {

@@ -231,19 +231,17 @@ async fn run_leg(
             got = port.rtcp.recv_from(&mut rtcp_buf) => {
                 let Ok((n, from)) = got else { continue };
                 // RTCP from the latched peer's address only (same host as its RTP).
-                if latched.is_some_and(|l| l.ip() == from.ip()) {
-                    if rtcp.on_rtcp(Instant::now(), ntp_now(), &rtcp_buf[..n]).is_ok() {
+                if latched.is_some_and(|l| l.ip() == from.ip())
+                    && rtcp.on_rtcp(Instant::now(), ntp_now(), &rtcp_buf[..n]).is_ok() {
                         rtcp_peer = Some(from);
                         rtcp_received += 1;
                     }
-                }
             }
             _ = tick.tick() => {
-                if let Some(dest) = rtcp_peer.or(latched.map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1)))) {
-                    if let Some(report) = rtcp.poll_report(Instant::now(), ntp_now(), out_ts, stats.as_mut()) {
+                if let Some(dest) = rtcp_peer.or(latched.map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1))))
+                    && let Some(report) = rtcp.poll_report(Instant::now(), ntp_now(), out_ts, stats.as_mut()) {
                         let _ = port.rtcp.try_send_to(&report, dest);
                     }
-                }
                 if last_packet.elapsed() > rtp_timeout {
                     let _ = reports.send(LegReport::TimedOut { call }).await;
                     break;
@@ -302,7 +300,7 @@ fn ntp_now() -> u64 {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    ((d.as_secs() + NTP_UNIX_OFFSET) << 32) | ((d.subsec_nanos() as u64) << 32) / 1_000_000_000
+    ((d.as_secs() + NTP_UNIX_OFFSET) << 32) | (((d.subsec_nanos() as u64) << 32) / 1_000_000_000)
 }
 
 fn summarise(
