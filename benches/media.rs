@@ -4,9 +4,12 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use tolk::media::codec::g711::{G711Decoder, G711Encoder, Law};
+use tolk::media::codec::g722::{G722Decoder, G722Encoder};
+use tolk::media::codec::opus::{OpusDecoder, OpusEncoder};
 use tolk::media::codec::{Decoder, Encoder};
 use tolk::media::dtmf::inband::{InbandDetector, generate};
 use tolk::media::dtmf::rfc4733::EventReceiver;
+use tolk::media::jitter::{JitterBuffer, JitterConfig};
 use tolk::rtp::{packet, stats::ReceiveStats};
 
 fn bench(c: &mut Criterion) {
@@ -31,6 +34,64 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // G.722: 20 ms at 16 kHz.
+    let pcm16: Vec<i16> = (0..320).map(|i| (9000.0 * (i as f32 * 0.19).sin()) as i16).collect();
+    let mut enc = G722Encoder::default();
+    let mut dec = G722Decoder::default();
+    let mut payload = Vec::with_capacity(160);
+    enc.encode(&pcm16, &mut payload);
+    let mut out = Vec::with_capacity(320);
+    g.bench_function("g722_encode", |b| {
+        b.iter(|| {
+            payload.clear();
+            enc.encode(black_box(&pcm16), &mut payload);
+        })
+    });
+    g.bench_function("g722_decode", |b| {
+        b.iter(|| {
+            out.clear();
+            dec.decode(black_box(&payload), &mut out);
+        })
+    });
+    // Opus: 20 ms mono at 16 and 48 kHz.
+    for rate in [16_000u32, 48_000] {
+        let n = (rate / 50) as usize;
+        let frame: Vec<i16> = (0..n)
+            .map(|i| (9000.0 * (i as f32 * 2.0 * 440.0 * 3.14159 / rate as f32).sin()) as i16)
+            .collect();
+        let mut enc = OpusEncoder::new(rate).unwrap();
+        let mut dec = OpusDecoder::new(rate).unwrap();
+        let mut payload = Vec::with_capacity(400);
+        enc.encode(&frame, &mut payload);
+        let mut out = Vec::with_capacity(n);
+        g.bench_function(format!("opus_encode/{rate}"), |b| {
+            b.iter(|| {
+                payload.clear();
+                enc.encode(black_box(&frame), &mut payload);
+            })
+        });
+        enc.encode(&frame, &mut payload);
+        let packet = payload.clone();
+        g.bench_function(format!("opus_decode/{rate}"), |b| {
+            b.iter(|| {
+                out.clear();
+                dec.decode(black_box(&packet), &mut out);
+            })
+        });
+    }
+    // Jitter buffer: one push and one pop per 20 ms, steady stream.
+    let mut jb = JitterBuffer::new(JitterConfig::new(8000));
+    let t0 = std::time::Instant::now();
+    let mut k = 0u32;
+    let frame_payload = [0u8; 160];
+    g.bench_function("jitter_push_pop", |b| {
+        b.iter(|| {
+            k += 1;
+            let at = t0 + std::time::Duration::from_millis(20 * k as u64);
+            jb.push(at, k * 160, black_box(&frame_payload));
+            black_box(jb.pop(at + std::time::Duration::from_millis(20)));
+        })
+    });
     let speech = pcm.clone();
     let tone = generate('5', 20, -10.0, 0.0, 0.0);
     let mut det = InbandDetector::default();
