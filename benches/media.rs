@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
     for rate in [16_000u32, 48_000] {
         let n = (rate / 50) as usize;
         let frame: Vec<i16> = (0..n)
-            .map(|i| (9000.0 * (i as f32 * 2.0 * 440.0 * 3.14159 / rate as f32).sin()) as i16)
+            .map(|i| (9000.0 * (i as f32 * 2.0 * 440.0 * std::f32::consts::PI / rate as f32).sin()) as i16)
             .collect();
         let mut enc = OpusEncoder::new(rate).unwrap();
         let mut dec = OpusDecoder::new(rate).unwrap();
