@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command. On a fresh Debian machine it installs what the tests need
-# (cmake, SIPp, baresip; PostgreSQL must be reachable or is started), then runs the
+# (cmake, SIPp, baresip, espeak-ng; PostgreSQL must be reachable or is started), then runs the
 # formatting and lint gates and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need_pkgs+=(baresip)
 command -v cmake >/dev/null 2>&1 || need_pkgs+=(cmake)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
+command -v espeak-ng >/dev/null 2>&1 || need_pkgs+=(espeak-ng)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   SUDO=""

@@ -9,3 +9,4 @@ pub mod codec;
 pub mod dtmf;
 pub mod jitter;
 pub mod quality;
+pub mod resample;
