@@ -1,5 +1,5 @@
 //! Media processing, sans-IO: codecs, DTMF, the jitter buffer and the E-model quality
-//! estimate (and, as the media engine issue proceeds, prompts, tones and recording).
+//! estimate, resampling, prompts and tones (recording arrives next).
 //!
 //! Owns: turning payloads into 20 ms PCM frames and back, and finding keypad digits in them.
 //! Must not: read a clock, touch a socket, allocate per sample on the hot path, or log per
@@ -8,5 +8,7 @@
 pub mod codec;
 pub mod dtmf;
 pub mod jitter;
+pub mod prompt;
 pub mod quality;
 pub mod resample;
+pub mod tone;
