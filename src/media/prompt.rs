@@ -28,13 +28,18 @@ pub enum G711Law {
     Alaw,
 }
 
+/// Decoded prompts by (name, sample rate).
+type PcmCache = Mutex<HashMap<(String, u32), Arc<[i16]>>>;
+/// G.711 payloads by (name, law).
+type G711Cache = Mutex<HashMap<(String, G711Law), Arc<[u8]>>>;
+
 /// The prompt catalog with its caches. Shared between calls (`Arc`); loading is lazy.
 #[derive(Debug)]
 pub struct PromptCatalog {
     dir: PathBuf,
     files: HashMap<String, PathBuf>,
-    pcm_cache: Mutex<HashMap<(String, u32), Arc<[i16]>>>,
-    g711_cache: Mutex<HashMap<(String, G711Law), Arc<[u8]>>>,
+    pcm_cache: PcmCache,
+    g711_cache: G711Cache,
 }
 
 #[derive(serde::Deserialize)]

@@ -149,7 +149,7 @@ pub fn music_on_hold(rate: u32) -> Vec<i16> {
     let mut out = Vec::with_capacity(rate as usize * 8);
     for chord in chords {
         for k in 0..8 {
-            let f = chord[k % 3] * if k >= 3 && k < 6 { 2.0 } else { 1.0 };
+            let f = chord[k % 3] * if (3..6).contains(&k) { 2.0 } else { 1.0 };
             for i in 0..note {
                 let t = i as f64 / rate as f64;
                 let env = (-3.0 * t).exp() * (1.0 - (-200.0 * t).exp());
