@@ -1,5 +1,5 @@
 //! Media processing, sans-IO: codecs, DTMF, the jitter buffer and the E-model quality
-//! estimate, resampling, prompts and tones (recording arrives next).
+//! estimate, resampling, prompts and tones, and WAV recording.
 //!
 //! Owns: turning payloads into 20 ms PCM frames and back, and finding keypad digits in them.
 //! Must not: read a clock, touch a socket, allocate per sample on the hot path, or log per
@@ -10,5 +10,6 @@ pub mod dtmf;
 pub mod jitter;
 pub mod prompt;
 pub mod quality;
+pub mod record;
 pub mod resample;
 pub mod tone;

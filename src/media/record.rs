@@ -1,0 +1,259 @@
+//! Recording to WAV (PCM16 mono), streamed to disk without holding the call in memory, and
+//! recoverable after a crash.
+//!
+//! The RIFF and data sizes in the header are rewritten every second of audio (and at the end),
+//! so a file cut short by a crash is at most a second out of date; [`repair`] fixes the sizes
+//! from the file's length at start-up, and a file that is not a WAV we wrote is reported and
+//! moved aside (`.corrupt`), never kept silently as if it were a recording. Ogg Opus output is
+//! still to come (docs/STATUS.md).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const HEADER_LEN: u64 = 44;
+
+/// Errors while recording.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A WAV file being written.
+pub struct WavRecorder {
+    path: PathBuf,
+    out: BufWriter<File>,
+    rate: u32,
+    samples: u64,
+    since_header: u64,
+}
+
+fn header(rate: u32, data_bytes: u32) -> [u8; 44] {
+    let mut h = [0u8; 44];
+    h[0..4].copy_from_slice(b"RIFF");
+    h[4..8].copy_from_slice(&(36u32.wrapping_add(data_bytes)).to_le_bytes());
+    h[8..16].copy_from_slice(b"WAVEfmt ");
+    h[16..20].copy_from_slice(&16u32.to_le_bytes());
+    h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
+    h[22..24].copy_from_slice(&1u16.to_le_bytes()); // mono
+    h[24..28].copy_from_slice(&rate.to_le_bytes());
+    h[28..32].copy_from_slice(&(rate * 2).to_le_bytes());
+    h[32..34].copy_from_slice(&2u16.to_le_bytes());
+    h[34..36].copy_from_slice(&16u16.to_le_bytes());
+    h[36..40].copy_from_slice(b"data");
+    h[40..44].copy_from_slice(&data_bytes.to_le_bytes());
+    h
+}
+
+impl WavRecorder {
+    /// Creates `path` (its directory must exist) for mono PCM16 at `rate`.
+    pub fn create(path: &Path, rate: u32) -> Result<Self, RecordError> {
+        let io = |source| RecordError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io)?;
+        let mut out = BufWriter::with_capacity(64 * 1024, file);
+        out.write_all(&header(rate, 0)).map_err(io)?;
+        Ok(WavRecorder {
+            path: path.to_path_buf(),
+            out,
+            rate,
+            samples: 0,
+            since_header: 0,
+        })
+    }
+
+    /// Appends a frame.
+    pub fn write(&mut self, pcm: &[i16]) -> Result<(), RecordError> {
+        let mut bytes = [0u8; 2 * 960];
+        for chunk in pcm.chunks(960) {
+            for (i, s) in chunk.iter().enumerate() {
+                bytes[2 * i..2 * i + 2].copy_from_slice(&s.to_le_bytes());
+            }
+            self.out
+                .write_all(&bytes[..2 * chunk.len()])
+                .map_err(|source| self.io(source))?;
+        }
+        self.samples += pcm.len() as u64;
+        self.since_header += pcm.len() as u64;
+        if self.since_header >= self.rate as u64 {
+            self.update_header()?;
+        }
+        Ok(())
+    }
+
+    fn io(&self, source: std::io::Error) -> RecordError {
+        RecordError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn update_header(&mut self) -> Result<(), RecordError> {
+        self.since_header = 0;
+        let data = (self.samples * 2).min(u32::MAX as u64 - 36) as u32;
+        self.out.flush().map_err(|e| self.io(e))?;
+        let file = self.out.get_mut();
+        let r = file
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&header(self.rate, data)))
+            .and_then(|_| file.seek(SeekFrom::End(0)).map(|_| ()));
+        r.map_err(|e| self.io(e))
+    }
+
+    /// Samples written so far.
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Writes the final sizes and syncs the file to disk.
+    pub fn finish(mut self) -> Result<PathBuf, RecordError> {
+        self.update_header()?;
+        self.out.get_ref().sync_all().map_err(|e| self.io(e))?;
+        Ok(self.path.clone())
+    }
+}
+
+/// What [`repair`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepairOutcome {
+    /// The header matched the data: nothing to do.
+    Intact,
+    /// The sizes were stale (a crash mid-call); fixed. `samples` now in the file.
+    Repaired { samples: u64 },
+    /// Not a WAV we wrote; moved to `moved_to` and reported.
+    Corrupt { reason: &'static str, moved_to: PathBuf },
+}
+
+/// Checks and, if needed, repairs a recording after a crash (RIFF/data sizes from the file
+/// length; a trailing odd byte dropped).
+pub fn repair(path: &Path) -> std::io::Result<RepairOutcome> {
+    let mut f = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = f.metadata()?.len();
+    let mut h = [0u8; 44];
+    let readable = len >= HEADER_LEN && f.read_exact(&mut h).is_ok();
+    let reason = if !readable {
+        Some("shorter than a WAV header")
+    } else if &h[0..4] != b"RIFF" || &h[8..16] != b"WAVEfmt " || &h[36..40] != b"data" {
+        Some("not a RIFF/WAVE file with a data chunk where tolk writes it")
+    } else if u16::from_le_bytes([h[20], h[21]]) != 1 || u16::from_le_bytes([h[34], h[35]]) != 16 {
+        Some("not PCM16")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        drop(f);
+        let moved_to = path.with_extension("wav.corrupt");
+        std::fs::rename(path, &moved_to)?;
+        return Ok(RepairOutcome::Corrupt { reason, moved_to });
+    }
+    let data_len = (len - HEADER_LEN) & !1;
+    let declared = u32::from_le_bytes([h[40], h[41], h[42], h[43]]) as u64;
+    if declared == data_len && len == HEADER_LEN + data_len {
+        return Ok(RepairOutcome::Intact);
+    }
+    f.set_len(HEADER_LEN + data_len)?;
+    let rate = u32::from_le_bytes([h[24], h[25], h[26], h[27]]);
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&header(rate, data_len.min(u32::MAX as u64 - 36) as u32))?;
+    f.sync_all()?;
+    Ok(RepairOutcome::Repaired { samples: data_len / 2 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tolk-rec-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn frames(n: usize) -> Vec<Vec<i16>> {
+        (0..n)
+            .map(|k| (0..160).map(|i| ((k * 160 + i) % 30_000) as i16).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_finished_recording_reads_back_sample_for_sample() {
+        let d = dir();
+        let path = d.join("a.wav");
+        let mut r = WavRecorder::create(&path, 8000).unwrap();
+        for f in frames(500) {
+            r.write(&f).unwrap();
+        }
+        r.finish().unwrap();
+        let reader = hound::WavReader::open(&path).unwrap();
+        assert_eq!(reader.spec().sample_rate, 8000);
+        let got: Vec<i16> = reader.into_samples::<i16>().map(|s| s.unwrap()).collect();
+        assert_eq!(got, frames(500).concat());
+        assert_eq!(repair(&path).unwrap(), RepairOutcome::Intact);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_crash_mid_recording_is_repaired_with_every_sample_on_disk() {
+        let d = dir();
+        let path = d.join("crash.wav");
+        let mut r = WavRecorder::create(&path, 8000).unwrap();
+        for f in frames(130) {
+            r.write(&f).unwrap();
+        }
+        // The process dies: buffers flushed by the OS, no final header update.
+        r.out.flush().unwrap();
+        std::mem::forget(r);
+        // Plus a torn last write: one odd byte.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&[7])
+            .unwrap();
+        assert_eq!(repair(&path).unwrap(), RepairOutcome::Repaired { samples: 130 * 160 });
+        let got: Vec<i16> = hound::WavReader::open(&path)
+            .unwrap()
+            .into_samples::<i16>()
+            .map(|s| s.unwrap())
+            .collect();
+        assert_eq!(got, frames(130).concat());
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_our_wav_is_reported_and_moved_aside() {
+        let d = dir();
+        let path = d.join("junk.wav");
+        std::fs::write(&path, b"this is not a wav file at all, just some bytes........").unwrap();
+        match repair(&path).unwrap() {
+            RepairOutcome::Corrupt { moved_to, .. } => {
+                assert!(moved_to.exists());
+                assert!(!path.exists());
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(d.join("short.wav"), b"RIFF").unwrap();
+        assert!(matches!(
+            repair(&d.join("short.wav")).unwrap(),
+            RepairOutcome::Corrupt { .. }
+        ));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn an_existing_file_is_never_overwritten() {
+        let d = dir();
+        let path = d.join("exists.wav");
+        std::fs::write(&path, b"keep").unwrap();
+        assert!(WavRecorder::create(&path, 8000).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
