@@ -12,11 +12,11 @@
 //! | [`sip::dialog`] | the UAS core: dialogs, CANCEL, re-INVITE, session timers, PRACK | do I/O |
 //! | [`sip::sdp`] | RFC 3264 offer/answer over RFC 4566 SDP | do I/O |
 //! | [`sip::transport`] | UDP and TCP sockets (I/O shell) | decide anything about calls |
-//! | [`call`] | the first call path: the echo leg's RTP loop | signalling |
+//! | [`call`] | the call path: RTP port pairs and the media leg task (echo consumer today) | signalling |
 //! | [`admin`] | the admin HTTP listener and `/metrics` | touch SIP state |
 //! | [`gateway`] | wiring: runtime, sockets, the SIP core task, graceful shutdown | protocol logic |
-//! | [`media`] | codecs and DTMF detection, sans-IO | read a clock or a socket |
-//! | [`rtp`] | RTP packets and RFC 3550 receive statistics, sans-IO | read a clock or a socket |
+//! | [`media`] | codecs, jitter buffer, DTMF, E-model, resampler, prompts, tones, recording, sans-IO | read a clock or a socket |
+//! | [`rtp`] | RTP packets, RFC 3550 statistics, RTCP, source latching, sans-IO | read a clock or a socket |
 //! | [`privacy`] | masking numbers for logs | |
 
 pub mod admin;

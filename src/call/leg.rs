@@ -1,5 +1,5 @@
-//! The media leg of a call (I/O shell around the sans-IO media parts): one RTP socket, source
-//! latching, RFC 3550 statistics, the jitter buffer, the codec, DTMF from RFC 4733 events and
+//! The media leg of a call (I/O shell around the sans-IO media parts): one RTP/RTCP socket
+//! pair, source latching, RFC 3550 statistics, the jitter buffer, the codec, DTMF from RFC 4733 events and
 //! (for G.711 without telephone-event) from in-band tones, and 20 ms frames out.
 //!
 //! Today the leg's consumer is the echo: every decoded frame is encoded again and sent back,
@@ -15,6 +15,7 @@ use crate::media::dtmf::inband::InbandDetector;
 use crate::media::dtmf::rfc4733::{DigitEvent, EventReceiver};
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
 use crate::media::quality::{CodecImpairment, QualityInputs, mos, rating};
+use crate::rtp::latch::{LatchVerdict, SourceLatch};
 use crate::rtp::packet;
 use crate::rtp::rtcp::RtcpSession;
 use crate::rtp::stats::ReceiveStats;
@@ -146,10 +147,8 @@ async fn run_leg(
     let mut pkt = Vec::with_capacity(1500);
     let mut pcm = Vec::with_capacity(1920);
     let mut payload = Vec::with_capacity(1500);
-    let mut latched: Option<SocketAddr> = None;
-    let mut candidate: Option<(SocketAddr, u32)> = None;
-    let mut foreign: u64 = 0;
     let mut media = media_rx.borrow().clone();
+    let mut latch = SourceLatch::new(media.as_ref().and_then(|m| m.remote_rtp));
     let mut codec = media.as_ref().and_then(|m| codec_pair(m.codec));
     let mut jitter = codec.as_ref().map(|c| JitterBuffer::new(JitterConfig::new(c.clock)));
     let mut stats: Option<ReceiveStats> = None;
@@ -172,8 +171,7 @@ async fn run_leg(
                 // A new remote address (re-INVITE) re-opens latching (RFC 4961 §5 symmetric RTP
                 // follows the signalled change); a new codec resets the codec state.
                 if new.as_ref().map(|m| m.remote_rtp) != media.as_ref().map(|m| m.remote_rtp) {
-                    latched = None;
-                    candidate = None;
+                    latch.resignal(new.as_ref().and_then(|m| m.remote_rtp));
                 }
                 if new.as_ref().map(|m| (m.codec, m.payload_type)) != media.as_ref().map(|m| (m.codec, m.payload_type)) {
                     codec = new.as_ref().and_then(|m| codec_pair(m.codec));
@@ -186,25 +184,9 @@ async fn run_leg(
                 let Ok((n, from)) = got else { continue };
                 let Some(m) = media.as_ref() else { continue };
                 let Ok(p) = packet::parse(&buf[..n]) else { continue };
-                // Source latching against RTP bleed and injection: latch at once on the
-                // signalled address, otherwise on a source that sends two packets in a row;
-                // once latched, other sources are ignored until the signalling changes.
-                match latched {
-                    Some(src) if src != from => { foreign += 1; continue; }
-                    Some(_) => {}
-                    None => {
-                        let signalled = m.remote_rtp.is_some_and(|r| r.ip() == from.ip());
-                        let seen = match candidate {
-                            Some((c, k)) if c == from => k + 1,
-                            _ => 1,
-                        };
-                        candidate = Some((from, seen));
-                        if signalled || seen >= 2 {
-                            latched = Some(from);
-                        } else {
-                            continue;
-                        }
-                    }
+                // Source latching against RTP bleed and injection (rtp::latch).
+                if latch.on_packet(from) == LatchVerdict::Reject {
+                    continue;
                 }
                 last_packet = Instant::now();
                 if Some(p.payload_type) == m.telephone_event {
@@ -231,14 +213,14 @@ async fn run_leg(
             got = port.rtcp.recv_from(&mut rtcp_buf) => {
                 let Ok((n, from)) = got else { continue };
                 // RTCP from the latched peer's address only (same host as its RTP).
-                if latched.is_some_and(|l| l.ip() == from.ip())
+                if latch.peer().is_some_and(|l| l.ip() == from.ip())
                     && rtcp.on_rtcp(Instant::now(), ntp_now(), &rtcp_buf[..n]).is_ok() {
                         rtcp_peer = Some(from);
                         rtcp_received += 1;
                     }
             }
             _ = tick.tick() => {
-                if let Some(dest) = rtcp_peer.or(latched.map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1))))
+                if let Some(dest) = rtcp_peer.or(latch.peer().map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1))))
                     && let Some(report) = rtcp.poll_report(Instant::now(), ntp_now(), out_ts, stats.as_mut()) {
                         let _ = port.rtcp.try_send_to(&report, dest);
                     }
@@ -263,7 +245,7 @@ async fn run_leg(
                     }
                 }
                 // The echo: the same audio goes back, re-encoded.
-                let Some(dest) = latched else { continue };
+                let Some(dest) = latch.peer() else { continue };
                 if matches!(m.direction, Direction::RecvOnly | Direction::Inactive) {
                     continue; // on hold: receive, do not send (RFC 3264 §8.4)
                 }
@@ -283,12 +265,12 @@ async fn run_leg(
         }
     }
     // RFC 3550 §6.6: say goodbye.
-    if let Some(dest) = rtcp_peer.or(latched.map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1)))) {
+    if let Some(dest) = rtcp_peer.or(latch.peer().map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1)))) {
         let bye = rtcp.bye(Instant::now(), ntp_now(), out_ts, stats.as_mut());
         let _ = port.rtcp.try_send_to(&bye, dest);
     }
     let rtt = rtcp.rtt();
-    let mut summary = summarise(stats.as_ref(), jitter.as_ref(), codec.as_ref(), foreign, rtt);
+    let mut summary = summarise(stats.as_ref(), jitter.as_ref(), codec.as_ref(), latch.rejected(), rtt);
     summary.rtt_ms = rtt.map(|d| d.as_secs_f64() * 1000.0);
     summary.rtcp_received = rtcp_received;
     let _ = reports.try_send(LegReport::Summary { call, summary });

@@ -1,9 +1,10 @@
 //! RTP (RFC 3550), sans-IO: packet parsing and building ([`packet`], over `rtp-rs`) and the
-//! receiver statistics of RFC 3550 Appendix A ([`stats`]), and RTCP reports ([`rtcp`]). SRTP
-//! arrives with the rest of the media engine issue.
+//! receiver statistics of RFC 3550 Appendix A ([`stats`]), RTCP reports ([`rtcp`]) and symmetric
+//! RTP source latching ([`latch`]). SRTP arrives with the rest of the media engine issue.
 //!
 //! Must not: read a clock or touch a socket; arrival times come in as arguments.
 
+pub mod latch;
 pub mod packet;
 pub mod rtcp;
 pub mod stats;

@@ -795,3 +795,47 @@ fn record_route_is_echoed_and_becomes_the_route_of_our_bye() {
         bye.text
     );
 }
+
+#[test]
+fn without_update_we_refresh_with_a_reinvite_and_ack_its_2xx() {
+    // RFC 4028 §7.4 with a peer that does not allow UPDATE: a re-INVITE carrying our current
+    // SDP (same version: the session did not change, RFC 3264 §8), then the dialog's ACK for
+    // the 2xx (RFC 3261 §13.2.2.4: same CSeq number, method ACK, a new branch).
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let call = h.established(&mut uac, "Session-Expires: 120\r\nAllow: INVITE, ACK, BYE, CANCEL\r\n");
+    let sent = h.run_until(secs(61));
+    let reinvite = sent
+        .iter()
+        .find(|s| s.method().as_deref() == Some("INVITE"))
+        .expect("re-INVITE refresh");
+    assert_eq!(reinvite.at, secs(60));
+    assert!(
+        reinvite.body().contains("o=tolk 7 1 "),
+        "same session version: {}",
+        reinvite.body()
+    );
+    assert_eq!(reinvite.header("Session-Expires").as_deref(), Some("120;refresher=uas"));
+    let SipMessage::Request(req) = &reinvite.msg else {
+        unreachable!()
+    };
+    let ok = crate::sip::msg::response_to(req, 200, "", None).to_bytes();
+    h.deliver(std::str::from_utf8(&ok).unwrap());
+    let ack = h
+        .sent()
+        .into_iter()
+        .find(|s| s.method().as_deref() == Some("ACK"))
+        .expect("ACK for the 2xx");
+    let SipMessage::Request(ack_req) = &ack.msg else {
+        unreachable!()
+    };
+    assert_eq!(ack_req.core.cseq.seq, req.core.cseq.seq);
+    assert_ne!(ack_req.core.top_via.branch, req.core.top_via.branch);
+    // Refreshed: no BYE at the old deadline, and the call is still up.
+    assert!(
+        h.run_until(secs(115))
+            .iter()
+            .all(|s| s.method().as_deref() != Some("BYE"))
+    );
+    assert_eq!(h.core.call_state(call), Some(CallState::Confirmed));
+}
