@@ -23,6 +23,8 @@ pub struct ConfigError {
 pub struct Config {
     /// Where tolk keeps its state (spool, keys, the private database).
     pub data_dir: PathBuf,
+    /// The prompt set: `catalog.toml` and its WAV files.
+    pub sounds_dir: PathBuf,
     pub sip: SipConfig,
     pub rtp: RtpConfig,
     pub admin: AdminConfig,
@@ -36,6 +38,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("./var"),
+            sounds_dir: PathBuf::from("./sounds"),
             sip: SipConfig::default(),
             rtp: RtpConfig::default(),
             admin: AdminConfig::default(),

@@ -105,6 +105,13 @@ pub async fn run(
     let mut draining: Option<tokio::time::Instant> = None;
     let drain = Duration::from_secs(cfg.shutdown.drain_secs);
     let rtp_timeout = Duration::from_secs(cfg.rtp.timeout_secs);
+    let prompts = match crate::media::prompt::PromptCatalog::load(&cfg.sounds_dir) {
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no prompt catalog: prompts will not play (tones still do)");
+            None
+        }
+    };
     let ring = Duration::from_millis(cfg.dialplan.echo_ring_ms);
     // Calls ringing before the built-in echo route answers them.
     let mut ringing: Vec<(tokio::time::Instant, PendingAnswer)> = Vec::new();
@@ -140,6 +147,9 @@ pub async fn run(
                     let _ = core.hangup(call, std::time::Instant::now());
                 }
                 LegReport::Digit { call, digit, source } => digit_received(call, digit, source),
+                LegReport::PlaybackDone { call, what, ok } => {
+                    tracing::debug!(call = call.0, what, ok, "playback done");
+                }
                 LegReport::Summary { call, summary } => {
                     tracing::info!(
                         call = call.0,
@@ -169,7 +179,15 @@ pub async fn run(
         while i < ringing.len() {
             if ringing[i].0 <= due {
                 let (_, pending) = ringing.swap_remove(i);
-                answer_echo(&mut core, pending, rtp_timeout, &report_tx, &mut legs, now);
+                answer_echo(
+                    &mut core,
+                    pending,
+                    rtp_timeout,
+                    prompts.clone(),
+                    &report_tx,
+                    &mut legs,
+                    now,
+                );
             } else {
                 i += 1;
             }
@@ -179,7 +197,15 @@ pub async fn run(
                 UasEvent::Incoming(inc) => {
                     if let Some(pending) = route_incoming(&mut core, *inc, &ports, rtp_advertise, &codecs, now) {
                         if ring.is_zero() {
-                            answer_echo(&mut core, pending, rtp_timeout, &report_tx, &mut legs, now);
+                            answer_echo(
+                                &mut core,
+                                pending,
+                                rtp_timeout,
+                                prompts.clone(),
+                                &report_tx,
+                                &mut legs,
+                                now,
+                            );
                         } else {
                             let _ = core.ring(pending.call, now);
                             ringing.push((tokio::time::Instant::now() + ring, pending));
@@ -301,6 +327,7 @@ fn answer_echo(
     core: &mut UasCore,
     pending: PendingAnswer,
     rtp_timeout: Duration,
+    prompts: Option<Arc<crate::media::prompt::PromptCatalog>>,
     reports: &mpsc::Sender<LegReport>,
     legs: &mut HashMap<CallRef, LegHandle>,
     now: std::time::Instant,
@@ -308,7 +335,9 @@ fn answer_echo(
     match core.answer(pending.call, pending.local, now) {
         Ok(media) => {
             metrics::counter!("calls_total", "outcome" => "answered").increment(1);
-            let leg = spawn_leg(pending.call, pending.port, media, rtp_timeout, reports.clone());
+            let leg = spawn_leg(pending.call, pending.port, media, rtp_timeout, prompts, reports.clone());
+            // The echo test starts with a beep, then the caller hears themself.
+            let _ = leg.commands.try_send(crate::call::leg::LegCommand::Tone("beep".into()));
             legs.insert(pending.call, leg);
         }
         Err(e) => {

@@ -7,6 +7,38 @@ use common::{Gateway, Uac, body, header, sdp_audio_port, sdp_offer};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+/// Decodes the PCMA packets that arrive within `within` (A-law expansion per G.711).
+fn receive_pcma(rtp: &UdpSocket, within: Duration) -> Vec<i16> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    rtp.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until {
+        if let Ok((n, _)) = rtp.recv_from(&mut buf)
+            && n > 12
+            && buf[1] & 0x7f == 8
+        {
+            out.extend(
+                buf[12..n]
+                    .iter()
+                    .map(|&c| tolk::media::codec::g711::ALAW_TO_LINEAR[c as usize]),
+            );
+        }
+    }
+    out
+}
+
+fn power_at(x: &[i16], freq: f64) -> f64 {
+    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / 8000.0).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        let s = v as f64 + k * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - k * s1 * s2) / x.len().max(1) as f64
+}
+
 fn rtp_packet(seq: u16, ssrc: u32, pt: u8, payload: &[u8]) -> Vec<u8> {
     let mut p = vec![0x80, pt, (seq >> 8) as u8, seq as u8, 0, 0, 0, 160, 0, 0, 0, 0];
     p[4..8].copy_from_slice(&(seq as u32 * 160).to_be_bytes());
@@ -73,6 +105,11 @@ fn echo_number_plays_back_rtp_and_honours_hold() {
     let media = SocketAddr::from(([127, 0, 0, 1], sdp_audio_port(answer).unwrap()));
     let ack = uac.request("ACK", "", "");
     uac.send(&ack);
+
+    // The echo test starts with a 200 ms beep at 1 kHz, sent to the address in our offer.
+    let beep = receive_pcma(&rtp, Duration::from_millis(400));
+    assert!(beep.len() >= 1200, "about 200 ms of beep ({} samples)", beep.len());
+    assert!(power_at(&beep, 1000.0) > 100.0 * power_at(&beep, 440.0), "a 1 kHz beep");
 
     // G.711 decode then encode gives back every code exactly (the codec tests prove it), so
     // the echoed payloads equal the sent ones; a frame or two may fall to jitter-buffer start.

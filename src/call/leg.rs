@@ -14,7 +14,9 @@ use crate::media::codec::{Decoder, Encoder};
 use crate::media::dtmf::inband::InbandDetector;
 use crate::media::dtmf::rfc4733::{DigitEvent, EventReceiver};
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
+use crate::media::prompt::{PromptCatalog, PromptPlayer};
 use crate::media::quality::{CodecImpairment, QualityInputs, mos, rating};
+use crate::media::tone::ToneGenerator;
 use crate::rtp::latch::{LatchVerdict, SourceLatch};
 use crate::rtp::packet;
 use crate::rtp::rtcp::RtcpSession;
@@ -22,6 +24,7 @@ use crate::rtp::stats::ReceiveStats;
 use crate::sip::dialog::CallRef;
 use crate::sip::sdp::{Codec, Direction, NegotiatedMedia};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -53,6 +56,8 @@ pub enum LegReport {
     },
     /// No RTP for the configured time.
     TimedOut { call: CallRef },
+    /// A prompt or tone finished (or could not start: `ok` false).
+    PlaybackDone { call: CallRef, what: String, ok: bool },
     /// The leg ended; its quality summary.
     Summary { call: CallRef, summary: LegSummary },
 }
@@ -71,9 +76,36 @@ pub struct LegSummary {
     pub rtcp_received: u32,
 }
 
-/// The gateway's handle on a leg: media updates in; dropping it ends the leg.
+/// The gateway's handle on a leg: media updates and commands in; dropping it ends the leg.
 pub struct LegHandle {
     pub media: watch::Sender<Option<NegotiatedMedia>>,
+    pub commands: mpsc::Sender<LegCommand>,
+}
+
+/// What the caller hears while no prompt or tone plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LegMode {
+    /// Their own audio back (the echo test).
+    Echo,
+    /// Nothing.
+    Silence,
+}
+
+/// Commands to a leg (the flow engine's `play`, `tone` verbs will send these).
+#[derive(Debug, Clone)]
+pub enum LegCommand {
+    /// Play a prompt from the catalog (or a `.wav` under the sounds directory).
+    Play(String),
+    /// Play a tone specification or a named tone (`media::tone`).
+    Tone(String),
+    /// Stop what is playing.
+    Stop,
+    Mode(LegMode),
+}
+
+enum Playback {
+    Prompt(PromptPlayer),
+    Tone(ToneGenerator),
 }
 
 struct CodecPair {
@@ -126,20 +158,31 @@ pub fn spawn_leg(
     port: RtpPort,
     media: Option<NegotiatedMedia>,
     rtp_timeout: Duration,
+    prompts: Option<Arc<PromptCatalog>>,
     reports: mpsc::Sender<LegReport>,
 ) -> LegHandle {
     let (tx, rx) = watch::channel(media);
-    tokio::spawn(run_leg(call, port, rx, rtp_timeout, reports));
-    LegHandle { media: tx }
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    tokio::spawn(run_leg(call, port, rx, cmd_rx, rtp_timeout, prompts, reports));
+    LegHandle {
+        media: tx,
+        commands: cmd_tx,
+    }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_leg(
     call: CallRef,
     port: RtpPort,
     mut media_rx: watch::Receiver<Option<NegotiatedMedia>>,
+    mut commands: mpsc::Receiver<LegCommand>,
     rtp_timeout: Duration,
+    prompts: Option<Arc<PromptCatalog>>,
     reports: mpsc::Sender<LegReport>,
 ) {
+    let mut mode = LegMode::Echo;
+    let mut playback: Option<(Playback, String)> = None;
+    let mut out_frame: Vec<i16> = Vec::with_capacity(960);
     let ssrc: u32 = fastrand::u32(..);
     let mut out_seq: u16 = fastrand::u16(..);
     let mut out_ts: u32 = fastrand::u32(..);
@@ -165,6 +208,24 @@ async fn run_leg(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     loop {
         tokio::select! {
+            Some(cmd) = commands.recv() => {
+                let rate = codec.as_ref().map(|c| c.dec.sample_rate()).unwrap_or(8000);
+                match cmd {
+                    LegCommand::Play(name) => {
+                        let pcm = prompts.as_ref().map(|p| p.pcm(&name, rate));
+                        match pcm {
+                            Some(Ok(pcm)) => playback = Some((Playback::Prompt(PromptPlayer::new(pcm)), name)),
+                            _ => { let _ = reports.try_send(LegReport::PlaybackDone { call, what: name, ok: false }); }
+                        }
+                    }
+                    LegCommand::Tone(spec) => match ToneGenerator::new(&spec, rate, -10.0, false) {
+                        Ok(g) => playback = Some((Playback::Tone(g), spec)),
+                        Err(_) => { let _ = reports.try_send(LegReport::PlaybackDone { call, what: spec, ok: false }); }
+                    },
+                    LegCommand::Stop => playback = None,
+                    LegCommand::Mode(m) => mode = m,
+                }
+            }
             changed = media_rx.changed() => {
                 if changed.is_err() { break; } // the call ended
                 let new = media_rx.borrow().clone();
@@ -231,26 +292,43 @@ async fn run_leg(
                 let (Some(m), Some(c), Some(jb)) = (media.as_ref(), codec.as_mut(), jitter.as_mut()) else { continue };
                 pcm.clear();
                 let now = Instant::now();
-                match jb.pop(now) {
-                    Playout::Frame(p) => c.dec.decode(&p, &mut pcm),
+                let received = match jb.pop(now) {
+                    Playout::Frame(p) => { c.dec.decode(&p, &mut pcm); true }
                     // Opus rebuilds the lost frame from the next packet's FEC (RFC 7587 §3.3).
-                    Playout::Lost { next: Some(next) } => c.dec.recover(&next, c.frame_samples, &mut pcm),
-                    Playout::Lost { next: None } => c.dec.conceal(c.frame_samples, &mut pcm),
-                    Playout::Empty => continue,
-                }
+                    Playout::Lost { next: Some(next) } => { c.dec.recover(&next, c.frame_samples, &mut pcm); true }
+                    Playout::Lost { next: None } => { c.dec.conceal(c.frame_samples, &mut pcm); true }
+                    Playout::Empty => false,
+                };
                 // In-band DTMF for G.711 callers without telephone-event.
-                if m.telephone_event.is_none() && c.clock == 8000 && c.frame_samples == 160 {
+                if received && m.telephone_event.is_none() && c.clock == 8000 && c.frame_samples == 160 {
                     for digit in inband.process(&pcm) {
                         let _ = reports.try_send(LegReport::Digit { call, digit, source: DigitSource::Inband });
                     }
                 }
-                // The echo: the same audio goes back, re-encoded.
-                let Some(dest) = latch.peer() else { continue };
+                // What goes out: a prompt or tone if one plays, else the echo (or nothing).
+                out_frame.clear();
+                if let Some((pb, what)) = playback.as_mut() {
+                    let more = match pb {
+                        Playback::Prompt(p) => p.next_frame(c.frame_samples, &mut out_frame),
+                        Playback::Tone(t) => t.next_frame(c.frame_samples, &mut out_frame),
+                    };
+                    if !more {
+                        let _ = reports.try_send(LegReport::PlaybackDone { call, what: what.clone(), ok: true });
+                        playback = None;
+                    }
+                }
+                if out_frame.is_empty() && received && mode == LegMode::Echo {
+                    out_frame.extend_from_slice(&pcm);
+                }
+                if out_frame.is_empty() {
+                    continue;
+                }
+                let Some(dest) = latch.peer().or(m.remote_rtp) else { continue };
                 if matches!(m.direction, Direction::RecvOnly | Direction::Inactive) {
                     continue; // on hold: receive, do not send (RFC 3264 §8.4)
                 }
                 payload.clear();
-                c.enc.encode(&pcm, &mut payload);
+                c.enc.encode(&out_frame, &mut payload);
                 if payload.is_empty() {
                     continue;
                 }

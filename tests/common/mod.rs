@@ -51,6 +51,10 @@ impl Gateway {
             .env("TOLK_RTP_PORTS", format!("{}-{}", rtp_base, rtp_base + 400))
             .env("TOLK_RTP_BIND", "127.0.0.1")
             .env("TOLK_DATA_DIR", &data_dir)
+            .env(
+                "TOLK_SOUNDS_DIR",
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds"),
+            )
             .env("TOLK_LOG_LEVEL", "info")
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
             .stderr(Stdio::inherit());
