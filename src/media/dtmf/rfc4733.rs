@@ -171,6 +171,97 @@ impl EventReceiver {
     }
 }
 
+/// One packet a sender emits for a key press.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPacket {
+    /// Set on the first packet of the event (RFC 4733 §2.5.1.1).
+    pub marker: bool,
+    /// The event's RTP timestamp: the same for all its packets.
+    pub timestamp: u32,
+    pub payload: [u8; 4],
+}
+
+/// Sends a key press as telephone-events (RFC 4733 §2.5.1): a first packet with the marker bit,
+/// an update every 50 ms with the growing duration, then the end three times. Driven by the
+/// caller's 20 ms tick (sans-IO): each call to [`EventSender::tick`] returns what to send now.
+#[derive(Debug, Clone)]
+pub struct EventSender {
+    event: u8,
+    timestamp: u32,
+    /// Units of the RTP clock per 20 ms tick.
+    tick_units: u32,
+    total: u32,
+    elapsed: u32,
+    ticks: u32,
+    ends_left: u8,
+    started: bool,
+}
+
+impl EventSender {
+    /// A press of `digit` lasting `duration_ms`, starting at RTP timestamp `timestamp`, on a
+    /// stream whose clock is `clock_rate` Hz.
+    pub fn new(digit: char, duration_ms: u32, timestamp: u32, clock_rate: u32) -> Option<Self> {
+        let event = event_of(digit)?;
+        let tick_units = clock_rate / 50;
+        Some(EventSender {
+            event,
+            timestamp,
+            tick_units,
+            total: (duration_ms.clamp(40, 5000) * (clock_rate / 1000)).min(u16::MAX as u32),
+            elapsed: 0,
+            ticks: 0,
+            ends_left: 3,
+            started: false,
+        })
+    }
+
+    /// The packet(s) for this 20 ms tick; empty when nothing is due; `None` when finished.
+    pub fn tick(&mut self) -> Option<Vec<EventPacket>> {
+        if self.ends_left == 0 {
+            return None;
+        }
+        let mut out = Vec::new();
+        self.elapsed = (self.elapsed + self.tick_units).min(self.total);
+        self.ticks += 1;
+        let payload = |end: bool, duration: u32| {
+            EventPayload {
+                event: self.event,
+                end,
+                volume: 10,
+                duration: duration as u16,
+            }
+            .to_bytes()
+        };
+        if self.elapsed >= self.total {
+            // §2.5.1.4: the final packet, sent three times.
+            for _ in 0..self.ends_left {
+                out.push(EventPacket {
+                    marker: false,
+                    timestamp: self.timestamp,
+                    payload: payload(true, self.total),
+                });
+            }
+            self.ends_left = 0;
+        } else if !self.started {
+            self.started = true;
+            out.push(EventPacket {
+                marker: true,
+                timestamp: self.timestamp,
+                payload: payload(false, self.elapsed),
+            });
+        } else if self.ticks % 3 == 1 {
+            // An update about every 50 ms (every third 20 ms tick is 60 ms; §2.5.1.3 asks for
+            // 50 ms "or so").
+            out.push(EventPacket {
+                marker: false,
+                timestamp: self.timestamp,
+                payload: payload(false, self.elapsed),
+            });
+        }
+        Some(out)
+    }
+}
+
 /// Serial number arithmetic on RTP timestamps (RFC 1982 style): `a` before `b`.
 fn is_before(a: u32, b: u32) -> bool {
     a != b && b.wrapping_sub(a) < 0x8000_0000
@@ -316,6 +407,32 @@ mod tests {
         press(&mut rx, u32::MAX - 100, 7, 800);
         let out = press(&mut rx, 500, 8, 800);
         assert_eq!(out[0], DigitEvent::Pressed { digit: '8', volume: 10 });
+    }
+
+    #[test]
+    fn what_the_sender_sends_the_receiver_reads_as_one_digit_of_the_right_length() {
+        for digit in "0123456789*#ABCD".chars() {
+            let mut tx = EventSender::new(digit, 120, 4000, 8000).unwrap();
+            let mut rx = EventReceiver::new();
+            let mut events = Vec::new();
+            let mut packets = 0;
+            while let Some(batch) = tx.tick() {
+                for p in batch {
+                    packets += 1;
+                    events.extend(rx.receive(p.timestamp, p.marker, &p.payload));
+                }
+            }
+            assert_eq!(
+                events,
+                vec![
+                    DigitEvent::Pressed { digit, volume: 10 },
+                    DigitEvent::Released { digit, duration: 960 }
+                ],
+                "{digit}"
+            );
+            assert!(packets >= 4, "start, updates and three ends");
+        }
+        assert!(EventSender::new('x', 100, 0, 8000).is_none());
     }
 
     #[test]
