@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end load: SIPp against a release build of `tolk serve` on loopback.
 # Prints, per offered rate, the calls completed, failed, and tolk's CPU per call.
+# Signalling load: SIPp sends no RTP and the echo route's beep is off, so each call costs SIP,
+# an RTP port pair and a media leg that stays idle.
 #   scripts/bench.sh                 # default rates
 #   RATES="500 1000" DURATION=10 scripts/bench.sh
 # Results go in docs/PERFORMANCE.md with the machine and the date. The load generator runs on
@@ -19,7 +21,7 @@ BIN="$CARGO_TARGET_DIR/release/tolk"
 WORK=$(mktemp -d)
 trap 'kill $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 (cd "$WORK" && TOLK_SIP_LISTEN="[\"127.0.0.1:$SIP_PORT\"]" TOLK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
-  TOLK_RTP_BIND=127.0.0.1 TOLK_LOG_LEVEL=warn "$BIN" serve > "$WORK/tolk.log" 2>&1) &
+  TOLK_RTP_BIND=127.0.0.1 TOLK_LOG_LEVEL=warn TOLK_DIALPLAN_ECHO_BEEP=false "$BIN" serve > "$WORK/tolk.log" 2>&1) &
 sleep 0.5
 PID=$(pgrep -n -f "$BIN serve")
 HZ=$(getconf CLK_TCK)

@@ -74,6 +74,11 @@ pub struct SipConfig {
     pub min_se_secs: u32,
     /// RFC 3261 T1 in milliseconds.
     pub t1_ms: u64,
+    /// Most calls at once; beyond it new INVITEs get 503 with Retry-After.
+    pub max_calls: usize,
+    /// When inbound messages wait longer than this (ms) before the SIP core sees them, new
+    /// INVITEs are shed with a fast 503.
+    pub overload_delay_ms: u64,
 }
 
 impl Default for SipConfig {
@@ -89,6 +94,8 @@ impl Default for SipConfig {
             session_expires_secs: 1800,
             min_se_secs: 90,
             t1_ms: 500,
+            max_calls: 4000,
+            overload_delay_ms: 200,
         }
     }
 }
@@ -145,6 +152,8 @@ pub struct DialplanConfig {
     /// Built-in route only (until the flow engine): ring the echo number this long (180
     /// Ringing) before answering. 0 answers at once.
     pub echo_ring_ms: u64,
+    /// Built-in route only: start the echo test with a beep.
+    pub echo_beep: bool,
 }
 
 impl Default for DialplanConfig {
@@ -152,6 +161,7 @@ impl Default for DialplanConfig {
         DialplanConfig {
             dir: PathBuf::from("./dialplans"),
             echo_ring_ms: 0,
+            echo_beep: true,
         }
     }
 }

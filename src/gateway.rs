@@ -98,6 +98,8 @@ pub async fn run(
         },
         session_expires_secs: cfg.sip.session_expires_secs,
         min_se_secs: cfg.sip.min_se_secs,
+        // Each call holds an RTP/RTCP port pair: never admit more calls than pairs.
+        max_calls: cfg.sip.max_calls.min(((last - first) / 2) as usize),
         ..UasConfig::default()
     });
     let (report_tx, mut report_rx) = mpsc::channel::<LegReport>(1024);
@@ -105,6 +107,7 @@ pub async fn run(
     let mut draining: Option<tokio::time::Instant> = None;
     let drain = Duration::from_secs(cfg.shutdown.drain_secs);
     let rtp_timeout = Duration::from_secs(cfg.rtp.timeout_secs);
+    let overload_delay = Duration::from_millis(cfg.sip.overload_delay_ms);
     let prompts = match crate::media::prompt::PromptCatalog::load(&cfg.sounds_dir) {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
@@ -113,6 +116,7 @@ pub async fn run(
         }
     };
     let ring = Duration::from_millis(cfg.dialplan.echo_ring_ms);
+    let echo_beep = cfg.dialplan.echo_beep;
     // Calls ringing before the built-in echo route answers them.
     let mut ringing: Vec<(tokio::time::Instant, PendingAnswer)> = Vec::new();
 
@@ -126,10 +130,14 @@ pub async fn run(
             inbound = in_rx.recv() => {
                 let Some(first) = inbound else { break };
                 let now = std::time::Instant::now();
+                // Shed new calls while messages wait too long in the queue (fast 503s keep the
+                // rate of the calls already accepted instead of letting every call time out).
+                // Queueing delay, not queue length: a burst read in one go is not overload.
+                core.set_overloaded(now.saturating_duration_since(first.received) > overload_delay);
                 // Take what is queued in one go (bounded), then drain outputs once.
                 let mut batch = Some(first);
                 let mut taken = 0;
-                while let Some(Inbound { msg, peer }) = batch.take() {
+                while let Some(Inbound { msg, peer, .. }) = batch.take() {
                     match msg {
                         SipMessage::Request(r) => core.handle_request(now, r, peer),
                         SipMessage::Response(r) => core.handle_response(now, r, peer),
@@ -184,6 +192,7 @@ pub async fn run(
                     pending,
                     rtp_timeout,
                     prompts.clone(),
+                    echo_beep,
                     &report_tx,
                     &mut legs,
                     now,
@@ -202,6 +211,7 @@ pub async fn run(
                                 pending,
                                 rtp_timeout,
                                 prompts.clone(),
+                                echo_beep,
                                 &report_tx,
                                 &mut legs,
                                 now,
@@ -323,11 +333,13 @@ fn digit_received(call: CallRef, digit: char, source: DigitSource) {
     tracing::info!(call = call.0, %digit, source = source.label(), "digit");
 }
 
+#[allow(clippy::too_many_arguments)]
 fn answer_echo(
     core: &mut UasCore,
     pending: PendingAnswer,
     rtp_timeout: Duration,
     prompts: Option<Arc<crate::media::prompt::PromptCatalog>>,
+    beep: bool,
     reports: &mpsc::Sender<LegReport>,
     legs: &mut HashMap<CallRef, LegHandle>,
     now: std::time::Instant,
@@ -337,7 +349,9 @@ fn answer_echo(
             metrics::counter!("calls_total", "outcome" => "answered").increment(1);
             let leg = spawn_leg(pending.call, pending.port, media, rtp_timeout, prompts, reports.clone());
             // The echo test starts with a beep, then the caller hears themself.
-            let _ = leg.commands.try_send(crate::call::leg::LegCommand::Tone("beep".into()));
+            if beep {
+                let _ = leg.commands.try_send(crate::call::leg::LegCommand::Tone("beep".into()));
+            }
             legs.insert(pending.call, leg);
         }
         Err(e) => {

@@ -25,6 +25,10 @@ fn describe() {
     metrics::describe_gauge!("sip_dialogs_active", "Calls (INVITE dialogs) in progress");
     metrics::describe_counter!("calls_total", "Calls offered, by outcome");
     metrics::describe_counter!(
+        "sip_calls_refused_total",
+        "New calls refused with 503, by reason (overload, draining)"
+    );
+    metrics::describe_counter!(
         "dtmf_digits_total",
         "Keypad digits received, by source (rfc4733, inband, sip_info)"
     );

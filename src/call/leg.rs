@@ -28,6 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+/// A leg with no packet for this long and nothing to play stops ticking until one arrives.
+const IDLE_AFTER: Duration = Duration::from_millis(500);
+
 /// Where a digit came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigitSource {
@@ -207,6 +210,11 @@ async fn run_leg(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     loop {
+        // An idle leg (nothing received lately, nothing to play) does not tick: thousands of
+        // silent or held calls cost no wake-ups. It wakes for a packet, a command, the end of
+        // the call, or the RTP timeout.
+        let active = playback.is_some() || last_packet.elapsed() < IDLE_AFTER;
+        let timeout_at = tokio::time::Instant::from_std(last_packet + rtp_timeout);
         tokio::select! {
             Some(cmd) = commands.recv() => {
                 let rate = codec.as_ref().map(|c| c.dec.sample_rate()).unwrap_or(8000);
@@ -219,6 +227,10 @@ async fn run_leg(
                         }
                     }
                     LegCommand::Tone(spec) => match ToneGenerator::new(&spec, rate, -10.0, false) {
+                        Ok(g) if playback.is_none() && last_packet.elapsed() >= IDLE_AFTER => {
+                            tick.reset();
+                            playback = Some((Playback::Tone(g), spec));
+                        }
                         Ok(g) => playback = Some((Playback::Tone(g), spec)),
                         Err(_) => { let _ = reports.try_send(LegReport::PlaybackDone { call, what: spec, ok: false }); }
                     },
@@ -248,6 +260,10 @@ async fn run_leg(
                 // Source latching against RTP bleed and injection (rtp::latch).
                 if latch.on_packet(from) == LatchVerdict::Reject {
                     continue;
+                }
+                if last_packet.elapsed() >= IDLE_AFTER {
+                    // Waking from idle: restart the tick instead of bursting the missed ones.
+                    tick.reset();
                 }
                 last_packet = Instant::now();
                 if Some(p.payload_type) == m.telephone_event {
@@ -280,7 +296,11 @@ async fn run_leg(
                         rtcp_received += 1;
                     }
             }
-            _ = tick.tick() => {
+            _ = tokio::time::sleep_until(timeout_at), if !active => {
+                let _ = reports.send(LegReport::TimedOut { call }).await;
+                break;
+            }
+            _ = tick.tick(), if active => {
                 if let Some(dest) = rtcp_peer.or(latch.peer().map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1))))
                     && let Some(report) = rtcp.poll_report(Instant::now(), ntp_now(), out_ts, stats.as_mut()) {
                         let _ = port.rtcp.try_send_to(&report, dest);

@@ -98,6 +98,7 @@ pub struct UasCore {
     events: VecDeque<UasEvent>,
     /// Calls whose TU was told they ended, kept until their BYE can go (RFC 3261 §15).
     hangup_after_ack: HashMap<CallRef, ()>,
+    overloaded: bool,
 }
 
 impl UasCore {
@@ -114,6 +115,7 @@ impl UasCore {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             hangup_after_ack: HashMap::new(),
+            overloaded: false,
         }
     }
 
@@ -124,6 +126,12 @@ impl UasCore {
     /// Stop (or resume) accepting new calls: new INVITEs get 503 with Retry-After.
     pub fn set_refuse_new_calls(&mut self, refuse: bool) {
         self.cfg.refuse_new_calls = refuse;
+    }
+
+    /// Overload shedding: while set, new INVITEs get a fast 503 (the I/O shell sets it when
+    /// its inbound queue backs up), so the calls already accepted keep their rate.
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
     }
 
     pub fn stats(&self) -> CoreStats {
@@ -603,7 +611,13 @@ impl UasCore {
     }
 
     fn new_call(&mut self, now: Instant, req: Request, key: ServerKey, peer: Peer) {
-        if self.cfg.refuse_new_calls {
+        if self.cfg.refuse_new_calls || self.overloaded || self.calls.len() >= self.cfg.max_calls {
+            let reason = if self.cfg.refuse_new_calls {
+                "draining"
+            } else {
+                "overload"
+            };
+            metrics::counter!("sip_calls_refused_total", "reason" => reason).increment(1);
             self.respond(now, &req, key, peer, 503, vec![(Name::RETRY_AFTER, "5".into())], None);
             return;
         }

@@ -72,8 +72,10 @@ pub struct UasConfig {
     pub session_expires_secs: u32,
     /// The smallest session interval we accept (RFC 4028 §5; at least 90).
     pub min_se_secs: u32,
-    /// Refuse new INVITEs with 503 (graceful shutdown, overload).
+    /// Refuse new INVITEs with 503 (graceful shutdown).
     pub refuse_new_calls: bool,
+    /// Most calls at once; further INVITEs get 503 with Retry-After (admission control).
+    pub max_calls: usize,
 }
 
 impl Default for UasConfig {
@@ -84,6 +86,7 @@ impl Default for UasConfig {
             session_expires_secs: 1800,
             min_se_secs: 90,
             refuse_new_calls: false,
+            max_calls: 10_000,
         }
     }
 }

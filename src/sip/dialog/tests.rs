@@ -713,6 +713,33 @@ fn refusing_new_calls_gives_503_with_retry_after() {
 }
 
 #[test]
+fn calls_beyond_max_calls_or_while_overloaded_get_a_fast_503() {
+    let mut h = Harness::with(UasConfig {
+        max_calls: 1,
+        ..UasConfig::default()
+    });
+    let mut first = Uac::new();
+    h.deliver(&first.request("INVITE", "", OFFER));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(100));
+    let mut second = Uac::new();
+    second.from_tag = "second".into();
+    h.deliver(&second.request("INVITE", "", OFFER));
+    let refused = h.sent().pop().unwrap();
+    assert_eq!(refused.code(), Some(503));
+    assert!(refused.header("Retry-After").is_some());
+    let mut h = Harness::new();
+    h.core.set_overloaded(true);
+    let mut third = Uac::new();
+    h.deliver(&third.request("INVITE", "", OFFER));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(503));
+    h.core.set_overloaded(false);
+    let mut fourth = Uac::new();
+    fourth.from_tag = "fourth".into();
+    h.deliver(&fourth.request("INVITE", "", OFFER));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(100));
+}
+
+#[test]
 fn lower_cseq_inside_the_dialog_is_500() {
     // RFC 3261 §12.2.2
     let mut h = Harness::new();

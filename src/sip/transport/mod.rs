@@ -26,6 +26,8 @@ use tokio::sync::mpsc;
 pub struct Inbound {
     pub msg: SipMessage,
     pub peer: Peer,
+    /// When the transport read it (for measuring queueing delay, the overload signal).
+    pub received: std::time::Instant,
 }
 
 /// The outbound side of every transport.

@@ -94,7 +94,7 @@ async fn connection(
                             if let Some(r) = reply
                                 && stream.write_all(&r).await.is_err() { break 'conn; }
                             if let Some(msg) = msg
-                                && inbound.send(Inbound { msg, peer }).await.is_err() { break 'conn; }
+                                && inbound.send(Inbound { msg, peer, received: std::time::Instant::now() }).await.is_err() { break 'conn; }
                         }
                         StreamItem::Ping => {
                             if stream.write_all(b"\r\n").await.is_err() { break 'conn; }

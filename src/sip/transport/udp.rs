@@ -47,7 +47,15 @@ pub async fn spawn_udp_listener(
                 local: book.local_for(source.ip()),
                 connection: None,
             };
-            if inbound.send(Inbound { msg, peer }).await.is_err() {
+            if inbound
+                .send(Inbound {
+                    msg,
+                    peer,
+                    received: std::time::Instant::now(),
+                })
+                .await
+                .is_err()
+            {
                 break; // the core is gone: shutting down
             }
         }
