@@ -44,7 +44,8 @@ pub fn parse(buf: &[u8]) -> Result<RtpView<'_>, RtpError> {
     .ok_or(RtpError::Malformed)
 }
 
-/// Builds an RTP packet into `out` (cleared first).
+/// Builds an RTP packet into `out` (cleared first), without allocating once `out` has grown
+/// to packet size.
 pub fn build(
     out: &mut Vec<u8>,
     payload_type: u8,
@@ -62,8 +63,9 @@ pub fn build(
         .timestamp(timestamp)
         .ssrc(ssrc)
         .payload(payload);
-    match builder.build() {
-        Ok(bytes) => out.extend_from_slice(&bytes),
+    out.resize(12 + payload.len(), 0);
+    match builder.build_into(out) {
+        Ok(n) => out.truncate(n),
         // Only an oversized payload fails; the media path never builds one.
         Err(_) => out.clear(),
     }
