@@ -1,4 +1,4 @@
-//! baresip, a real softphone, calls the echo number with PCMU and with Opus: it sends a
+//! baresip, a real softphone, calls the echo number with PCMU, G.722 and Opus: it sends a
 //! 440 Hz tone and must hear the same tone back (checked by the spectrum of what it decoded),
 //! after tolk decoded, jitter-buffered and re-encoded it.
 
@@ -81,7 +81,7 @@ fn call_echo(codec: &str, rate: u32, channels: u16) -> (Vec<i16>, u32) {
     let config = format!(
         "poll_method epoll\nsip_listen 127.0.0.1:{port}\naudio_player aufile,{d}/unused.wav\naudio_source aufile,{t}\n\
 audio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels {channels}\nmodule_path /usr/lib/baresip/modules\n\
-module g711.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\nsnd_path {d}\nmodule menu.so\nmodule account.so\n\
+module g711.so\nmodule g722.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\nsnd_path {d}\nmodule menu.so\nmodule account.so\n\
 module uuid.so\nmodule_app account.so\nmodule_app menu.so\n",
         d = dir.display(),
         t = tone.display()
@@ -137,6 +137,13 @@ fn assert_tone_440(samples: &[i16], rate: u32) {
 fn baresip_hears_its_own_tone_over_pcmu() {
     let (samples, rate) = call_echo("PCMU", 8000, 1);
     assert_eq!(rate, 8000);
+    assert_tone_440(&samples, rate);
+}
+
+#[test]
+fn baresip_hears_its_own_tone_over_g722() {
+    let (samples, rate) = call_echo("G722/16000/1", 16_000, 1);
+    assert_eq!(rate, 16_000);
     assert_tone_440(&samples, rate);
 }
 
