@@ -228,13 +228,7 @@ pub async fn run(
                         let _ = leg.media.send(Some(media));
                     }
                 }
-                UasEvent::InfoDtmf {
-                    call,
-                    digit,
-                    duration_ms,
-                } => {
-                    tracing::info!(call = call.0, %digit, duration_ms, "DTMF by SIP INFO");
-                }
+                UasEvent::InfoDtmf { call, digit, .. } => digit_received(call, digit, DigitSource::SipInfo),
                 UasEvent::Ended { call, reason } => {
                     tracing::info!(call = call.0, ?reason, "call ended");
                     legs.remove(&call);

@@ -292,3 +292,57 @@ fn rtcp_reports_arrive_during_the_call_and_bye_at_the_end() {
     }
     assert!(saw_bye, "RTCP BYE after the call");
 }
+
+fn logged_digits(log: &str, source: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains(" digit ") && l.contains(source))
+        .filter_map(|l| l.split("digit=").nth(1)?.chars().next())
+        .collect()
+}
+
+#[test]
+fn inband_and_sip_info_digits_join_the_call_digit_stream() {
+    // A G.711 caller without telephone-event keys 1, 5, # in-band, then 9 by SIP INFO.
+    let gw = Gateway::start(&[("TOLK_DIALPLAN_ECHO_BEEP", "false")]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = Uac::new(gw.sip, "+15550100300");
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    let (code, ok) = uac.final_response(Duration::from_secs(3)).unwrap();
+    assert_eq!(code, 200);
+    assert!(!body(&ok).contains("telephone-event"), "none offered, none answered");
+    let media = SocketAddr::from(([127, 0, 0, 1], sdp_audio_port(body(&ok)).unwrap()));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    let mut pcm = Vec::new();
+    for key in ['1', '5', '#'] {
+        pcm.extend(tolk::media::dtmf::inband::generate(key, 80, -10.0, 0.0, 0.0));
+        pcm.extend(std::iter::repeat_n(0i16, 8 * 80));
+    }
+    pcm.extend(std::iter::repeat_n(0i16, 8 * 200));
+    for (seq, frame) in pcm.chunks(160).enumerate() {
+        let payload: Vec<u8> = frame
+            .iter()
+            .map(|&s| tolk::media::codec::g711::linear_to_ulaw(s))
+            .collect();
+        rtp.send_to(&rtp_packet(seq as u16, 0x0bad_cafe, 0, &payload), media)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = uac.request("INFO", "", "").replace(
+        "Content-Length: 0\r\n\r\n",
+        "Content-Type: application/dtmf-relay\r\nContent-Length: 24\r\n\r\nSignal=9\r\nDuration=160\r\n",
+    );
+    uac.send(&info);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
+    std::thread::sleep(Duration::from_millis(200));
+    let log = gw.log_text();
+    assert_eq!(logged_digits(&log, "\"inband\""), "15#", "{log}");
+    assert_eq!(logged_digits(&log, "\"sip_info\""), "9", "{log}");
+    let metrics = gw.metrics();
+    assert!(metrics.contains("dtmf_digits_total{source=\"inband\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("dtmf_digits_total{source=\"sip_info\"} 1"),
+        "{metrics}"
+    );
+}
