@@ -412,6 +412,20 @@ mod tests {
     }
 
     #[test]
+    fn a_minute_of_music_gives_no_digits() {
+        // Q.24 also asks for immunity to music: a minute of the generated music on hold, made
+        // at 8 kHz and made at 16 kHz then resampled.
+        let moh = crate::media::tone::music_on_hold(8000);
+        let minute: Vec<i16> = moh.iter().copied().cycle().take(8000 * 60).collect();
+        assert_eq!(detect(&minute), "");
+        let moh16 = crate::media::tone::music_on_hold(16_000);
+        let mut r = crate::media::resample::Resampler::new(16_000, 8000);
+        let mut down = Vec::new();
+        r.process(&moh16.iter().copied().cycle().take(16_000 * 60).collect::<Vec<_>>(), &mut down);
+        assert_eq!(detect(&down), "");
+    }
+
+    #[test]
     fn white_noise_gives_no_digits() {
         let mut rng = fastrand::Rng::with_seed(11);
         let noise: Vec<i16> = (0..8000 * 60).map(|_| rng.i16(-12000..12000)).collect();
