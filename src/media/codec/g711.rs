@@ -3,8 +3,8 @@
 //!
 //! Decoding is a 256-entry table built at compile time from the G.711 reconstruction rule;
 //! encoding is the segment search of the recommendation, on 14-bit (µ-law) or 13-bit (A-law)
-//! magnitudes. Loss concealment repeats the last frame with fading, in the spirit of
-//! G.711 Appendix I (the full pitch-period PLC comes with the jitter buffer).
+//! magnitudes. Loss concealment is the pitch-repetition PLC of [`super::plc`], after G.711
+//! Appendix I.
 
 use super::{Decoder, Encoder};
 
@@ -129,12 +129,11 @@ impl Encoder for G711Encoder {
     }
 }
 
-/// A G.711 decoder with simple fading repetition for lost frames.
+/// A G.711 decoder with pitch-repetition concealment for lost frames.
 #[derive(Debug, Clone)]
 pub struct G711Decoder {
     table: &'static [i16; 256],
-    last: Vec<i16>,
-    lost_in_a_row: u32,
+    plc: super::plc::PitchPlc,
 }
 
 impl G711Decoder {
@@ -144,8 +143,7 @@ impl G711Decoder {
                 Law::Ulaw => &ULAW_TO_LINEAR,
                 Law::Alaw => &ALAW_TO_LINEAR,
             },
-            last: Vec::with_capacity(160),
-            lost_in_a_row: 0,
+            plc: super::plc::PitchPlc::new(8000),
         }
     }
 }
@@ -154,21 +152,11 @@ impl Decoder for G711Decoder {
     fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
         let start = out.len();
         out.extend(payload.iter().map(|&c| self.table[c as usize]));
-        self.last.clear();
-        self.last.extend_from_slice(&out[start..]);
-        self.lost_in_a_row = 0;
+        self.plc.good_frame(&mut out[start..]);
     }
 
     fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) {
-        // Repeat the last frame, attenuated by 20% more for each lost frame in a row; silent
-        // after five (G.711 Appendix I also mutes after 60 ms of loss).
-        self.lost_in_a_row += 1;
-        let gain = (1.0 - 0.2 * self.lost_in_a_row as f32).max(0.0);
-        if self.last.is_empty() || gain == 0.0 {
-            out.extend(std::iter::repeat_n(0, samples));
-            return;
-        }
-        out.extend((0..samples).map(|i| (self.last[i % self.last.len()] as f32 * gain) as i16));
+        self.plc.conceal(samples, out);
     }
 
     fn sample_rate(&self) -> u32 {
@@ -304,11 +292,11 @@ mod tests {
         d.decode(&[0x80; 160], &mut out);
         let mut frame = Vec::new();
         d.conceal(160, &mut frame);
-        assert!(frame[0] > 0 && frame[0] < out[0]);
-        for _ in 0..5 {
+        assert!(frame[0] > 0, "the first lost frame continues the signal");
+        for _ in 0..3 {
             frame.clear();
             d.conceal(160, &mut frame);
         }
-        assert!(frame.iter().all(|&s| s == 0));
+        assert!(frame.iter().all(|&s| s == 0), "silent after 60 ms");
     }
 }

@@ -37,12 +37,11 @@ impl Encoder for G722Encoder {
     }
 }
 
-/// A G.722 decoder (16 kHz PCM out) with fading repetition for lost frames.
+/// A G.722 decoder (16 kHz PCM out) with pitch-repetition concealment for lost frames.
 pub struct G722Decoder {
     inner: Inner722Decoder,
     scratch: Vec<i16>,
-    last: Vec<i16>,
-    lost_in_a_row: u32,
+    plc: super::plc::PitchPlc,
 }
 
 impl Default for G722Decoder {
@@ -50,8 +49,7 @@ impl Default for G722Decoder {
         G722Decoder {
             inner: Inner722Decoder::new(),
             scratch: vec![0; 8192],
-            last: Vec::new(),
-            lost_in_a_row: 0,
+            plc: super::plc::PitchPlc::new(16_000),
         }
     }
 }
@@ -64,23 +62,16 @@ impl Decoder for G722Decoder {
         }
         match self.inner.decode_into(payload, &mut self.scratch) {
             Ok(n) => {
+                let start = out.len();
                 out.extend_from_slice(&self.scratch[..n]);
-                self.last.clear();
-                self.last.extend_from_slice(&self.scratch[..n]);
-                self.lost_in_a_row = 0;
+                self.plc.good_frame(&mut out[start..]);
             }
             Err(_) => self.conceal(need, out),
         }
     }
 
     fn conceal(&mut self, samples: usize, out: &mut Vec<i16>) {
-        self.lost_in_a_row += 1;
-        let gain = (1.0 - 0.2 * self.lost_in_a_row as f32).max(0.0);
-        if self.last.is_empty() || gain == 0.0 {
-            out.extend(std::iter::repeat_n(0, samples));
-            return;
-        }
-        out.extend((0..samples).map(|i| (self.last[i % self.last.len()] as f32 * gain) as i16));
+        self.plc.conceal(samples, out);
     }
 
     fn sample_rate(&self) -> u32 {

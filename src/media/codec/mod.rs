@@ -4,6 +4,7 @@
 pub mod g711;
 pub mod g722;
 pub mod opus;
+pub mod plc;
 
 /// Encodes PCM frames into RTP payloads.
 pub trait Encoder: Send {

@@ -421,7 +421,10 @@ mod tests {
         let moh16 = crate::media::tone::music_on_hold(16_000);
         let mut r = crate::media::resample::Resampler::new(16_000, 8000);
         let mut down = Vec::new();
-        r.process(&moh16.iter().copied().cycle().take(16_000 * 60).collect::<Vec<_>>(), &mut down);
+        r.process(
+            &moh16.iter().copied().cycle().take(16_000 * 60).collect::<Vec<_>>(),
+            &mut down,
+        );
         assert_eq!(detect(&down), "");
     }
 
