@@ -4,8 +4,9 @@
 //! The RIFF and data sizes in the header are rewritten every second of audio (and at the end),
 //! so a file cut short by a crash is at most a second out of date; [`repair`] fixes the sizes
 //! from the file's length at start-up, and a file that is not a WAV we wrote is reported and
-//! moved aside (`.corrupt`), never kept silently as if it were a recording. Ogg Opus output is
-//! still to come (docs/STATUS.md).
+//! moved aside (`.corrupt`), never kept silently as if it were a recording. Ogg Opus
+//! recordings ([`OggOpusRecorder`], RFC 7845) flush a page every second; [`repair_ogg`] cuts a
+//! torn tail back to the last whole page.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -127,6 +128,8 @@ pub enum RepairOutcome {
     Intact,
     /// The sizes were stale (a crash mid-call); fixed. `samples` now in the file.
     Repaired { samples: u64 },
+    /// A torn tail (a crash mid-write) was cut off at the last whole Ogg page.
+    Truncated { bytes_removed: u64 },
     /// Not a WAV we wrote; moved to `moved_to` and reported.
     Corrupt { reason: &'static str, moved_to: PathBuf },
 }
@@ -254,6 +257,248 @@ mod tests {
         std::fs::write(&path, b"keep").unwrap();
         assert!(WavRecorder::create(&path, 8000).is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// An Ogg Opus recording (RFC 7845): mono, encoded as it streams, a page flushed every
+/// second so a crash loses at most that; [`repair_ogg`] cuts a torn file back to its last
+/// whole page.
+pub struct OggOpusRecorder {
+    path: PathBuf,
+    writer: ogg::writing::PacketWriter<'static, BufWriter<File>>,
+    encoder: crate::media::codec::opus::OpusEncoder,
+    serial: u32,
+    /// Samples per 20 ms at the input rate, and the 48 kHz granule step per frame.
+    frame: usize,
+    granule: u64,
+    held: Option<Vec<u8>>,
+    packets: u64,
+}
+
+/// Opus pre-skip we declare (RFC 7845 §4.2): libopus's usual encoder look-ahead at 48 kHz.
+const PRE_SKIP: u16 = 312;
+
+impl OggOpusRecorder {
+    /// Creates `path` for mono PCM at `rate` (8, 12, 16, 24 or 48 kHz), 20 ms frames.
+    pub fn create(path: &Path, rate: u32) -> Result<Self, RecordError> {
+        let io = |source| RecordError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let encoder = crate::media::codec::opus::OpusEncoder::new(rate)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())))?;
+        let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io)?;
+        let mut writer = ogg::writing::PacketWriter::new(BufWriter::with_capacity(64 * 1024, file));
+        let serial = fastrand::u32(..);
+        // RFC 7845 §5.1 identification header.
+        let mut head = Vec::with_capacity(19);
+        head.extend_from_slice(b"OpusHead");
+        head.push(1); // version
+        head.push(1); // channels
+        head.extend_from_slice(&PRE_SKIP.to_le_bytes());
+        head.extend_from_slice(&rate.to_le_bytes());
+        head.extend_from_slice(&0i16.to_le_bytes()); // output gain
+        head.push(0); // mapping family
+        writer
+            .write_packet(head, serial, ogg::writing::PacketWriteEndInfo::EndPage, 0)
+            .map_err(io)?;
+        // RFC 7845 §5.2 comment header.
+        let vendor = b"tolk";
+        let mut tags = Vec::with_capacity(16 + vendor.len());
+        tags.extend_from_slice(b"OpusTags");
+        tags.extend_from_slice(&(vendor.len() as u32).to_le_bytes());
+        tags.extend_from_slice(vendor);
+        tags.extend_from_slice(&0u32.to_le_bytes());
+        writer
+            .write_packet(tags, serial, ogg::writing::PacketWriteEndInfo::EndPage, 0)
+            .map_err(io)?;
+        Ok(OggOpusRecorder {
+            path: path.to_path_buf(),
+            writer,
+            encoder,
+            serial,
+            frame: (rate / 50) as usize,
+            granule: PRE_SKIP as u64,
+            held: None,
+            packets: 0,
+        })
+    }
+
+    fn io(&self, source: std::io::Error) -> RecordError {
+        RecordError::Io {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Appends one 20 ms frame.
+    pub fn write(&mut self, pcm: &[i16]) -> Result<(), RecordError> {
+        use crate::media::codec::Encoder as _;
+        let mut packet = Vec::with_capacity(200);
+        let mut frame = pcm.to_vec();
+        frame.resize(self.frame, 0);
+        self.encoder.encode(&frame, &mut packet);
+        // Hold one packet back so the last one can carry the end-of-stream flag.
+        if let Some(prev) = self.held.replace(packet) {
+            self.granule += 960;
+            self.packets += 1;
+            let end = if self.packets % 50 == 0 {
+                ogg::writing::PacketWriteEndInfo::EndPage
+            } else {
+                ogg::writing::PacketWriteEndInfo::NormalPacket
+            };
+            let (serial, granule) = (self.serial, self.granule);
+            self.writer
+                .write_packet(prev, serial, end, granule)
+                .map_err(|e| self.io(e))?;
+            if end == ogg::writing::PacketWriteEndInfo::EndPage {
+                self.writer.inner_mut().flush().map_err(|e| self.io(e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the stream and syncs the file.
+    pub fn finish(mut self) -> Result<PathBuf, RecordError> {
+        let last = self.held.take().unwrap_or_default();
+        self.granule += 960;
+        let (serial, granule) = (self.serial, self.granule);
+        self.writer
+            .write_packet(last, serial, ogg::writing::PacketWriteEndInfo::EndStream, granule)
+            .map_err(|e| self.io(e))?;
+        let mut out = self.writer.into_inner();
+        out.flush().map_err(|e| RecordError::Io {
+            path: self.path.display().to_string(),
+            source: e,
+        })?;
+        out.get_ref().sync_all().map_err(|e| RecordError::Io {
+            path: self.path.display().to_string(),
+            source: e,
+        })?;
+        Ok(self.path)
+    }
+}
+
+/// Cuts an Ogg file back to its last whole page (a crash can leave a torn one). Returns the
+/// bytes removed; a file that does not start with an Ogg page is moved aside like a corrupt
+/// WAV. Page CRCs are not checked: a torn write shows as a short page, which is what a crash
+/// leaves.
+pub fn repair_ogg(path: &Path) -> std::io::Result<RepairOutcome> {
+    let bytes = std::fs::read(path)?;
+    let mut offset = 0usize;
+    while offset + 27 <= bytes.len() && &bytes[offset..offset + 4] == b"OggS" {
+        let segments = bytes[offset + 26] as usize;
+        if offset + 27 + segments > bytes.len() {
+            break;
+        }
+        let body: usize = bytes[offset + 27..offset + 27 + segments]
+            .iter()
+            .map(|&b| b as usize)
+            .sum();
+        let size = 27 + segments + body;
+        if offset + size > bytes.len() {
+            break;
+        }
+        offset += size;
+    }
+    if offset == 0 {
+        let moved_to = path.with_extension("ogg.corrupt");
+        std::fs::rename(path, &moved_to)?;
+        return Ok(RepairOutcome::Corrupt {
+            reason: "does not start with a whole Ogg page",
+            moved_to,
+        });
+    }
+    if offset == bytes.len() {
+        return Ok(RepairOutcome::Intact);
+    }
+    let f = OpenOptions::new().write(true).open(path)?;
+    f.set_len(offset as u64)?;
+    f.sync_all()?;
+    Ok(RepairOutcome::Truncated {
+        bytes_removed: (bytes.len() - offset) as u64,
+    })
+}
+
+#[cfg(test)]
+mod ogg_tests {
+    use super::*;
+    use crate::media::codec::Decoder as _;
+    use crate::media::codec::opus::OpusDecoder;
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tolk-ogg-{}-{}", std::process::id(), fastrand::u64(..)));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn speechy(n: usize) -> Vec<i16> {
+        crate::media::codec::test_signal::speechy(16_000, n as f32 / 16_000.0)
+    }
+
+    fn read_packets(path: &Path) -> Vec<ogg::Packet> {
+        let mut r = ogg::reading::PacketReader::new(std::fs::File::open(path).unwrap());
+        let mut out = Vec::new();
+        while let Ok(Some(p)) = r.read_packet() {
+            out.push(p);
+        }
+        out
+    }
+
+    #[test]
+    fn an_ogg_opus_recording_has_rfc7845_headers_and_decodes_back() {
+        let d = dir();
+        let path = d.join("a.opus");
+        let pcm = speechy(16_000 * 2);
+        let mut rec = OggOpusRecorder::create(&path, 16_000).unwrap();
+        for f in pcm.chunks(320) {
+            rec.write(f).unwrap();
+        }
+        rec.finish().unwrap();
+        let packets = read_packets(&path);
+        assert!(packets[0].data.starts_with(b"OpusHead"));
+        assert!(packets[1].data.starts_with(b"OpusTags"));
+        assert_eq!(packets.len() - 2, 100, "one packet per 20 ms");
+        assert!(packets.last().unwrap().last_in_stream());
+        let mut dec = OpusDecoder::new(16_000).unwrap();
+        let mut back = Vec::new();
+        for p in &packets[2..] {
+            dec.decode(&p.data, &mut back);
+        }
+        let snr = crate::media::codec::test_signal::snr_db_aligned(&pcm, &back, 2000);
+        assert!(snr > 4.0, "SNR {snr:.1} dB");
+        assert_eq!(repair_ogg(&path).unwrap(), RepairOutcome::Intact);
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn a_torn_ogg_file_is_cut_back_to_whole_pages() {
+        let d = dir();
+        let path = d.join("crash.opus");
+        let pcm = speechy(16_000 * 3);
+        let mut rec = OggOpusRecorder::create(&path, 16_000).unwrap();
+        for f in pcm.chunks(320) {
+            rec.write(f).unwrap();
+        }
+        // The process dies mid-page: flushed pages on disk plus half a page.
+        rec.writer.inner_mut().flush().unwrap();
+        std::mem::forget(rec);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"OggS\0\0\0\0partial").unwrap();
+        drop(f);
+        assert!(matches!(repair_ogg(&path).unwrap(), RepairOutcome::Truncated { bytes_removed } if bytes_removed > 0));
+        let packets = read_packets(&path);
+        assert!(
+            packets.len() >= 2 + 100,
+            "at least two seconds survive: {} packets",
+            packets.len()
+        );
+        std::fs::write(d.join("junk.opus"), b"not ogg").unwrap();
+        assert!(matches!(
+            repair_ogg(&d.join("junk.opus")).unwrap(),
+            RepairOutcome::Corrupt { .. }
+        ));
         std::fs::remove_dir_all(d).unwrap();
     }
 }
