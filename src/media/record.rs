@@ -343,7 +343,7 @@ impl OggOpusRecorder {
         if let Some(prev) = self.held.replace(packet) {
             self.granule += 960;
             self.packets += 1;
-            let end = if self.packets % 50 == 0 {
+            let end = if self.packets.is_multiple_of(50) {
                 ogg::writing::PacketWriteEndInfo::EndPage
             } else {
                 ogg::writing::PacketWriteEndInfo::NormalPacket
