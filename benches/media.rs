@@ -89,7 +89,9 @@ fn bench(c: &mut Criterion) {
             k += 1;
             let at = t0 + std::time::Duration::from_millis(20 * k as u64);
             jb.push(at, k * 160, black_box(&frame_payload));
-            black_box(jb.pop(at + std::time::Duration::from_millis(20)));
+            if let tolk::media::jitter::Playout::Frame(p) = jb.pop(at + std::time::Duration::from_millis(20)) {
+                jb.recycle(black_box(p));
+            }
         })
     });
     let speech = pcm.clone();

@@ -313,7 +313,7 @@ async fn run_leg(
                 pcm.clear();
                 let now = Instant::now();
                 let received = match jb.pop(now) {
-                    Playout::Frame(p) => { c.dec.decode(&p, &mut pcm); true }
+                    Playout::Frame(p) => { c.dec.decode(&p, &mut pcm); jb.recycle(p); true }
                     // Opus rebuilds the lost frame from the next packet's FEC (RFC 7587 §3.3).
                     Playout::Lost { next: Some(next) } => { c.dec.recover(&next, c.frame_samples, &mut pcm); true }
                     Playout::Lost { next: None } => { c.dec.conceal(c.frame_samples, &mut pcm); true }

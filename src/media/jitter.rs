@@ -95,6 +95,9 @@ pub struct JitterBuffer {
     epoch: Option<Instant>,
     empty_ticks: u32,
     stats: JitterStats,
+    /// Payload buffers handed back by the consumer, reused so a warm buffer does not allocate
+    /// per packet.
+    spare: Vec<Vec<u8>>,
 }
 
 /// Silence longer than this (in ticks with an empty buffer) restarts playout.
@@ -118,6 +121,7 @@ impl JitterBuffer {
             epoch: None,
             empty_ticks: 0,
             stats: JitterStats::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -184,22 +188,31 @@ impl JitterBuffer {
             self.stats.duplicates += 1;
             return;
         }
-        self.packets.insert(
-            ts,
-            Packet {
-                payload: payload.to_vec(),
-            },
-        );
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(payload);
+        self.packets.insert(ts, Packet { payload: buf });
         while self.packets.len() > self.cfg.capacity {
-            self.packets.pop_first();
+            if let Some((_, p)) = self.packets.pop_first() {
+                self.recycle(p.payload);
+            }
         }
         if self.first_arrival.is_none() {
             self.first_arrival = Some(now);
         }
     }
 
+    /// Gives a played payload back for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < self.cfg.capacity {
+            self.spare.push(buf);
+        }
+    }
+
     fn restart(&mut self) {
-        self.packets.clear();
+        while let Some((_, p)) = self.packets.pop_first() {
+            self.recycle(p.payload);
+        }
         self.playout = None;
         self.first_arrival = None;
         self.empty_ticks = 0;
@@ -249,7 +262,9 @@ impl JitterBuffer {
         // Anything older than the playout point is stale.
         while let Some((&ts, _)) = self.packets.first_key_value() {
             if ts < playout {
-                self.packets.pop_first();
+                if let Some((_, p)) = self.packets.pop_first() {
+                    self.recycle(p.payload);
+                }
             } else {
                 break;
             }
