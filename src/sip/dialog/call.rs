@@ -8,7 +8,7 @@ use crate::sip::msg::{
     uri_of_name_addr,
 };
 use crate::sip::sdp::{LocalMedia, NegotiatedMedia, SessionDescription};
-use crate::sip::txn::{ClientKey, ServerKey};
+use crate::sip::txn::{ClientKey, ServerKey, TimerConfig};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
@@ -31,26 +31,70 @@ pub enum CallState {
     Ended,
 }
 
+/// A response the core itself resends on a doubling interval from T1 until it is answered or
+/// 64*T1 has passed: a 2xx until its ACK (RFC 3261 §13.3.1.4, interval capped at T2) or a
+/// reliable provisional until its PRACK (RFC 3262 §3, uncapped).
+#[derive(Debug, Clone)]
+pub(crate) struct Resend {
+    pub bytes: Bytes,
+    next_at: Instant,
+    interval: Duration,
+    cap: Option<Duration>,
+    give_up_at: Instant,
+}
+
+/// What a [`Resend`] wants at a given instant.
+pub(crate) enum ResendStep {
+    Wait,
+    Send(Bytes),
+    GiveUp,
+}
+
+impl Resend {
+    pub fn new(bytes: Bytes, now: Instant, timers: &TimerConfig, cap_at_t2: bool) -> Self {
+        Resend {
+            bytes,
+            next_at: now + timers.t1,
+            interval: timers.t1,
+            cap: cap_at_t2.then_some(timers.t2),
+            give_up_at: now + timers.t1x64(),
+        }
+    }
+
+    pub fn step(&mut self, now: Instant) -> ResendStep {
+        if now >= self.give_up_at {
+            return ResendStep::GiveUp;
+        }
+        if now < self.next_at {
+            return ResendStep::Wait;
+        }
+        self.interval *= 2;
+        if let Some(cap) = self.cap {
+            self.interval = self.interval.min(cap);
+        }
+        self.next_at = now + self.interval;
+        ResendStep::Send(self.bytes.clone())
+    }
+
+    pub fn next_wake(&self) -> Instant {
+        self.next_at.min(self.give_up_at)
+    }
+}
+
 /// A 2xx to an INVITE that the core retransmits until the ACK arrives (§13.3.1.4).
 #[derive(Debug, Clone)]
 pub(crate) struct Pending2xx {
     pub cseq: u32,
-    pub bytes: Bytes,
-    pub next_at: Instant,
-    pub interval: Duration,
-    pub give_up_at: Instant,
     /// We sent an offer in this 2xx and expect the answer in the ACK.
     pub offer_in_2xx: bool,
+    pub resend: Resend,
 }
 
 /// A reliable provisional response awaiting PRACK (RFC 3262 §3).
 #[derive(Debug, Clone)]
 pub(crate) struct PendingReliable {
     pub rseq: u32,
-    pub bytes: Bytes,
-    pub next_at: Instant,
-    pub interval: Duration,
-    pub give_up_at: Instant,
+    pub resend: Resend,
 }
 
 #[derive(Debug)]

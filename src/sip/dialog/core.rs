@@ -1,6 +1,6 @@
 //! [`UasCore`]: request dispatch, the transaction tables and the timer queue.
 
-use super::call::{Call, CallRef, CallState, Pending2xx, PendingReliable};
+use super::call::{Call, CallRef, CallState, Pending2xx, PendingReliable, Resend, ResendStep};
 use super::session_timer::{Negotiation, SessionTimer};
 use super::{ACCEPT, ALLOW, CommandError, EndReason, IncomingCall, Peer, SUPPORTED, Transmit, UasConfig, UasEvent};
 use crate::sip::msg::{HeaderLookup, Method, Name, Request, RequestUri, Response, new_tag, response_to};
@@ -262,10 +262,10 @@ impl UasCore {
     fn call_next_timeout(call: &Call) -> Option<Instant> {
         let mut times = Vec::with_capacity(4);
         if let Some(p) = &call.pending_2xx {
-            times.push(p.next_at.min(p.give_up_at));
+            times.push(p.resend.next_wake());
         }
         if let Some(p) = &call.pending_reliable {
-            times.push(p.next_at.min(p.give_up_at));
+            times.push(p.resend.next_wake());
         }
         if let Some(st) = &call.session_timer
             && call.state == CallState::Confirmed
@@ -284,11 +284,11 @@ impl UasCore {
     }
 
     fn call_timeout(&mut self, now: Instant, cref: CallRef) {
-        let t2 = self.cfg.timers.t2;
         let Some(call) = self.calls.get_mut(&cref) else { return };
+        let peer = call.peer;
         // 2xx retransmission until ACK (RFC 3261 §13.3.1.4).
-        if let Some(p) = &mut call.pending_2xx {
-            if now >= p.give_up_at {
+        match call.pending_2xx.as_mut().map(|p| p.resend.step(now)) {
+            Some(ResendStep::GiveUp) => {
                 call.pending_2xx = None;
                 call.reinvite_in_progress = None;
                 if call.state == CallState::Accepted || self.hangup_after_ack.contains_key(&cref) {
@@ -296,32 +296,28 @@ impl UasCore {
                     self.send_bye_and_end(now, cref, EndReason::NoAck);
                     return;
                 }
-            } else if now >= p.next_at {
-                p.interval = (p.interval * 2).min(t2);
-                p.next_at = now + p.interval;
-                let bytes = p.bytes.clone();
-                let peer = call.peer;
+            }
+            Some(ResendStep::Send(bytes)) => {
                 metrics::counter!("sip_retransmissions_total", "kind" => "2xx").increment(1);
                 self.send(peer, bytes);
             }
+            Some(ResendStep::Wait) | None => {}
         }
         let Some(call) = self.calls.get_mut(&cref) else { return };
         // Reliable provisional retransmission until PRACK (RFC 3262 §3).
-        if let Some(p) = &mut call.pending_reliable {
-            if now >= p.give_up_at {
+        match call.pending_reliable.as_mut().map(|p| p.resend.step(now)) {
+            Some(ResendStep::GiveUp) => {
                 call.pending_reliable = None;
                 if call.state == CallState::Early {
                     let _ = self.reject(cref, 500, now);
                     return;
                 }
-            } else if now >= p.next_at {
-                p.interval *= 2;
-                p.next_at = now + p.interval;
-                let bytes = p.bytes.clone();
-                let peer = call.peer;
+            }
+            Some(ResendStep::Send(bytes)) => {
                 metrics::counter!("sip_retransmissions_total", "kind" => "reliable_1xx").increment(1);
                 self.send(peer, bytes);
             }
+            Some(ResendStep::Wait) | None => {}
         }
         let Some(call) = self.calls.get_mut(&cref) else { return };
         // Session timer (RFC 4028 §10).
@@ -795,8 +791,6 @@ impl UasCore {
         session_timer_headers(call.session_timer.as_ref(), &mut headers);
         let tag = call.local_tag.clone();
         let cseq = req.core.cseq.seq;
-        let t1 = self.cfg.timers.t1;
-        let give_up = now + self.cfg.timers.t1x64();
         // The transaction's To tag is the dialog's.
         self.server.insert(
             key.clone(),
@@ -821,11 +815,8 @@ impl UasCore {
         if let Some(call) = self.calls.get_mut(&cref) {
             call.pending_2xx = Some(Pending2xx {
                 cseq,
-                bytes,
-                next_at: now + t1,
-                interval: t1,
-                give_up_at: give_up,
                 offer_in_2xx,
+                resend: Resend::new(bytes, now, &self.cfg.timers, true),
             });
         }
         if let Some(media) = media {
@@ -1067,10 +1058,7 @@ impl UasCore {
         if reliable {
             c.pending_reliable = Some(PendingReliable {
                 rseq,
-                bytes: bytes.clone(),
-                next_at: now + self.cfg.timers.t1,
-                interval: self.cfg.timers.t1,
-                give_up_at: now + self.cfg.timers.t1x64(),
+                resend: Resend::new(bytes.clone(), now, &self.cfg.timers, false),
             });
         }
         let key = c.invite_key.clone();
@@ -1126,18 +1114,13 @@ impl UasCore {
         let key = c.invite_key.clone();
         c.state = CallState::Accepted;
         c.pending_reliable = None;
-        let t1 = self.cfg.timers.t1;
-        let give_up = now + self.cfg.timers.t1x64();
         self.decorate(&mut resp, headers, Some(("application/sdp", body)));
         let bytes = resp.to_bytes();
         if let Some(c) = self.calls.get_mut(&call) {
             c.pending_2xx = Some(Pending2xx {
                 cseq,
-                bytes: bytes.clone(),
-                next_at: now + t1,
-                interval: t1,
-                give_up_at: give_up,
                 offer_in_2xx,
+                resend: Resend::new(bytes.clone(), now, &self.cfg.timers, true),
             });
         }
         metrics::counter!("sip_responses_sent_total", "code" => code_label(200)).increment(1);
