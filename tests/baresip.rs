@@ -57,16 +57,8 @@ fn read_wav(path: &Path) -> (Vec<i16>, u32) {
     (samples, rate)
 }
 
-/// Power at `freq` by the Goertzel algorithm, normalised by length.
 fn goertzel(samples: &[i16], freq: f64, rate: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / rate).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &x in samples {
-        let s = x as f64 + k * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    (s1 * s1 + s2 * s2 - k * s1 * s2) / samples.len().max(1) as f64
+    tolk::media::analysis::tone_power(samples, freq, rate as u32)
 }
 
 /// One call from baresip with `codec` (`PCMU` at 8 kHz mono, or `opus/48000/2` at 48 kHz

@@ -29,14 +29,7 @@ fn receive_pcma(rtp: &UdpSocket, within: Duration) -> Vec<i16> {
 }
 
 fn power_at(x: &[i16], freq: f64) -> f64 {
-    let k = 2.0 * (2.0 * std::f64::consts::PI * freq / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &v in x {
-        let s = v as f64 + k * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    (s1 * s1 + s2 * s2 - k * s1 * s2) / x.len().max(1) as f64
+    tolk::media::analysis::tone_power(x, freq, 8000)
 }
 
 fn rtp_packet(seq: u16, ssrc: u32, pt: u8, payload: &[u8]) -> Vec<u8> {

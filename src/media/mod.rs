@@ -5,6 +5,7 @@
 //! Must not: read a clock, touch a socket, allocate per sample on the hot path, or log per
 //! packet. Time, when needed, comes in as RTP timestamps or an `Instant` argument.
 
+pub mod analysis;
 pub mod codec;
 pub mod dtmf;
 pub mod jitter;

@@ -115,22 +115,12 @@ impl Resampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::analysis::tone_power as power_at;
 
     fn tone(freq: f64, rate: u32, n: usize, amp: f64) -> Vec<i16> {
         (0..n)
             .map(|i| (amp * (2.0 * PI * freq * i as f64 / rate as f64).sin()) as i16)
             .collect()
-    }
-
-    fn power_at(x: &[i16], freq: f64, rate: u32) -> f64 {
-        let k = 2.0 * (2.0 * PI * freq / rate as f64).cos();
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for &v in x {
-            let s = v as f64 + k * s1 - s2;
-            s2 = s1;
-            s1 = s;
-        }
-        (s1 * s1 + s2 * s2 - k * s1 * s2) / x.len() as f64
     }
 
     fn run(r: &mut Resampler, x: &[i16], frame: usize) -> Vec<i16> {

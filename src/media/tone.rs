@@ -164,17 +164,7 @@ pub fn music_on_hold(rate: u32) -> Vec<i16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn power_at(x: &[i16], freq: f64, rate: u32) -> f64 {
-        let k = 2.0 * (2.0 * PI * freq / rate as f64).cos();
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for &v in x {
-            let s = v as f64 + k * s1 - s2;
-            s2 = s1;
-            s1 = s;
-        }
-        (s1 * s1 + s2 * s2 - k * s1 * s2) / x.len().max(1) as f64
-    }
+    use crate::media::analysis::tone_power as power_at;
 
     fn render(spec: &str, rate: u32, ms: usize, repeat: bool) -> Vec<i16> {
         let mut g = ToneGenerator::new(spec, rate, -10.0, repeat).unwrap();
