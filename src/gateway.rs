@@ -115,8 +115,14 @@ pub async fn run(
             None
         }
     };
+    let echo = EchoRoute {
+        rtp_timeout,
+        prompts,
+        beep: cfg.dialplan.echo_beep,
+        reports: report_tx.clone(),
+    };
     let ring = Duration::from_millis(cfg.dialplan.echo_ring_ms);
-    let echo_beep = cfg.dialplan.echo_beep;
+
     // Calls ringing before the built-in echo route answers them.
     let mut ringing: Vec<(tokio::time::Instant, PendingAnswer)> = Vec::new();
 
@@ -187,16 +193,7 @@ pub async fn run(
         while i < ringing.len() {
             if ringing[i].0 <= due {
                 let (_, pending) = ringing.swap_remove(i);
-                answer_echo(
-                    &mut core,
-                    pending,
-                    rtp_timeout,
-                    prompts.clone(),
-                    echo_beep,
-                    &report_tx,
-                    &mut legs,
-                    now,
-                );
+                echo.answer(&mut core, pending, &mut legs, now);
             } else {
                 i += 1;
             }
@@ -206,16 +203,7 @@ pub async fn run(
                 UasEvent::Incoming(inc) => {
                     if let Some(pending) = route_incoming(&mut core, *inc, &ports, rtp_advertise, &codecs, now) {
                         if ring.is_zero() {
-                            answer_echo(
-                                &mut core,
-                                pending,
-                                rtp_timeout,
-                                prompts.clone(),
-                                echo_beep,
-                                &report_tx,
-                                &mut legs,
-                                now,
-                            );
+                            echo.answer(&mut core, pending, &mut legs, now);
                         } else {
                             let _ = core.ring(pending.call, now);
                             ringing.push((tokio::time::Instant::now() + ring, pending));
@@ -327,30 +315,44 @@ fn digit_received(call: CallRef, digit: char, source: DigitSource) {
     tracing::info!(call = call.0, %digit, source = source.label(), "digit");
 }
 
-#[allow(clippy::too_many_arguments)]
-fn answer_echo(
-    core: &mut UasCore,
-    pending: PendingAnswer,
+/// What answering the echo number needs beyond the call itself.
+struct EchoRoute {
     rtp_timeout: Duration,
     prompts: Option<Arc<crate::media::prompt::PromptCatalog>>,
     beep: bool,
-    reports: &mpsc::Sender<LegReport>,
-    legs: &mut HashMap<CallRef, LegHandle>,
-    now: std::time::Instant,
-) {
-    match core.answer(pending.call, pending.local, now) {
-        Ok(media) => {
-            metrics::counter!("calls_total", "outcome" => "answered").increment(1);
-            let leg = spawn_leg(pending.call, pending.port, media, rtp_timeout, prompts, reports.clone());
-            // The echo test starts with a beep, then the caller hears themself.
-            if beep {
-                let _ = leg.commands.try_send(crate::call::leg::LegCommand::Tone("beep".into()));
+    reports: mpsc::Sender<LegReport>,
+}
+
+impl EchoRoute {
+    /// Answers a routed call and starts its leg (the echo consumer).
+    fn answer(
+        &self,
+        core: &mut UasCore,
+        pending: PendingAnswer,
+        legs: &mut HashMap<CallRef, LegHandle>,
+        now: std::time::Instant,
+    ) {
+        match core.answer(pending.call, pending.local, now) {
+            Ok(media) => {
+                metrics::counter!("calls_total", "outcome" => "answered").increment(1);
+                let leg = spawn_leg(
+                    pending.call,
+                    pending.port,
+                    media,
+                    self.rtp_timeout,
+                    self.prompts.clone(),
+                    self.reports.clone(),
+                );
+                // The echo test starts with a beep, then the caller hears themself.
+                if self.beep {
+                    let _ = leg.commands.try_send(crate::call::leg::LegCommand::Tone("beep".into()));
+                }
+                legs.insert(pending.call, leg);
             }
-            legs.insert(pending.call, leg);
-        }
-        Err(e) => {
-            metrics::counter!("calls_total", "outcome" => "not_acceptable").increment(1);
-            tracing::info!(call = pending.call.0, error = %e, "call refused");
+            Err(e) => {
+                metrics::counter!("calls_total", "outcome" => "not_acceptable").increment(1);
+                tracing::info!(call = pending.call.0, error = %e, "call refused");
+            }
         }
     }
 }
