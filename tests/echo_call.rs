@@ -44,7 +44,11 @@ fn rtp_packet(seq: u16, ssrc: u32, pt: u8, payload: &[u8]) -> Vec<u8> {
 /// payloads, with the right payload type and another SSRC. The echo comes back through the
 /// jitter buffer and a decode/encode, so it lags by a few frames.
 fn echo_round(rtp: &UdpSocket, to: SocketAddr, pt: u8, n: u16) -> usize {
-    let ssrc: u32 = 0x1234_5678;
+    echo_round_from(rtp, to, pt, n, 0x1234_5678, 0)
+}
+
+/// Like [`echo_round`], from source `ssrc`, sequence numbers (and timestamps) from `seq0`.
+fn echo_round_from(rtp: &UdpSocket, to: SocketAddr, pt: u8, n: u16, ssrc: u32, seq0: u16) -> usize {
     let base = fastrand::u8(..);
     let payloads: Vec<Vec<u8>> = (0..n)
         .map(|seq| {
@@ -66,7 +70,8 @@ fn echo_round(rtp: &UdpSocket, to: SocketAddr, pt: u8, n: u16) -> usize {
         }
     };
     for (seq, payload) in payloads.iter().enumerate() {
-        rtp.send_to(&rtp_packet(seq as u16, ssrc, pt, payload), to).unwrap();
+        rtp.send_to(&rtp_packet(seq0.wrapping_add(seq as u16), ssrc, pt, payload), to)
+            .unwrap();
         if let Ok((len, _)) = rtp.recv_from(&mut buf) {
             check(len, &buf);
         }
@@ -105,8 +110,9 @@ fn echo_number_plays_back_rtp_and_honours_hold() {
     assert!(power_at(&beep, 1000.0) > 100.0 * power_at(&beep, 440.0), "a 1 kHz beep");
 
     // G.711 decode then encode gives back every code exactly (the codec tests prove it), so
-    // the echoed payloads equal the sent ones; a frame or two may fall to jitter-buffer start.
-    assert!(echo_round(&rtp, media, 8, 25) >= 23, "packets echoed");
+    // the echoed payloads equal the sent ones; a few may fall to jitter-buffer start or to a
+    // busy machine's scheduling (the count is not a timing assertion, the match is).
+    assert!(echo_round(&rtp, media, 8, 25) >= 20, "packets echoed");
 
     // Hold: we send sendonly, tolk answers recvonly and stops sending.
     let reinvite = uac.request(
@@ -136,7 +142,19 @@ fn echo_number_plays_back_rtp_and_honours_hold() {
     let ack = uac.request("ACK", "", "");
     uac.send(&ack);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(echo_round(&rtp, media, 8, 15) >= 12, "echo resumes");
+    assert!(echo_round(&rtp, media, 8, 15) >= 10, "echo resumes");
+    // The caller's source changes mid-stream (a new SSRC whose sequence and timestamps go
+    // back, as after a carrier failover): tolk treats it as a new stream and keeps echoing.
+    // Without that, every packet of the new source would be "late" and dropped.
+    for k in 0..10u16 {
+        rtp.send_to(&rtp_packet(5000 + k, 0x1234_5678, 8, &[0xd5; 160]), media)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        echo_round_from(&rtp, media, 8, 15, 0x7777_0001, 4990) >= 10,
+        "echo after an SSRC change"
+    );
 
     let bye = uac.request("BYE", "", "");
     uac.send(&bye);

@@ -198,6 +198,7 @@ async fn run_leg(
     let mut codec = media.as_ref().and_then(|m| codec_pair(m.codec));
     let mut jitter = codec.as_ref().map(|c| JitterBuffer::new(JitterConfig::new(c.clock)));
     let mut stats: Option<ReceiveStats> = None;
+    let mut current_ssrc: Option<u32> = None;
     let mut events = EventReceiver::new();
     let mut inband = InbandDetector::default();
     let started = Instant::now();
@@ -277,6 +278,14 @@ async fn run_leg(
                 if p.payload_type != m.payload_type {
                     continue;
                 }
+                // A new SSRC is a new source (RFC 3550 §8.2): fresh statistics and playout.
+                if current_ssrc.is_some_and(|ssrc| ssrc != p.ssrc) {
+                    stats = None;
+                    if let Some(jb) = jitter.as_mut() {
+                        jb.reset();
+                    }
+                }
+                current_ssrc = Some(p.ssrc);
                 rtcp.set_peer_ssrc(p.ssrc);
                 let s = stats.get_or_insert_with(|| ReceiveStats::new(p.sequence));
                 s.update_seq(p.sequence);

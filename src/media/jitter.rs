@@ -202,6 +202,15 @@ impl JitterBuffer {
         }
     }
 
+    /// Forgets the stream (a new SSRC: RFC 3550 §8.2, a new source starts its own sequence
+    /// and timing); playout restarts with the next packet.
+    pub fn reset(&mut self) {
+        self.restart();
+        self.last_ts = None;
+        self.last_transit = None;
+        self.epoch = None;
+    }
+
     /// Gives a played payload back for reuse.
     pub fn recycle(&mut self, buf: Vec<u8>) {
         if self.spare.len() < self.cfg.capacity {
@@ -425,6 +434,19 @@ mod tests {
             }
         }
         assert_eq!(out, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn reset_starts_a_new_stream_cleanly() {
+        let mut jb = JitterBuffer::new(JitterConfig::new(8000));
+        let t0 = crate::test_clock::epoch();
+        jb.push(t0, 1_000_000, &[1]);
+        jb.pop(t0 + FRAME * 2);
+        jb.reset();
+        // The new source's timestamps are unrelated to the old ones.
+        jb.push(t0 + FRAME * 3, 5, &[2]);
+        assert_eq!(jb.pop(t0 + FRAME * 5), Playout::Frame(vec![2]));
+        assert_eq!(jb.stats().late, 0);
     }
 
     #[test]
