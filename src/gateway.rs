@@ -33,6 +33,7 @@ pub async fn run(
     bound_tx: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> anyhow::Result<()> {
     let metrics = crate::metrics::install();
+    recover_recordings(&cfg.data_dir.join("recordings"));
     let transports = Transports::new();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(4096);
     let rcfg = ReceiveConfig {
@@ -353,6 +354,34 @@ impl EchoRoute {
                 metrics::counter!("calls_total", "outcome" => "not_acceptable").increment(1);
                 tracing::info!(call = pending.call.0, error = %e, "call refused");
             }
+        }
+    }
+}
+
+/// Crash recovery of recordings (media::record): every WAV and Ogg file under `dir` is checked
+/// at start-up; torn ones are repaired, foreign ones moved aside, and each case is logged.
+pub fn recover_recordings(dir: &std::path::Path) {
+    use crate::media::record::{RepairOutcome, repair, repair_ogg};
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let outcome = match path.extension().and_then(|e| e.to_str()) {
+            Some("wav") => repair(&path),
+            Some("opus") | Some("ogg") => repair_ogg(&path),
+            _ => continue,
+        };
+        match outcome {
+            Ok(RepairOutcome::Intact) => {}
+            Ok(RepairOutcome::Repaired { samples }) => {
+                tracing::warn!(file = %path.display(), samples, "recording cut short by a crash: header repaired");
+            }
+            Ok(RepairOutcome::Truncated { bytes_removed }) => {
+                tracing::warn!(file = %path.display(), bytes_removed, "recording cut short by a crash: torn page removed");
+            }
+            Ok(RepairOutcome::Corrupt { reason, moved_to }) => {
+                tracing::error!(file = %path.display(), moved_to = %moved_to.display(), reason, "not a recording tolk wrote: moved aside");
+            }
+            Err(e) => tracing::error!(file = %path.display(), error = %e, "could not check recording"),
         }
     }
 }

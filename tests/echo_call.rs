@@ -357,3 +357,41 @@ fn inband_and_sip_info_digits_join_the_call_digit_stream() {
         "{metrics}"
     );
 }
+
+#[test]
+fn recordings_cut_short_by_a_crash_are_repaired_at_start() {
+    // A WAV with a stale header (as a crash leaves it) and a file that is no recording,
+    // placed where tolk keeps recordings, before it starts.
+    let dir = std::env::temp_dir().join(format!("tolk-rec-start-{}-{}", std::process::id(), fastrand::u64(..)));
+    let recordings = dir.join("recordings");
+    std::fs::create_dir_all(&recordings).unwrap();
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&36u32.to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&8000u32.to_le_bytes());
+    wav.extend_from_slice(&16000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&0u32.to_le_bytes()); // stale: no data declared
+    wav.extend(std::iter::repeat_n(0x11u8, 1600)); // 800 samples on disk
+    std::fs::write(recordings.join("call.wav"), &wav).unwrap();
+    std::fs::write(recordings.join("junk.wav"), b"not a wav").unwrap();
+    let data_dir = dir.to_string_lossy().into_owned();
+    let gw = Gateway::start(&[("TOLK_DATA_DIR", &data_dir)]);
+    let fixed = std::fs::read(recordings.join("call.wav")).unwrap();
+    assert_eq!(
+        u32::from_le_bytes([fixed[40], fixed[41], fixed[42], fixed[43]]),
+        1600,
+        "data size repaired"
+    );
+    assert!(recordings.join("junk.wav.corrupt").exists());
+    let log = gw.log_text();
+    assert!(log.contains("header repaired") && log.contains("moved aside"), "{log}");
+    drop(gw);
+    let _ = std::fs::remove_dir_all(dir);
+}
