@@ -274,6 +274,8 @@ pub struct OggOpusRecorder {
     granule: u64,
     held: Option<Vec<u8>>,
     packets: u64,
+    /// The frame padded to 20 ms, reused.
+    frame_buf: Vec<i16>,
 }
 
 /// Opus pre-skip we declare (RFC 7845 §4.2): libopus's usual encoder look-ahead at 48 kHz.
@@ -322,6 +324,7 @@ impl OggOpusRecorder {
             granule: PRE_SKIP as u64,
             held: None,
             packets: 0,
+            frame_buf: Vec::with_capacity((rate / 50) as usize),
         })
     }
 
@@ -335,10 +338,13 @@ impl OggOpusRecorder {
     /// Appends one 20 ms frame.
     pub fn write(&mut self, pcm: &[i16]) -> Result<(), RecordError> {
         use crate::media::codec::Encoder as _;
+        // The packet is handed to the Ogg writer, so it is one allocation per 20 ms frame;
+        // the padded input frame is reused.
         let mut packet = Vec::with_capacity(200);
-        let mut frame = pcm.to_vec();
-        frame.resize(self.frame, 0);
-        self.encoder.encode(&frame, &mut packet);
+        self.frame_buf.clear();
+        self.frame_buf.extend_from_slice(&pcm[..pcm.len().min(self.frame)]);
+        self.frame_buf.resize(self.frame, 0);
+        self.encoder.encode(&self.frame_buf, &mut packet);
         // Hold one packet back so the last one can carry the end-of-stream flag.
         if let Some(prev) = self.held.replace(packet) {
             self.granule += 960;

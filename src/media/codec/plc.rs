@@ -119,8 +119,7 @@ impl PitchPlc {
             self.concealed += 1;
         }
         // The concealment becomes history, so a longer loss keeps its continuity.
-        let made: Vec<i16> = out[start..].to_vec();
-        self.remember(&made);
+        self.remember(&out[start..]);
     }
 }
 

@@ -283,41 +283,46 @@ impl UasCore {
         self.schedule(TimerTarget::Call(call), next);
     }
 
+    /// Acts on a [`Resend`] step: sends and counts a retransmission; true when it gave up.
+    fn resend(&mut self, peer: Peer, step: Option<ResendStep>, kind: &'static str) -> bool {
+        match step {
+            Some(ResendStep::GiveUp) => true,
+            Some(ResendStep::Send(bytes)) => {
+                metrics::counter!("sip_retransmissions_total", "kind" => kind).increment(1);
+                self.send(peer, bytes);
+                false
+            }
+            Some(ResendStep::Wait) | None => false,
+        }
+    }
+
     fn call_timeout(&mut self, now: Instant, cref: CallRef) {
         let Some(call) = self.calls.get_mut(&cref) else { return };
         let peer = call.peer;
         // 2xx retransmission until ACK (RFC 3261 §13.3.1.4).
-        match call.pending_2xx.as_mut().map(|p| p.resend.step(now)) {
-            Some(ResendStep::GiveUp) => {
-                call.pending_2xx = None;
-                call.reinvite_in_progress = None;
-                if call.state == CallState::Accepted || self.hangup_after_ack.contains_key(&cref) {
-                    tracing::warn!(call = cref.0, "no ACK for 2xx within 64*T1; ending the call");
-                    self.send_bye_and_end(now, cref, EndReason::NoAck);
-                    return;
-                }
+        let step = call.pending_2xx.as_mut().map(|p| p.resend.step(now));
+        if self.resend(peer, step, "2xx")
+            && let Some(call) = self.calls.get_mut(&cref)
+        {
+            call.pending_2xx = None;
+            call.reinvite_in_progress = None;
+            if call.state == CallState::Accepted || self.hangup_after_ack.contains_key(&cref) {
+                tracing::warn!(call = cref.0, "no ACK for 2xx within 64*T1; ending the call");
+                self.send_bye_and_end(now, cref, EndReason::NoAck);
+                return;
             }
-            Some(ResendStep::Send(bytes)) => {
-                metrics::counter!("sip_retransmissions_total", "kind" => "2xx").increment(1);
-                self.send(peer, bytes);
-            }
-            Some(ResendStep::Wait) | None => {}
         }
         let Some(call) = self.calls.get_mut(&cref) else { return };
         // Reliable provisional retransmission until PRACK (RFC 3262 §3).
-        match call.pending_reliable.as_mut().map(|p| p.resend.step(now)) {
-            Some(ResendStep::GiveUp) => {
-                call.pending_reliable = None;
-                if call.state == CallState::Early {
-                    let _ = self.reject(cref, 500, now);
-                    return;
-                }
+        let step = call.pending_reliable.as_mut().map(|p| p.resend.step(now));
+        if self.resend(peer, step, "reliable_1xx")
+            && let Some(call) = self.calls.get_mut(&cref)
+        {
+            call.pending_reliable = None;
+            if call.state == CallState::Early {
+                let _ = self.reject(cref, 500, now);
+                return;
             }
-            Some(ResendStep::Send(bytes)) => {
-                metrics::counter!("sip_retransmissions_total", "kind" => "reliable_1xx").increment(1);
-                self.send(peer, bytes);
-            }
-            Some(ResendStep::Wait) | None => {}
         }
         let Some(call) = self.calls.get_mut(&cref) else { return };
         // Session timer (RFC 4028 §10).

@@ -161,6 +161,15 @@ impl Harness {
         std::iter::from_fn(|| self.core.poll_event()).collect()
     }
 
+    /// The peer answers a request we sent.
+    fn answer(&mut self, request: &Sent, code: u16) {
+        let SipMessage::Request(req) = &request.msg else {
+            panic!("not a request: {}", request.text)
+        };
+        let resp = crate::sip::msg::response_to(req, code, "", None).to_bytes();
+        self.deliver(std::str::from_utf8(&resp).expect("we print UTF-8"));
+    }
+
     /// Runs every timer up to `t` after the start, collecting what is sent.
     fn run_until(&mut self, t: Duration) -> Vec<Sent> {
         let end = self.start + t;
@@ -586,11 +595,7 @@ fn without_timer_support_we_refresh_with_update_at_half_the_interval() {
     assert_eq!(update.at, secs(60));
     assert_eq!(update.header("Session-Expires").as_deref(), Some("120;refresher=uas"));
     // Answer it: the session is refreshed and no BYE follows at the old deadline.
-    let SipMessage::Request(req) = &update.msg else {
-        unreachable!()
-    };
-    let ok = crate::sip::msg::response_to(req, 200, "", None).to_bytes();
-    h.deliver(std::str::from_utf8(&ok).unwrap());
+    h.answer(update, 200);
     let sent = h.run_until(secs(115));
     assert!(sent.iter().all(|s| s.method().as_deref() != Some("BYE")), "{sent:?}");
 }
@@ -603,11 +608,7 @@ fn refresh_answered_481_ends_the_call() {
     h.established(&mut uac, "Session-Expires: 120\r\nAllow: UPDATE\r\n");
     let sent = h.run_until(secs(61));
     let update = sent.iter().find(|s| s.method().as_deref() == Some("UPDATE")).unwrap();
-    let SipMessage::Request(req) = &update.msg else {
-        unreachable!()
-    };
-    let gone = crate::sip::msg::response_to(req, 481, "", None).to_bytes();
-    h.deliver(std::str::from_utf8(&gone).unwrap());
+    h.answer(update, 481);
     assert!(h.events().iter().any(|e| matches!(
         e,
         UasEvent::Ended {
@@ -846,8 +847,7 @@ fn without_update_we_refresh_with_a_reinvite_and_ack_its_2xx() {
     let SipMessage::Request(req) = &reinvite.msg else {
         unreachable!()
     };
-    let ok = crate::sip::msg::response_to(req, 200, "", None).to_bytes();
-    h.deliver(std::str::from_utf8(&ok).unwrap());
+    h.answer(reinvite, 200);
     let ack = h
         .sent()
         .into_iter()
