@@ -30,6 +30,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub dialplan: DialplanConfig,
     pub database: DatabaseConfig,
+    pub cdr: CdrConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
 }
@@ -44,6 +45,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             dialplan: DialplanConfig::default(),
             database: DatabaseConfig::default(),
+            cdr: CdrConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
         }
@@ -134,12 +136,16 @@ impl Default for RtpConfig {
 pub struct AdminConfig {
     /// The admin HTTP API and `/metrics`.
     pub listen: String,
+    /// Bearer tokens accepted by `/api/v1` (none: the API answers 403 and says so;
+    /// `/metrics` and `/healthz` need no token).
+    pub tokens: Vec<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:8080".into(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -174,6 +180,61 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
 }
 
+/// `[cdr]`: call detail records, their retention and pseudonyms.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdrConfig {
+    /// Write CDRs at all. Off only for tests and benchmarks of other parts: a gateway that
+    /// bills needs them.
+    pub enabled: bool,
+    /// Entries per COPY batch.
+    pub batch_rows: usize,
+    /// How long the writer lets a batch gather.
+    pub batch_wait_ms: u64,
+    /// The retention class of a call no dialplan rule classifies.
+    pub default_retention: String,
+    /// The caller-pseudonym key (HMAC-SHA256); default `<data_dir>/keys/pseudonym.key`.
+    pub key_file: Option<PathBuf>,
+    /// Retention policies by class name; the defaults are seeded when this is empty.
+    pub policies: Vec<RetentionPolicyConfig>,
+    /// How often the gateway runs the retention sweeper (0: never; `tolk cdr sweep` runs it
+    /// by hand).
+    pub sweep_interval_secs: u64,
+    /// What erasure by number does to the caller's records: `delete` or `anonymise`.
+    pub erasure_action: String,
+}
+
+impl Default for CdrConfig {
+    fn default() -> Self {
+        CdrConfig {
+            enabled: true,
+            batch_rows: 1000,
+            batch_wait_ms: 100,
+            default_retention: "standard".into(),
+            key_file: None,
+            policies: Vec::new(),
+            sweep_interval_secs: 3600,
+            erasure_action: "delete".into(),
+        }
+    }
+}
+
+/// `[[cdr.policies]]`: how long a class of records is kept and what happens then.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionPolicyConfig {
+    pub name: String,
+    pub keep_days: u32,
+    /// `delete` or `anonymise`.
+    pub action: String,
+    /// Whether records of this class may hold the caller's number in clear (else only the
+    /// pseudonym and the masked form).
+    #[serde(default)]
+    pub clear_number: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
 /// `[shutdown]`
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -202,7 +263,7 @@ impl Default for LogConfig {
     }
 }
 
-const SECTIONS: &[&str] = &["sip", "rtp", "admin", "dialplan", "database", "shutdown", "log"];
+const SECTIONS: &[&str] = &["sip", "rtp", "admin", "dialplan", "database", "cdr", "shutdown", "log"];
 
 impl Config {
     /// Loads `path` (if given) and applies the environment. With no path, `./tolk.toml` is read
@@ -369,6 +430,33 @@ impl Config {
                 format!("`{}` is not an address:port", self.admin.listen),
             )
         })?;
+        if self.cdr.batch_rows == 0 || self.cdr.batch_rows > 100_000 {
+            return Err(("cdr.batch_rows".into(), "must be between 1 and 100000".into()));
+        }
+        if self.cdr.batch_wait_ms > 10_000 {
+            return Err(("cdr.batch_wait_ms".into(), "must be at most 10000".into()));
+        }
+        if self.admin.tokens.iter().any(|t| t.len() < 16) {
+            return Err(("admin.tokens".into(), "each token needs at least 16 characters".into()));
+        }
+        if self.cdr.erasure_action != "delete" && self.cdr.erasure_action != "anonymise" {
+            return Err(("cdr.erasure_action".into(), "must be delete or anonymise".into()));
+        }
+        for p in &self.cdr.policies {
+            if p.action != "delete" && p.action != "anonymise" {
+                return Err((
+                    "cdr.policies.action".into(),
+                    format!("`{}` (policy {}) is not one of delete, anonymise", p.action, p.name),
+                ));
+            }
+        }
+        let policies = self.retention_policies();
+        if !policies.iter().any(|p| p.name == self.cdr.default_retention) {
+            return Err((
+                "cdr.default_retention".into(),
+                format!("`{}` is not a defined retention policy", self.cdr.default_retention),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a valid filter: {e}")));
         }
@@ -391,6 +479,52 @@ impl Config {
             ));
         }
         Ok((a, b))
+    }
+
+    /// The retention policies: the configured ones, or the seeded defaults.
+    pub fn retention_policies(&self) -> Vec<RetentionPolicyConfig> {
+        if !self.cdr.policies.is_empty() {
+            return self.cdr.policies.clone();
+        }
+        let p = |name: &str, keep_days, action: &str, clear_number, description: &str| RetentionPolicyConfig {
+            name: name.into(),
+            keep_days,
+            action: action.into(),
+            clear_number,
+            description: description.into(),
+        };
+        vec![
+            p(
+                "standard",
+                395,
+                "anonymise",
+                false,
+                "communications data: 13 months, then anonymised",
+            ),
+            p(
+                "billing",
+                3650,
+                "anonymise",
+                false,
+                "invoiced calls: 10 years, then anonymised",
+            ),
+            p(
+                "identifiable",
+                30,
+                "delete",
+                true,
+                "records that keep the number in clear: deleted after 30 days",
+            ),
+            p("feedback", 365, "delete", false, "feedback scores: 12 months"),
+        ]
+    }
+
+    /// The pseudonym key's path.
+    pub fn key_file(&self) -> PathBuf {
+        self.cdr
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("keys").join("pseudonym.key"))
     }
 
     pub fn sip_listen(&self) -> Vec<SocketAddr> {

@@ -34,6 +34,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = crate::metrics::install();
     recover_recordings(&cfg.data_dir.join("recordings"));
+    // CDRs first: calls must have somewhere to be accounted before any can arrive.
+    let cdr = if cfg.cdr.enabled {
+        Some(
+            crate::cdr::CdrService::start(&cfg)
+                .await
+                .map_err(|e| anyhow::anyhow!("CDRs: {e}"))?,
+        )
+    } else {
+        tracing::warn!("cdr.enabled = false: calls leave no records");
+        None
+    };
+    let mut accounting = cdr
+        .as_ref()
+        .map(|c| crate::call::Accounting::new(c.sink.clone(), c.policy.clone()));
     let transports = Transports::new();
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(4096);
     let rcfg = ReceiveConfig {
@@ -77,7 +91,17 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("admin.listen: cannot bind {}: {e}", cfg.admin_listen()))?;
     bound.admin = admin.local_addr()?;
     tracing::info!(addr = %bound.admin, "admin API and /metrics listening");
-    let router = crate::admin::router(metrics);
+    let api = std::sync::Arc::new(crate::admin::api::ApiState {
+        tokens: cfg.admin.tokens.clone(),
+        cdr: cdr.as_ref().map(|c| crate::admin::api::CdrApi {
+            pool: c.pool.clone(),
+            key: c.policy.key.clone(),
+            sink: c.sink.clone(),
+            recordings_dir: cfg.data_dir.join("recordings"),
+            erasure_action: cfg.cdr.erasure_action.clone(),
+        }),
+    });
+    let router = crate::admin::router(metrics, api);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, router).await {
             tracing::error!(error = %e, "admin listener failed");
@@ -159,13 +183,23 @@ pub async fn run(
             Some(report) = report_rx.recv() => match report {
                 LegReport::TimedOut { call } => {
                     tracing::info!(call = call.0, "no RTP for {}s; hanging up", rtp_timeout.as_secs());
+                    if let Some(a) = accounting.as_mut() { a.rtp_timed_out(call); }
                     let _ = core.hangup(call, std::time::Instant::now());
                 }
                 LegReport::Digit { call, digit, source } => digit_received(call, digit, source),
                 LegReport::PlaybackDone { call, what, ok } => {
                     tracing::debug!(call = call.0, what, ok, "playback done");
                 }
+                // Digits may be a PIN or a number: only their count is logged.
+                LegReport::DigitsSent { call, digits } => {
+                    tracing::debug!(call = call.0, count = digits.len(), "digits sent");
+                }
+                LegReport::RecordingDone { call, path, seconds, error } => match error {
+                    None => tracing::info!(call = call.0, path = %path.display(), seconds = format!("{seconds:.1}"), "recording finished"),
+                    Some(e) => tracing::warn!(call = call.0, path = %path.display(), error = e, "recording failed"),
+                },
                 LegReport::Summary { call, summary } => {
+                    if let Some(a) = accounting.as_mut() { a.summary(call, &summary); }
                     tracing::info!(
                         call = call.0,
                         received = summary.packets_received,
@@ -194,7 +228,7 @@ pub async fn run(
         while i < ringing.len() {
             if ringing[i].0 <= due {
                 let (_, pending) = ringing.swap_remove(i);
-                echo.answer(&mut core, pending, &mut legs, now);
+                echo.answer(&mut core, pending, &mut legs, accounting.as_mut(), now);
             } else {
                 i += 1;
             }
@@ -202,11 +236,22 @@ pub async fn run(
         while let Some(event) = core.poll_event() {
             match event {
                 UasEvent::Incoming(inc) => {
-                    if let Some(pending) = route_incoming(&mut core, *inc, &ports, rtp_advertise, &codecs, now) {
+                    if let Some(pending) = route_incoming(
+                        &mut core,
+                        *inc,
+                        &ports,
+                        rtp_advertise,
+                        &codecs,
+                        accounting.as_mut(),
+                        now,
+                    ) {
                         if ring.is_zero() {
-                            echo.answer(&mut core, pending, &mut legs, now);
+                            echo.answer(&mut core, pending, &mut legs, accounting.as_mut(), now);
                         } else {
                             let _ = core.ring(pending.call, now);
+                            if let Some(a) = accounting.as_mut() {
+                                a.ringing(pending.call);
+                            }
                             ringing.push((tokio::time::Instant::now() + ring, pending));
                         }
                     }
@@ -220,13 +265,19 @@ pub async fn run(
                 UasEvent::InfoDtmf { call, digit, .. } => digit_received(call, digit, DigitSource::SipInfo),
                 UasEvent::Ended { call, reason } => {
                     tracing::info!(call = call.0, ?reason, "call ended");
-                    legs.remove(&call);
+                    let had_leg = legs.remove(&call).is_some();
+                    if let Some(a) = accounting.as_mut() {
+                        a.ended(call, reason, had_leg, crate::cdr::model::now_micros());
+                    }
                     ringing.retain(|(_, p)| p.call != call);
                 }
             }
         }
         while let Some(t) = core.poll_transmit() {
             transports.send(t);
+        }
+        if let Some(a) = accounting.as_mut() {
+            a.flush_overdue(crate::cdr::model::now_micros());
         }
         let stats = core.stats();
         metrics::gauge!("sip_transactions_active").set((stats.server_transactions + stats.client_transactions) as f64);
@@ -252,6 +303,21 @@ pub async fn run(
             }
         }
     }
+    // Give the legs a moment to report their summaries, then write what is left.
+    if let Some(a) = accounting.as_mut() {
+        let until = tokio::time::Instant::now() + Duration::from_millis(500);
+        while !a.is_empty() && tokio::time::Instant::now() < until {
+            match tokio::time::timeout_at(until, report_rx.recv()).await {
+                Ok(Some(LegReport::Summary { call, summary })) => a.summary(call, &summary),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        a.flush_all();
+    }
+    if let Some(cdr) = cdr {
+        cdr.shutdown().await;
+    }
     Ok(())
 }
 
@@ -270,9 +336,13 @@ fn route_incoming(
     ports: &Arc<PortPool>,
     rtp_advertise: Option<IpAddr>,
     codecs: &[Codec],
+    accounting: Option<&mut crate::call::Accounting>,
     now: std::time::Instant,
 ) -> Option<PendingAnswer> {
     let dialled = inc.dialled.as_deref().and_then(crate::sip::number::normalise);
+    if let Some(a) = accounting {
+        a.offered(&inc, dialled.as_deref(), crate::cdr::model::now_micros());
+    }
     let caller = if inc.privacy_requested {
         None
     } else {
@@ -331,11 +401,16 @@ impl EchoRoute {
         core: &mut UasCore,
         pending: PendingAnswer,
         legs: &mut HashMap<CallRef, LegHandle>,
+        accounting: Option<&mut crate::call::Accounting>,
         now: std::time::Instant,
     ) {
         match core.answer(pending.call, pending.local, now) {
             Ok(media) => {
                 metrics::counter!("calls_total", "outcome" => "answered").increment(1);
+                if let Some(a) = accounting {
+                    let codec = media.as_ref().map(|m| m.codec.encoding_name());
+                    a.answered(pending.call, codec, crate::cdr::model::now_micros());
+                }
                 let leg = spawn_leg(
                     pending.call,
                     pending.port,

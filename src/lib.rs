@@ -17,10 +17,12 @@
 //! | [`gateway`] | wiring: runtime, sockets, the SIP core task, graceful shutdown | protocol logic |
 //! | [`media`] | codecs, jitter buffer, DTMF, E-model, resampler, prompts, tones, recording, sans-IO | read a clock or a socket |
 //! | [`rtp`] | RTP packets, RFC 3550 statistics, RTCP, source latching, sans-IO | read a clock or a socket |
+//! | [`cdr`] | call detail records: journal (the spool), COPY writer, schema, private PostgreSQL, pseudonyms | block the SIP core on the database |
 //! | [`privacy`] | masking numbers for logs | |
 
 pub mod admin;
 pub mod call;
+pub mod cdr;
 pub mod config;
 pub mod gateway;
 pub mod media;

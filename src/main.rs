@@ -29,6 +29,117 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Call detail records: list, report, export, erase, hold, sweep.
+    Cdr {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CdrCommand,
+    },
+    /// The opt-out registry (by pseudonym: numbers are not stored).
+    Optout {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: OptoutCommand,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum CdrCommand {
+    /// Records, oldest first; `--format json` prints one JSON object per line.
+    List {
+        /// From this time (`2026-11-01`, `2026-11-01T12:00Z`).
+        #[arg(long)]
+        from: Option<String>,
+        /// Before this time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Calls from this caller's number.
+        #[arg(long)]
+        number: Option<String>,
+        /// Calls to this dialled number.
+        #[arg(long)]
+        dialled: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        disposition: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Continue after this cursor (the last record's `cursor`).
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Calls, answered, ASR, billable minutes, peak concurrency and quality per group.
+    Report {
+        /// day, tenant, number, trunk, room or language.
+        #[arg(long, default_value = "day")]
+        by: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Everything held about a caller, as JSON (a subject access request).
+    Export {
+        #[arg(long)]
+        number: String,
+    },
+    /// Erase a caller from every store: journal, database, recordings.
+    Erase {
+        #[arg(long)]
+        number: String,
+        #[arg(long, default_value = "cli")]
+        requested_by: String,
+    },
+    /// Set (or with --release, lift) a legal hold on a record or on a caller's records.
+    Hold {
+        #[arg(long)]
+        id: Option<uuid::Uuid>,
+        #[arg(long)]
+        number: Option<String>,
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the retention sweeper now.
+    Sweep,
+}
+
+#[derive(Subcommand)]
+enum OptoutCommand {
+    /// Register an opt-out: record, retain or contact.
+    Add {
+        #[arg(long)]
+        number: String,
+        #[arg(long)]
+        scope: String,
+        #[arg(long, default_value = "cli")]
+        source: String,
+    },
+    /// Withdraw an opt-out.
+    Remove {
+        #[arg(long)]
+        number: String,
+        #[arg(long)]
+        scope: String,
+    },
+    /// The registry (pseudonyms shortened).
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +149,16 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(config.as_deref())?;
             println!("configuration OK\n{cfg:#?}");
             Ok(())
+        }
+        Command::Cdr { config, command } => {
+            let cfg = load(config.as_deref())?;
+            quiet_logs();
+            cdr_command(cfg, command)
+        }
+        Command::Optout { config, command } => {
+            let cfg = load(config.as_deref())?;
+            quiet_logs();
+            optout_command(cfg, command)
         }
         Command::Serve { config } => {
             let cfg = load(config.as_deref())?;
@@ -58,8 +179,237 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+/// The database, the pseudonym key, and the private cluster if this command started it.
+struct Db {
+    pool: sqlx::PgPool,
+    key: tolk::cdr::privacy::PseudonymKey,
+    embedded: Option<tolk::cdr::embedded::EmbeddedPostgres>,
+}
+
+impl Db {
+    async fn open(cfg: &Config) -> anyhow::Result<Db> {
+        let (target, embedded) = tolk::cdr::resolve_target(cfg).await?;
+        let pool = tolk::cdr::db::prepare(&target).await?;
+        tolk::cdr::retention::sync_policies(&pool, &cfg.retention_policies()).await?;
+        let key = tolk::cdr::privacy::PseudonymKey::load_or_create(&cfg.key_file())?;
+        Ok(Db { pool, key, embedded })
+    }
+
+    fn pseudonym(&self, number: &str) -> anyhow::Result<String> {
+        let n =
+            tolk::sip::number::normalise(number).ok_or_else(|| anyhow::anyhow!("`{number}` is not a phone number"))?;
+        Ok(self.key.pseudonym(&n))
+    }
+
+    async fn close(self) {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded.filter(|p| p.started) {
+            let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+        }
+    }
+}
+
+fn print_rows(rows: &[serde_json::Value], columns: &[&str], format: Format) {
+    match format {
+        Format::Json => {
+            for r in rows {
+                println!("{r}");
+            }
+        }
+        Format::Csv => print!("{}", tolk::cdr::query::render(rows, columns, true)),
+        Format::Table => print!("{}", tolk::cdr::query::render(rows, columns, false)),
+    }
+}
+
+fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
+    use tolk::cdr::query;
+    runtime()?.block_on(async move {
+        if let CdrCommand::Erase { number, requested_by } = &command {
+            return erase(&cfg, number, requested_by).await;
+        }
+        let db = Db::open(&cfg).await?;
+        let result: anyhow::Result<()> = async {
+            match command {
+                CdrCommand::List {
+                    from,
+                    to,
+                    number,
+                    dialled,
+                    tenant,
+                    disposition,
+                    limit,
+                    after,
+                    format,
+                } => {
+                    let caller_pseudonym = number.as_deref().map(|n| db.pseudonym(n)).transpose()?;
+                    let dialled = dialled.map(|d| tolk::sip::number::normalise(&d).unwrap_or(d));
+                    let rows = query::list(
+                        &db.pool,
+                        &query::ListFilter {
+                            from,
+                            to,
+                            caller_pseudonym,
+                            dialled,
+                            tenant,
+                            disposition,
+                            limit,
+                            after,
+                        },
+                    )
+                    .await?;
+                    print_rows(&rows, query::LIST_COLUMNS, format);
+                }
+                CdrCommand::Report { by, from, to, format } => {
+                    let by = query::ReportBy::parse(&by)?;
+                    let rows = query::report(&db.pool, by, from.as_deref(), to.as_deref()).await?;
+                    print_rows(&rows, query::REPORT_COLUMNS, format);
+                }
+                CdrCommand::Export { number } => {
+                    let p = db.pseudonym(&number)?;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&query::export_subject(&db.pool, &p).await?)?
+                    );
+                }
+                CdrCommand::Hold { id, number, release } => {
+                    let p = number.as_deref().map(|n| db.pseudonym(n)).transpose()?;
+                    let n = tolk::cdr::subject::set_hold(&db.pool, id, p.as_deref(), !release).await?;
+                    println!("{} record(s) {}", n, if release { "released" } else { "on hold" });
+                }
+                CdrCommand::Sweep => {
+                    let recordings = cfg.data_dir.join("recordings");
+                    let r = tolk::cdr::retention::sweep(&db.pool, 5000, &recordings).await?;
+                    println!("{}", serde_json::to_string(&r)?);
+                }
+                CdrCommand::Erase { .. } => unreachable!("handled above"),
+            }
+            Ok(())
+        }
+        .await;
+        db.close().await;
+        result
+    })
+}
+
+/// Erasure needs the journal: through the running gateway's API when it holds the journal,
+/// else here (drain the journal into the database, compact it, erase).
+async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result<()> {
+    use tolk::cdr::journal::{Journal, JournalError};
+    let journal_dir = cfg.data_dir.join("cdr");
+    match Journal::open(&journal_dir) {
+        Err(JournalError::Locked(_)) => {
+            let token = cfg
+                .admin
+                .tokens
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("the gateway is running and holds the CDR journal; erasure goes through its API, which needs admin.tokens in the configuration"))?;
+            let body = serde_json::json!({ "number": number, "requested_by": requested_by }).to_string();
+            let (status, text) = http_post(cfg.admin_listen(), "/api/v1/erasures", token, &body)?;
+            if status != 200 {
+                anyhow::bail!("the gateway answered {status}: {text}");
+            }
+            println!("{text}");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+        Ok((journal, _)) => {
+            let db = Db::open(cfg).await?;
+            let p = db.pseudonym(number)?;
+            let (sink, wake) = tolk::cdr::writer::CdrSink::new(journal);
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let (target, _) = tolk::cdr::resolve_target(cfg).await?;
+            let writer = tolk::cdr::writer::Writer::new(target, &journal_dir, Default::default());
+            let task = tokio::spawn(writer.run(sink.clone(), wake, stop_rx, std::time::Duration::from_secs(5)));
+            let compacted = tolk::cdr::writer::compact(&sink, &p, std::time::Duration::from_secs(30)).await;
+            let _ = stop.send(true);
+            let _ = task.await;
+            let result = match compacted {
+                Ok(spooled) => {
+                    let r = tolk::cdr::subject::erase(
+                        &db.pool,
+                        &p,
+                        &cfg.cdr.erasure_action,
+                        requested_by,
+                        &cfg.data_dir.join("recordings"),
+                        spooled,
+                    )
+                    .await?;
+                    println!("{}", serde_json::to_string(&r)?);
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            };
+            db.close().await;
+            result
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 POST to the admin listener (loopback by default).
+fn http_post(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .with_context(|| format!("connecting to the gateway's admin API at {addr}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let text = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, text))
+}
+
+fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()> {
+    use tolk::cdr::subject;
+    runtime()?.block_on(async move {
+        let db = Db::open(&cfg).await?;
+        let result: anyhow::Result<()> = async {
+            match command {
+                OptoutCommand::Add { number, scope, source } => {
+                    subject::opt_out(&db.pool, &db.pseudonym(&number)?, &scope, &source).await?;
+                    println!("opt-out registered ({scope})");
+                }
+                OptoutCommand::Remove { number, scope } => {
+                    if subject::opt_in(&db.pool, &db.pseudonym(&number)?, &scope).await? {
+                        println!("opt-out withdrawn ({scope})");
+                    } else {
+                        anyhow::bail!("no {scope} opt-out for that number");
+                    }
+                }
+                OptoutCommand::List { format } => {
+                    let rows = subject::list_opt_outs(&db.pool).await?;
+                    print_rows(&rows, &["pseudonym", "scope", "source", "since"], format);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        db.close().await;
+        result
+    })
+}
+
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))
+}
+
+/// Commands print results on stdout; warnings go to stderr.
+fn quiet_logs() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .init();
 }
 
 async fn wait_for_signal() {

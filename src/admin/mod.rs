@@ -1,5 +1,7 @@
-//! The admin HTTP listener: `/metrics` for Prometheus and `/healthz`. The `/api/v1` reports,
-//! rooms and privacy endpoints arrive with their issues.
+//! The admin HTTP listener: `/metrics` for Prometheus, `/healthz`, and the `/api/v1`
+//! CDR and privacy endpoints ([`api`]).
+
+pub mod api;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -8,8 +10,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// The router for the admin listener.
-pub fn router(metrics: Option<PrometheusHandle>) -> Router {
-    Router::new()
+pub fn router(metrics: Option<PrometheusHandle>, api: std::sync::Arc<api::ApiState>) -> Router {
+    api::routes(api)
         .route(
             "/metrics",
             get(move || {
@@ -28,5 +30,10 @@ pub fn router(metrics: Option<PrometheusHandle>) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "no such endpoint; try /metrics or /healthz\n") })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "no such endpoint; try /metrics, /healthz or /api/v1/openapi.json\n",
+            )
+        })
 }

@@ -11,11 +11,14 @@ use crate::media::codec::g711::{G711Decoder, G711Encoder, Law};
 use crate::media::codec::g722::{G722Decoder, G722Encoder};
 use crate::media::codec::opus::{OpusDecoder, OpusEncoder};
 use crate::media::codec::{Decoder, Encoder};
+use crate::media::dtmf::inband;
 use crate::media::dtmf::inband::InbandDetector;
 use crate::media::dtmf::rfc4733::{DigitEvent, EventReceiver};
+use crate::media::dtmf::rfc4733::{DigitSequence, SequenceTick};
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
 use crate::media::prompt::{PromptCatalog, PromptPlayer};
 use crate::media::quality::{CodecImpairment, QualityInputs, mos, rating};
+use crate::media::record::{RecordFormat, Recorder};
 use crate::media::tone::ToneGenerator;
 use crate::rtp::latch::{LatchVerdict, SourceLatch};
 use crate::rtp::packet;
@@ -24,6 +27,7 @@ use crate::rtp::stats::ReceiveStats;
 use crate::sip::dialog::CallRef;
 use crate::sip::sdp::{Codec, Direction, NegotiatedMedia};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -61,6 +65,16 @@ pub enum LegReport {
     TimedOut { call: CallRef },
     /// A prompt or tone finished (or could not start: `ok` false).
     PlaybackDone { call: CallRef, what: String, ok: bool },
+    /// Digits asked for with [`LegCommand::SendDigits`] have all been sent.
+    DigitsSent { call: CallRef, digits: String },
+    /// A recording was finalised (on [`LegCommand::StopRecording`], a new recording, or the
+    /// end of the call), or could not be written (`error`).
+    RecordingDone {
+        call: CallRef,
+        path: PathBuf,
+        seconds: f64,
+        error: Option<String>,
+    },
     /// The leg ended; its quality summary.
     Summary { call: CallRef, summary: LegSummary },
 }
@@ -104,6 +118,14 @@ pub enum LegCommand {
     /// Stop what is playing.
     Stop,
     Mode(LegMode),
+    /// Send digits to the caller: RFC 4733 events when telephone-event was negotiated, else
+    /// in-band DTMF tones (which replace any prompt playing).
+    SendDigits(String),
+    /// Record the call (what the caller says plus the prompts and tones they hear, not the
+    /// echo) to `path`, a new file; `.ogg`/`.opus` is Ogg Opus, anything else WAV.
+    Record(PathBuf),
+    /// Finalise the recording.
+    StopRecording,
 }
 
 enum Playback {
@@ -208,13 +230,23 @@ async fn run_leg(
     let mut rtcp_peer: Option<SocketAddr> = None;
     let mut rtcp_received = 0u32;
     let mut first_send = true;
+    // The send timestamp follows the media clock (RFC 3550 §5.1: it reflects the sampling
+    // instant), so after a pause it jumps by the time that passed and the marker starts the
+    // talkspurt (RFC 3551 §4.1); it never repeats or goes backwards.
+    let ts_origin = Instant::now();
+    let ts_base = out_ts;
+    let mut digits_out = DigitSequence::default();
+    let mut recording: Option<(Recorder, PathBuf, u64)> = None;
+    let mut record_frame: Vec<i16> = Vec::with_capacity(960);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     loop {
         // An idle leg (nothing received lately, nothing to play) does not tick: thousands of
         // silent or held calls cost no wake-ups. It wakes for a packet, a command, the end of
         // the call, or the RTP timeout.
-        let active = playback.is_some() || last_packet.elapsed() < IDLE_AFTER;
+        // A recording keeps the leg ticking so that silence is recorded in real time.
+        let active =
+            playback.is_some() || recording.is_some() || !digits_out.is_idle() || last_packet.elapsed() < IDLE_AFTER;
         let timeout_at = tokio::time::Instant::from_std(last_packet + rtp_timeout);
         tokio::select! {
             Some(cmd) = commands.recv() => {
@@ -237,6 +269,43 @@ async fn run_leg(
                     },
                     LegCommand::Stop => playback = None,
                     LegCommand::Mode(m) => mode = m,
+                    LegCommand::SendDigits(digits) => {
+                        if last_packet.elapsed() >= IDLE_AFTER && playback.is_none() && recording.is_none() {
+                            tick.reset();
+                        }
+                        if media.as_ref().is_some_and(|m| m.telephone_event.is_some()) {
+                            if digits_out.push(&digits) == 0 {
+                                let _ = reports.try_send(LegReport::DigitsSent { call, digits: String::new() });
+                            }
+                        } else {
+                            // No telephone-event: DTMF tones in the audio.
+                            match inband::tone_spec(&digits, 100, 60).map(|s| ToneGenerator::new(&s, rate, -8.0, false)) {
+                                Some(Ok(g)) => playback = Some((Playback::Tone(g), format!("digits:{digits}"))),
+                                _ => { let _ = reports.try_send(LegReport::DigitsSent { call, digits: String::new() }); }
+                            }
+                        }
+                    }
+                    LegCommand::Record(path) => {
+                        if let Some((old, old_path, samples)) = recording.take() {
+                            let _ = reports.try_send(finish_recording(call, old, old_path, samples, rate));
+                        }
+                        match Recorder::create(&path, RecordFormat::from_path(&path), rate) {
+                            Ok(r) => {
+                                if last_packet.elapsed() >= IDLE_AFTER && playback.is_none() {
+                                    tick.reset();
+                                }
+                                recording = Some((r, path, 0));
+                            }
+                            Err(e) => {
+                                let _ = reports.try_send(LegReport::RecordingDone { call, path, seconds: 0.0, error: Some(e.to_string()) });
+                            }
+                        }
+                    }
+                    LegCommand::StopRecording => {
+                        if let Some((r, path, samples)) = recording.take() {
+                            let _ = reports.try_send(finish_recording(call, r, path, samples, rate));
+                        }
+                    }
                 }
             }
             changed = media_rx.changed() => {
@@ -342,9 +411,53 @@ async fn run_leg(
                         Playback::Tone(t) => t.next_frame(c.frame_samples, &mut out_frame),
                     };
                     if !more {
-                        let _ = reports.try_send(LegReport::PlaybackDone { call, what: what.clone(), ok: true });
+                        let report = match what.strip_prefix("digits:") {
+                            Some(d) => LegReport::DigitsSent { call, digits: d.to_string() },
+                            None => LegReport::PlaybackDone { call, what: what.clone(), ok: true },
+                        };
+                        let _ = reports.try_send(report);
                         playback = None;
                     }
+                }
+                // The recording: the caller plus what we play them (not their own echo).
+                if let Some((r, path, samples)) = recording.as_mut() {
+                    record_frame.clear();
+                    record_frame.resize(c.frame_samples, 0);
+                    if received {
+                        record_frame.iter_mut().zip(&pcm).for_each(|(o, s)| *o = *s);
+                    }
+                    record_frame.iter_mut().zip(&out_frame).for_each(|(o, s)| *o = o.saturating_add(*s));
+                    *samples += c.frame_samples as u64;
+                    if let Err(e) = r.write(&record_frame) {
+                        let _ = reports.try_send(LegReport::RecordingDone { call, path: path.clone(), seconds: 0.0, error: Some(e.to_string()) });
+                        recording = None;
+                    }
+                }
+                // RFC 4733 digits replace the audio while a press is in progress.
+                let mut sent_event = false;
+                if let Some(te) = m.telephone_event
+                    && !digits_out.is_idle()
+                {
+                    match digits_out.tick(out_ts, c.clock) {
+                        SequenceTick::Idle => {}
+                        SequenceTick::Done(d) => { let _ = reports.try_send(LegReport::DigitsSent { call, digits: d }); }
+                        SequenceTick::Event(packets) => {
+                            sent_event = true;
+                            if let Some(dest) = latch.peer().or(m.remote_rtp) {
+                                for e in packets {
+                                    packet::build(&mut pkt, te, e.marker, out_seq, e.timestamp, ssrc, &e.payload);
+                                    out_seq = out_seq.wrapping_add(1);
+                                    if port.socket.try_send_to(&pkt, dest).is_ok() {
+                                        rtcp.on_rtp_sent(e.payload.len());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if sent_event {
+                    out_ts = out_ts.wrapping_add(c.frame_ts);
+                    continue;
                 }
                 if out_frame.is_empty() && received && mode == LegMode::Echo {
                     out_frame.extend_from_slice(&pcm);
@@ -361,7 +474,15 @@ async fn run_leg(
                 if payload.is_empty() {
                     continue;
                 }
-                packet::build(&mut pkt, m.payload_type, first_send, out_seq, out_ts, ssrc, &payload);
+                let frames = (ts_origin.elapsed().as_millis() as u64 / 20) as u32;
+                let clock_ts = ts_base.wrapping_add(frames.wrapping_mul(c.frame_ts));
+                // How far the media clock is ahead of the next timestamp in sequence.
+                let ahead = clock_ts.wrapping_sub(out_ts);
+                let talkspurt = first_send || (ahead < 0x8000_0000 && ahead > c.frame_ts);
+                if ahead < 0x8000_0000 {
+                    out_ts = clock_ts;
+                }
+                packet::build(&mut pkt, m.payload_type, talkspurt, out_seq, out_ts, ssrc, &payload);
                 first_send = false;
                 out_seq = out_seq.wrapping_add(1);
                 out_ts = out_ts.wrapping_add(c.frame_ts);
@@ -376,11 +497,27 @@ async fn run_leg(
         let bye = rtcp.bye(Instant::now(), ntp_now(), out_ts, stats.as_mut());
         let _ = port.rtcp.try_send_to(&bye, dest);
     }
+    if let Some((r, path, samples)) = recording.take() {
+        let rate = codec.as_ref().map(|c| c.dec.sample_rate()).unwrap_or(8000);
+        let _ = reports.try_send(finish_recording(call, r, path, samples, rate));
+    }
     let rtt = rtcp.rtt();
     let mut summary = summarise(stats.as_ref(), jitter.as_ref(), codec.as_ref(), latch.rejected(), rtt);
     summary.rtt_ms = rtt.map(|d| d.as_secs_f64() * 1000.0);
     summary.rtcp_received = rtcp_received;
     let _ = reports.try_send(LegReport::Summary { call, summary });
+}
+
+/// Finalises a recording and says how it went.
+fn finish_recording(call: CallRef, recorder: Recorder, path: PathBuf, samples: u64, rate: u32) -> LegReport {
+    let seconds = samples as f64 / rate.max(1) as f64;
+    let error = recorder.finish().err().map(|e| e.to_string());
+    LegReport::RecordingDone {
+        call,
+        path,
+        seconds,
+        error,
+    }
 }
 
 /// The wallclock as a 64-bit NTP timestamp (RFC 3550 §4: seconds since 1900 . fraction).

@@ -4,9 +4,11 @@
 //!
 //! Owns: the RTP port pool and the leg tasks. Must not: signal (the SIP core does).
 
+pub mod accounting;
 pub mod leg;
 mod ports;
 
+pub use accounting::Accounting;
 pub use leg::{DigitSource, LegHandle, LegReport, LegSummary, spawn_leg};
 pub use ports::{PortPool, RtpPort};
 

@@ -25,6 +25,57 @@ pub enum RecordError {
     },
 }
 
+/// The two recording formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// PCM16 mono WAV: large, universally readable.
+    Wav,
+    /// Ogg Opus (RFC 7845): about a tenth of the size.
+    OggOpus,
+}
+
+impl RecordFormat {
+    /// The format a file name asks for: `.ogg`/`.opus` is Ogg Opus, anything else WAV.
+    pub fn from_path(path: &Path) -> RecordFormat {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("ogg" | "opus") => RecordFormat::OggOpus,
+            _ => RecordFormat::Wav,
+        }
+    }
+}
+
+/// A recording in either format, fed 20 ms frames.
+pub enum Recorder {
+    Wav(WavRecorder),
+    OggOpus(OggOpusRecorder),
+}
+
+impl Recorder {
+    /// Creates `path` (never overwriting) for mono PCM at `rate`.
+    pub fn create(path: &Path, format: RecordFormat, rate: u32) -> Result<Recorder, RecordError> {
+        Ok(match format {
+            RecordFormat::Wav => Recorder::Wav(WavRecorder::create(path, rate)?),
+            RecordFormat::OggOpus => Recorder::OggOpus(OggOpusRecorder::create(path, rate)?),
+        })
+    }
+
+    /// Appends one 20 ms frame.
+    pub fn write(&mut self, pcm: &[i16]) -> Result<(), RecordError> {
+        match self {
+            Recorder::Wav(w) => w.write(pcm),
+            Recorder::OggOpus(o) => o.write(pcm),
+        }
+    }
+
+    /// Finalises the file (sizes, end of stream) and syncs it to disk.
+    pub fn finish(self) -> Result<PathBuf, RecordError> {
+        match self {
+            Recorder::Wav(w) => w.finish(),
+            Recorder::OggOpus(o) => o.finish(),
+        }
+    }
+}
+
 /// A WAV file being written.
 pub struct WavRecorder {
     path: PathBuf,

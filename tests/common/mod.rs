@@ -14,6 +14,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Leave the data directory on drop (a test restarts a gateway on it).
+    pub keep_data: bool,
 }
 
 /// A UDP+TCP port pair that is free right now.
@@ -28,20 +30,90 @@ pub fn free_port() -> u16 {
     panic!("no free port pair");
 }
 
-fn unique_dir(tag: &str) -> PathBuf {
+pub fn unique_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tolk-test-{tag}-{}-{}", std::process::id(), fastrand::u64(..)));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// The PostgreSQL server the tests use (the test script provides it).
+pub fn pg_base() -> String {
+    std::env::var("TOLK_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Creates database `name` on the test server if it does not exist; returns its URL.
+pub fn ensure_database(name: &str) -> String {
+    let base = pg_base();
+    let out = Command::new("psql")
+        .arg(format!("{base}/postgres"))
+        .args(["-tAc", &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'")])
+        .output()
+        .expect("psql (postgresql-client) is installed");
+    assert!(
+        out.status.success(),
+        "the test PostgreSQL at {base} is not reachable: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if String::from_utf8_lossy(&out.stdout).trim() != "1" {
+        // Parallel tests may race to create it: "already exists" is fine.
+        let _ = Command::new("psql")
+            .arg(format!("{base}/postgres"))
+            .args(["-c", &format!("CREATE DATABASE {name}")])
+            .output();
+    }
+    format!("{base}/{name}")
+}
+
+/// A fresh database for one test, dropped when the guard goes.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub fn new(tag: &str) -> TestDb {
+        let name = format!("tolk_t_{tag}_{}", fastrand::u32(..));
+        let url = ensure_database(&name);
+        TestDb { name, url }
+    }
+
+    /// Runs SQL and returns the rows as `|`-separated text lines.
+    pub fn query(&self, sql: &str) -> Vec<String> {
+        let out = Command::new("psql")
+            .arg(&self.url)
+            .args(["-tA", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(format!("{}/postgres", pg_base()))
+            .args(["-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)])
+            .output();
+    }
 }
 
 impl Gateway {
     /// Starts the gateway with `env` overrides on top of loopback test defaults; `{sip_port}`
     /// in a value stands for the SIP port chosen for this gateway.
     pub fn start(env: &[(&str, &str)]) -> Gateway {
+        Self::start_in(unique_dir("gw"), env)
+    }
+
+    /// Starts the gateway on an existing data directory (a restart).
+    pub fn start_in(data_dir: PathBuf, env: &[(&str, &str)]) -> Gateway {
         let sip_port = free_port();
         let admin_port = free_port();
-        let data_dir = unique_dir("gw");
-        let log = data_dir.join("tolk.log");
+        let log = data_dir.join(format!("tolk-{sip_port}.log"));
         let rtp_base = 20_000 + 2 * fastrand::u16(0..15_000);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tolk"));
         cmd.arg("serve")
@@ -56,6 +128,8 @@ impl Gateway {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds"),
             )
             .env("TOLK_LOG_LEVEL", "info")
+            // CDRs go to a database shared by the tests that do not look at them.
+            .env("TOLK_DATABASE_URL", ensure_database("tolk_it"))
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -68,8 +142,9 @@ impl Gateway {
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             data_dir,
             log,
+            keep_data: false,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if http_get(gw.admin, "/healthz").is_some() {
                 return gw;
@@ -85,6 +160,14 @@ impl Gateway {
 
     pub fn metrics(&self) -> String {
         http_get(self.admin, "/metrics").unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM (graceful shutdown).
@@ -115,7 +198,9 @@ impl Drop for Gateway {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
@@ -153,6 +238,11 @@ pub struct SippRun {
 
 /// Runs a scenario from `sipp-scenarios/` against the gateway.
 pub fn run_sipp(gw: &Gateway, scenario: &str, args: &[&str]) -> SippRun {
+    run_sipp_at(gw.sip, scenario, args)
+}
+
+/// Runs a scenario against a SIP address (usable from another thread).
+pub fn run_sipp_at(target: SocketAddr, scenario: &str, args: &[&str]) -> SippRun {
     let dir = unique_dir("sipp");
     let scenario_path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("sipp-scenarios")
@@ -175,7 +265,7 @@ pub fn run_sipp(gw: &Gateway, scenario: &str, args: &[&str]) -> SippRun {
         ])
         .args(["-timeout", "90", "-timeout_error", "-nostdin", "-trace_err"])
         .args(args)
-        .arg(gw.sip.to_string())
+        .arg(target.to_string())
         .output()
         .expect("run sipp");
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -212,6 +302,8 @@ pub struct Uac {
     pub cseq: u32,
     pub to_tag: Option<String>,
     pub number: String,
+    /// The caller's number in From.
+    pub caller: String,
 }
 
 impl Uac {
@@ -227,7 +319,15 @@ impl Uac {
             cseq: 0,
             to_tag: None,
             number: number.to_string(),
+            caller: "+15551234567".into(),
         }
+    }
+
+    /// The same, calling from `caller`.
+    pub fn from(gw: SocketAddr, number: &str, caller: &str) -> Uac {
+        let mut u = Uac::new(gw, number);
+        u.caller = caller.to_string();
+        u
     }
 
     pub fn local(&self) -> SocketAddr {
@@ -248,9 +348,10 @@ impl Uac {
         };
         format!(
             "{method} sip:{num}@{gw} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{b};rport\r\n\
-From: <sip:+15551234567@{local}>;tag={ft}\r\nTo: <sip:{num}@{gw}>{to_tag}\r\nCall-ID: {cid}\r\n\
+From: <sip:{caller}@{local}>;tag={ft}\r\nTo: <sip:{num}@{gw}>{to_tag}\r\nCall-ID: {cid}\r\n\
 CSeq: {cseq} {method}\r\nContact: <sip:uac@{local}>\r\nMax-Forwards: 70\r\n{extra_headers}{ctype}Content-Length: {len}\r\n\r\n{body}",
             num = self.number,
+            caller = self.caller,
             gw = self.gw,
             b = fastrand::u64(..),
             ft = self.from_tag,

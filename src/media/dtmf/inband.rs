@@ -268,6 +268,26 @@ fn strongest(p: &[f32; 4]) -> (usize, f32) {
     best
 }
 
+/// The row and column frequencies of a key (Q.23), `None` for anything else.
+pub fn frequencies(key: char) -> Option<(f32, f32)> {
+    (0..4)
+        .flat_map(|r| (0..4).map(move |c| (r, c)))
+        .find(|&(r, c)| KEYS[r][c] == key.to_ascii_uppercase())
+        .map(|(r, c)| (ROWS[r], COLS[c]))
+}
+
+/// A `media::tone` specification that sends `digits` in-band: each key `on_ms` long, then
+/// `off_ms` of silence (Q.24 asks receivers to accept 40 ms of each; we send more).
+/// Characters that are not DTMF keys are skipped; `None` when none is left.
+pub fn tone_spec(digits: &str, on_ms: u32, off_ms: u32) -> Option<String> {
+    let parts: Vec<String> = digits
+        .chars()
+        .filter_map(frequencies)
+        .map(|(r, c)| format!("{r}+{c}/{on_ms},0/{off_ms}"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(","))
+}
+
 /// Generates a DTMF key as 8 kHz PCM: `level_dbm0` per tone, `twist_db` added to the column
 /// tone, frequencies scaled by `1 + offset`. For tests and for sending in-band digits.
 pub fn generate(key: char, ms: usize, level_dbm0: f32, twist_db: f32, offset: f32) -> Vec<i16> {
@@ -295,6 +315,22 @@ mod tests {
     use super::*;
 
     const ALL: &str = "123A456B789C*0#D";
+
+    #[test]
+    fn a_tone_spec_of_digits_is_detected_as_those_digits() {
+        let spec = tone_spec("19#x", 80, 60).unwrap();
+        assert_eq!(spec, "697+1209/80,0/60,852+1477/80,0/60,941+1477/80,0/60");
+        let mut g = crate::media::tone::ToneGenerator::new(&spec, 8000, -10.0, false).unwrap();
+        let mut pcm = Vec::new();
+        let mut frame = Vec::new();
+        while g.next_frame(160, &mut frame) {
+            pcm.extend_from_slice(&frame);
+            frame.clear();
+        }
+        pcm.extend_from_slice(&frame);
+        assert_eq!(detect(&pcm), "19#");
+        assert!(tone_spec("xyz", 80, 60).is_none());
+    }
 
     fn detect(pcm: &[i16]) -> String {
         let mut d = InbandDetector::default();

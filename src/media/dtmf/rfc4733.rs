@@ -262,6 +262,79 @@ impl EventSender {
     }
 }
 
+/// What a [`DigitSequence`] wants this tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SequenceTick {
+    /// No event in progress: send audio as usual.
+    Idle,
+    /// An event is in progress: send these packets (maybe none this tick) instead of audio
+    /// (§2.5.1.2 lets the sender suppress the audio the event replaces).
+    Event(Vec<EventPacket>),
+    /// The last digit of the sequence has been sent (returned once).
+    Done(String),
+}
+
+/// Sends a string of digits one press after another, with a pause between presses
+/// (sans-IO: driven by the caller's 20 ms tick and its RTP timestamp).
+#[derive(Debug, Default)]
+pub struct DigitSequence {
+    queue: std::collections::VecDeque<char>,
+    current: Option<EventSender>,
+    /// Ticks of pause left before the next press.
+    gap: u8,
+    sent: String,
+}
+
+/// Each press lasts 100 ms and is followed by 60 ms without an event: comfortably above the
+/// 40 ms minimum receivers must accept (Q.24) and quick enough for a 16-digit PIN in ~2.6 s.
+const PRESS_MS: u32 = 100;
+const GAP_TICKS: u8 = 3;
+
+impl DigitSequence {
+    /// Queues `digits`; characters that are not events are skipped. Returns how many queued.
+    pub fn push(&mut self, digits: &str) -> usize {
+        let before = self.queue.len();
+        self.queue.extend(digits.chars().filter(|&c| event_of(c).is_some()));
+        self.queue.len() - before
+    }
+
+    /// True when nothing is queued or being sent.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.current.is_none() && self.sent.is_empty()
+    }
+
+    /// What to do on this tick; `timestamp` is the stream's RTP timestamp now and
+    /// `clock_rate` the telephone-event clock (the audio codec's RTP clock).
+    pub fn tick(&mut self, timestamp: u32, clock_rate: u32) -> SequenceTick {
+        if let Some(sender) = self.current.as_mut() {
+            match sender.tick() {
+                Some(packets) => return SequenceTick::Event(packets),
+                None => {
+                    self.current = None;
+                    self.gap = GAP_TICKS;
+                }
+            }
+        }
+        if self.gap > 0 {
+            self.gap -= 1;
+            return SequenceTick::Idle;
+        }
+        if let Some(digit) = self.queue.pop_front()
+            && let Some(mut sender) = EventSender::new(digit, PRESS_MS, timestamp, clock_rate)
+        {
+            self.sent.push(digit);
+            let first = sender.tick().unwrap_or_default();
+            self.current = Some(sender);
+            return SequenceTick::Event(first);
+        }
+        if self.sent.is_empty() {
+            SequenceTick::Idle
+        } else {
+            SequenceTick::Done(std::mem::take(&mut self.sent))
+        }
+    }
+}
+
 /// Serial number arithmetic on RTP timestamps (RFC 1982 style): `a` before `b`.
 fn is_before(a: u32, b: u32) -> bool {
     a != b && b.wrapping_sub(a) < 0x8000_0000
@@ -407,6 +480,43 @@ mod tests {
         press(&mut rx, u32::MAX - 100, 7, 800);
         let out = press(&mut rx, 500, 8, 800);
         assert_eq!(out[0], DigitEvent::Pressed { digit: '8', volume: 10 });
+    }
+
+    #[test]
+    fn a_sequence_of_digits_reaches_the_receiver_in_order_with_distinct_timestamps() {
+        let mut seq = DigitSequence::default();
+        assert_eq!(seq.push("12x#"), 3);
+        let mut rx = EventReceiver::new();
+        let mut pressed = String::new();
+        let mut ts = 1000u32;
+        let mut done = None;
+        let mut event_ticks = 0;
+        for _ in 0..200 {
+            match seq.tick(ts, 8000) {
+                SequenceTick::Event(packets) => {
+                    event_ticks += 1;
+                    for p in packets {
+                        for e in rx.receive(p.timestamp, p.marker, &p.payload) {
+                            if let DigitEvent::Pressed { digit, .. } = e {
+                                pressed.push(digit);
+                            }
+                        }
+                    }
+                }
+                SequenceTick::Done(s) => {
+                    done = Some(s);
+                    break;
+                }
+                SequenceTick::Idle => {}
+            }
+            ts = ts.wrapping_add(160);
+        }
+        assert_eq!(pressed, "12#");
+        assert_eq!(done.as_deref(), Some("12#"));
+        // 100 ms presses are 5-6 ticks each.
+        assert!((15..=20).contains(&event_ticks), "{event_ticks}");
+        assert!(seq.is_idle());
+        assert_eq!(seq.tick(ts, 8000), SequenceTick::Idle);
     }
 
     #[test]

@@ -1,0 +1,283 @@
+//! `/api/v1`: CDR lists and reports, subject access, opt-outs, legal holds, erasure and
+//! retention sweeps, behind bearer tokens from `admin.tokens`. Errors are JSON
+//! (`{"error": "..."}`) with the status that fits. Numbers are accepted as input (and turned
+//! into pseudonyms at once) but never returned.
+
+use crate::cdr::privacy::PseudonymKey;
+use crate::cdr::query::{self, ListFilter, ReportBy};
+use crate::cdr::writer::CdrSink;
+use crate::cdr::{retention, subject};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the API needs from the CDR service.
+#[derive(Clone)]
+pub struct CdrApi {
+    pub pool: sqlx::PgPool,
+    pub key: PseudonymKey,
+    pub sink: CdrSink,
+    pub recordings_dir: PathBuf,
+    pub erasure_action: String,
+}
+
+/// The API's state.
+pub struct ApiState {
+    pub tokens: Vec<String>,
+    pub cdr: Option<CdrApi>,
+}
+
+type Shared = Arc<ApiState>;
+
+/// An API error.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<query::QueryError> for ApiError {
+    fn from(e: query::QueryError) -> Self {
+        match e {
+            query::QueryError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
+            query::QueryError::Db(e) => ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")),
+        }
+    }
+}
+
+fn authorise<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a CdrApi, ApiError> {
+    if state.tokens.is_empty() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the API is disabled: set admin.tokens in tolk.toml".into(),
+        ));
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+    // Compare every token in full (no early exit on the first differing byte).
+    let ok = state.tokens.iter().fold(false, |acc, t| {
+        let same = t.len() == given.len() && t.bytes().zip(given.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+        acc | same
+    });
+    if !ok {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown bearer token".into()));
+    }
+    state.cdr.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CDRs are disabled (cdr.enabled = false)".into(),
+        )
+    })
+}
+
+/// A number from a request, as E.164, or 400.
+fn number(n: &str) -> Result<String, ApiError> {
+    crate::sip::number::normalise(n)
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "`number` is not a phone number".into()))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    from: Option<String>,
+    to: Option<String>,
+    number: Option<String>,
+    dialled: Option<String>,
+    tenant: Option<String>,
+    disposition: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+async fn list_cdrs(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(p): Query<ListParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let caller_pseudonym = p
+        .number
+        .as_deref()
+        .map(number)
+        .transpose()?
+        .map(|n| api.key.pseudonym(&n));
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let records = query::list(
+        &api.pool,
+        &ListFilter {
+            from: p.from,
+            to: p.to,
+            caller_pseudonym,
+            dialled: p.dialled.as_deref().map(number).transpose()?,
+            tenant: p.tenant,
+            disposition: p.disposition,
+            limit,
+            after: p.after,
+        },
+    )
+    .await?;
+    let next = (records.len() as i64 == limit)
+        .then(|| records.last().and_then(|r| r.get("cursor")).cloned())
+        .flatten();
+    Ok(Json(serde_json::json!({ "records": records, "next": next })))
+}
+
+#[derive(Deserialize)]
+struct ReportParams {
+    by: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn reports(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(p): Query<ReportParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let by = ReportBy::parse(p.by.as_deref().unwrap_or("day"))?;
+    let rows = query::report(&api.pool, by, p.from.as_deref(), p.to.as_deref()).await?;
+    Ok(Json(serde_json::json!({ "rows": rows })))
+}
+
+#[derive(Deserialize)]
+struct SubjectBody {
+    number: String,
+    #[serde(default)]
+    requested_by: Option<String>,
+}
+
+async fn export(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(b): Json<SubjectBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let p = api.key.pseudonym(&number(&b.number)?);
+    Ok(Json(query::export_subject(&api.pool, &p).await?))
+}
+
+async fn erase(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<SubjectBody>) -> Result<Response, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let p = api.key.pseudonym(&number(&b.number)?);
+    let spooled = crate::cdr::writer::compact(&api.sink, &p, Duration::from_secs(10))
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let report = subject::erase(
+        &api.pool,
+        &p,
+        &api.erasure_action,
+        b.requested_by.as_deref().unwrap_or("admin api"),
+        &api.recordings_dir,
+        spooled,
+    )
+    .await?;
+    tracing::info!(
+        request = report.request_id,
+        calls = report.calls,
+        "erasure by number done"
+    );
+    Ok((StatusCode::OK, Json(report)).into_response())
+}
+
+#[derive(Deserialize)]
+struct OptOutBody {
+    number: String,
+    scope: String,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+async fn list_opt_outs(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let api = authorise(&s, &headers)?;
+    Ok(Json(
+        serde_json::json!({ "opt_outs": subject::list_opt_outs(&api.pool).await? }),
+    ))
+}
+
+async fn add_opt_out(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(b): Json<OptOutBody>,
+) -> Result<StatusCode, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let p = api.key.pseudonym(&number(&b.number)?);
+    subject::opt_out(&api.pool, &p, &b.scope, b.source.as_deref().unwrap_or("admin api")).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_opt_out(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(b): Json<OptOutBody>,
+) -> Result<StatusCode, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let p = api.key.pseudonym(&number(&b.number)?);
+    if subject::opt_in(&api.pool, &p, &b.scope).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, "no such opt-out".into()))
+    }
+}
+
+#[derive(Deserialize)]
+struct HoldBody {
+    id: Option<uuid::Uuid>,
+    number: Option<String>,
+    hold: bool,
+}
+
+async fn hold(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(b): Json<HoldBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let p = b
+        .number
+        .as_deref()
+        .map(number)
+        .transpose()?
+        .map(|n| api.key.pseudonym(&n));
+    let changed = subject::set_hold(&api.pool, b.id, p.as_deref(), b.hold).await?;
+    Ok(Json(serde_json::json!({ "records": changed, "hold": b.hold })))
+}
+
+async fn sweep(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<retention::SweepReport>, ApiError> {
+    let api = authorise(&s, &headers)?;
+    Ok(Json(retention::sweep(&api.pool, 5000, &api.recordings_dir).await?))
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+}
+
+/// The `/api/v1` routes.
+pub fn routes(state: Shared) -> Router {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/cdrs", get(list_cdrs))
+        .route("/api/v1/reports", get(reports))
+        .route("/api/v1/subjects/export", post(export))
+        .route("/api/v1/erasures", post(erase))
+        .route(
+            "/api/v1/optouts",
+            get(list_opt_outs).post(add_opt_out).delete(remove_opt_out),
+        )
+        .route("/api/v1/holds", post(hold))
+        .route("/api/v1/sweeps", post(sweep))
+        .with_state(state)
+}

@@ -1,0 +1,181 @@
+//! Call accounting: turns a call's life (offered, ringing, answered, ended, media summary)
+//! into CDR writes. A call is written when it is accepted (ringing or answered), so a crash
+//! mid-call still leaves a record, and again when it ends; calls refused at once are written
+//! once. Nothing here waits on the database: the sink appends to the local journal.
+
+use super::leg::LegSummary;
+use crate::cdr::RecordPolicy;
+use crate::cdr::model::{CallRecord, Disposition, HangupBy, JournalEntry, Micros, Quality, q850_for_status};
+use crate::cdr::writer::CdrSink;
+use crate::sip::dialog::{CallRef, EndReason, IncomingCall};
+use std::collections::HashMap;
+
+/// How long an ended call waits for its media leg's quality summary before it is written
+/// without one.
+const SUMMARY_WAIT_MICROS: Micros = 2_000_000;
+
+/// The CDRs of the calls in progress.
+pub struct Accounting {
+    sink: CdrSink,
+    policy: RecordPolicy,
+    calls: HashMap<CallRef, CallState>,
+}
+
+struct CallState {
+    record: CallRecord,
+    /// The media leg ran out of RTP: the hangup that follows is a failure.
+    rtp_timeout: bool,
+    /// Ended, waiting for the leg's summary until this time.
+    awaiting_summary: Option<Micros>,
+}
+
+impl Accounting {
+    pub fn new(sink: CdrSink, policy: RecordPolicy) -> Self {
+        Accounting {
+            sink,
+            policy,
+            calls: HashMap::new(),
+        }
+    }
+
+    /// A new call was offered. `dialled` is the normalised number when there is one.
+    pub fn offered(&mut self, inc: &IncomingCall, dialled: Option<&str>, now: Micros) {
+        let dialled = dialled.or(inc.dialled.as_deref());
+        let record = self.policy.inbound(
+            dialled,
+            inc.caller.as_deref(),
+            inc.privacy_requested,
+            &inc.sip_call_id,
+            now,
+        );
+        self.calls.insert(
+            inc.call,
+            CallState {
+                record,
+                rtp_timeout: false,
+                awaiting_summary: None,
+            },
+        );
+    }
+
+    fn write(&mut self, call: CallRef) {
+        if let Some(state) = self.calls.get_mut(&call) {
+            state.record.revision += 1;
+            self.sink.write(JournalEntry::Call(Box::new(state.record.clone())));
+        }
+    }
+
+    /// The call rings (accepted, not yet answered): first write.
+    pub fn ringing(&mut self, call: CallRef) {
+        self.write(call);
+    }
+
+    /// The call was answered with `codec`.
+    pub fn answered(&mut self, call: CallRef, codec: Option<&str>, now: Micros) {
+        if let Some(state) = self.calls.get_mut(&call) {
+            state.record.answered_at = Some(now);
+            state.record.codec = codec.map(str::to_string);
+            state.record.sip_status = Some(200);
+        }
+        self.write(call);
+    }
+
+    /// The leg reported no RTP; the hangup that follows is a media failure.
+    pub fn rtp_timed_out(&mut self, call: CallRef) {
+        if let Some(state) = self.calls.get_mut(&call) {
+            state.rtp_timeout = true;
+        }
+    }
+
+    /// The call ended. With a media leg, the record waits (briefly) for its quality summary.
+    pub fn ended(&mut self, call: CallRef, reason: EndReason, had_leg: bool, now: Micros) {
+        let Some(state) = self.calls.get_mut(&call) else { return };
+        let r = &mut state.record;
+        r.ended_at = Some(now);
+        let answered = r.answered_at.is_some();
+        let (disposition, status, by) = match reason {
+            EndReason::RemoteBye => (Disposition::Answered, 200, HangupBy::Caller),
+            EndReason::LocalBye if state.rtp_timeout => (Disposition::Failed, 200, HangupBy::Gateway),
+            EndReason::LocalBye => (Disposition::Answered, 200, HangupBy::Gateway),
+            EndReason::Cancelled => (Disposition::Abandoned, 487, HangupBy::Caller),
+            EndReason::Rejected(s) => (Disposition::Rejected, s, HangupBy::Gateway),
+            EndReason::NoAck | EndReason::SessionExpired | EndReason::DialogLost => {
+                (Disposition::Failed, if answered { 200 } else { 408 }, HangupBy::Gateway)
+            }
+        };
+        r.disposition = if answered || matches!(disposition, Disposition::Rejected | Disposition::Abandoned) {
+            disposition
+        } else {
+            Disposition::Failed
+        };
+        r.sip_status = Some(status as i16);
+        // A normal clearing after answer; otherwise the cause of the failure or refusal.
+        r.q850_cause = Some(match reason {
+            EndReason::NoAck | EndReason::SessionExpired => 102,
+            EndReason::DialogLost => 41,
+            _ if state.rtp_timeout => 41,
+            _ => q850_for_status(status),
+        });
+        r.hangup_by = Some(by);
+        if had_leg {
+            state.awaiting_summary = Some(now + SUMMARY_WAIT_MICROS);
+        } else {
+            self.finish(call);
+        }
+    }
+
+    /// The media leg's summary: the call's quality; the record is complete.
+    pub fn summary(&mut self, call: CallRef, s: &LegSummary) {
+        let Some(state) = self.calls.get_mut(&call) else { return };
+        state.record.quality = Some(Quality {
+            packets_received: s.packets_received,
+            packets_lost: s.packets_lost,
+            jitter_ms: s.jitter_ms,
+            mos: s.mos,
+            rtt_ms: s.rtt_ms,
+        });
+        if state.awaiting_summary.is_some() {
+            self.finish(call);
+        }
+    }
+
+    /// Writes ended calls whose summary did not come in time.
+    pub fn flush_overdue(&mut self, now: Micros) {
+        let overdue: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, s)| s.awaiting_summary.is_some_and(|t| t <= now))
+            .map(|(c, _)| *c)
+            .collect();
+        for call in overdue {
+            self.finish(call);
+        }
+    }
+
+    /// Writes every ended call now (shutdown).
+    pub fn flush_all(&mut self) {
+        let ended: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, s)| s.awaiting_summary.is_some())
+            .map(|(c, _)| *c)
+            .collect();
+        for call in ended {
+            self.finish(call);
+        }
+    }
+
+    fn finish(&mut self, call: CallRef) {
+        self.write(call);
+        self.calls.remove(&call);
+    }
+
+    /// Calls being accounted for.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+}

@@ -1,0 +1,343 @@
+//! Call detail records: every call leaves one, in PostgreSQL, with a retention class, and
+//! callers are known to the database by pseudonym.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`model`] | the record, its dispositions, the journal entries |
+//! | [`journal`] | the append-only local journal that is also the spool |
+//! | [`copy`] | binary COPY encoding (pure) |
+//! | [`writer`] | the sink calls write to and the task that tails the journal into PostgreSQL |
+//! | [`db`] | connection targets and the embedded migrations |
+//! | [`embedded`] | the private PostgreSQL cluster when no URL is configured |
+//! | [`privacy`] | the pseudonym key and HMAC |
+//! | [`query`] | lists, subject-access exports, reports |
+//! | [`subject`] | opt-outs, legal holds, erasure by number |
+//! | [`retention`] | policies and the sweeper |
+//!
+//! Must not: block the SIP core on the database (the sink only appends to a file).
+
+pub mod copy;
+pub mod db;
+pub mod embedded;
+pub mod journal;
+pub mod model;
+pub mod privacy;
+pub mod query;
+pub mod retention;
+pub mod subject;
+pub mod writer;
+
+use crate::config::{Config, RetentionPolicyConfig};
+use db::DbTarget;
+use embedded::EmbeddedPostgres;
+use model::{CallRecord, CallerIdentity, DialledKind, Disposition, JournalEntry, Micros, now_micros};
+use privacy::PseudonymKey;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+use writer::{CdrSink, Writer, WriterConfig};
+
+/// Errors starting the CDR service.
+#[derive(Debug, thiserror::Error)]
+pub enum CdrError {
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error(transparent)]
+    Key(#[from] privacy::KeyError),
+    #[error("private PostgreSQL: {0}")]
+    Embedded(#[from] embedded::EmbeddedError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+/// How the gateway's calls become records: pseudonyms, retention, the node's identity.
+#[derive(Debug, Clone)]
+pub struct RecordPolicy {
+    pub key: PseudonymKey,
+    pub node: String,
+    pub default_class: String,
+    pub policies: Vec<RetentionPolicyConfig>,
+    /// The opt-out registry as last loaded from the database.
+    pub opt_outs: std::sync::Arc<std::sync::RwLock<subject::OptOuts>>,
+}
+
+impl RecordPolicy {
+    /// The record of a new inbound call (revision 0: not written yet).
+    pub fn inbound(
+        &self,
+        dialled: Option<&str>,
+        caller: Option<&str>,
+        privacy_requested: bool,
+        sip_call_id: &str,
+        started_at: Micros,
+    ) -> CallRecord {
+        let class = self.default_class.clone();
+        let policy = self.policies.iter().find(|p| p.name == class);
+        let caller_e164 = caller
+            .filter(|_| !privacy_requested)
+            .and_then(crate::sip::number::normalise);
+        let mut consent = serde_json::Map::new();
+        let caller = match caller_e164 {
+            Some(n) => {
+                let pseudonym = self.key.pseudonym(&n);
+                let (retain, record, contact) = self
+                    .opt_outs
+                    .read()
+                    .map(|o| {
+                        (
+                            o.retain.contains(&pseudonym),
+                            o.record.contains(&pseudonym),
+                            o.contact.contains(&pseudonym),
+                        )
+                    })
+                    .unwrap_or((false, false, false));
+                if record {
+                    consent.insert("record".into(), false.into());
+                }
+                if contact {
+                    consent.insert("contact".into(), false.into());
+                }
+                if retain {
+                    // Opted out of retention: anonymised from the start.
+                    consent.insert("retain".into(), false.into());
+                    CallerIdentity {
+                        anonymous: true,
+                        ..Default::default()
+                    }
+                } else {
+                    CallerIdentity {
+                        pseudonym: Some(pseudonym),
+                        masked: Some(crate::privacy::mask_number(&n)),
+                        number: policy.filter(|p| p.clear_number).map(|_| n.clone()),
+                        anonymous: false,
+                    }
+                }
+            }
+            None => CallerIdentity {
+                anonymous: true,
+                ..Default::default()
+            },
+        };
+        let dialled = dialled.unwrap_or("").to_string();
+        CallRecord {
+            id: uuid::Uuid::now_v7(),
+            revision: 0,
+            node: self.node.clone(),
+            tenant: None,
+            trunk: None,
+            direction: "inbound".into(),
+            caller,
+            dialled_kind: DialledKind::classify(&dialled),
+            dialled,
+            sip_call_id: sip_call_id.to_string(),
+            started_at,
+            answered_at: None,
+            ended_at: None,
+            disposition: Disposition::InProgress,
+            sip_status: None,
+            q850_cause: None,
+            hangup_by: None,
+            codec: None,
+            quality: None,
+            flow: None,
+            room: None,
+            room_session: None,
+            role: None,
+            language: None,
+            recording_id: None,
+            consent: serde_json::Value::Object(consent),
+            tags: serde_json::json!({}),
+            expires_at: policy.map(|p| started_at + p.keep_days as i64 * 86_400_000_000),
+            retention_class: class,
+        }
+    }
+}
+
+/// The running CDR service: the sink for calls, the writer task, the private cluster.
+pub struct CdrService {
+    pub sink: CdrSink,
+    pub policy: RecordPolicy,
+    pub target: DbTarget,
+    /// For queries, sweeps and erasure (connects lazily: the database may be down).
+    pub pool: sqlx::PgPool,
+    embedded: Option<EmbeddedPostgres>,
+    writer: tokio::task::JoinHandle<()>,
+    alive: tokio::task::JoinHandle<()>,
+    housekeeping: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+/// The node id: a UUID kept in `data_dir/node-id` (crash recovery closes only this node's
+/// calls).
+fn node_id(data_dir: &Path) -> Result<String, CdrError> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    std::fs::write(&path, &id).map_err(|e| CdrError::Io(path.display().to_string(), e))?;
+    Ok(id)
+}
+
+/// Where the database is, starting the private cluster when no URL is configured.
+pub async fn resolve_target(cfg: &Config) -> Result<(DbTarget, Option<EmbeddedPostgres>), CdrError> {
+    match cfg.database.url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => Ok((DbTarget::Url(url.to_string()), None)),
+        None => {
+            let dir = cfg.data_dir.clone();
+            let pg = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir))
+                .await
+                .map_err(|e| CdrError::Io("private PostgreSQL".into(), std::io::Error::other(e.to_string())))??;
+            Ok((pg.target(), Some(pg)))
+        }
+    }
+}
+
+/// Keeps the opt-out registry fresh (every 10 s), the retention policies in the database,
+/// and runs the retention sweeper every `sweep_every` (never when zero).
+async fn housekeeping(
+    pool: sqlx::PgPool,
+    opt_outs: std::sync::Arc<std::sync::RwLock<subject::OptOuts>>,
+    policies: Vec<RetentionPolicyConfig>,
+    sweep_every: Duration,
+    recordings: PathBuf,
+) {
+    let mut policies_synced = false;
+    let mut last_sweep: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        match subject::load_opt_outs(&pool).await {
+            Ok(o) => {
+                if let Ok(mut w) = opt_outs.write() {
+                    *w = o;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "opt-out registry not refreshed"),
+        }
+        if !policies_synced {
+            policies_synced = retention::sync_policies(&pool, &policies).await.is_ok();
+        }
+        let due = !sweep_every.is_zero() && last_sweep.is_none_or(|t| t.elapsed() >= sweep_every);
+        if policies_synced && due {
+            last_sweep = Some(tokio::time::Instant::now());
+            match retention::sweep(&pool, 5000, &recordings).await {
+                Ok(r) if r != retention::SweepReport::default() => {
+                    tracing::info!(
+                        deleted = r.deleted,
+                        anonymised = r.anonymised,
+                        events = r.events_deleted,
+                        recordings = r.recordings_deleted,
+                        partitions = r.partitions_dropped,
+                        "retention sweep"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention sweep failed; retried at the next interval"),
+            }
+        }
+    }
+}
+
+impl CdrService {
+    /// Opens the journal, loads (or creates) the pseudonym key, finds or starts the database,
+    /// migrates it when reachable, and starts the writer. A database that is down is not an
+    /// error: records are spooled until it is back.
+    pub async fn start(cfg: &Config) -> Result<CdrService, CdrError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| CdrError::Io(cfg.data_dir.display().to_string(), e))?;
+        let journal_dir = cfg.data_dir.join("cdr");
+        let (journal, torn) = journal::Journal::open(&journal_dir)?;
+        if torn > 0 {
+            tracing::warn!(bytes = torn, "CDR journal: a torn last entry from a crash was removed");
+        }
+        let key = PseudonymKey::load_or_create(&cfg.key_file())?;
+        let node = node_id(&cfg.data_dir)?;
+        let (target, embedded) = resolve_target(cfg).await?;
+        let pool = db::lazy_pool(&target, 4)?;
+        match tokio::time::timeout(Duration::from_secs(10), db::migrate(&pool)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "CDR database not ready; records are spooled until it is"),
+            Err(_) => tracing::warn!("CDR database did not answer in 10 s; records are spooled until it does"),
+        }
+        let (sink, wake) = CdrSink::new(journal);
+        // Calls a crash or kill cut off are closed at the last time this node was alive.
+        let alive_path = journal_dir.join("alive");
+        let alive_at = std::fs::metadata(&alive_path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_micros() as i64);
+        let now = now_micros();
+        sink.write(JournalEntry::CloseInterrupted {
+            node: node.clone(),
+            started_before: now,
+            alive_at: alive_at.unwrap_or(now).min(now),
+        });
+        let alive = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let _ = std::fs::write(&alive_path, b"");
+            }
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let writer_cfg = WriterConfig {
+            batch_rows: cfg.cdr.batch_rows,
+            batch_wait: Duration::from_millis(cfg.cdr.batch_wait_ms),
+        };
+        let writer = Writer::new(target.clone(), &journal_dir, writer_cfg);
+        let writer = tokio::spawn(writer.run(sink.clone(), wake, stop_rx, Duration::from_secs(5)));
+        let opt_outs = std::sync::Arc::new(std::sync::RwLock::new(subject::OptOuts::default()));
+        let housekeeping = tokio::spawn(housekeeping(
+            pool.clone(),
+            opt_outs.clone(),
+            cfg.retention_policies(),
+            Duration::from_secs(cfg.cdr.sweep_interval_secs),
+            cfg.data_dir.join("recordings"),
+        ));
+        Ok(CdrService {
+            sink,
+            policy: RecordPolicy {
+                key,
+                node,
+                default_class: cfg.cdr.default_retention.clone(),
+                policies: cfg.retention_policies(),
+                opt_outs,
+            },
+            target,
+            pool,
+            embedded,
+            writer,
+            alive,
+            housekeeping,
+            stop,
+        })
+    }
+
+    /// Lets the writer drain (up to 5 s), then stops the private cluster if we run one.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.writer.await;
+        self.alive.abort();
+        self.housekeeping.abort();
+        self.pool.close().await;
+        // A clean stop: no call of this node is in progress any more.
+        let _ = std::fs::write(self.sink.dir().join("alive"), b"");
+        if let Some(pg) = self.embedded {
+            match tokio::task::spawn_blocking(move || pg.stop()).await {
+                Ok(Ok(())) => tracing::info!("stopped the private PostgreSQL cluster"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "stopping the private PostgreSQL cluster"),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// The journal directory.
+    pub fn journal_dir(&self) -> PathBuf {
+        self.sink.dir()
+    }
+}

@@ -1,0 +1,343 @@
+//! What a call detail record holds, and the entries of the CDR journal.
+//!
+//! A call is written more than once: when it is accepted (so a crash mid-call still leaves
+//! a record), on answer when that comes later, and at the end. Each write carries a higher
+//! `revision`; the database keeps the highest, so replays and out-of-order writes never move a
+//! record backwards and never duplicate it (the id is stable).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Microseconds since the Unix epoch (UTC). Kept as an integer so the journal, the binary
+/// COPY encoder and tests need no calendar crate.
+pub type Micros = i64;
+
+/// The current time in [`Micros`] (the I/O shell calls this; cores get time passed in).
+pub fn now_micros() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// How a call ended, as admins read it in reports (documented in `docs/cdr.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// Still going (or the gateway died before it ended: see `Interrupted`).
+    InProgress,
+    /// Answered and ended normally by either side.
+    Answered,
+    /// The caller hung up before we answered.
+    Abandoned,
+    /// We refused it (unknown number, no capacity, no common codec...): see `sip_status`.
+    Rejected,
+    /// Answered, then ended by a failure: no ACK, session timer expiry, dialog lost, no RTP.
+    Failed,
+    /// The gateway stopped (crash or kill) while the call was up; `ended_at` is the last time
+    /// the gateway was known alive.
+    Interrupted,
+}
+
+impl Disposition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disposition::InProgress => "in_progress",
+            Disposition::Answered => "answered",
+            Disposition::Abandoned => "abandoned",
+            Disposition::Rejected => "rejected",
+            Disposition::Failed => "failed",
+            Disposition::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Which side ended the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HangupBy {
+    Caller,
+    Gateway,
+}
+
+impl HangupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HangupBy::Caller => "caller",
+            HangupBy::Gateway => "gateway",
+        }
+    }
+}
+
+/// What kind of number was dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialledKind {
+    TollFree,
+    Geographic,
+    Mobile,
+    Other,
+}
+
+impl DialledKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialledKind::TollFree => "toll_free",
+            DialledKind::Geographic => "geographic",
+            DialledKind::Mobile => "mobile",
+            DialledKind::Other => "other",
+        }
+    }
+
+    /// Classifies an E.164 number (`+` and digits). Toll-free: NANP 800/833/844/855/866/877/888,
+    /// UK 0800/0808 (+44 800, +44 808), UIFN +800. Mobile: UK +447, and NANP is geographic
+    /// (NANP does not separate mobile numbers). Other countries' plans come with the
+    /// dialplan's number library (issue 5).
+    pub fn classify(e164: &str) -> DialledKind {
+        let Some(d) = e164.strip_prefix('+') else {
+            return DialledKind::Other;
+        };
+        if !d.bytes().all(|b| b.is_ascii_digit()) {
+            return DialledKind::Other;
+        }
+        if d.len() == 11 && d.starts_with('1') {
+            return match &d[1..4] {
+                "800" | "833" | "844" | "855" | "866" | "877" | "888" => DialledKind::TollFree,
+                _ => DialledKind::Geographic,
+            };
+        }
+        if d.starts_with("800") && d.len() == 11 {
+            return DialledKind::TollFree; // UIFN, ITU-T E.169.1: +800 and 8 digits
+        }
+        if let Some(uk) = d.strip_prefix("44") {
+            if uk.starts_with("800") || uk.starts_with("808") {
+                return DialledKind::TollFree;
+            }
+            if uk.starts_with('7') && uk.len() == 10 {
+                return DialledKind::Mobile;
+            }
+            if uk.starts_with('1') || uk.starts_with('2') {
+                return DialledKind::Geographic;
+            }
+        }
+        DialledKind::Other
+    }
+}
+
+/// The caller's identity as a record may hold it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallerIdentity {
+    /// HMAC-SHA256 pseudonym (hex) of the E.164 number; `None` for anonymous callers.
+    pub pseudonym: Option<String>,
+    /// `+1800555****`: safe to show to admins.
+    pub masked: Option<String>,
+    /// The number in clear, only when the retention class allows and the caller has not
+    /// opted out of retention.
+    pub number: Option<String>,
+    /// The caller withheld their identity (RFC 3323 `Privacy: id`) or sent none.
+    pub anonymous: bool,
+}
+
+/// Media quality over the call (from the leg's RTP/RTCP statistics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    pub packets_received: u32,
+    pub packets_lost: i32,
+    pub jitter_ms: f64,
+    pub mos: f64,
+    pub rtt_ms: Option<f64>,
+}
+
+/// One call leg's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub id: Uuid,
+    /// Which write this is; the database keeps the highest.
+    pub revision: i16,
+    /// The gateway instance that owns the call (crash recovery closes only its own calls).
+    pub node: String,
+    pub tenant: Option<String>,
+    pub trunk: Option<String>,
+    /// `inbound` (from a trunk) or `outbound`.
+    pub direction: String,
+    pub caller: CallerIdentity,
+    pub dialled: String,
+    pub dialled_kind: DialledKind,
+    pub sip_call_id: String,
+    pub started_at: Micros,
+    pub answered_at: Option<Micros>,
+    pub ended_at: Option<Micros>,
+    pub disposition: Disposition,
+    pub sip_status: Option<i16>,
+    /// ITU-T Q.850 cause (RFC 3398 mapping from the SIP status).
+    pub q850_cause: Option<i16>,
+    pub hangup_by: Option<HangupBy>,
+    pub codec: Option<String>,
+    pub quality: Option<Quality>,
+    pub flow: Option<String>,
+    pub room: Option<String>,
+    pub room_session: Option<Uuid>,
+    pub role: Option<String>,
+    pub language: Option<String>,
+    pub recording_id: Option<Uuid>,
+    /// Consent state (`{"record": false}`...).
+    pub consent: serde_json::Value,
+    pub tags: serde_json::Value,
+    pub retention_class: String,
+    pub expires_at: Option<Micros>,
+}
+
+impl CallRecord {
+    /// Wall time from start to end (ring time included).
+    pub fn duration_ms(&self) -> Option<i64> {
+        self.ended_at.map(|e| (e - self.started_at).max(0) / 1000)
+    }
+
+    /// Billable time: from answer to end, never ring time.
+    pub fn billable_ms(&self) -> Option<i64> {
+        match (self.answered_at, self.ended_at) {
+            (Some(a), Some(e)) => Some((e - a).max(0) / 1000),
+            (None, Some(_)) => Some(0),
+            _ => None,
+        }
+    }
+}
+
+/// A timeline entry of a call (joined a room, muted, opted out...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallEvent {
+    pub id: Uuid,
+    pub call_id: Uuid,
+    pub at: Micros,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// What the journal holds, applied to the database in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+pub enum JournalEntry {
+    Call(Box<CallRecord>),
+    Event(CallEvent),
+    /// Calls of `node` started before `started_before` and still in progress were cut off by a
+    /// crash: close them as interrupted at `alive_at` (the last time the node was alive).
+    CloseInterrupted {
+        node: String,
+        started_before: Micros,
+        alive_at: Micros,
+    },
+}
+
+/// Q.850 cause for a final SIP status (RFC 3398 §8.2.6.1, with the common additions for
+/// normal clearing).
+pub fn q850_for_status(status: u16) -> i16 {
+    match status {
+        200..=299 => 16,
+        400 | 401 | 402 | 403 | 407 | 603 => 21,
+        404 | 485 | 604 => 1,
+        405 | 406 | 501 => 79,
+        408 | 504 => 102,
+        410 => 22,
+        413 | 414 | 416 | 420 | 421 | 488 | 606 => 127,
+        480 => 18,
+        484 => 28,
+        486 | 600 => 17,
+        487 => 16,
+        500 | 580 => 41,
+        502 => 38,
+        503 => 41,
+        _ => 31,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_classified() {
+        for n in [
+            "+18005550100",
+            "+18335550100",
+            "+18885550100",
+            "+448001234567",
+            "+80012345678",
+        ] {
+            assert_eq!(DialledKind::classify(n), DialledKind::TollFree, "{n}");
+        }
+        assert_eq!(DialledKind::classify("+15550100300"), DialledKind::Geographic);
+        assert_eq!(DialledKind::classify("+447700900123"), DialledKind::Mobile);
+        assert_eq!(DialledKind::classify("+442071234567"), DialledKind::Geographic);
+        assert_eq!(DialledKind::classify("+4930123456"), DialledKind::Other);
+        assert_eq!(DialledKind::classify("alice"), DialledKind::Other);
+        assert_eq!(DialledKind::classify("+1800abc0100"), DialledKind::Other);
+    }
+
+    #[test]
+    fn billable_time_starts_at_answer() {
+        let mut r = sample();
+        r.started_at = 1_000_000;
+        r.answered_at = Some(4_000_000);
+        r.ended_at = Some(64_000_000);
+        assert_eq!(r.duration_ms(), Some(63_000));
+        assert_eq!(r.billable_ms(), Some(60_000));
+        r.answered_at = None;
+        assert_eq!(r.billable_ms(), Some(0));
+        r.ended_at = None;
+        assert_eq!(r.billable_ms(), None);
+    }
+
+    #[test]
+    fn journal_entries_round_trip_through_json() {
+        let e = JournalEntry::Call(Box::new(sample()));
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<JournalEntry>(&s).unwrap(), e);
+    }
+
+    #[test]
+    fn causes_follow_rfc_3398() {
+        assert_eq!(q850_for_status(404), 1);
+        assert_eq!(q850_for_status(486), 17);
+        assert_eq!(q850_for_status(200), 16);
+        assert_eq!(q850_for_status(503), 41);
+    }
+
+    pub(crate) fn sample() -> CallRecord {
+        CallRecord {
+            id: Uuid::now_v7(),
+            revision: 1,
+            node: "n1".into(),
+            tenant: Some("demo".into()),
+            trunk: None,
+            direction: "inbound".into(),
+            caller: CallerIdentity {
+                pseudonym: Some("ab".into()),
+                masked: Some("+1555010****".into()),
+                number: None,
+                anonymous: false,
+            },
+            dialled: "+18005550100".into(),
+            dialled_kind: DialledKind::TollFree,
+            sip_call_id: "abc@host".into(),
+            started_at: 1_700_000_000_000_000,
+            answered_at: None,
+            ended_at: None,
+            disposition: Disposition::InProgress,
+            sip_status: None,
+            q850_cause: None,
+            hangup_by: None,
+            codec: Some("PCMU".into()),
+            quality: None,
+            flow: None,
+            room: None,
+            room_session: None,
+            role: None,
+            language: None,
+            recording_id: None,
+            consent: serde_json::json!({}),
+            tags: serde_json::json!({"k": "v"}),
+            retention_class: "standard".into(),
+            expires_at: None,
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! Reading and governing CDRs through `tolk cdr ...`, `tolk optout ...` and `/api/v1`, against
+//! real PostgreSQL: the list's JSON contract, report figures against a hand-built data set,
+//! the sweeper's expiry and legal hold, opt-outs, and erasure that leaves no trace.
+
+mod common;
+
+use common::*;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// Runs `tolk` with the test database and data directory; returns stdout (asserts success).
+fn tolk(db: &TestDb, data_dir: &Path, args: &[&str]) -> String {
+    tolk_env(db, data_dir, args, &[])
+}
+
+fn tolk_env(db: &TestDb, data_dir: &Path, args: &[&str], env: &[(&str, String)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tolk"))
+        .args(args)
+        .current_dir(data_dir)
+        .env("TOLK_DATABASE_URL", &db.url)
+        .env("TOLK_DATA_DIR", data_dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run tolk");
+    assert!(
+        out.status.success(),
+        "tolk {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tolk_raw(db: &TestDb, data_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tolk"))
+        .args(args)
+        .current_dir(data_dir)
+        .env("TOLK_DATABASE_URL", &db.url)
+        .env("TOLK_DATA_DIR", data_dir)
+        .output()
+        .expect("run tolk")
+}
+
+/// Inserts a call row by hand (the schema exists once any `tolk cdr` command ran).
+#[allow(clippy::too_many_arguments)]
+fn insert(db: &TestDb, started: &str, answered: Option<&str>, ended: &str, tenant: &str, mos: f64, class: &str) {
+    let answered_sql = answered.map(|a| format!("'{a}'")).unwrap_or_else(|| "NULL".into());
+    db.query(&format!(
+        "INSERT INTO calls (id, started_at, revision, node, tenant, direction, caller_masked, dialled, dialled_kind, \
+           sip_call_id, answered_at, ended_at, duration_ms, billable_ms, disposition, retention_class, expires_at, mos) \
+         VALUES (gen_random_uuid(), '{started}', 2, 'hand', '{tenant}', 'inbound', '+1555000****', '+18005550100', \
+           'toll_free', 'hand-' || gen_random_uuid(), {answered_sql}, '{ended}', \
+           (extract(epoch FROM '{ended}'::timestamptz - '{started}'::timestamptz) * 1000)::bigint, \
+           coalesce((extract(epoch FROM '{ended}'::timestamptz - {answered_sql}::timestamptz) * 1000)::bigint, 0), \
+           CASE WHEN {answered_sql} IS NULL THEN 'abandoned' ELSE 'answered' END, '{class}', \
+           '{started}'::timestamptz + interval '1 day', {mos})"
+    ));
+}
+
+#[test]
+fn reports_match_a_hand_built_data_set() {
+    let db = TestDb::new("report");
+    let dir = unique_dir("report");
+    tolk(&db, &dir, &["cdr", "list"]); // migrates
+    db.query("SELECT tolk_ensure_partitions('2026-10-01', '2026-10-31')");
+    // Day one, tenant a: three calls, two answered (60 s and 120 s); two overlap.
+    insert(
+        &db,
+        "2026-10-01 10:00:00Z",
+        Some("2026-10-01 10:00:05Z"),
+        "2026-10-01 10:01:05Z",
+        "a",
+        4.2,
+        "standard",
+    );
+    insert(
+        &db,
+        "2026-10-01 10:00:30Z",
+        Some("2026-10-01 10:00:30Z"),
+        "2026-10-01 10:02:30Z",
+        "a",
+        4.0,
+        "standard",
+    );
+    insert(
+        &db,
+        "2026-10-01 11:00:00Z",
+        None,
+        "2026-10-01 11:00:20Z",
+        "a",
+        0.0,
+        "standard",
+    );
+    // Day two, tenant b: three answered calls of 30 s at the same time.
+    for _ in 0..3 {
+        insert(
+            &db,
+            "2026-10-02 09:00:00Z",
+            Some("2026-10-02 09:00:00Z"),
+            "2026-10-02 09:00:30Z",
+            "b",
+            3.0,
+            "standard",
+        );
+    }
+    let out = tolk(
+        &db,
+        &dir,
+        &[
+            "cdr",
+            "report",
+            "--by",
+            "day",
+            "--format",
+            "json",
+            "--from",
+            "2026-10-01",
+            "--to",
+            "2026-10-03",
+        ],
+    );
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    let r = &rows[0];
+    assert_eq!(r["key"], "2026-10-01");
+    assert_eq!(r["calls"], 3);
+    assert_eq!(r["answered"], 2);
+    assert_eq!(r["asr_percent"].as_f64(), Some(66.7));
+    assert_eq!(r["billable_minutes"].as_f64(), Some(3.0));
+    assert_eq!(r["avg_billable_minutes"].as_f64(), Some(1.5));
+    assert_eq!(r["peak_concurrency"], 2);
+    // MOS averages every call with a value: (4.2 + 4.0 + 0.0) / 3.
+    assert_eq!(r["avg_mos"].as_f64(), Some(2.73));
+    let r = &rows[1];
+    assert_eq!(r["key"], "2026-10-02");
+    assert_eq!(r["calls"], 3);
+    assert_eq!(r["asr_percent"].as_f64(), Some(100.0));
+    assert_eq!(r["billable_minutes"].as_f64(), Some(1.5));
+    assert_eq!(r["peak_concurrency"], 3);
+    // By tenant, as CSV.
+    let csv = tolk(
+        &db,
+        &dir,
+        &[
+            "cdr",
+            "report",
+            "--by",
+            "tenant",
+            "--format",
+            "csv",
+            "--from",
+            "2026-10-01",
+        ],
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "key,calls,answered,asr_percent,billable_minutes,avg_billable_minutes,peak_concurrency,avg_mos,loss_percent"
+    );
+    assert!(lines[1].starts_with("a,3,2,66.7,3.0,1.5,2,2.73,"), "{csv}");
+    assert!(lines[2].starts_with("b,3,3,100.0,1.5,0.5,3,3.0,"), "{csv}");
+    // A bad grouping is a clear error, not a crash.
+    let bad = tolk_raw(&db, &dir, &["cdr", "report", "--by", "caller"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("report by day, tenant"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_sweeper_honours_expiry_and_legal_hold() {
+    let db = TestDb::new("sweep");
+    let dir = unique_dir("sweep");
+    tolk(&db, &dir, &["cdr", "list"]);
+    db.query("SELECT tolk_ensure_partitions('2026-09-01', now())");
+    // Expired (started 2026-09-01, kept a day): one deletable, one held, one to anonymise.
+    insert(
+        &db,
+        "2026-09-01 10:00:00Z",
+        Some("2026-09-01 10:00:01Z"),
+        "2026-09-01 10:01:00Z",
+        "a",
+        4.0,
+        "identifiable",
+    );
+    insert(
+        &db,
+        "2026-09-01 10:05:00Z",
+        Some("2026-09-01 10:05:01Z"),
+        "2026-09-01 10:06:00Z",
+        "held",
+        4.0,
+        "identifiable",
+    );
+    db.query("UPDATE calls SET legal_hold = true WHERE tenant = 'held'");
+    insert(
+        &db,
+        "2026-09-02 10:00:00Z",
+        Some("2026-09-02 10:00:01Z"),
+        "2026-09-02 10:01:00Z",
+        "anon",
+        4.0,
+        "standard",
+    );
+    // Not expired.
+    db.query("INSERT INTO calls (id, started_at, revision, node, direction, caller_masked, dialled, dialled_kind, sip_call_id, \
+         disposition, retention_class, expires_at) VALUES (gen_random_uuid(), now(), 2, 'hand', 'inbound', '+1555000****', \
+         '+18005550100', 'toll_free', 'fresh', 'answered', 'identifiable', now() + interval '30 days')");
+    let out = tolk(&db, &dir, &["cdr", "sweep"]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["deleted"], 1, "{out}");
+    assert_eq!(r["anonymised"], 1, "{out}");
+    assert_eq!(
+        db.query(
+            "SELECT tenant, legal_hold, anonymised_at IS NOT NULL, caller_masked IS NULL FROM calls ORDER BY started_at"
+        ),
+        vec!["held|t|f|f", "anon|f|t|t", "|f|f|f"]
+    );
+    // Releasing the hold lets the next sweep take it; the emptied September partition is
+    // then dropped whole.
+    db.query("UPDATE calls SET legal_hold = false WHERE tenant = 'held'");
+    db.query("UPDATE calls SET retention_class = 'identifiable' WHERE tenant = 'anon'");
+    let out = tolk(&db, &dir, &["cdr", "sweep"]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["deleted"], 2, "{out}");
+    assert_eq!(r["partitions_dropped"], 1, "{out}");
+    assert_eq!(db.query("SELECT count(*) FROM calls"), vec!["1"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn echo_call(gw: &Gateway, caller: &str) -> String {
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = Uac::from(gw.sip, "+15550100300", caller);
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    let bye = uac.request("BYE", "", "");
+    uac.send(&bye);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
+    uac.call_id.clone()
+}
+
+fn wait_rows(db: &TestDb, sql: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while db.query(sql).join(",") != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(db.query(sql).join(","), want, "{sql}");
+}
+
+#[test]
+fn list_contract_opt_outs_and_erasure_that_leaves_no_trace() {
+    let db = TestDb::new("erase");
+    let admin_env = format!("[\"{TOKEN}\"]");
+    let mut gw = Gateway::start(&[
+        ("TOLK_DATABASE_URL", db.url.as_str()),
+        ("TOLK_ADMIN_TOKENS", admin_env.as_str()),
+    ]);
+    gw.keep_data = true;
+    let dir = gw.data_dir.clone();
+    let subject = "+14155550123";
+    let other = "+442071234567";
+    echo_call(&gw, subject);
+    echo_call(&gw, subject);
+    echo_call(&gw, other);
+    wait_rows(&db, "SELECT count(*) FROM calls WHERE disposition = 'answered'", "3");
+
+    // The list's JSON contract: one object per line with the documented fields.
+    let out = tolk(&db, &dir, &["cdr", "list", "--format", "json", "--number", subject]);
+    let records: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2, "{out}");
+    for field in [
+        "id",
+        "call_id",
+        "caller",
+        "dialled",
+        "dialled_kind",
+        "started_at",
+        "answered_at",
+        "ended_at",
+        "duration_ms",
+        "billable_ms",
+        "disposition",
+        "sip_status",
+        "hangup_by",
+        "room",
+        "role",
+        "language",
+        "codec",
+        "mos",
+        "tags",
+        "retention_class",
+        "expires_at",
+    ] {
+        assert!(records[0].get(field).is_some(), "no `{field}` in {}", records[0]);
+    }
+    assert_eq!(records[0]["caller"], "+1415555****");
+    assert!(!out.contains(subject));
+    // Pagination: one at a time, the cursor carries on.
+    let first = tolk(&db, &dir, &["cdr", "list", "--format", "json", "--limit", "1"]);
+    let cursor = serde_json::from_str::<serde_json::Value>(first.trim()).unwrap()["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = tolk(
+        &db,
+        &dir,
+        &["cdr", "list", "--format", "json", "--limit", "1", "--after", &cursor],
+    );
+    assert_ne!(first, second);
+
+    // The API: a token is required; the same list comes back.
+    assert!(http_get(gw.admin, "/api/v1/cdrs").is_none_or(|b| !b.contains("records")));
+    let openapi = http_get(gw.admin, "/api/v1/openapi.json").unwrap();
+    assert!(openapi.contains("\"openapi\""));
+
+    // Opt-out of retention: the subject's next call is anonymised from the start.
+    tolk(&db, &dir, &["optout", "add", "--number", subject, "--scope", "retain"]);
+    let listed = tolk(&db, &dir, &["optout", "list", "--format", "json"]);
+    assert!(listed.contains("\"retain\"") && !listed.contains(subject), "{listed}");
+    std::thread::sleep(Duration::from_secs(11)); // the gateway refreshes the registry every 10 s
+    let cid = echo_call(&gw, subject);
+    wait_rows(
+        &db,
+        &format!(
+            "SELECT caller_anonymous, caller_pseudonym IS NULL, consent->>'retain' FROM calls WHERE sip_call_id = '{cid}' AND disposition = 'answered'"
+        ),
+        "t|t|false",
+    );
+
+    // A recording of the subject's call, on disk and in the table.
+    let pseudonym =
+        db.query("SELECT caller_pseudonym FROM calls WHERE caller_masked = '+1415555****' LIMIT 1")[0].clone();
+    let rec_dir = dir.join("recordings");
+    std::fs::create_dir_all(&rec_dir).unwrap();
+    std::fs::write(rec_dir.join("r1.wav"), b"RIFF....").unwrap();
+    db.query(&format!(
+        "INSERT INTO recordings (id, path, format, started_at, caller_pseudonym, retention_class) \
+         VALUES (gen_random_uuid(), 'r1.wav', 'wav', now(), '{pseudonym}', 'standard')"
+    ));
+
+    // Subject access export, then erasure through the running gateway.
+    let export = tolk(&db, &dir, &["cdr", "export", "--number", subject]);
+    let export: serde_json::Value = serde_json::from_str(&export).unwrap();
+    assert_eq!(export["calls"].as_array().unwrap().len(), 2);
+    assert_eq!(export["recordings"].as_array().unwrap().len(), 1);
+    // The gateway holds the journal, so the CLI asks it (admin API, with the token).
+    let out = tolk_env(
+        &db,
+        &dir,
+        &["cdr", "erase", "--number", subject],
+        &[
+            ("TOLK_ADMIN_TOKENS", admin_env.clone()),
+            ("TOLK_ADMIN_LISTEN", gw.admin.to_string()),
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["calls"], 2, "{out}");
+    assert_eq!(report["recording_files"], 1, "{out}");
+    assert!(!rec_dir.join("r1.wav").exists());
+
+    // No trace: the number in clear or masked, anywhere in the database dump, the journal
+    // or the recordings directory. The other caller is untouched.
+    let dump = Command::new("pg_dump").arg(&db.url).output().expect("pg_dump");
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    for needle in [subject, "+1415555****", "4155550123"] {
+        assert!(!dump.contains(needle), "`{needle}` is still in the database");
+        for entry in walk(&dir) {
+            let bytes = std::fs::read(&entry).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(needle),
+                "`{needle}` is still in {}",
+                entry.display()
+            );
+        }
+    }
+    assert_eq!(
+        db.query("SELECT count(*) FROM calls WHERE caller_masked IS NOT NULL"),
+        vec!["1"],
+        "the other caller is kept"
+    );
+    assert_eq!(
+        db.query("SELECT action, calls_affected, recordings_affected, status FROM erasure_requests"),
+        vec!["delete|2|1|done"]
+    );
+    gw.terminate();
+    gw.wait_exit(Duration::from_secs(20));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file under `dir`, except the private PostgreSQL cluster and logs (tolk's logs hold
+/// masked numbers only, and the test checks the stores, not stdout).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_none_or(|x| x != "log") || p.to_string_lossy().contains("segment-") {
+            out.push(p);
+        }
+    }
+    out
+}
