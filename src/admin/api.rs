@@ -87,6 +87,11 @@ fn number(n: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "`number` is not a phone number".into()))
 }
 
+/// The pseudonym of an optional `number` parameter (400 when it is not a phone number).
+fn optional_pseudonym(api: &CdrApi, n: Option<&str>) -> Result<Option<String>, ApiError> {
+    Ok(n.map(number).transpose()?.map(|n| api.key.pseudonym(&n)))
+}
+
 #[derive(Deserialize)]
 struct ListParams {
     from: Option<String>,
@@ -105,12 +110,7 @@ async fn list_cdrs(
     Query(p): Query<ListParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let api = authorise(&s, &headers)?;
-    let caller_pseudonym = p
-        .number
-        .as_deref()
-        .map(number)
-        .transpose()?
-        .map(|n| api.key.pseudonym(&n));
+    let caller_pseudonym = optional_pseudonym(api, p.number.as_deref())?;
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let records = query::list(
         &api.pool,
@@ -243,12 +243,7 @@ async fn hold(
     Json(b): Json<HoldBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let api = authorise(&s, &headers)?;
-    let p = b
-        .number
-        .as_deref()
-        .map(number)
-        .transpose()?
-        .map(|n| api.key.pseudonym(&n));
+    let p = optional_pseudonym(api, b.number.as_deref())?;
     let changed = subject::set_hold(&api.pool, b.id, p.as_deref(), b.hold).await?;
     Ok(Json(serde_json::json!({ "records": changed, "hold": b.hold })))
 }

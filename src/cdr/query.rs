@@ -81,10 +81,14 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<serde_json::Value
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .into_iter()
+    Ok(json_rows(rows))
+}
+
+/// Rows of one JSON text column (built by PostgreSQL's `json_build_object`), parsed.
+pub(crate) fn json_rows(rows: Vec<(String,)>) -> Vec<serde_json::Value> {
+    rows.into_iter()
         .filter_map(|(t,)| serde_json::from_str(&t).ok())
-        .collect())
+        .collect()
 }
 
 /// Everything held about a caller (a subject access request): their calls with events,
@@ -187,10 +191,7 @@ pub async fn report(
         .bind(to)
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(t,)| serde_json::from_str(&t).ok())
-        .collect())
+    Ok(json_rows(rows))
 }
 
 /// Renders JSON objects as an aligned text table or CSV, columns in the objects' order

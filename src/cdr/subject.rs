@@ -2,7 +2,7 @@
 //! pseudonym: the number a requester gives is turned into its pseudonym before any query, and
 //! the audit trail (`erasure_requests`) holds only the pseudonym.
 
-use super::query::QueryError;
+use super::query::{QueryError, json_rows};
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -55,10 +55,7 @@ pub async fn list_opt_outs(pool: &PgPool) -> Result<Vec<serde_json::Value>, Quer
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(t,)| serde_json::from_str(&t).ok())
-        .collect())
+    Ok(json_rows(rows))
 }
 
 /// The opt-outs the gateway applies to new calls.
