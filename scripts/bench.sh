@@ -5,11 +5,16 @@
 # an RTP port pair and a media leg that stays idle.
 #   scripts/bench.sh                 # default rates
 #   RATES="500 1000" DURATION=10 scripts/bench.sh
+#   scripts/bench.sh cdr             # CDR writer rows/s and write lag into local PostgreSQL
+#                                    # (benches/cdr_writer.rs; RATES, DURATION, REPLAY apply)
 # Results go in docs/PERFORMANCE.md with the machine and the date. The load generator runs on
 # the same cores, so figures are a floor, and the machine is shared: compare medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tolk-target}"
+if [ "${1:-}" = "cdr" ]; then
+  exec cargo bench --quiet --bench cdr_writer
+fi
 RATES="${RATES:-250 500 1000 2000 3000}"
 DURATION="${DURATION:-10}"
 SIP_PORT="${SIP_PORT:-5099}"
@@ -22,7 +27,12 @@ WORK=$(mktemp -d)
 trap 'kill $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 (cd "$WORK" && TOLK_SIP_LISTEN="[\"127.0.0.1:$SIP_PORT\"]" TOLK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
   TOLK_RTP_BIND=127.0.0.1 TOLK_LOG_LEVEL=warn TOLK_DIALPLAN_ECHO_BEEP=false "$BIN" serve > "$WORK/tolk.log" 2>&1) &
-sleep 0.5
+# Without database.url the gateway starts its private PostgreSQL first (initdb on the first
+# run): wait until it answers.
+for _ in $(seq 1 600); do
+  curl -sf "http://127.0.0.1:$ADMIN_PORT/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
 PID=$(pgrep -n -f "$BIN serve")
 HZ=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }

@@ -187,6 +187,11 @@ fn records_survive_postgresql_going_away_mid_stream() {
     assert_eq!(done, "120", "log:\n{}", gw.log_text());
     assert!(gw.log_text().contains("spooled"), "the outage was noticed");
     assert_each_call_once(&db.0, 120);
+    // SIPp sends no RTP: a call with nothing received has no MOS (not a MOS of 0).
+    assert_eq!(
+        db.0.query("SELECT count(*) FROM calls WHERE mos IS NOT NULL OR packets_received <> 0"),
+        vec!["0".to_string()]
+    );
     drop(gw);
     pg.stop().ok();
     let _ = std::fs::remove_dir_all(&pg_dir);

@@ -131,7 +131,7 @@ impl Accounting {
             packets_received: s.packets_received,
             packets_lost: s.packets_lost,
             jitter_ms: s.jitter_ms,
-            mos: s.mos,
+            mos: (s.packets_received > 0).then_some(s.mos),
             rtt_ms: s.rtt_ms,
         });
         if state.awaiting_summary.is_some() {

@@ -152,7 +152,7 @@ impl CopyEncoder {
         self.i32(q.map(|q| q.packets_received.min(i32::MAX as u32) as i32));
         self.i32(q.map(|q| q.packets_lost));
         self.f64(q.map(|q| q.jitter_ms));
-        self.f64(q.map(|q| q.mos));
+        self.f64(q.and_then(|q| q.mos));
         self.f64(q.and_then(|q| q.rtt_ms));
         self.text(r.flow.as_deref());
         self.text(r.room.as_deref());

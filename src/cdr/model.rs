@@ -144,7 +144,8 @@ pub struct Quality {
     pub packets_received: u32,
     pub packets_lost: i32,
     pub jitter_ms: f64,
-    pub mos: f64,
+    /// The E-model MOS; `None` when nothing was received to judge (a call without RTP).
+    pub mos: Option<f64>,
     pub rtt_ms: Option<f64>,
 }
 

@@ -229,7 +229,20 @@ impl Writer {
     }
 
     /// Runs until `stop` turns true, then drains what it can for `drain` and returns.
-    pub async fn run(mut self, sink: CdrSink, wake: Arc<Notify>, mut stop: watch::Receiver<bool>, drain: Duration) {
+    pub async fn run(self, sink: CdrSink, wake: Arc<Notify>, stop: watch::Receiver<bool>, drain: Duration) {
+        self.run_observed(sink, wake, stop, drain, |_| {}).await
+    }
+
+    /// [`Writer::run`], also handing every successful step's outcome to `observe` (the
+    /// benchmark reads write lags this way; the gateway uses the metrics alone).
+    pub async fn run_observed(
+        mut self,
+        sink: CdrSink,
+        wake: Arc<Notify>,
+        mut stop: watch::Receiver<bool>,
+        drain: Duration,
+        mut observe: impl FnMut(&StepOutcome),
+    ) {
         self.sync = sink.sync_handle();
         let mut backoff = Duration::from_millis(100);
         let mut stopping_since: Option<tokio::time::Instant> = None;
@@ -274,6 +287,7 @@ impl Writer {
                     for lag in &out.lags {
                         metrics::histogram!("cdr_write_lag_seconds").record(*lag);
                     }
+                    observe(&out);
                     metrics::counter!("cdr_entries_written_total").increment(out.entries as u64);
                     // Records already in the database should not linger on local disk:
                     // once caught up on a large segment, start a new one (the old is removed).
