@@ -24,6 +24,7 @@ pub mod admin;
 pub mod call;
 pub mod cdr;
 pub mod config;
+pub mod flow;
 pub mod gateway;
 pub mod media;
 pub mod metrics;

@@ -90,7 +90,7 @@ module uuid.so\nmodule_app account.so\nmodule_app menu.so\n",
         .args(["-e", &format!("/dial sip:+15550100300@{}", gw.sip), "-t", "5"])
         .output()
         .expect("run baresip");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + String::from_utf8_lossy(&out.stderr).as_ref();
     assert!(
         text.contains("Call established"),
         "baresip output:\n{text}\ntolk log:\n{}",

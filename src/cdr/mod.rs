@@ -30,7 +30,7 @@ pub mod writer;
 use crate::config::{Config, RetentionPolicyConfig};
 use db::DbTarget;
 use embedded::EmbeddedPostgres;
-use model::{CallRecord, CallerIdentity, DialledKind, Disposition, JournalEntry, Micros, now_micros};
+use model::{CallRecord, CallerIdentity, Disposition, JournalEntry, Micros, now_micros};
 use privacy::PseudonymKey;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -129,7 +129,7 @@ impl RecordPolicy {
             trunk: None,
             direction: "inbound".into(),
             caller,
-            dialled_kind: DialledKind::classify(&dialled),
+            dialled_kind: crate::sip::number::classify(&dialled),
             dialled,
             sip_call_id: sip_call_id.to_string(),
             started_at,

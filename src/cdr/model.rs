@@ -88,40 +88,6 @@ impl DialledKind {
             DialledKind::Other => "other",
         }
     }
-
-    /// Classifies an E.164 number (`+` and digits). Toll-free: NANP 800/833/844/855/866/877/888,
-    /// UK 0800/0808 (+44 800, +44 808), UIFN +800. Mobile: UK +447, and NANP is geographic
-    /// (NANP does not separate mobile numbers). Other countries' plans come with the
-    /// dialplan's number library (issue 5).
-    pub fn classify(e164: &str) -> DialledKind {
-        let Some(d) = e164.strip_prefix('+') else {
-            return DialledKind::Other;
-        };
-        if !d.bytes().all(|b| b.is_ascii_digit()) {
-            return DialledKind::Other;
-        }
-        if d.len() == 11 && d.starts_with('1') {
-            return match &d[1..4] {
-                "800" | "833" | "844" | "855" | "866" | "877" | "888" => DialledKind::TollFree,
-                _ => DialledKind::Geographic,
-            };
-        }
-        if d.starts_with("800") && d.len() == 11 {
-            return DialledKind::TollFree; // UIFN, ITU-T E.169.1: +800 and 8 digits
-        }
-        if let Some(uk) = d.strip_prefix("44") {
-            if uk.starts_with("800") || uk.starts_with("808") {
-                return DialledKind::TollFree;
-            }
-            if uk.starts_with('7') && uk.len() == 10 {
-                return DialledKind::Mobile;
-            }
-            if uk.starts_with('1') || uk.starts_with('2') {
-                return DialledKind::Geographic;
-            }
-        }
-        DialledKind::Other
-    }
 }
 
 /// The caller's identity as a record may hold it.
@@ -254,25 +220,6 @@ pub fn q850_for_status(status: u16) -> i16 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    #[test]
-    fn numbers_are_classified() {
-        for n in [
-            "+18005550100",
-            "+18335550100",
-            "+18885550100",
-            "+448001234567",
-            "+80012345678",
-        ] {
-            assert_eq!(DialledKind::classify(n), DialledKind::TollFree, "{n}");
-        }
-        assert_eq!(DialledKind::classify("+15550100300"), DialledKind::Geographic);
-        assert_eq!(DialledKind::classify("+447700900123"), DialledKind::Mobile);
-        assert_eq!(DialledKind::classify("+442071234567"), DialledKind::Geographic);
-        assert_eq!(DialledKind::classify("+4930123456"), DialledKind::Other);
-        assert_eq!(DialledKind::classify("alice"), DialledKind::Other);
-        assert_eq!(DialledKind::classify("+1800abc0100"), DialledKind::Other);
-    }
 
     #[test]
     fn billable_time_starts_at_answer() {

@@ -1,26 +1,86 @@
-//! Dialled numbers: the normal form used for routing until `flow::dialplan` lands.
+//! Phone numbers: the E.164 normal form (ITU-T E.164; RFC 3966 §5.1.1 visual separators)
+//! used for routing, pseudonyms and CDRs, and the kind of a dialled number, from
+//! libphonenumber's metadata (the `phonenumber` crate).
 
-/// Reduces a dialled user part to `+digits` when it is a number (`tel`-style visual
-/// separators `-.() ` removed, RFC 3966 §5.1.1); returns `None` for non-numeric users.
-pub fn normalise(user: &str) -> Option<String> {
+use crate::cdr::model::DialledKind;
+use phonenumber::country::Id;
+use phonenumber::{Mode, Type};
+
+/// Reduces a dialled user part (or a `tel:` number) to `+digits`, reading national forms
+/// as numbers of `region` (NANP when `None`). Returns `None` for users that are not numbers
+/// (`alice`). Numbers the metadata does not know (fictional 555 numbers, new ranges) keep
+/// their digits: routing must not depend on the metadata being current.
+pub fn normalise_in(user: &str, region: Option<Id>) -> Option<String> {
     let trimmed = user.split(';').next().unwrap_or(user);
-    let mut out = String::with_capacity(trimmed.len() + 1);
+    let mut digits = String::with_capacity(trimmed.len() + 1);
     for (i, c) in trimmed.chars().enumerate() {
         match c {
             '+' if i == 0 => {}
-            '0'..='9' => out.push(c),
+            '0'..='9' => digits.push(c),
             '-' | '.' | '(' | ')' | ' ' => {}
             _ => return None,
         }
     }
-    if out.is_empty() {
+    if digits.is_empty() || digits.len() > 20 {
         return None;
     }
-    // NANP numbers dialled without the country code or without '+'.
-    if out.len() == 10 && !trimmed.starts_with('+') {
-        out.insert(0, '1');
+    let international = trimmed.starts_with('+');
+    let region = region.unwrap_or(Id::US);
+    let valid_e164 = |text: &str, country: Option<Id>| {
+        phonenumber::parse(country, text)
+            .ok()
+            .filter(|n| n.is_valid())
+            .map(|n| n.format().mode(Mode::E164).to_string())
+    };
+    if international {
+        return Some(valid_e164(&format!("+{digits}"), None).unwrap_or_else(|| format!("+{digits}")));
     }
-    Some(format!("+{out}"))
+    // A national form of the region, else an international number sent without '+'.
+    if let Some(n) = valid_e164(&digits, Some(region)).or_else(|| valid_e164(&format!("+{digits}"), None)) {
+        return Some(n);
+    }
+    // Unknown to the metadata: NANP forms dialled without the country code or the '+'.
+    if region == Id::US && digits.len() == 10 {
+        digits.insert(0, '1');
+    }
+    Some(format!("+{digits}"))
+}
+
+/// [`normalise_in`] for the default region (NANP).
+pub fn normalise(user: &str) -> Option<String> {
+    normalise_in(user, None)
+}
+
+/// NANP toll-free area codes (the metadata lists them too; kept for numbers it rejects).
+const NANP_TOLL_FREE: [&str; 7] = ["800", "833", "844", "855", "866", "877", "888"];
+
+/// The kind of an E.164 number: toll-free (NANP 8XX, UK 0800/0808, UIFN +800 per ITU-T
+/// E.169.1, and every other freephone range the metadata knows), mobile, geographic, or other.
+pub fn classify(e164: &str) -> DialledKind {
+    let Some(d) = e164.strip_prefix('+') else {
+        return DialledKind::Other;
+    };
+    if d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit()) {
+        return DialledKind::Other;
+    }
+    if let Ok(n) = phonenumber::parse(None, e164) {
+        match n.number_type(&phonenumber::metadata::DATABASE) {
+            Type::TollFree => return DialledKind::TollFree,
+            Type::Mobile => return DialledKind::Mobile,
+            Type::FixedLine | Type::FixedLineOrMobile => return DialledKind::Geographic,
+            Type::Unknown => {}
+            _ => return DialledKind::Other,
+        }
+    }
+    // Outside the metadata: NANP's shape is regular enough to read (555 numbers, new codes).
+    if d.len() == 11 && d.starts_with('1') {
+        return if NANP_TOLL_FREE.contains(&&d[1..4]) {
+            DialledKind::TollFree
+        } else {
+            DialledKind::Geographic
+        };
+    }
+    DialledKind::Other
 }
 
 #[cfg(test)]
@@ -39,5 +99,53 @@ mod tests {
             assert_eq!(normalise(n).as_deref(), Some("+15550100300"), "{n}");
         }
         assert_eq!(normalise("alice"), None);
+        assert_eq!(normalise(""), None);
+        assert_eq!(normalise("+"), None);
+    }
+
+    #[test]
+    fn national_forms_follow_the_region() {
+        assert_eq!(
+            normalise_in("08001234567", Some(Id::GB)).as_deref(),
+            Some("+448001234567")
+        );
+        assert_eq!(
+            normalise_in("020 7123 4567", Some(Id::GB)).as_deref(),
+            Some("+442071234567")
+        );
+        assert_eq!(normalise_in("(800) 555-0100", None).as_deref(), Some("+18005550100"));
+        // International without '+'.
+        assert_eq!(normalise_in("442071234567", None).as_deref(), Some("+442071234567"));
+        // Valid numbers come out in the metadata's E.164 form.
+        // The metadata knows the UK trunk prefix written in brackets.
+        assert_eq!(normalise("+44 (0)20 7123 4567").as_deref(), Some("+442071234567"));
+    }
+
+    #[test]
+    fn kinds() {
+        for n in [
+            "+18005550100",
+            "+18335550100",
+            "+18445550100",
+            "+18555550100",
+            "+18665550100",
+            "+18775550100",
+            "+18885550100",
+            "+448001234567",
+            "+448081234567",
+            "+80012345678",
+        ] {
+            assert_eq!(classify(n), DialledKind::TollFree, "{n}");
+        }
+        assert_eq!(classify("+15550100300"), DialledKind::Geographic);
+        assert_eq!(classify("+12025550123"), DialledKind::Geographic);
+        assert_eq!(classify("+447911123456"), DialledKind::Mobile);
+        assert_eq!(classify("+442071234567"), DialledKind::Geographic);
+        assert_eq!(classify("+33612345678"), DialledKind::Mobile);
+        assert_eq!(classify("+33142685300"), DialledKind::Geographic);
+        assert_eq!(classify("+4930123456"), DialledKind::Geographic);
+        assert_eq!(classify("+449090901234"), DialledKind::Other); // premium rate
+        assert_eq!(classify("alice"), DialledKind::Other);
+        assert_eq!(classify("+1800abc0100"), DialledKind::Other);
     }
 }

@@ -1,0 +1,127 @@
+//! Flow threads. Each active flow runs on its own OS thread with a small stack (verbs block
+//! while the call works, so a thread per flow keeps scripts plain sequential code); the number
+//! of flows at once is capped, and a call that finds the pool full is refused (503 with
+//! Retry-After) before anything is started for it.
+//!
+//! [`run_flow`] is what every flow goes through, on a thread or in the simulator: the script,
+//! then the ending: a script that completes without hanging up ends the call normally; one
+//! that fails (an unhandled error, a limit) is recorded in the CDR, the caller hears the
+//! apology prompt, and the call is hung up.
+
+use super::FlowLibrary;
+use super::engine::{self, FlowEnd};
+use super::port::{CallInfo, CallPort, Note, Request, Source};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// A flow thread's stack. Enough for the deepest script the limits allow (recursion to
+/// `max_call_levels`, each level inside nested expressions; `tests/flows.rs` runs it) with
+/// room to spare; unoptimised builds need several times more.
+pub const DEFAULT_STACK_BYTES: usize = if cfg!(debug_assertions) { 8 << 20 } else { 1 << 20 };
+
+/// The prompt a caller hears when their flow fails.
+pub const APOLOGY_PROMPT: &str = "sorry";
+/// Q.850 41 (temporary failure) when a flow fails.
+pub const FAILURE_CAUSE: u16 = 41;
+
+/// Runs `flow` for one call, including its ending; returns how the script ended.
+pub fn run_flow(
+    lib: &FlowLibrary,
+    flow: &str,
+    port: Box<dyn CallPort>,
+    info: CallInfo,
+    hung_up: Arc<AtomicBool>,
+) -> (FlowEnd, Box<dyn CallPort>) {
+    let Some(ast) = lib.get(flow) else {
+        let mut port = port;
+        let end = FlowEnd::Failed(format!("no flow named `{flow}`"));
+        fail(port.as_mut(), &end);
+        return (end, port);
+    };
+    let (end, mut port) = engine::run(&lib.engine, &ast, &lib.limits, port, info, hung_up);
+    match &end {
+        FlowEnd::Completed => {
+            let _ = port.request(Request::Hangup { cause: 16 });
+        }
+        FlowEnd::Failed(_) => fail(port.as_mut(), &end),
+        FlowEnd::CallerHungUp | FlowEnd::FlowHungUp { .. } => {}
+    }
+    (end, port)
+}
+
+fn fail(port: &mut dyn CallPort, end: &FlowEnd) {
+    let FlowEnd::Failed(why) = end else { return };
+    tracing::warn!(reason = %why, "call flow failed; the caller hears the apology");
+    let _ = port.request(Request::Note(Note::FlowError(why.clone())));
+    let _ = port.request(Request::Play {
+        source: Source::Prompt(APOLOGY_PROMPT.into()),
+        barge_in: false,
+    });
+    let _ = port.request(Request::Hangup { cause: FAILURE_CAUSE });
+}
+
+/// The pool is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("all {0} flow slots are busy")]
+pub struct Busy(pub usize);
+
+/// Starts flows on their own threads, at most `max` at once.
+#[derive(Clone)]
+pub struct Runner {
+    active: Arc<AtomicUsize>,
+    max: usize,
+    stack_bytes: usize,
+}
+
+impl Runner {
+    pub fn new(max: usize, stack_bytes: usize) -> Runner {
+        Runner {
+            active: Arc::new(AtomicUsize::new(0)),
+            max,
+            stack_bytes,
+        }
+    }
+
+    /// Flows running now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Runs `flow` on a new thread; `done` is called on that thread with the ending.
+    pub fn start(
+        &self,
+        lib: Arc<FlowLibrary>,
+        flow: String,
+        port: Box<dyn CallPort>,
+        info: CallInfo,
+        hung_up: Arc<AtomicBool>,
+        done: impl FnOnce(FlowEnd) + Send + 'static,
+    ) -> Result<(), Busy> {
+        // Reserve a slot first, so concurrent starts cannot overshoot.
+        if self
+            .active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .is_err()
+        {
+            metrics::counter!("flows_refused_total").increment(1);
+            return Err(Busy(self.max));
+        }
+        metrics::gauge!("flows_active").set(self.active() as f64);
+        let active = self.active.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("flow-{flow}"))
+            .stack_size(self.stack_bytes)
+            .spawn(move || {
+                let (end, _port) = run_flow(&lib, &flow, port, info, hung_up);
+                let n = active.fetch_sub(1, Ordering::AcqRel) - 1;
+                metrics::gauge!("flows_active").set(n as f64);
+                done(end);
+            });
+        if spawned.is_err() {
+            let n = self.active.fetch_sub(1, Ordering::AcqRel) - 1;
+            metrics::gauge!("flows_active").set(n as f64);
+            return Err(Busy(self.max));
+        }
+        Ok(())
+    }
+}
