@@ -29,6 +29,7 @@ pub struct Config {
     pub rtp: RtpConfig,
     pub admin: AdminConfig,
     pub dialplan: DialplanConfig,
+    pub flow: FlowConfig,
     pub database: DatabaseConfig,
     pub cdr: CdrConfig,
     pub shutdown: ShutdownConfig,
@@ -44,6 +45,7 @@ impl Default for Config {
             rtp: RtpConfig::default(),
             admin: AdminConfig::default(),
             dialplan: DialplanConfig::default(),
+            flow: FlowConfig::default(),
             database: DatabaseConfig::default(),
             cdr: CdrConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -154,20 +156,62 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DialplanConfig {
+    /// `numbers.toml` and `flows/*.rhai`; when it does not exist, the built-in demo
+    /// dialplan is written under `data_dir/dialplan` and served.
     pub dir: PathBuf,
-    /// Built-in route only (until the flow engine): ring the echo number this long (180
-    /// Ringing) before answering. 0 answers at once.
-    pub echo_ring_ms: u64,
-    /// Built-in route only: start the echo test with a beep.
-    pub echo_beep: bool,
 }
 
 impl Default for DialplanConfig {
     fn default() -> Self {
         DialplanConfig {
             dir: PathBuf::from("./dialplans"),
-            echo_ring_ms: 0,
-            echo_beep: true,
+        }
+    }
+}
+
+/// `[flow]`: the limits every call flow runs under (`docs/flows.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowConfig {
+    /// Flows running at once; a call beyond it is refused with 503 + Retry-After.
+    pub max_concurrent: usize,
+    /// Wall-clock time a script may compute between two verbs.
+    pub step_budget_ms: u64,
+    /// Rhai operations over a whole flow.
+    pub max_operations: u64,
+    /// Script function call depth.
+    pub max_call_levels: usize,
+    /// Stack of each flow thread (0: tolk's default, sized for `max_call_levels` 32).
+    pub stack_kib: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            max_concurrent: 2000,
+            step_budget_ms: 500,
+            max_operations: 20_000_000,
+            max_call_levels: 32,
+            stack_kib: 0,
+        }
+    }
+}
+
+impl FlowConfig {
+    pub fn limits(&self) -> crate::flow::engine::Limits {
+        crate::flow::engine::Limits {
+            max_operations: self.max_operations,
+            max_call_levels: self.max_call_levels,
+            step_budget: std::time::Duration::from_millis(self.step_budget_ms),
+            ..Default::default()
+        }
+    }
+
+    pub fn stack_bytes(&self) -> usize {
+        match self.stack_kib {
+            // The default is sized for 32 levels; deeper limits get proportionally more.
+            0 => crate::flow::runner::DEFAULT_STACK_BYTES * self.max_call_levels.div_ceil(32),
+            k => k * 1024,
         }
     }
 }
@@ -263,7 +307,9 @@ impl Default for LogConfig {
     }
 }
 
-const SECTIONS: &[&str] = &["sip", "rtp", "admin", "dialplan", "database", "cdr", "shutdown", "log"];
+const SECTIONS: &[&str] = &[
+    "sip", "rtp", "admin", "dialplan", "flow", "database", "cdr", "shutdown", "log",
+];
 
 impl Config {
     /// Loads `path` (if given) and applies the environment. With no path, `./tolk.toml` is read
@@ -365,6 +411,18 @@ impl Config {
 
     /// Checks values that parse but make no sense.
     fn validate(&self) -> Result<(), (String, String)> {
+        if self.flow.max_concurrent == 0 {
+            return Err(("flow.max_concurrent".into(), "must be at least 1".into()));
+        }
+        if !(10..=60_000).contains(&self.flow.step_budget_ms) {
+            return Err(("flow.step_budget_ms".into(), "must be between 10 and 60000".into()));
+        }
+        if !(1..=64).contains(&self.flow.max_call_levels) {
+            return Err(("flow.max_call_levels".into(), "must be between 1 and 64".into()));
+        }
+        if self.flow.stack_kib != 0 && self.flow.stack_kib < 128 {
+            return Err(("flow.stack_kib".into(), "must be 0 (default) or at least 128".into()));
+        }
         if self.sip.listen.is_empty() {
             return Err(("sip.listen".into(), "needs at least one address".into()));
         }

@@ -1,12 +1,17 @@
 //! Wiring: sockets, the SIP core task, the admin listener, graceful shutdown.
 //!
 //! The SIP core ([`UasCore`]) is owned by one task; transports hand it parsed messages over
-//! a channel and it hands back what to send. Routing of new calls lives here until the
-//! flow engine's dialplan replaces it: the demo echo number is answered, others get 404.
+//! a channel and it hands back what to send. New calls are routed by the dialplan
+//! (`flow::dialplan`) to a flow, which runs on its own thread and asks this task to act on
+//! its call ([`crate::call::flow_call`]).
 
-use crate::call::{DigitSource, ECHO_NUMBER, LegHandle, LegReport, PortPool, spawn_leg};
+use crate::call::flow_call::{Ctx, FlowCalls, FlowMsg, GatewayPort, LegSetup, MediaSlot};
+use crate::call::{DigitSource, LegHandle, LegReport, PortPool};
 use crate::config::Config;
+use crate::flow::dialplan::{Dialplan, Target};
+use crate::flow::runner::Runner;
 use crate::privacy::mask_opt;
+use crate::room::Rooms;
 use crate::sip::dialog::{CallRef, IncomingCall, UasConfig, UasCore, UasEvent};
 use crate::sip::msg::{Limits, SipMessage};
 use crate::sip::sdp::{Codec, LocalMedia};
@@ -91,8 +96,12 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("admin.listen: cannot bind {}: {e}", cfg.admin_listen()))?;
     bound.admin = admin.local_addr()?;
     tracing::info!(addr = %bound.admin, "admin API and /metrics listening");
+    let rooms = Rooms::default();
+    let (reload_tx, mut reload_rx) = mpsc::channel::<crate::admin::api::ReloadRequest>(4);
     let api = std::sync::Arc::new(crate::admin::api::ApiState {
         tokens: cfg.admin.tokens.clone(),
+        rooms: rooms.clone(),
+        reload: reload_tx.clone(),
         cdr: cdr.as_ref().map(|c| crate::admin::api::CdrApi {
             pool: c.pool.clone(),
             key: c.policy.key.clone(),
@@ -140,22 +149,43 @@ pub async fn run(
             None
         }
     };
-    let echo = EchoRoute {
+    let classes: Vec<String> = cfg.retention_policies().into_iter().map(|p| p.name).collect();
+    let dialplan_dir = dialplan_dir(&cfg)?;
+    let mut dialplan = Arc::new(
+        Dialplan::load(&dialplan_dir, cfg.flow.limits(), &classes)
+            .map_err(|errors| anyhow::anyhow!("dialplan:\n{}", join_errors(&errors)))?,
+    );
+    tracing::info!(dir = %dialplan_dir.display(), flows = ?dialplan.flows.names(), "dialplan loaded");
+    spawn_sighup_reload(reload_tx);
+    let runner = Runner::new(cfg.flow.max_concurrent, cfg.flow.stack_bytes());
+    let (flow_tx, mut flow_rx) = mpsc::channel::<FlowMsg>(4096);
+    let mut flows = FlowCalls::new(LegSetup {
         rtp_timeout,
         prompts,
-        beep: cfg.dialplan.echo_beep,
         reports: report_tx.clone(),
-    };
-    let ring = Duration::from_millis(cfg.dialplan.echo_ring_ms);
+        recordings_dir: cfg.data_dir.join("recordings"),
+        classes: classes.clone(),
+        pool: cdr.as_ref().map(|c| c.pool.clone()),
+    });
 
-    // Calls ringing before the built-in echo route answers them.
-    let mut ringing: Vec<(tokio::time::Instant, PendingAnswer)> = Vec::new();
+    // What the flow handlers act on, borrowed afresh for each event.
+    macro_rules! ctx {
+        () => {
+            Ctx {
+                core: &mut core,
+                legs: &mut legs,
+                accounting: accounting.as_mut(),
+                rooms: &rooms,
+                now: std::time::Instant::now(),
+            }
+        };
+    }
 
     loop {
         let next = core.poll_timeout().map(tokio::time::Instant::from_std);
         let mut sleep_until = next.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-        if let Some(at) = ringing.iter().map(|(at, _)| *at).min() {
-            sleep_until = sleep_until.min(at);
+        if let Some(at) = flows.next_deadline() {
+            sleep_until = sleep_until.min(tokio::time::Instant::from_std(at));
         }
         tokio::select! {
             inbound = in_rx.recv() => {
@@ -180,24 +210,57 @@ pub async fn run(
             _ = tokio::time::sleep_until(sleep_until) => {
                 core.handle_timeout(std::time::Instant::now());
             }
+            Some(msg) = flow_rx.recv() => {
+                let mut ctx = ctx!();
+                flows.handle(msg, &mut ctx);
+            }
+            Some(done) = reload_rx.recv() => {
+                let dir = dialplan_dir.clone();
+                let limits = cfg.flow.limits();
+                let classes = classes.clone();
+                let loaded = tokio::task::spawn_blocking(move || Dialplan::load(&dir, limits, &classes)).await;
+                let outcome = match loaded {
+                    Ok(Ok(plan)) => {
+                        let msg = format!("dialplan reloaded: flows {}", plan.flows.names().join(", "));
+                        tracing::info!("{msg}");
+                        dialplan = Arc::new(plan);
+                        Ok(msg)
+                    }
+                    Ok(Err(errors)) => {
+                        let msg = join_errors(&errors);
+                        tracing::error!("dialplan reload rejected; the previous plan keeps serving:\n{msg}");
+                        Err(msg)
+                    }
+                    Err(e) => Err(format!("dialplan reload failed: {e}")),
+                };
+                let _ = done.send(outcome);
+            }
             Some(report) = report_rx.recv() => match report {
                 LegReport::TimedOut { call } => {
                     tracing::info!(call = call.0, "no RTP for {}s; hanging up", rtp_timeout.as_secs());
                     if let Some(a) = accounting.as_mut() { a.rtp_timed_out(call); }
                     let _ = core.hangup(call, std::time::Instant::now());
                 }
-                LegReport::Digit { call, digit, source } => digit_received(call, digit, source),
+                LegReport::Digit { call, digit, source } => {
+                    digit_received(call, digit, source);
+                    let mut ctx = ctx!();
+                    flows.digit(call, digit, &mut ctx);
+                }
                 LegReport::PlaybackDone { call, what, ok } => {
                     tracing::debug!(call = call.0, what, ok, "playback done");
+                    flows.playback_done(call, &what, ok);
                 }
                 // Digits may be a PIN or a number: only their count is logged.
                 LegReport::DigitsSent { call, digits } => {
                     tracing::debug!(call = call.0, count = digits.len(), "digits sent");
                 }
-                LegReport::RecordingDone { call, path, seconds, error } => match error {
-                    None => tracing::info!(call = call.0, path = %path.display(), seconds = format!("{seconds:.1}"), "recording finished"),
-                    Some(e) => tracing::warn!(call = call.0, path = %path.display(), error = e, "recording failed"),
-                },
+                LegReport::RecordingDone { call, path, seconds, error } => {
+                    match &error {
+                        None => tracing::info!(call = call.0, path = %path.display(), seconds = format!("{seconds:.1}"), "recording finished"),
+                        Some(e) => tracing::warn!(call = call.0, path = %path.display(), error = e, "recording failed"),
+                    }
+                    flows.recording_done(call, seconds, error);
+                }
                 LegReport::Summary { call, summary } => {
                     if let Some(a) = accounting.as_mut() { a.summary(call, &summary); }
                     tracing::info!(
@@ -223,36 +286,45 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(250)), if draining.is_some() => {}
         }
         let now = std::time::Instant::now();
-        let due = tokio::time::Instant::now();
-        let mut i = 0;
-        while i < ringing.len() {
-            if ringing[i].0 <= due {
-                let (_, pending) = ringing.swap_remove(i);
-                echo.answer(&mut core, pending, &mut legs, accounting.as_mut(), now);
-            } else {
-                i += 1;
-            }
+        {
+            let mut ctx = ctx!();
+            flows.poll(&mut ctx);
         }
         while let Some(event) = core.poll_event() {
             match event {
                 UasEvent::Incoming(inc) => {
-                    if let Some(pending) = route_incoming(
+                    let call = inc.call;
+                    if let Some((flow, slot, info)) = route_incoming(
                         &mut core,
                         *inc,
+                        &dialplan,
                         &ports,
                         rtp_advertise,
                         &codecs,
                         accounting.as_mut(),
                         now,
                     ) {
-                        if ring.is_zero() {
-                            echo.answer(&mut core, pending, &mut legs, accounting.as_mut(), now);
-                        } else {
-                            let _ = core.ring(pending.call, now);
-                            if let Some(a) = accounting.as_mut() {
-                                a.ringing(pending.call);
-                            }
-                            ringing.push((tokio::time::Instant::now() + ring, pending));
+                        let hung_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        flows.add(call, slot, hung_up.clone());
+                        let port = GatewayPort {
+                            call,
+                            tx: flow_tx.clone(),
+                        };
+                        let finished = flow_tx.clone();
+                        let started = runner.start(
+                            dialplan.flows.clone(),
+                            flow,
+                            Box::new(port),
+                            info,
+                            hung_up,
+                            move |end| {
+                                let _ = finished.blocking_send(FlowMsg::Finished { call, end });
+                            },
+                        );
+                        if let Err(busy) = started {
+                            tracing::warn!(call = call.0, "{busy}: refusing the call");
+                            metrics::counter!("calls_total", "outcome" => "flows_busy").increment(1);
+                            let _ = core.reject(call, 503, now);
                         }
                     }
                 }
@@ -262,14 +334,21 @@ pub async fn run(
                         let _ = leg.media.send(Some(media));
                     }
                 }
-                UasEvent::InfoDtmf { call, digit, .. } => digit_received(call, digit, DigitSource::SipInfo),
+                UasEvent::InfoDtmf { call, digit, .. } => {
+                    digit_received(call, digit, DigitSource::SipInfo);
+                    let mut ctx = ctx!();
+                    flows.digit(call, digit, &mut ctx);
+                }
                 UasEvent::Ended { call, reason } => {
                     tracing::info!(call = call.0, ?reason, "call ended");
+                    {
+                        let mut ctx = ctx!();
+                        flows.ended(call, &mut ctx);
+                    }
                     let had_leg = legs.remove(&call).is_some();
                     if let Some(a) = accounting.as_mut() {
                         a.ended(call, reason, had_leg, crate::cdr::model::now_micros());
                     }
-                    ringing.retain(|(_, p)| p.call != call);
                 }
             }
         }
@@ -321,27 +400,29 @@ pub async fn run(
     Ok(())
 }
 
-/// A call the built-in route will answer with an echo leg.
-struct PendingAnswer {
-    call: CallRef,
-    port: crate::call::RtpPort,
-    local: LocalMedia,
-}
-
-/// The built-in route (until the flow engine's dialplan): the echo number is answered with
-/// an echo leg; every other number gets 404.
+/// Routes a new call through the dialplan: refused calls are answered here; a call for a flow
+/// gets an RTP port and the facts its flow may read.
+#[allow(clippy::too_many_arguments)]
 fn route_incoming(
     core: &mut UasCore,
     inc: IncomingCall,
+    dialplan: &Dialplan,
     ports: &Arc<PortPool>,
     rtp_advertise: Option<IpAddr>,
     codecs: &[Codec],
-    accounting: Option<&mut crate::call::Accounting>,
+    mut accounting: Option<&mut crate::call::Accounting>,
     now: std::time::Instant,
-) -> Option<PendingAnswer> {
-    let dialled = inc.dialled.as_deref().and_then(crate::sip::number::normalise);
-    if let Some(a) = accounting {
-        a.offered(&inc, dialled.as_deref(), crate::cdr::model::now_micros());
+) -> Option<(String, MediaSlot, crate::flow::port::CallInfo)> {
+    // Trunks (sip::trunk) are not identified yet: every call routes as from no trunk.
+    let route = inc.dialled.as_deref().map(|d| dialplan.route(d, None));
+    let dialled = route.as_ref().map(|r| r.dialled.clone());
+    if let Some(a) = accounting.as_deref_mut() {
+        a.offered(
+            &inc,
+            dialled.as_deref(),
+            route.as_ref(),
+            crate::cdr::model::now_micros(),
+        );
     }
     let caller = if inc.privacy_requested {
         None
@@ -353,13 +434,22 @@ fn route_incoming(
         dialled = %mask_opt(dialled.as_deref()),
         caller = %mask_opt(caller),
         peer = %inc.peer.remote,
+        route = route.as_ref().map(|r| r.source.as_str()).unwrap_or("no number"),
         "incoming call"
     );
-    if dialled.as_deref() != Some(ECHO_NUMBER) {
-        metrics::counter!("calls_total", "outcome" => "not_found").increment(1);
-        let _ = core.reject(inc.call, 404, now);
-        return None;
-    }
+    let flow = match route.as_ref().map(|r| &r.target) {
+        Some(Target::Flow(f)) => f.clone(),
+        Some(Target::Reject(status)) => {
+            metrics::counter!("calls_total", "outcome" => "not_found").increment(1);
+            let _ = core.reject(inc.call, *status, now);
+            return None;
+        }
+        None => {
+            metrics::counter!("calls_total", "outcome" => "not_found").increment(1);
+            let _ = core.reject(inc.call, 404, now);
+            return None;
+        }
+    };
     let Some(port) = ports.allocate() else {
         tracing::warn!("RTP port range exhausted");
         metrics::counter!("calls_total", "outcome" => "no_ports").increment(1);
@@ -373,64 +463,89 @@ fn route_incoming(
         session_id: fastrand::u64(1..1 << 40),
         session_version: 1,
     };
-    Some(PendingAnswer {
-        call: inc.call,
-        port,
-        local,
-    })
+    let (masked, pseudonym, anonymous) = accounting
+        .as_deref()
+        .and_then(|a| a.caller_view(inc.call))
+        .unwrap_or_else(|| match caller.and_then(crate::sip::number::normalise) {
+            Some(n) => (crate::privacy::mask_number(&n), String::new(), false),
+            None => ("anonymous".into(), String::new(), true),
+        });
+    let route = route?;
+    let info = crate::flow::port::CallInfo {
+        masked,
+        pseudonym,
+        anonymous,
+        toll_free: route.kind == crate::cdr::model::DialledKind::TollFree,
+        dialled: route.dialled.clone(),
+        trunk: String::new(),
+        tenant: route.tenant.clone().unwrap_or_default(),
+    };
+    Some((flow, MediaSlot { port, local }, info))
 }
 
-/// One keypad digit, from whichever source (the flow engine will consume these).
+/// One keypad digit, from whichever source; the call's flow consumes it.
 fn digit_received(call: CallRef, digit: char, source: DigitSource) {
     metrics::counter!("dtmf_digits_total", "source" => source.label()).increment(1);
-    tracing::info!(call = call.0, %digit, source = source.label(), "digit");
+    // Digits may be a PIN: logged only at debug level.
+    tracing::debug!(call = call.0, %digit, source = source.label(), "digit");
 }
 
-/// What answering the echo number needs beyond the call itself.
-struct EchoRoute {
-    rtp_timeout: Duration,
-    prompts: Option<Arc<crate::media::prompt::PromptCatalog>>,
-    beep: bool,
-    reports: mpsc::Sender<LegReport>,
+fn join_errors(errors: &[crate::flow::FlowError]) -> String {
+    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
 }
 
-impl EchoRoute {
-    /// Answers a routed call and starts its leg (the echo consumer).
-    fn answer(
-        &self,
-        core: &mut UasCore,
-        pending: PendingAnswer,
-        legs: &mut HashMap<CallRef, LegHandle>,
-        accounting: Option<&mut crate::call::Accounting>,
-        now: std::time::Instant,
-    ) {
-        match core.answer(pending.call, pending.local, now) {
-            Ok(media) => {
-                metrics::counter!("calls_total", "outcome" => "answered").increment(1);
-                if let Some(a) = accounting {
-                    let codec = media.as_ref().map(|m| m.codec.encoding_name());
-                    a.answered(pending.call, codec, crate::cdr::model::now_micros());
-                }
-                let leg = spawn_leg(
-                    pending.call,
-                    pending.port,
-                    media,
-                    self.rtp_timeout,
-                    self.prompts.clone(),
-                    self.reports.clone(),
-                );
-                // The echo test starts with a beep, then the caller hears themself.
-                if self.beep {
-                    let _ = leg.commands.try_send(crate::call::leg::LegCommand::Tone("beep".into()));
-                }
-                legs.insert(pending.call, leg);
+/// The shipped demo dialplan, compiled into the binary: `serve` uses it (written out under
+/// `data_dir/dialplan`) when `dialplan.dir` does not exist, so a first run needs no files.
+const EMBEDDED_DIALPLAN: &[(&str, &str)] = &[
+    ("numbers.toml", include_str!("../dialplans/numbers.toml")),
+    (
+        "flows/conference.rhai",
+        include_str!("../dialplans/flows/conference.rhai"),
+    ),
+    (
+        "flows/assistant.rhai",
+        include_str!("../dialplans/flows/assistant.rhai"),
+    ),
+    ("flows/echo.rhai", include_str!("../dialplans/flows/echo.rhai")),
+];
+
+/// The dialplan directory to load: `dialplan.dir`, or the embedded demo written out.
+fn dialplan_dir(cfg: &Config) -> anyhow::Result<std::path::PathBuf> {
+    if cfg.dialplan.dir.is_dir() {
+        return Ok(cfg.dialplan.dir.clone());
+    }
+    let dir = cfg.data_dir.join("dialplan");
+    if !dir.join("numbers.toml").exists() {
+        for (name, text) in EMBEDDED_DIALPLAN {
+            let path = dir.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
             }
-            Err(e) => {
-                metrics::counter!("calls_total", "outcome" => "not_acceptable").increment(1);
-                tracing::info!(call = pending.call.0, error = %e, "call refused");
-            }
+            std::fs::write(&path, text)?;
         }
     }
+    tracing::warn!(
+        configured = %cfg.dialplan.dir.display(),
+        using = %dir.display(),
+        "dialplan.dir does not exist: serving the built-in demo dialplan"
+    );
+    Ok(dir)
+}
+
+/// SIGHUP reloads the dialplan (the outcome is logged by the gateway task).
+fn spawn_sighup_reload(tx: mpsc::Sender<crate::admin::api::ReloadRequest>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let (done, _outcome) = tokio::sync::oneshot::channel();
+            if tx.send(done).await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Crash recovery of recordings (media::record): every WAV and Ogg file under `dir` is checked

@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod media;
 pub mod metrics;
 pub mod privacy;
+pub mod room;
 pub mod rtp;
 pub mod sip;
 #[cfg(test)]

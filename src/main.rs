@@ -36,6 +36,13 @@ enum Command {
         #[command(subcommand)]
         command: CdrCommand,
     },
+    /// Call flows: check them, or run one against a simulated caller (no phone needed).
+    Flow {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: FlowCommand,
+    },
     /// The opt-out registry (by pseudonym: numbers are not stored).
     Optout {
         #[arg(long, global = true)]
@@ -118,6 +125,33 @@ enum CdrCommand {
 }
 
 #[derive(Subcommand)]
+enum FlowCommand {
+    /// Compile and lint flows (unknown functions, typos in verbs); exit 1 on any error.
+    Check {
+        /// Flow files (`.rhai`), or a dialplan directory to check with its numbers.toml.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run a flow against a simulated caller and print each verb and its result.
+    Run {
+        file: PathBuf,
+        /// The number the caller dialled.
+        #[arg(long, default_value = "+18005550100")]
+        number: String,
+        /// The caller's number (shown masked; `anonymous` for a withheld identity).
+        #[arg(long, default_value = "+15551234567")]
+        caller: String,
+        /// Keys the caller presses while the flow collects (`,` = no input this time,
+        /// `w` = wait a second).
+        #[arg(long, default_value = "")]
+        digits: String,
+        /// The caller hangs up after this long (`10s`, `500ms`, `2m`).
+        #[arg(long)]
+        hangup_after: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum OptoutCommand {
     /// Register an opt-out: record, retain or contact.
     Add {
@@ -154,6 +188,11 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(config.as_deref())?;
             quiet_logs();
             cdr_command(cfg, command)
+        }
+        Command::Flow { config, command } => {
+            let cfg = load(config.as_deref())?;
+            quiet_logs();
+            flow_command(cfg, command)
         }
         Command::Optout { config, command } => {
             let cfg = load(config.as_deref())?;
@@ -402,6 +441,110 @@ fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()> {
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))
+}
+
+/// `10s`, `500ms`, `2m`, or plain seconds.
+fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let t = text.trim();
+    let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a duration (10s, 500ms, 2m)"))?;
+    if !(0.0..=86_400.0).contains(&(v * scale)) {
+        anyhow::bail!("`{text}`: between 0 and 24 hours");
+    }
+    Ok(std::time::Duration::from_secs_f64(v * scale))
+}
+
+fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
+    use tolk::flow::{FlowLibrary, dialplan::Dialplan, engine::FlowEnd, port::CallInfo, sim};
+    let limits = cfg.flow.limits();
+    match command {
+        FlowCommand::Check { files } => {
+            let mut failed = false;
+            for f in files {
+                let result = if f.is_dir() {
+                    let classes: Vec<String> = cfg.retention_policies().into_iter().map(|p| p.name).collect();
+                    Dialplan::load(&f, limits.clone(), &classes)
+                        .map(|d| format!("dialplan with flows {}", d.flows.names().join(", ")))
+                } else {
+                    FlowLibrary::empty(limits.clone())
+                        .compile_file(&f)
+                        .map(|_| "ok".to_string())
+                };
+                match result {
+                    Ok(what) => println!("{}: {what}", f.display()),
+                    Err(errors) => {
+                        failed = true;
+                        for e in errors {
+                            eprintln!("{e}");
+                        }
+                    }
+                }
+            }
+            if failed {
+                anyhow::bail!("some flows did not pass");
+            }
+            Ok(())
+        }
+        FlowCommand::Run {
+            file,
+            number,
+            caller,
+            digits,
+            hangup_after,
+        } => {
+            let mut lib = FlowLibrary::empty(limits);
+            let ast = lib.compile_file(&file).map_err(|errors| {
+                anyhow::anyhow!(
+                    "{}",
+                    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+                )
+            })?;
+            lib.insert("main", ast);
+            let dialled = tolk::sip::number::normalise(&number)
+                .ok_or_else(|| anyhow::anyhow!("--number `{number}` is not a phone number"))?;
+            let caller_e164 = tolk::sip::number::normalise(&caller);
+            let info = CallInfo {
+                masked: caller_e164
+                    .as_deref()
+                    .map(tolk::privacy::mask_number)
+                    .unwrap_or_else(|| "anonymous".into()),
+                pseudonym: if caller_e164.is_some() {
+                    "simulated".into()
+                } else {
+                    String::new()
+                },
+                anonymous: caller_e164.is_none(),
+                toll_free: tolk::sip::number::classify(&dialled) == tolk::cdr::model::DialledKind::TollFree,
+                dialled,
+                trunk: "simulator".into(),
+                tenant: String::new(),
+            };
+            let catalog = tolk::media::prompt::PromptCatalog::load(&cfg.sounds_dir)
+                .map(std::sync::Arc::new)
+                .map_err(|e| eprintln!("warning: {e}; every prompt takes one second"))
+                .ok();
+            let hangup = hangup_after.as_deref().map(parse_duration).transpose()?;
+            let (end, _) = sim::simulate(&lib, "main", info, &digits, hangup, catalog, true);
+            match end {
+                FlowEnd::Completed => println!("flow completed"),
+                FlowEnd::CallerHungUp => println!("flow ended: the caller hung up"),
+                FlowEnd::FlowHungUp { cause } => println!("flow hung up (cause {cause})"),
+                FlowEnd::Failed(why) => anyhow::bail!("flow failed: {why}"),
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Commands print results on stdout; warnings go to stderr.

@@ -3,7 +3,7 @@
 //! graceful shutdown on SIGTERM.
 
 mod common;
-use common::{Gateway, Uac, body, header, sdp_audio_port, sdp_offer};
+use common::{Gateway, Uac, body, dialplan_with, header, sdp_audio_port, sdp_offer};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -220,15 +220,7 @@ fn sigterm_refuses_new_calls_then_drains_and_exits() {
         .recv(Duration::from_secs(5))
         .expect("BYE from tolk after the drain");
     assert!(bye.starts_with("BYE "), "{bye}");
-    let ok = format!(
-        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
-        header(&bye, "Via").unwrap(),
-        header(&bye, "From").unwrap(),
-        header(&bye, "To").unwrap(),
-        header(&bye, "Call-ID").unwrap(),
-        header(&bye, "CSeq").unwrap()
-    );
-    caller.send(&ok);
+    caller.respond_ok(&bye);
     assert_eq!(
         gw.wait_exit(Duration::from_secs(10)),
         Some(0),
@@ -314,7 +306,12 @@ fn logged_digits(log: &str, source: &str) -> String {
 #[test]
 fn inband_and_sip_info_digits_join_the_call_digit_stream() {
     // A G.711 caller without telephone-event keys 1, 5, # in-band, then 9 by SIP INFO.
-    let gw = Gateway::start(&[("TOLK_DIALPLAN_ECHO_BEEP", "false")]);
+    // No beep (its tone would be echoed into the detector); digits are logged at debug.
+    let dir = dialplan_with(&[("echo", "answer(); echo(3600);")]);
+    let gw = Gateway::start(&[
+        ("TOLK_DIALPLAN_DIR", dir.to_str().unwrap()),
+        ("TOLK_LOG_LEVEL", "info,tolk::gateway=debug"),
+    ]);
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut uac = Uac::new(gw.sip, "+15550100300");
     let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));

@@ -1,7 +1,7 @@
 //! SIPp against a real `tolk serve` on loopback: the scenarios in `sipp-scenarios/`.
 
 mod common;
-use common::{Gateway, run_sipp};
+use common::{Gateway, dialplan_with, run_sipp};
 
 fn assert_all_passed(run: &common::SippRun, calls: u64) {
     assert!(
@@ -36,7 +36,9 @@ fn basic_calls_complete_over_tcp() {
 
 #[test]
 fn cancel_while_ringing_gets_200_and_487() {
-    let gw = Gateway::start(&[("TOLK_DIALPLAN_ECHO_RING_MS", "3000")]);
+    // An echo flow that rings three seconds before answering.
+    let dir = dialplan_with(&[("echo", "ring(3); answer(); echo(3600);")]);
+    let gw = Gateway::start(&[("TOLK_DIALPLAN_DIR", dir.to_str().unwrap())]);
     let run = run_sipp(&gw, "cancel.xml", &["-m", "10", "-r", "5"]);
     assert_all_passed(&run, 10);
     assert!(gw.metrics().contains("sip_responses_sent_total{code=\"487\"} 10"));
@@ -71,7 +73,8 @@ fn gateway_sends_bye_when_rtp_stops() {
 #[test]
 fn all_twelve_rfc4733_digits_from_sipp_captures_are_received_in_order() {
     // Debian's sip-tester ships one capture per key; the scenario plays 1, 0, 2..9, *, #.
-    let gw = Gateway::start(&[]);
+    // Digits are logged at debug level only (they may be a PIN).
+    let gw = Gateway::start(&[("TOLK_LOG_LEVEL", "info,tolk::gateway=debug")]);
     let run = run_sipp(&gw, "dtmf_rfc4733.xml", &["-m", "1"]);
     assert_all_passed(&run, 1);
     std::thread::sleep(std::time::Duration::from_millis(300));

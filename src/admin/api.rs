@@ -27,10 +27,16 @@ pub struct CdrApi {
     pub erasure_action: String,
 }
 
+/// Asks the gateway to reload the dialplan; answered with a summary or the errors.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
+
 /// The API's state.
 pub struct ApiState {
     pub tokens: Vec<String>,
     pub cdr: Option<CdrApi>,
+    /// Conference rooms and their members (masked numbers only).
+    pub rooms: crate::room::Rooms,
+    pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
 }
 
 type Shared = Arc<ApiState>;
@@ -53,7 +59,19 @@ impl From<query::QueryError> for ApiError {
     }
 }
 
+/// A valid bearer token, and the CDR service.
 fn authorise<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a CdrApi, ApiError> {
+    check_token(state, headers)?;
+    state.cdr.as_ref().ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CDRs are disabled (cdr.enabled = false)".into(),
+        )
+    })
+}
+
+/// A bearer token from `admin.tokens`.
+fn check_token(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.tokens.is_empty() {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -73,12 +91,34 @@ fn authorise<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a CdrApi,
     if !ok {
         return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown bearer token".into()));
     }
-    state.cdr.as_ref().ok_or_else(|| {
-        ApiError(
+    Ok(())
+}
+
+/// `GET /api/v1/rooms`: rooms with members.
+async fn list_rooms(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    Ok(Json(serde_json::json!({ "rooms": s.rooms.list() })))
+}
+
+/// `POST /api/v1/dialplan/reload`: all or nothing; a bad plan leaves the old one serving.
+async fn reload_dialplan(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.reload
+        .send(tx)
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "the gateway is stopping".into()))?;
+    match rx.await {
+        Ok(Ok(summary)) => Ok(Json(serde_json::json!({ "reloaded": true, "summary": summary }))),
+        Ok(Err(errors)) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("dialplan rejected; the previous plan keeps serving:\n{errors}"),
+        )),
+        Err(_) => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
-            "CDRs are disabled (cdr.enabled = false)".into(),
-        )
-    })
+            "no answer from the gateway".into(),
+        )),
+    }
 }
 
 /// A number from a request, as E.164, or 400.
@@ -274,5 +314,7 @@ pub fn routes(state: Shared) -> Router {
         )
         .route("/api/v1/holds", post(hold))
         .route("/api/v1/sweeps", post(sweep))
+        .route("/api/v1/rooms", get(list_rooms))
+        .route("/api/v1/dialplan/reload", post(reload_dialplan))
         .with_state(state)
 }

@@ -23,6 +23,8 @@ pub struct Accounting {
 
 struct CallState {
     record: CallRecord,
+    /// The caller's E.164 number, in memory only, for a retention class that keeps it.
+    caller_e164: Option<String>,
     /// The media leg ran out of RTP: the hangup that follows is a failure.
     rtp_timeout: bool,
     /// Ended, waiting for the leg's summary until this time.
@@ -38,24 +40,101 @@ impl Accounting {
         }
     }
 
-    /// A new call was offered. `dialled` is the normalised number when there is one.
-    pub fn offered(&mut self, inc: &IncomingCall, dialled: Option<&str>, now: Micros) {
+    /// A new call was offered. `dialled` is the normalised number when there is one; `route`
+    /// is what the dialplan made of it.
+    pub fn offered(
+        &mut self,
+        inc: &IncomingCall,
+        dialled: Option<&str>,
+        route: Option<&crate::flow::dialplan::RouteMatch>,
+        now: Micros,
+    ) {
         let dialled = dialled.or(inc.dialled.as_deref());
-        let record = self.policy.inbound(
+        let mut record = self.policy.inbound(
             dialled,
             inc.caller.as_deref(),
             inc.privacy_requested,
             &inc.sip_call_id,
             now,
         );
+        let caller_e164 = inc
+            .caller
+            .as_deref()
+            .filter(|_| !inc.privacy_requested)
+            .and_then(crate::sip::number::normalise);
+        if let Some(route) = route {
+            record.dialled_kind = route.kind;
+            record.tenant = route.tenant.clone();
+            if let crate::flow::dialplan::Target::Flow(f) = &route.target {
+                record.flow = Some(f.clone());
+            }
+            if !route.tags.is_empty() {
+                record.tags = serde_json::json!(route.tags);
+            }
+            if let Some(class) = &route.retention
+                && !self.policy.apply_class(&mut record, class, caller_e164.as_deref())
+            {
+                tracing::warn!(
+                    class,
+                    "the dialplan names an unknown retention class; the default applies"
+                );
+            }
+        }
         self.calls.insert(
             inc.call,
             CallState {
                 record,
+                caller_e164,
                 rtp_timeout: false,
                 awaiting_summary: None,
             },
         );
+    }
+
+    /// Changes a call's record in place (flows: tags, consent, room, role).
+    pub fn annotate(&mut self, call: CallRef, f: impl FnOnce(&mut CallRecord)) {
+        if let Some(state) = self.calls.get_mut(&call) {
+            f(&mut state.record);
+        }
+    }
+
+    /// A timeline entry for the call (joined a room, opted out...), journalled at once.
+    pub fn event(&mut self, call: CallRef, kind: &str, detail: serde_json::Value) {
+        if let Some(state) = self.calls.get(&call) {
+            self.sink.write(JournalEntry::Event(crate::cdr::model::CallEvent {
+                id: uuid::Uuid::now_v7(),
+                call_id: state.record.id,
+                at: crate::cdr::model::now_micros(),
+                kind: kind.to_string(),
+                detail,
+            }));
+        }
+    }
+
+    /// Puts the call under another retention class; false when the class is unknown.
+    pub fn set_retention(&mut self, call: CallRef, class: &str) -> bool {
+        let policy = &self.policy;
+        match self.calls.get_mut(&call) {
+            Some(state) => policy.apply_class(&mut state.record, class, state.caller_e164.as_deref()),
+            None => false,
+        }
+    }
+
+    /// The caller's pseudonym (for the opt-out registry); `None` for anonymous callers.
+    pub fn caller_pseudonym(&self, call: CallRef) -> Option<String> {
+        self.calls.get(&call).and_then(|s| s.record.caller.pseudonym.clone())
+    }
+
+    /// The caller as a flow may see them.
+    pub fn caller_view(&self, call: CallRef) -> Option<(String, String, bool)> {
+        self.calls.get(&call).map(|s| {
+            let c = &s.record.caller;
+            (
+                c.masked.clone().unwrap_or_else(|| "anonymous".into()),
+                c.pseudonym.clone().unwrap_or_default(),
+                c.anonymous,
+            )
+        })
     }
 
     fn write(&mut self, call: CallRef) {

@@ -195,6 +195,21 @@ pub fn spawn_leg(
     }
 }
 
+/// Every prompt or tone started is reported done exactly once: when it ends, when it is
+/// stopped, or when another replaces it (the flow engine counts on it).
+fn end_playback(playback: &mut Option<(Playback, String)>, call: CallRef, reports: &mpsc::Sender<LegReport>) {
+    if let Some((_, what)) = playback.take() {
+        let report = match what.strip_prefix("digits:") {
+            Some(d) => LegReport::DigitsSent {
+                call,
+                digits: d.to_string(),
+            },
+            None => LegReport::PlaybackDone { call, what, ok: true },
+        };
+        let _ = reports.try_send(report);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_leg(
     call: CallRef,
@@ -255,7 +270,10 @@ async fn run_leg(
                     LegCommand::Play(name) => {
                         let pcm = prompts.as_ref().map(|p| p.pcm(&name, rate));
                         match pcm {
-                            Some(Ok(pcm)) => playback = Some((Playback::Prompt(PromptPlayer::new(pcm)), name)),
+                            Some(Ok(pcm)) => {
+                                end_playback(&mut playback, call, &reports);
+                                playback = Some((Playback::Prompt(PromptPlayer::new(pcm)), name));
+                            }
                             _ => { let _ = reports.try_send(LegReport::PlaybackDone { call, what: name, ok: false }); }
                         }
                     }
@@ -264,10 +282,13 @@ async fn run_leg(
                             tick.reset();
                             playback = Some((Playback::Tone(g), spec));
                         }
-                        Ok(g) => playback = Some((Playback::Tone(g), spec)),
+                        Ok(g) => {
+                            end_playback(&mut playback, call, &reports);
+                            playback = Some((Playback::Tone(g), spec));
+                        }
                         Err(_) => { let _ = reports.try_send(LegReport::PlaybackDone { call, what: spec, ok: false }); }
                     },
-                    LegCommand::Stop => playback = None,
+                    LegCommand::Stop => end_playback(&mut playback, call, &reports),
                     LegCommand::Mode(m) => mode = m,
                     LegCommand::SendDigits(digits) => {
                         if last_packet.elapsed() >= IDLE_AFTER && playback.is_none() && recording.is_none() {
@@ -280,7 +301,10 @@ async fn run_leg(
                         } else {
                             // No telephone-event: DTMF tones in the audio.
                             match inband::tone_spec(&digits, 100, 60).map(|s| ToneGenerator::new(&s, rate, -8.0, false)) {
-                                Some(Ok(g)) => playback = Some((Playback::Tone(g), format!("digits:{digits}"))),
+                                Some(Ok(g)) => {
+                                    end_playback(&mut playback, call, &reports);
+                                    playback = Some((Playback::Tone(g), format!("digits:{digits}")));
+                                }
                                 _ => { let _ = reports.try_send(LegReport::DigitsSent { call, digits: String::new() }); }
                             }
                         }

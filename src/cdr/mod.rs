@@ -64,6 +64,23 @@ pub struct RecordPolicy {
 }
 
 impl RecordPolicy {
+    /// Puts `record` under retention `class`: its expiry, and whether it may keep the caller's
+    /// number in clear (never for a caller who opted out of retention). False for an unknown
+    /// class (the record is left as it was).
+    pub fn apply_class(&self, record: &mut CallRecord, class: &str, caller_e164: Option<&str>) -> bool {
+        let Some(p) = self.policies.iter().find(|p| p.name == class) else {
+            return false;
+        };
+        record.retention_class = class.to_string();
+        record.expires_at = Some(record.started_at + p.keep_days as i64 * 86_400_000_000);
+        record.caller.number = if p.clear_number && !record.caller.anonymous {
+            caller_e164.map(str::to_string)
+        } else {
+            None
+        };
+        true
+    }
+
     /// The record of a new inbound call (revision 0: not written yet).
     pub fn inbound(
         &self,

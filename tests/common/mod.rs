@@ -37,6 +37,22 @@ pub fn unique_dir(tag: &str) -> PathBuf {
 }
 
 /// The PostgreSQL server the tests use (the test script provides it).
+/// A dialplan directory of its own: the shipped `numbers.toml` routes and the given flows
+/// (`name`, script), which replace shipped flows of the same name.
+pub fn dialplan_with(flows: &[(&str, &str)]) -> PathBuf {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dialplans");
+    let dir = unique_dir("dialplan");
+    std::fs::create_dir_all(dir.join("flows")).unwrap();
+    std::fs::copy(shipped.join("numbers.toml"), dir.join("numbers.toml")).unwrap();
+    for entry in std::fs::read_dir(shipped.join("flows")).unwrap().flatten() {
+        std::fs::copy(entry.path(), dir.join("flows").join(entry.file_name())).unwrap();
+    }
+    for (name, script) in flows {
+        std::fs::write(dir.join("flows").join(format!("{name}.rhai")), script).unwrap();
+    }
+    dir
+}
+
 pub fn pg_base() -> String {
     std::env::var("TOLK_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -128,6 +144,10 @@ impl Gateway {
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds"),
             )
             .env("TOLK_LOG_LEVEL", "info")
+            .env(
+                "TOLK_DIALPLAN_DIR",
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dialplans"),
+            )
             // CDRs go to a database shared by the tests that do not look at them.
             .env("TOLK_DATABASE_URL", ensure_database("tolk_it"))
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
@@ -171,6 +191,13 @@ impl Gateway {
     }
 
     /// Sends SIGTERM (graceful shutdown).
+    /// Sends SIGHUP (reload the dialplan).
+    pub fn hup(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args(["-HUP", &c.id().to_string()]).status();
+        }
+    }
+
     pub fn terminate(&self) {
         if let Some(child) = &self.child {
             let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
@@ -217,6 +244,29 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
 }
 
+/// An HTTP/1.1 request with an optional bearer token and JSON body: (status, body).
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).expect("admin listener");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// The SIPp binary; the test fails (it is not skipped) when SIPp is missing.
 pub fn sipp() -> PathBuf {
     for dir in ["/usr/bin", "/usr/local/bin"] {
@@ -249,20 +299,18 @@ pub fn run_sipp_at(target: SocketAddr, scenario: &str, args: &[&str]) -> SippRun
         .join(scenario);
     let local_port = free_port().to_string();
     let media_port = (free_port() & !1).to_string();
+    // The echo number unless the caller gives `-s`.
+    let service: &[&str] = if args.contains(&"-s") {
+        &[]
+    } else {
+        &["-s", "+15550100300"]
+    };
     let output = Command::new(sipp())
         .current_dir(&dir)
         .arg("-sf")
         .arg(&scenario_path)
-        .args([
-            "-s",
-            "+15550100300",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &local_port,
-            "-mp",
-            &media_port,
-        ])
+        .args(service)
+        .args(["-i", "127.0.0.1", "-p", &local_port, "-mp", &media_port])
         .args(["-timeout", "90", "-timeout_error", "-nostdin", "-trace_err"])
         .args(args)
         .arg(target.to_string())
@@ -375,6 +423,19 @@ CSeq: {cseq} {method}\r\nContact: <sip:uac@{local}>\r\nMax-Forwards: 70\r\n{extr
             }
         }
         None
+    }
+
+    /// Answers a request from the gateway (a BYE) with 200 OK.
+    pub fn respond_ok(&self, req: &str) {
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+            header(req, "Via").unwrap_or_default(),
+            header(req, "From").unwrap_or_default(),
+            header(req, "To").unwrap_or_default(),
+            header(req, "Call-ID").unwrap_or_default(),
+            header(req, "CSeq").unwrap_or_default()
+        );
+        self.send(&ok);
     }
 
     /// Waits for a final response (skipping provisionals), recording the To tag.

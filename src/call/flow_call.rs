@@ -1,0 +1,703 @@
+//! Carrying out what call flows ask, on real calls. A flow thread holds a [`GatewayPort`]:
+//! each request goes over one channel to the gateway task, which acts on the SIP core, the
+//! media leg, the CDR and the room registry, and answers when the request is done (a prompt
+//! finished, digits collected, a timer ran out). When the call ends, the pending request's
+//! reply is dropped, which the flow sees as a hangup.
+//!
+//! Owns: per-call flow state (the digit buffer, the request waiting, its deadline). Must not:
+//! block; everything here runs on the gateway task.
+
+use super::accounting::Accounting;
+use super::leg::{LegCommand, LegHandle, LegMode, LegReport, spawn_leg};
+use super::ports::RtpPort;
+use crate::flow::engine::FlowEnd;
+use crate::flow::port::{CallPort, Note, PortError, Reply, Request, Source};
+use crate::media::prompt::PromptCatalog;
+use crate::room::{Member, Rooms};
+use crate::sip::dialog::{CallRef, UasCore};
+use crate::sip::sdp::LocalMedia;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+type ReplyTx = oneshot::Sender<Result<Reply, PortError>>;
+
+/// From flow threads to the gateway task.
+pub enum FlowMsg {
+    Request {
+        call: CallRef,
+        req: Request,
+        reply: ReplyTx,
+    },
+    /// The flow thread is done; the call is hung up if it is still up.
+    Finished { call: CallRef, end: FlowEnd },
+}
+
+/// The port a flow thread holds for its call.
+pub struct GatewayPort {
+    pub call: CallRef,
+    pub tx: mpsc::Sender<FlowMsg>,
+}
+
+impl CallPort for GatewayPort {
+    fn request(&mut self, req: Request) -> Result<Reply, PortError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(FlowMsg::Request {
+                call: self.call,
+                req,
+                reply,
+            })
+            .map_err(|_| PortError::HungUp)?;
+        rx.blocking_recv().unwrap_or(Err(PortError::HungUp))
+    }
+}
+
+/// The RTP port and SDP a call will answer with.
+pub struct MediaSlot {
+    pub port: RtpPort,
+    pub local: LocalMedia,
+}
+
+/// What starting a media leg needs.
+pub struct LegSetup {
+    pub rtp_timeout: Duration,
+    pub prompts: Option<Arc<PromptCatalog>>,
+    pub reports: mpsc::Sender<LegReport>,
+    pub recordings_dir: PathBuf,
+    /// Retention classes `retention(class)` may name.
+    pub classes: Vec<String>,
+    /// For the opt-out registry (None without CDRs).
+    pub pool: Option<sqlx::PgPool>,
+}
+
+/// What the handlers act on.
+pub struct Ctx<'a> {
+    pub core: &'a mut UasCore,
+    pub legs: &'a mut HashMap<CallRef, LegHandle>,
+    pub accounting: Option<&'a mut Accounting>,
+    pub rooms: &'a Rooms,
+    pub now: Instant,
+}
+
+enum Wait {
+    Ring {
+        until: Instant,
+    },
+    Play {
+        barge_in: bool,
+    },
+    Collect {
+        max: usize,
+        terminators: String,
+        deadline: Instant,
+        between: Duration,
+        digits: String,
+    },
+    Record {
+        until: Instant,
+        id: String,
+        stopping: bool,
+    },
+    Echo {
+        until: Instant,
+    },
+    /// In a room until the call ends.
+    Join,
+}
+
+struct Pending {
+    wait: Wait,
+    reply: ReplyTx,
+}
+
+struct FlowCall {
+    hung_up: Arc<AtomicBool>,
+    slot: Option<MediaSlot>,
+    answered: bool,
+    rung: bool,
+    digits: VecDeque<char>,
+    /// Prompts and tones sent to the leg and not reported done yet.
+    plays_outstanding: u32,
+    /// A play that could not start (unknown prompt): the next reply says so.
+    play_error: Option<String>,
+    pending: Option<Pending>,
+}
+
+/// Every call a flow drives.
+pub struct FlowCalls {
+    calls: HashMap<CallRef, FlowCall>,
+    setup: LegSetup,
+}
+
+fn reply(p: Pending, r: Result<Reply, PortError>) {
+    let _ = p.reply.send(r);
+}
+
+fn failed(msg: impl Into<String>) -> Result<Reply, PortError> {
+    Err(PortError::Failed(msg.into()))
+}
+
+/// RFC 3398 §7.2.4.1 mapping of a Q.850 cause to a SIP status, for a flow that hangs up
+/// before answering (a SIP status is used as given).
+fn status_for_cause(cause: u16) -> u16 {
+    match cause {
+        400..=699 => cause,
+        1..=3 | 26 => 404,
+        17 => 486,
+        18 => 408,
+        19 | 20 | 31 => 480,
+        21 | 55 | 57 | 87 => 403,
+        22 => 410,
+        27 => 502,
+        28 => 484,
+        29 | 69 | 79 => 501,
+        65 => 488,
+        102 => 504,
+        34 | 38 | 41 | 42 | 47 | 58 | 88 => 503,
+        16 => 603,
+        _ => 500,
+    }
+}
+
+impl FlowCalls {
+    pub fn new(setup: LegSetup) -> FlowCalls {
+        FlowCalls {
+            calls: HashMap::new(),
+            setup,
+        }
+    }
+
+    /// A flow is about to start for `call`, which will answer with `slot`.
+    pub fn add(&mut self, call: CallRef, slot: MediaSlot, hung_up: Arc<AtomicBool>) {
+        self.calls.insert(
+            call,
+            FlowCall {
+                hung_up,
+                slot: Some(slot),
+                answered: false,
+                rung: false,
+                digits: VecDeque::new(),
+                plays_outstanding: 0,
+                play_error: None,
+                pending: None,
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The next time a waiting request must be answered.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.calls
+            .values()
+            .filter_map(|c| match &c.pending.as_ref()?.wait {
+                Wait::Ring { until } | Wait::Echo { until } => Some(*until),
+                Wait::Record {
+                    until, stopping: false, ..
+                } => Some(*until),
+                Wait::Collect { deadline, .. } => Some(*deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// A message from a flow thread.
+    pub fn handle(&mut self, msg: FlowMsg, ctx: &mut Ctx) {
+        match msg {
+            FlowMsg::Finished { call, end } => {
+                match &end {
+                    FlowEnd::Failed(why) => tracing::info!(call = call.0, reason = %why, "flow failed"),
+                    other => tracing::debug!(call = call.0, end = ?other, "flow finished"),
+                }
+                if self.calls.contains_key(&call) {
+                    // Normally the flow hung up itself; this is the safety net.
+                    let _ = ctx.core.hangup(call, ctx.now);
+                }
+            }
+            FlowMsg::Request { call, req, reply } => {
+                let Some(fc) = self.calls.get_mut(&call) else {
+                    let _ = reply.send(Err(PortError::HungUp));
+                    return;
+                };
+                if fc.hung_up.load(Ordering::Relaxed) {
+                    let _ = reply.send(Err(PortError::HungUp));
+                    return;
+                }
+                if let Some(old) = fc.pending.take() {
+                    // A flow waits for each reply; a second request means the first was
+                    // abandoned. Answer it so nothing leaks.
+                    reply_err(old, "superseded");
+                }
+                Self::start_request(&self.setup, fc, call, req, reply, ctx);
+            }
+        }
+    }
+
+    fn start_request(setup: &LegSetup, fc: &mut FlowCall, call: CallRef, req: Request, tx: ReplyTx, ctx: &mut Ctx) {
+        let now = ctx.now;
+        let done = |tx: ReplyTx, r: Result<Reply, PortError>| {
+            let _ = tx.send(r);
+        };
+        match req {
+            Request::Answer => {
+                if fc.answered {
+                    return done(tx, Ok(Reply::Done));
+                }
+                let Some(slot) = fc.slot.take() else {
+                    return done(tx, failed("answer: the call has no media slot"));
+                };
+                match ctx.core.answer(call, slot.local, now) {
+                    Ok(media) => {
+                        metrics::counter!("calls_total", "outcome" => "answered").increment(1);
+                        if let Some(a) = ctx.accounting.as_deref_mut() {
+                            let codec = media.as_ref().map(|m| m.codec.encoding_name());
+                            a.answered(call, codec, crate::cdr::model::now_micros());
+                        }
+                        let leg = spawn_leg(
+                            call,
+                            slot.port,
+                            media,
+                            setup.rtp_timeout,
+                            setup.prompts.clone(),
+                            setup.reports.clone(),
+                        );
+                        let _ = leg.commands.try_send(LegCommand::Mode(LegMode::Silence));
+                        ctx.legs.insert(call, leg);
+                        fc.answered = true;
+                        done(tx, Ok(Reply::Done))
+                    }
+                    Err(e) => {
+                        metrics::counter!("calls_total", "outcome" => "not_acceptable").increment(1);
+                        done(tx, failed(format!("answer: {e}")))
+                    }
+                }
+            }
+            Request::Ring(d) => {
+                if fc.answered {
+                    return done(tx, failed("ring: the call is already answered"));
+                }
+                if !fc.rung {
+                    let _ = ctx.core.ring(call, now);
+                    if let Some(a) = ctx.accounting.as_deref_mut() {
+                        a.ringing(call);
+                    }
+                    fc.rung = true;
+                }
+                fc.pending = Some(Pending {
+                    wait: Wait::Ring { until: now + d },
+                    reply: tx,
+                });
+            }
+            Request::Play { source, barge_in } => {
+                let Some(leg) = ctx.legs.get(&call).filter(|_| fc.answered) else {
+                    return done(tx, failed("play: answer the call first"));
+                };
+                if barge_in && !fc.digits.is_empty() {
+                    // Type-ahead: the caller already answered the prompt.
+                    return done(tx, Ok(Reply::Played { interrupted: true }));
+                }
+                let cmd = match source {
+                    Source::Prompt(name) => LegCommand::Play(name),
+                    Source::Tone(spec) => LegCommand::Tone(spec),
+                    Source::Say(_) => return done(tx, failed("say: text-to-speech is not available on calls yet")),
+                };
+                if leg.commands.try_send(cmd).is_err() {
+                    return done(tx, failed("play: the media leg is busy"));
+                }
+                fc.plays_outstanding += 1;
+                fc.play_error = None;
+                fc.pending = Some(Pending {
+                    wait: Wait::Play { barge_in },
+                    reply: tx,
+                });
+            }
+            Request::Collect {
+                max,
+                terminators,
+                first,
+                between,
+            } => {
+                fc.pending = Some(Pending {
+                    wait: Wait::Collect {
+                        max,
+                        terminators,
+                        deadline: now + first,
+                        between,
+                        digits: String::new(),
+                    },
+                    reply: tx,
+                });
+                Self::feed_digits(fc, now);
+            }
+            Request::Record { max, beep, silence: _ } => {
+                let Some(leg) = ctx.legs.get(&call).filter(|_| fc.answered) else {
+                    return done(tx, failed("record: answer the call first"));
+                };
+                if let Err(e) = std::fs::create_dir_all(&setup.recordings_dir) {
+                    return done(tx, failed(format!("record: {e}")));
+                }
+                let id = uuid::Uuid::now_v7().to_string();
+                let path = setup.recordings_dir.join(format!("{id}.wav"));
+                if beep {
+                    let _ = leg.commands.try_send(LegCommand::Tone("beep".into()));
+                    fc.plays_outstanding += 1;
+                }
+                let _ = leg.commands.try_send(LegCommand::Record(path));
+                fc.digits.clear();
+                fc.pending = Some(Pending {
+                    wait: Wait::Record {
+                        until: now + max,
+                        id,
+                        stopping: false,
+                    },
+                    reply: tx,
+                });
+            }
+            Request::Echo { max } => {
+                let Some(leg) = ctx.legs.get(&call).filter(|_| fc.answered) else {
+                    return done(tx, failed("echo: answer the call first"));
+                };
+                let _ = leg.commands.try_send(LegCommand::Mode(LegMode::Echo));
+                fc.pending = Some(Pending {
+                    wait: Wait::Echo { until: now + max },
+                    reply: tx,
+                });
+            }
+            Request::JoinConference { room, role, muted } => {
+                if !fc.answered {
+                    return done(tx, failed("join_conference: answer the call first"));
+                }
+                let caller = ctx
+                    .accounting
+                    .as_deref()
+                    .and_then(|a| a.caller_view(call))
+                    .map(|(masked, _, _)| masked)
+                    .unwrap_or_else(|| "anonymous".into());
+                let (session, members) = ctx.rooms.join(
+                    &room,
+                    Member {
+                        call: call.0,
+                        caller,
+                        role: role.clone(),
+                        muted,
+                        joined_at: crate::cdr::model::now_micros(),
+                    },
+                );
+                tracing::info!(call = call.0, room, role, members, "joined the room");
+                if let Some(a) = ctx.accounting.as_deref_mut() {
+                    a.annotate(call, |r| {
+                        r.room = Some(room.clone());
+                        r.room_session = Some(session);
+                        r.role = Some(role.clone());
+                    });
+                    a.event(
+                        call,
+                        "joined_room",
+                        serde_json::json!({ "room": room, "role": role, "muted": muted }),
+                    );
+                }
+                fc.pending = Some(Pending {
+                    wait: Wait::Join,
+                    reply: tx,
+                });
+            }
+            Request::Transfer { target: _ } => done(tx, failed("transfer: call transfer (REFER) is not built yet")),
+            Request::Hangup { cause } => {
+                let r = if fc.answered {
+                    ctx.core.hangup(call, now)
+                } else {
+                    ctx.core.reject(call, status_for_cause(cause), now)
+                };
+                if let Some(a) = ctx.accounting.as_deref_mut() {
+                    a.annotate(call, |r| {
+                        r.q850_cause = Some(if cause < 128 { cause as i16 } else { 16 })
+                    });
+                }
+                fc.hung_up.store(true, Ordering::Relaxed);
+                match r {
+                    Ok(()) => done(tx, Ok(Reply::Done)),
+                    Err(_) => done(tx, Err(PortError::HungUp)),
+                }
+            }
+            Request::Note(note) => done(tx, Self::note(setup, call, note, ctx)),
+            Request::Log(text) => {
+                tracing::info!(call = call.0, "flow log: {text}");
+                done(tx, Ok(Reply::Done))
+            }
+        }
+    }
+
+    fn note(setup: &LegSetup, call: CallRef, note: Note, ctx: &mut Ctx) -> Result<Reply, PortError> {
+        let Some(a) = ctx.accounting.as_deref_mut() else {
+            // Without CDRs there is nowhere to note anything; the flow need not care.
+            return Ok(Reply::Done);
+        };
+        match note {
+            Note::Tag { key, value } => a.annotate(call, |r| {
+                if !r.tags.is_object() {
+                    r.tags = serde_json::json!({});
+                }
+                if let Some(m) = r.tags.as_object_mut() {
+                    m.insert(key, value.into());
+                }
+            }),
+            Note::FlowError(why) => a.annotate(call, |r| {
+                if let Some(m) = r.tags.as_object_mut() {
+                    m.insert("flow_error".into(), why.into());
+                }
+            }),
+            Note::Retention(class) => {
+                if !a.set_retention(call, &class) {
+                    return failed(format!(
+                        "retention: `{class}` is not a retention class (have: {})",
+                        setup.classes.join(", ")
+                    ));
+                }
+            }
+            Note::Consent(scope) => a.annotate(call, |r| {
+                if let Some(m) = r.consent.as_object_mut() {
+                    m.insert(scope, true.into());
+                }
+            }),
+            Note::OptOut(scope) => {
+                a.annotate(call, |r| {
+                    if let Some(m) = r.consent.as_object_mut() {
+                        m.insert(scope.clone(), false.into());
+                    }
+                });
+                a.event(call, "opt_out", serde_json::json!({ "scope": scope, "source": "flow" }));
+                match (a.caller_pseudonym(call), setup.pool.clone()) {
+                    (Some(pseudonym), Some(pool)) => {
+                        tokio::spawn(register_opt_out(pool, pseudonym, scope));
+                    }
+                    (None, _) => tracing::info!(
+                        call = call.0,
+                        "opt-out from an anonymous caller: noted on the call only"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        Ok(Reply::Done)
+    }
+
+    /// Moves buffered digits into a waiting collection; answers it when it is complete.
+    fn feed_digits(fc: &mut FlowCall, now: Instant) {
+        let Some(Pending {
+            wait:
+                Wait::Collect {
+                    max,
+                    terminators,
+                    deadline,
+                    between,
+                    digits,
+                },
+            ..
+        }) = fc.pending.as_mut()
+        else {
+            return;
+        };
+        let mut outcome = None;
+        while let Some(d) = fc.digits.pop_front() {
+            if terminators.contains(d) {
+                outcome = Some(Some(d));
+                break;
+            }
+            digits.push(d);
+            *deadline = now + *between;
+            if digits.chars().count() >= *max {
+                outcome = Some(None);
+                break;
+            }
+        }
+        if let Some(terminator) = outcome {
+            let digits = std::mem::take(digits);
+            if let Some(p) = fc.pending.take() {
+                reply(
+                    p,
+                    Ok(Reply::Digits {
+                        digits,
+                        terminator,
+                        timed_out: false,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// A keypad digit from any source.
+    pub fn digit(&mut self, call: CallRef, digit: char, ctx: &mut Ctx) {
+        let Some(fc) = self.calls.get_mut(&call) else { return };
+        match fc.pending.as_mut().map(|p| &mut p.wait) {
+            Some(Wait::Play { barge_in: true }) => {
+                fc.digits.push_back(digit);
+                if let Some(leg) = ctx.legs.get(&call) {
+                    let _ = leg.commands.try_send(LegCommand::Stop);
+                }
+                if let Some(p) = fc.pending.take() {
+                    reply(p, Ok(Reply::Played { interrupted: true }));
+                }
+            }
+            Some(Wait::Record { stopping, .. }) => {
+                // Any key ends a recording.
+                if !*stopping {
+                    *stopping = true;
+                    if let Some(leg) = ctx.legs.get(&call) {
+                        let _ = leg.commands.try_send(LegCommand::StopRecording);
+                    }
+                }
+            }
+            Some(Wait::Collect { .. }) => {
+                fc.digits.push_back(digit);
+                Self::feed_digits(fc, ctx.now);
+            }
+            _ => {
+                // Type-ahead for the next gather (bounded).
+                if fc.digits.len() < 64 {
+                    fc.digits.push_back(digit);
+                }
+            }
+        }
+    }
+
+    /// A prompt or tone the leg played ended (or could not start).
+    pub fn playback_done(&mut self, call: CallRef, what: &str, ok: bool) {
+        let Some(fc) = self.calls.get_mut(&call) else { return };
+        fc.plays_outstanding = fc.plays_outstanding.saturating_sub(1);
+        if !ok {
+            fc.play_error = Some(format!("play: no prompt or tone `{what}`"));
+        }
+        if fc.plays_outstanding == 0
+            && matches!(fc.pending.as_ref().map(|p| &p.wait), Some(Wait::Play { .. }))
+            && let Some(p) = fc.pending.take()
+        {
+            match fc.play_error.take() {
+                Some(e) => reply(p, failed(e)),
+                None => reply(p, Ok(Reply::Played { interrupted: false })),
+            }
+        }
+    }
+
+    /// A recording the flow asked for was finalised.
+    pub fn recording_done(&mut self, call: CallRef, seconds: f64, error: Option<String>) {
+        let Some(fc) = self.calls.get_mut(&call) else { return };
+        if let Some(Pending {
+            wait: Wait::Record { id, .. },
+            ..
+        }) = fc.pending.as_ref()
+        {
+            let id = id.clone();
+            if let Some(p) = fc.pending.take() {
+                match error {
+                    None => reply(p, Ok(Reply::Recorded { id, seconds })),
+                    Some(e) => reply(p, failed(format!("record: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// Answers requests whose time is up.
+    pub fn poll(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now;
+        for (call, fc) in self.calls.iter_mut() {
+            let due = match fc.pending.as_mut().map(|p| &mut p.wait) {
+                Some(Wait::Ring { until }) | Some(Wait::Echo { until }) => *until <= now,
+                Some(Wait::Collect { deadline, .. }) => *deadline <= now,
+                Some(Wait::Record { until, stopping, .. }) => {
+                    if !*stopping && *until <= now {
+                        *stopping = true;
+                        if let Some(leg) = ctx.legs.get(call) {
+                            let _ = leg.commands.try_send(LegCommand::StopRecording);
+                        }
+                    }
+                    false
+                }
+                _ => false,
+            };
+            if !due {
+                continue;
+            }
+            let Some(p) = fc.pending.take() else { continue };
+            match p.wait {
+                Wait::Echo { .. } => {
+                    if let Some(leg) = ctx.legs.get(call) {
+                        let _ = leg.commands.try_send(LegCommand::Mode(LegMode::Silence));
+                    }
+                    reply(p, Ok(Reply::Done));
+                }
+                Wait::Collect { ref digits, .. } => {
+                    let digits = digits.clone();
+                    reply(
+                        p,
+                        Ok(Reply::Digits {
+                            digits,
+                            terminator: None,
+                            timed_out: true,
+                        }),
+                    );
+                }
+                _ => reply(p, Ok(Reply::Done)),
+            }
+        }
+    }
+
+    /// The call ended: the flow's pending request sees a hangup; the member leaves its room.
+    pub fn ended(&mut self, call: CallRef, ctx: &mut Ctx) {
+        if let Some(fc) = self.calls.remove(&call) {
+            fc.hung_up.store(true, Ordering::Relaxed);
+            drop(fc.pending);
+            if let Some(room) = ctx.rooms.leave(call.0) {
+                tracing::info!(call = call.0, room, "left the room");
+                if let Some(a) = ctx.accounting.as_deref_mut() {
+                    a.event(call, "left_room", serde_json::json!({ "room": room }));
+                }
+            }
+        }
+    }
+}
+
+fn reply_err(p: Pending, why: &str) {
+    reply(p, failed(why));
+}
+
+/// The opt-out registry is written as soon as the database takes it; the call's record and
+/// its `opt_out` event (both in the journal) hold the choice meanwhile.
+async fn register_opt_out(pool: sqlx::PgPool, pseudonym: String, scope: String) {
+    let mut backoff = Duration::from_secs(1);
+    for _ in 0..10 {
+        match crate::cdr::subject::opt_out(&pool, &pseudonym, &scope, "flow").await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "opt-out registry write failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+    tracing::error!("opt-out registry write gave up; the choice is in the call's CDR and events");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_for_cause;
+
+    #[test]
+    fn causes_map_to_sip_statuses() {
+        assert_eq!(status_for_cause(17), 486);
+        assert_eq!(status_for_cause(1), 404);
+        assert_eq!(status_for_cause(41), 503);
+        assert_eq!(status_for_cause(16), 603);
+        assert_eq!(status_for_cause(486), 486);
+        assert_eq!(status_for_cause(99), 500);
+    }
+}
