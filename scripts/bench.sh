@@ -24,6 +24,8 @@ command -v sipp >/dev/null || { echo "sipp missing: apt-get install sip-tester" 
 cargo build --release --quiet
 BIN="$CARGO_TARGET_DIR/release/tolk"
 WORK=$(mktemp -d)
+# The private PostgreSQL runs as the postgres user when we are root: it must reach data_dir.
+chmod 755 "$WORK"
 trap 'kill $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 # The shipped dialplan with an echo flow that skips the beep (signalling load only).
 mkdir -p "$WORK/dialplan/flows"
@@ -31,7 +33,7 @@ cp dialplans/numbers.toml "$WORK/dialplan/"
 cp dialplans/flows/*.rhai "$WORK/dialplan/flows/"
 echo 'answer(); echo(3600);' > "$WORK/dialplan/flows/echo.rhai"
 (cd "$WORK" && TOLK_DIALPLAN_DIR="$WORK/dialplan" TOLK_SIP_LISTEN="[\"127.0.0.1:$SIP_PORT\"]" TOLK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
-  TOLK_RTP_BIND=127.0.0.1 TOLK_LOG_LEVEL=warn "$BIN" serve > "$WORK/tolk.log" 2>&1) &
+  TOLK_RTP_BIND=127.0.0.1 TOLK_LOG_LEVEL=warn TOLK_CDR_ENABLED="${CDR_ENABLED:-true}" "$BIN" serve > "$WORK/tolk.log" 2>&1) &
 # Without database.url the gateway starts its private PostgreSQL first (initdb on the first
 # run): wait until it answers.
 for _ in $(seq 1 600); do

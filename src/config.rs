@@ -188,7 +188,7 @@ pub struct FlowConfig {
 impl Default for FlowConfig {
     fn default() -> Self {
         FlowConfig {
-            max_concurrent: 2000,
+            max_concurrent: 4000,
             step_budget_ms: 500,
             max_operations: 20_000_000,
             max_call_levels: 32,

@@ -159,6 +159,8 @@ pub async fn run(
     spawn_sighup_reload(reload_tx);
     let runner = Runner::new(cfg.flow.max_concurrent, cfg.flow.stack_bytes());
     let (flow_tx, mut flow_rx) = mpsc::channel::<FlowMsg>(4096);
+    // How long the last flow request waited for this task (an overload signal).
+    let mut flow_lag = Duration::ZERO;
     let mut flows = FlowCalls::new(LegSetup {
         rtp_timeout,
         prompts,
@@ -194,7 +196,9 @@ pub async fn run(
                 // Shed new calls while messages wait too long in the queue (fast 503s keep the
                 // rate of the calls already accepted instead of letting every call time out).
                 // Queueing delay, not queue length: a burst read in one go is not overload.
-                core.set_overloaded(now.saturating_duration_since(first.received) > overload_delay);
+                // Flows waiting for their calls count too: a gateway that keeps up with SIP but
+                // not with its flows is overloaded as well.
+                core.set_overloaded(now.saturating_duration_since(first.received) > overload_delay || flow_lag > overload_delay);
                 // Take what is queued in one go (bounded), then drain outputs once.
                 let mut batch = Some(first);
                 let mut taken = 0;
@@ -210,9 +214,17 @@ pub async fn run(
             _ = tokio::time::sleep_until(sleep_until) => {
                 core.handle_timeout(std::time::Instant::now());
             }
-            Some(msg) = flow_rx.recv() => {
+            Some(first) = flow_rx.recv() => {
+                // Take what is queued (bounded): flows must not wait behind a SIP flood.
                 let mut ctx = ctx!();
-                flows.handle(msg, &mut ctx);
+                flow_lag = ctx.now.saturating_duration_since(first.sent_at());
+                let mut next = Some(first);
+                let mut taken = 0;
+                while let Some(msg) = next.take() {
+                    flows.handle(msg, &mut ctx);
+                    taken += 1;
+                    if taken < 256 { next = flow_rx.try_recv().ok(); }
+                }
             }
             Some(done) = reload_rx.recv() => {
                 let dir = dialplan_dir.clone();

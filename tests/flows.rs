@@ -329,6 +329,24 @@ fn a_hangup_cannot_be_caught() {
 }
 
 #[test]
+fn gather_accepts_a_validation_function_and_menu_an_array() {
+    let script = r#"
+        answer();
+        let code = gather(#{ digits: 6, tries: 2, valid: |d| d.len() == 4 });
+        log(`code ${code}`);
+        let key = menu(#{ options: ["1", "2"] });
+        log(`key ${key}`);
+    "#;
+    let lib = lib_with(script, Limits::default()).unwrap();
+    // The first entry is too long for the validator, the second passes; then 7 (not an
+    // option), then 2.
+    let (end, r) = run(&lib, "f", "12345#4321#72", None);
+    assert_eq!(end, FlowEnd::Completed);
+    let logs: Vec<String> = steps(&r).into_iter().filter(|s| s.starts_with("log: ")).collect();
+    assert_eq!(logs, vec!["log: code 4321", "log: key 2"]);
+}
+
+#[test]
 fn bad_verb_arguments_are_catchable_errors_with_a_clear_message() {
     let script = r#"
         try { gather(#{ digits: 0 }); } catch (e) { log(`1: ${e}`); }

@@ -31,9 +31,20 @@ pub enum FlowMsg {
         call: CallRef,
         req: Request,
         reply: ReplyTx,
+        sent: Instant,
     },
     /// The flow thread is done; the call is hung up if it is still up.
     Finished { call: CallRef, end: FlowEnd },
+}
+
+impl FlowMsg {
+    /// When a request was sent (now for other messages).
+    pub fn sent_at(&self) -> Instant {
+        match self {
+            FlowMsg::Request { sent, .. } => *sent,
+            FlowMsg::Finished { .. } => Instant::now(),
+        }
+    }
 }
 
 /// The port a flow thread holds for its call.
@@ -50,6 +61,7 @@ impl CallPort for GatewayPort {
                 call: self.call,
                 req,
                 reply,
+                sent: Instant::now(),
             })
             .map_err(|_| PortError::HungUp)?;
         rx.blocking_recv().unwrap_or(Err(PortError::HungUp))
@@ -125,11 +137,27 @@ struct FlowCall {
     /// A play that could not start (unknown prompt): the next reply says so.
     play_error: Option<String>,
     pending: Option<Pending>,
+    /// The deadline this call has in `FlowCalls::timers`.
+    armed: Option<Instant>,
+}
+
+/// When a call's waiting request must be looked at again.
+fn deadline_of(fc: &FlowCall) -> Option<Instant> {
+    match &fc.pending.as_ref()?.wait {
+        Wait::Ring { until } | Wait::Echo { until } => Some(*until),
+        Wait::Record {
+            until, stopping: false, ..
+        } => Some(*until),
+        Wait::Collect { deadline, .. } => Some(*deadline),
+        _ => None,
+    }
 }
 
 /// Every call a flow drives.
 pub struct FlowCalls {
     calls: HashMap<CallRef, FlowCall>,
+    /// Deadlines of waiting requests, exactly one entry per call that has one (`armed`).
+    timers: std::collections::BTreeSet<(Instant, CallRef)>,
     setup: LegSetup,
 }
 
@@ -167,6 +195,7 @@ impl FlowCalls {
     pub fn new(setup: LegSetup) -> FlowCalls {
         FlowCalls {
             calls: HashMap::new(),
+            timers: std::collections::BTreeSet::new(),
             setup,
         }
     }
@@ -184,6 +213,7 @@ impl FlowCalls {
                 plays_outstanding: 0,
                 play_error: None,
                 pending: None,
+                armed: None,
             },
         );
     }
@@ -198,17 +228,23 @@ impl FlowCalls {
 
     /// The next time a waiting request must be answered.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.calls
-            .values()
-            .filter_map(|c| match &c.pending.as_ref()?.wait {
-                Wait::Ring { until } | Wait::Echo { until } => Some(*until),
-                Wait::Record {
-                    until, stopping: false, ..
-                } => Some(*until),
-                Wait::Collect { deadline, .. } => Some(*deadline),
-                _ => None,
-            })
-            .min()
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// Brings `call`'s entry in the timer set up to date with its waiting request.
+    fn arm(&mut self, call: CallRef) {
+        let Some(fc) = self.calls.get_mut(&call) else { return };
+        let want = deadline_of(fc);
+        if want == fc.armed {
+            return;
+        }
+        if let Some(old) = fc.armed.take() {
+            self.timers.remove(&(old, call));
+        }
+        if let Some(at) = want {
+            self.timers.insert((at, call));
+            fc.armed = Some(at);
+        }
     }
 
     /// A message from a flow thread.
@@ -224,7 +260,7 @@ impl FlowCalls {
                     let _ = ctx.core.hangup(call, ctx.now);
                 }
             }
-            FlowMsg::Request { call, req, reply } => {
+            FlowMsg::Request { call, req, reply, .. } => {
                 let Some(fc) = self.calls.get_mut(&call) else {
                     let _ = reply.send(Err(PortError::HungUp));
                     return;
@@ -239,6 +275,7 @@ impl FlowCalls {
                     reply_err(old, "superseded");
                 }
                 Self::start_request(&self.setup, fc, call, req, reply, ctx);
+                self.arm(call);
             }
         }
     }
@@ -537,6 +574,11 @@ impl FlowCalls {
 
     /// A keypad digit from any source.
     pub fn digit(&mut self, call: CallRef, digit: char, ctx: &mut Ctx) {
+        self.digit_inner(call, digit, ctx);
+        self.arm(call);
+    }
+
+    fn digit_inner(&mut self, call: CallRef, digit: char, ctx: &mut Ctx) {
         let Some(fc) = self.calls.get_mut(&call) else { return };
         match fc.pending.as_mut().map(|p| &mut p.wait) {
             Some(Wait::Play { barge_in: true }) => {
@@ -609,7 +651,20 @@ impl FlowCalls {
     /// Answers requests whose time is up.
     pub fn poll(&mut self, ctx: &mut Ctx) {
         let now = ctx.now;
-        for (call, fc) in self.calls.iter_mut() {
+        let mut due_calls = Vec::new();
+        while let Some(&(at, call)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, call));
+            if let Some(fc) = self.calls.get_mut(&call) {
+                fc.armed = None;
+            }
+            due_calls.push(call);
+        }
+        for &call in &due_calls {
+            let Some(fc) = self.calls.get_mut(&call) else { continue };
+            let call = &call;
             let due = match fc.pending.as_mut().map(|p| &mut p.wait) {
                 Some(Wait::Ring { until }) | Some(Wait::Echo { until }) => *until <= now,
                 Some(Wait::Collect { deadline, .. }) => *deadline <= now,
@@ -649,11 +704,17 @@ impl FlowCalls {
                 _ => reply(p, Ok(Reply::Done)),
             }
         }
+        for call in due_calls {
+            self.arm(call);
+        }
     }
 
     /// The call ended: the flow's pending request sees a hangup; the member leaves its room.
     pub fn ended(&mut self, call: CallRef, ctx: &mut Ctx) {
         if let Some(fc) = self.calls.remove(&call) {
+            if let Some(at) = fc.armed {
+                self.timers.remove(&(at, call));
+            }
             fc.hung_up.store(true, Ordering::Relaxed);
             drop(fc.pending);
             if let Some(room) = ctx.rooms.leave(call.0) {

@@ -327,6 +327,14 @@ impl Dialplan {
         if !errors.is_empty() {
             return Err(errors);
         }
+        // Classify the routed numbers now: it loads libphonenumber's metadata (slow the first
+        // time) here rather than under the first call, and fills the classification cache.
+        number::classify("+442071234567");
+        for r in &routes {
+            if let Matcher::Exact(e) = &r.matcher {
+                number::classify(e);
+            }
+        }
         // Most specific first; the sort is stable, so file order breaks ties.
         routes.sort_by_key(|r| std::cmp::Reverse(rank(r)));
         Ok(Dialplan {

@@ -1,7 +1,8 @@
 //! Flow threads. Each active flow runs on its own OS thread with a small stack (verbs block
-//! while the call works, so a thread per flow keeps scripts plain sequential code); the number
-//! of flows at once is capped, and a call that finds the pool full is refused (503 with
-//! Retry-After) before anything is started for it.
+//! while the call works, so a thread per flow keeps scripts plain sequential code); threads
+//! are reused for later flows and end after a minute unused. The number of flows at once is
+//! capped, and a call that finds the pool full is refused (503 with Retry-After) before
+//! anything is started for it.
 //!
 //! [`run_flow`] is what every flow goes through, on a thread or in the simulator: the script,
 //! then the ending: a script that completes without hanging up ends the call normally; one
@@ -65,12 +66,79 @@ fn fail(port: &mut dyn CallPort, end: &FlowEnd) {
 #[error("all {0} flow slots are busy")]
 pub struct Busy(pub usize);
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads kept for reuse: a flow still has a thread of its own while it runs, but starting
+/// one does not pay for creating (and later destroying) a thread and its stack.
+#[derive(Default)]
+struct PoolState {
+    jobs: std::collections::VecDeque<Job>,
+    /// Workers waiting for a job that no job has claimed yet.
+    idle: usize,
+}
+
+struct Pool {
+    state: std::sync::Mutex<PoolState>,
+    wake: std::sync::Condvar,
+    stack_bytes: usize,
+}
+
+/// A worker that has waited this long without a flow ends.
+const IDLE_THREAD_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Pool {
+    /// Runs `job` on an idle worker, or on a new thread when none is idle.
+    fn run(self: &Arc<Self>, job: Job) -> std::io::Result<()> {
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.idle > 0 {
+                st.idle -= 1;
+                st.jobs.push_back(job);
+                self.wake.notify_one();
+                return Ok(());
+            }
+        }
+        let pool = self.clone();
+        std::thread::Builder::new()
+            .name("flow".into())
+            .stack_size(self.stack_bytes)
+            .spawn(move || {
+                job();
+                pool.worker();
+            })
+            .map(|_| ())
+    }
+
+    fn worker(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.idle += 1;
+        loop {
+            if let Some(job) = st.jobs.pop_front() {
+                drop(st);
+                job();
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.idle += 1;
+                continue;
+            }
+            let (guard, timeout) = self
+                .wake
+                .wait_timeout(st, IDLE_THREAD_LIFETIME)
+                .unwrap_or_else(|p| p.into_inner());
+            st = guard;
+            if timeout.timed_out() && st.jobs.is_empty() {
+                st.idle -= 1;
+                return;
+            }
+        }
+    }
+}
+
 /// Starts flows on their own threads, at most `max` at once.
 #[derive(Clone)]
 pub struct Runner {
     active: Arc<AtomicUsize>,
     max: usize,
-    stack_bytes: usize,
+    pool: Arc<Pool>,
 }
 
 impl Runner {
@@ -78,7 +146,11 @@ impl Runner {
         Runner {
             active: Arc::new(AtomicUsize::new(0)),
             max,
-            stack_bytes,
+            pool: Arc::new(Pool {
+                state: std::sync::Mutex::new(PoolState::default()),
+                wake: std::sync::Condvar::new(),
+                stack_bytes,
+            }),
         }
     }
 
@@ -87,7 +159,7 @@ impl Runner {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Runs `flow` on a new thread; `done` is called on that thread with the ending.
+    /// Runs `flow` on a thread of its own; `done` is called on that thread with the ending.
     pub fn start(
         &self,
         lib: Arc<FlowLibrary>,
@@ -108,16 +180,13 @@ impl Runner {
         }
         metrics::gauge!("flows_active").set(self.active() as f64);
         let active = self.active.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("flow-{flow}"))
-            .stack_size(self.stack_bytes)
-            .spawn(move || {
-                let (end, _port) = run_flow(&lib, &flow, port, info, hung_up);
-                let n = active.fetch_sub(1, Ordering::AcqRel) - 1;
-                metrics::gauge!("flows_active").set(n as f64);
-                done(end);
-            });
-        if spawned.is_err() {
+        let job: Job = Box::new(move || {
+            let (end, _port) = run_flow(&lib, &flow, port, info, hung_up);
+            let n = active.fetch_sub(1, Ordering::AcqRel) - 1;
+            metrics::gauge!("flows_active").set(n as f64);
+            done(end);
+        });
+        if self.pool.run(job).is_err() {
             let n = self.active.fetch_sub(1, Ordering::AcqRel) - 1;
             metrics::gauge!("flows_active").set(n as f64);
             return Err(Busy(self.max));

@@ -26,6 +26,22 @@ pub fn normalise_in(user: &str, region: Option<Id>) -> Option<String> {
     }
     let international = trimmed.starts_with('+');
     let region = region.unwrap_or(Id::US);
+    // Fast paths (no metadata: parsing with it costs tens of microseconds, and every call
+    // has two numbers): `+digits` as carriers send it is already E.164, and so are the NANP
+    // national forms.
+    let plain = trimmed.bytes().all(|b| b.is_ascii_digit() || b == b'+');
+    if plain && international {
+        return Some(format!("+{digits}"));
+    }
+    if plain && region == Id::US {
+        let b = digits.as_bytes();
+        if b.len() == 10 && (b'2'..=b'9').contains(&b[0]) {
+            return Some(format!("+1{digits}"));
+        }
+        if b.len() == 11 && b[0] == b'1' && (b'2'..=b'9').contains(&b[1]) {
+            return Some(format!("+{digits}"));
+        }
+    }
     let valid_e164 = |text: &str, country: Option<Id>| {
         phonenumber::parse(country, text)
             .ok()
@@ -57,6 +73,24 @@ const NANP_TOLL_FREE: [&str; 7] = ["800", "833", "844", "855", "866", "877", "88
 /// The kind of an E.164 number: toll-free (NANP 8XX, UK 0800/0808, UIFN +800 per ITU-T
 /// E.169.1, and every other freephone range the metadata knows), mobile, geographic, or other.
 pub fn classify(e164: &str) -> DialledKind {
+    // Dialled numbers repeat (a gateway serves a set of DIDs): remember the answers.
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, DialledKind>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(kind) = cache.lock().ok().and_then(|c| c.get(e164).copied()) {
+        return kind;
+    }
+    let kind = classify_uncached(e164);
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= 10_000 {
+            c.clear();
+        }
+        c.insert(e164.to_string(), kind);
+    }
+    kind
+}
+
+fn classify_uncached(e164: &str) -> DialledKind {
     let Some(d) = e164.strip_prefix('+') else {
         return DialledKind::Other;
     };
