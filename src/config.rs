@@ -183,6 +183,8 @@ pub struct FlowConfig {
     pub max_call_levels: usize,
     /// Stack of each flow thread (0: tolk's default, sized for `max_call_levels` 32).
     pub stack_kib: usize,
+    /// URL prefixes flows may reach with `http(...)` (`http://` only); empty disables it.
+    pub http_allow: Vec<String>,
 }
 
 impl Default for FlowConfig {
@@ -193,6 +195,7 @@ impl Default for FlowConfig {
             max_operations: 20_000_000,
             max_call_levels: 32,
             stack_kib: 0,
+            http_allow: Vec::new(),
         }
     }
 }
@@ -203,6 +206,7 @@ impl FlowConfig {
             max_operations: self.max_operations,
             max_call_levels: self.max_call_levels,
             step_budget: std::time::Duration::from_millis(self.step_budget_ms),
+            http_allow: self.http_allow.clone(),
             ..Default::default()
         }
     }
@@ -419,6 +423,22 @@ impl Config {
         }
         if !(1..=64).contains(&self.flow.max_call_levels) {
             return Err(("flow.max_call_levels".into(), "must be between 1 and 64".into()));
+        }
+        for p in &self.flow.http_allow {
+            // The authority must be closed by a '/', or `http://api.example.com` would also
+            // allow `http://api.example.com.elsewhere.net/`.
+            let closed = p
+                .strip_prefix("http://")
+                .and_then(|r| r.find('/'))
+                .is_some_and(|i| i > 0);
+            if !closed {
+                return Err((
+                    "flow.http_allow".into(),
+                    format!(
+                        "`{p}`: each entry is an http:// URL prefix with a path, like http://127.0.0.1:9000/ (https is not supported)"
+                    ),
+                ));
+            }
         }
         if self.flow.stack_kib != 0 && self.flow.stack_kib < 128 {
             return Err(("flow.stack_kib".into(), "must be 0 (default) or at least 128".into()));

@@ -347,6 +347,60 @@ fn gather_accepts_a_validation_function_and_menu_an_array() {
 }
 
 #[test]
+fn http_reaches_allowed_endpoints_only() {
+    use std::io::{Read, Write};
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/", server.local_addr().unwrap());
+    let seen = std::thread::spawn(move || {
+        let (mut s, _) = server.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&req).contains("\"pin\"") {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        let body = "{\"ok\":true,\"name\":\"Ada\"}";
+        write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        String::from_utf8_lossy(&req).into_owned()
+    });
+    let script = format!(
+        r#"
+        let r = http(#{{ url: "{base}check", method: "POST", json: #{{ pin: "1234" }} }});
+        log(`status ${{r.status}} ok ${{r.json.ok}} name ${{r.json.name}}`);
+        try {{ http(#{{ url: "http://127.0.0.1:1/elsewhere" }}); }} catch (e) {{ log(`refused: ${{e}}`); }}
+    "#
+    );
+    let limits = Limits {
+        http_allow: vec![base.clone()],
+        ..Limits::default()
+    };
+    let lib = lib_with(&script, limits).unwrap();
+    let (end, r) = run(&lib, "f", "", None);
+    assert_eq!(end, FlowEnd::Completed, "{:?}", r.transcript);
+    let request = seen.join().unwrap();
+    assert!(request.starts_with("POST /check HTTP/1.1"), "{request}");
+    assert!(request.contains("{\"pin\":\"1234\"}"), "{request}");
+    let logs: Vec<String> = steps(&r).into_iter().filter(|s| s.starts_with("log: ")).collect();
+    assert!(
+        logs.contains(&"log: status 200 ok true name Ada".to_string()),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|l| l.contains("refused") && l.contains("allow-list")),
+        "{logs:?}"
+    );
+}
+
+#[test]
 fn bad_verb_arguments_are_catchable_errors_with_a_clear_message() {
     let script = r#"
         try { gather(#{ digits: 0 }); } catch (e) { log(`1: ${e}`); }

@@ -29,6 +29,7 @@ pub const VERBS: &[&str] = &[
     "opt_out",
     "consent",
     "caller",
+    "http",
     "log",
 ];
 
@@ -304,6 +305,55 @@ fn hangup_with(cause: i64) -> Res<()> {
     Err(engine::stop(STOP_FLOW_HANGUP))
 }
 
+/// `http(#{url, method, body, json, timeout})`: `#{status, body, json}` (`json` when the
+/// answer is JSON). Errors (not allowed, unreachable, timeout) are catchable.
+fn http(ctx: NativeCallContext, o: Map) -> Res<Map> {
+    const V: &str = "http";
+    check_keys(V, &o, &["url", "method", "body", "json", "timeout"])?;
+    let url = opt_str(V, &o, "url")?.ok_or_else(|| err("http: give a `url`"))?;
+    let method = opt_str(V, &o, "method")?
+        .unwrap_or_else(|| "GET".into())
+        .to_ascii_uppercase();
+    if !["GET", "POST", "PUT", "DELETE"].contains(&method.as_str()) {
+        return Err(err("http: `method` must be GET, POST, PUT or DELETE"));
+    }
+    let timeout = opt_secs(V, &o, "timeout", 5.0)?;
+    let body = match (opt_str(V, &o, "body")?, o.get("json")) {
+        (Some(_), Some(_)) => return Err(err("http: give `body` or `json`, not both")),
+        (Some(b), None) => Some(("text/plain; charset=utf-8", b)),
+        (None, Some(j)) => match j.clone().try_cast::<Map>() {
+            Some(m) => Some(("application/json", rhai::format_map_as_json(&m))),
+            None => return Err(err("http: `json` must be a map")),
+        },
+        (None, None) => None,
+    };
+    let allow = engine::HTTP_ALLOW.with(|a| a.borrow().clone());
+    engine::pause_step();
+    let result = super::http::request(
+        &method,
+        &url,
+        body.as_ref().map(|(t, b)| (*t, b.as_str())),
+        &allow,
+        timeout,
+    );
+    engine::resume_step();
+    let summary = match &result {
+        Ok(r) => format!("http {method} {url} -> {}", r.status),
+        Err(e) => format!("http {method} {url} -> {e}"),
+    };
+    let _ = call(Request::Log(summary))?;
+    let r = result.map_err(|e| err(format!("http: {e}")))?;
+    let mut m = Map::new();
+    m.insert("status".into(), (r.status as i64).into());
+    if r.content_type.to_ascii_lowercase().contains("json")
+        && let Ok(j) = ctx.engine().parse_json(&r.body, true)
+    {
+        m.insert("json".into(), j.into());
+    }
+    m.insert("body".into(), r.body.into());
+    Ok(m)
+}
+
 /// Registers every verb on `engine`.
 pub(crate) fn register(engine: &mut Engine) {
     engine.register_fn("answer", || -> Res<()> { call(Request::Answer).map(|_| ()) });
@@ -330,6 +380,7 @@ pub(crate) fn register(engine: &mut Engine) {
         .map(|_| ())
     });
     engine.register_fn("gather", gather);
+    engine.register_fn("http", http);
     engine.register_fn("menu", menu);
     engine.register_fn("record", |o: Map| -> Res<Map> {
         const V: &str = "record";

@@ -28,6 +28,8 @@ pub struct Limits {
     pub max_string_bytes: usize,
     pub max_array_len: usize,
     pub max_map_len: usize,
+    /// URL prefixes `http(...)` may reach (empty: `http` is disabled).
+    pub http_allow: Vec<String>,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Default for Limits {
             max_string_bytes: 64 * 1024,
             max_array_len: 10_000,
             max_map_len: 10_000,
+            http_allow: Vec::new(),
         }
     }
 }
@@ -56,6 +59,8 @@ thread_local! {
     static STEP_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
     static STEP_BUDGET: Cell<Duration> = const { Cell::new(Duration::from_millis(500)) };
     static HUNG_UP: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+    /// `flow.http_allow` for this thread's flow.
+    pub(crate) static HTTP_ALLOW: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// The Q.850 cause of a `hangup(cause)` by the flow.
     pub(crate) static FLOW_HANGUP_CAUSE: Cell<Option<u16>> = const { Cell::new(None) };
 }
@@ -147,6 +152,7 @@ pub fn run(
     INFO.with(|i| *i.borrow_mut() = info);
     HUNG_UP.with(|h| *h.borrow_mut() = Some(hung_up));
     STEP_BUDGET.with(|b| b.set(limits.step_budget));
+    HTTP_ALLOW.with(|a| a.borrow_mut().clone_from(&limits.http_allow));
     FLOW_HANGUP_CAUSE.with(|c| c.set(None));
     resume_step();
     let result = engine.run_ast(ast);

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod dialplan;
 pub mod engine;
+pub mod http;
 pub mod port;
 pub mod runner;
 pub mod sim;
