@@ -166,6 +166,7 @@ pub async fn run(
         prompts,
         reports: report_tx.clone(),
         recordings_dir: cfg.data_dir.join("recordings"),
+        tts_dir: cfg.data_dir.join("tts"),
         classes: classes.clone(),
         pool: cdr.as_ref().map(|c| c.pool.clone()),
     });

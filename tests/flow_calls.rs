@@ -210,3 +210,48 @@ fn a_broken_reload_keeps_the_old_plan_and_a_good_one_takes_effect() {
     }
     assert_eq!(status_of_call("+15550100400"), Some(200), "{}", gw.log_text());
 }
+
+#[test]
+fn say_speaks_through_espeak_ng_on_a_call() {
+    let db = TestDb::new("flow_say");
+    let dir = dialplan_with(&[("echo", "answer(); say(\"Welcome to tolk.\"); hangup();")]);
+    let gw = start(&db, &[("TOLK_DIALPLAN_DIR", dir.to_str().unwrap())]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut uac = Uac::new(gw.sip, "+15550100300");
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    assert_eq!(uac.final_response(Duration::from_secs(5)).map(|r| r.0), Some(200));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    // Count RTP frames that carry sound (PCMU silence is 0xFF/0x7F).
+    let mut loud = 0;
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut bye = None;
+    while Instant::now() < deadline && bye.is_none() {
+        if let Ok((n, _)) = rtp.recv_from(&mut buf)
+            && n > 12
+            && buf[12..n].iter().filter(|&&b| b != 0xFF && b != 0x7F).count() > 80
+        {
+            loud += 1;
+        }
+        if let Some(m) = uac.recv(Duration::from_millis(1))
+            && m.starts_with("BYE ")
+        {
+            bye = Some(m);
+        }
+    }
+    // What was sent before the BYE waits in the socket (the SIP reads above are slow).
+    while let Ok((n, _)) = rtp.recv_from(&mut buf) {
+        if n > 12 && buf[12..n].iter().filter(|&&b| b != 0xFF && b != 0x7F).count() > 80 {
+            loud += 1;
+        }
+    }
+    let bye = bye.unwrap_or_else(|| panic!("no BYE after speaking; log:\n{}", gw.log_text()));
+    uac.respond_ok(&bye);
+    // "Welcome to tolk." is about a second of speech: dozens of 20 ms frames.
+    assert!(loud > 25, "only {loud} frames with sound; log:\n{}", gw.log_text());
+    let cached: Vec<_> = std::fs::read_dir(gw.data_dir.join("tts")).unwrap().flatten().collect();
+    assert_eq!(cached.len(), 1, "one cached WAV");
+}

@@ -80,6 +80,8 @@ pub struct LegSetup {
     pub prompts: Option<Arc<PromptCatalog>>,
     pub reports: mpsc::Sender<LegReport>,
     pub recordings_dir: PathBuf,
+    /// Text-to-speech WAVs, by a hash of their text (`data_dir/tts`).
+    pub tts_dir: PathBuf,
     /// Retention classes `retention(class)` may name.
     pub classes: Vec<String>,
     /// For the opt-out registry (None without CDRs).
@@ -346,7 +348,23 @@ impl FlowCalls {
                 let cmd = match source {
                     Source::Prompt(name) => LegCommand::Play(name),
                     Source::Tone(spec) => LegCommand::Tone(spec),
-                    Source::Say(_) => return done(tx, failed("say: text-to-speech is not available on calls yet")),
+                    Source::Say(text) => {
+                        // Spoken off this task; the leg (or the failure) reports it done.
+                        spawn_tts(
+                            call,
+                            text,
+                            setup.tts_dir.clone(),
+                            leg.commands.clone(),
+                            setup.reports.clone(),
+                        );
+                        fc.plays_outstanding += 1;
+                        fc.play_error = None;
+                        fc.pending = Some(Pending {
+                            wait: Wait::Play { barge_in },
+                            reply: tx,
+                        });
+                        return;
+                    }
                 };
                 if leg.commands.try_send(cmd).is_err() {
                     return done(tx, failed("play: the media leg is busy"));
@@ -617,7 +635,10 @@ impl FlowCalls {
         let Some(fc) = self.calls.get_mut(&call) else { return };
         fc.plays_outstanding = fc.plays_outstanding.saturating_sub(1);
         if !ok {
-            fc.play_error = Some(format!("play: no prompt or tone `{what}`"));
+            fc.play_error = Some(match what.strip_prefix("say:") {
+                Some(why) => format!("say: {why}"),
+                None => format!("play: no prompt or tone `{what}`"),
+            });
         }
         if fc.plays_outstanding == 0
             && matches!(fc.pending.as_ref().map(|p| &p.wait), Some(Wait::Play { .. }))
@@ -725,6 +746,68 @@ impl FlowCalls {
             }
         }
     }
+}
+
+/// Speaks `text` with espeak-ng into `dir` (cached by the text's SHA-256), then has the leg
+/// play it. A missing espeak-ng or a failed synthesis is reported as a playback that could
+/// not start, so the flow's `say` fails with the reason.
+fn spawn_tts(
+    call: CallRef,
+    text: String,
+    dir: PathBuf,
+    leg: mpsc::Sender<LegCommand>,
+    reports: mpsc::Sender<LegReport>,
+) {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let path = dir.join(format!("{name}.wav"));
+    tokio::spawn(async move {
+        let target = path.clone();
+        let made = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            if target.exists() {
+                return Ok(());
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let tmp = target.with_extension("tmp.wav");
+            let out = std::process::Command::new("espeak-ng")
+                .args(["-v", "en-us", "-s", "160", "-w"])
+                .arg(&tmp)
+                .arg("--")
+                .arg(&text)
+                .output()
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => "espeak-ng is not installed (Debian package espeak-ng)".to_string(),
+                    _ => format!("espeak-ng: {e}"),
+                })?;
+            if !out.status.success() {
+                return Err(format!(
+                    "espeak-ng failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            std::fs::rename(&tmp, &target).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match made {
+            Ok(()) => {
+                if leg.send(LegCommand::PlayFile(path)).await.is_err() {
+                    // The call ended meanwhile: nothing waits for it.
+                }
+            }
+            Err(why) => {
+                tracing::warn!(call = call.0, error = %why, "text-to-speech failed");
+                let _ = reports
+                    .send(LegReport::PlaybackDone {
+                        call,
+                        what: format!("say:{why}"),
+                        ok: false,
+                    })
+                    .await;
+            }
+        }
+    });
 }
 
 fn reply_err(p: Pending, why: &str) {

@@ -113,6 +113,8 @@ pub enum LegMode {
 pub enum LegCommand {
     /// Play a prompt from the catalog (or a `.wav` under the sounds directory).
     Play(String),
+    /// Play a WAV file tolk generated (text-to-speech), by path.
+    PlayFile(PathBuf),
     /// Play a tone specification or a named tone (`media::tone`).
     Tone(String),
     /// Stop what is playing.
@@ -275,6 +277,19 @@ async fn run_leg(
                                 playback = Some((Playback::Prompt(PromptPlayer::new(pcm)), name));
                             }
                             _ => { let _ = reports.try_send(LegReport::PlaybackDone { call, what: name, ok: false }); }
+                        }
+                    }
+                    LegCommand::PlayFile(path) => {
+                        let what = format!("say:{}", path.display());
+                        match crate::media::prompt::load_resampled(&path, rate) {
+                            Ok(pcm) => {
+                                end_playback(&mut playback, call, &reports);
+                                if last_packet.elapsed() >= IDLE_AFTER {
+                                    tick.reset();
+                                }
+                                playback = Some((Playback::Prompt(PromptPlayer::new(pcm)), what));
+                            }
+                            Err(_) => { let _ = reports.try_send(LegReport::PlaybackDone { call, what, ok: false }); }
                         }
                     }
                     LegCommand::Tone(spec) => match ToneGenerator::new(&spec, rate, -10.0, false) {

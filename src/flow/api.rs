@@ -366,6 +366,9 @@ pub(crate) fn register(engine: &mut Engine) {
         if text.trim().is_empty() {
             return Err(err("say: nothing to say"));
         }
+        if text.chars().count() > 1000 {
+            return Err(err("say: at most 1000 characters at a time"));
+        }
         call(Request::Play {
             source: Source::Say(text.to_string()),
             barge_in: false,

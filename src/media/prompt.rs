@@ -103,13 +103,7 @@ impl PromptCatalog {
             return Ok(hit);
         }
         let path = self.resolve(name_or_path)?;
-        let (samples, file_rate) = read_mono_wav(&path)?;
-        let mut out = Vec::with_capacity(samples.len() * rate as usize / file_rate.max(1) as usize + 64);
-        let mut r = Resampler::new(file_rate, rate);
-        r.process(&samples, &mut out);
-        // Flush the filter's delay with silence so the end of the prompt is heard.
-        r.process(&[0; 64], &mut out);
-        let pcm: Arc<[i16]> = out.into();
+        let pcm = load_resampled(&path, rate)?;
         if let Ok(mut c) = self.pcm_cache.lock() {
             c.insert(key, pcm.clone());
         }
@@ -135,6 +129,17 @@ impl PromptCatalog {
 }
 
 /// Reads a PCM16 WAV as mono (channels averaged) with its rate.
+/// A mono WAV at `rate`, with the resampler's tail flushed so the end is heard. Also for WAVs
+/// tolk generated itself (text-to-speech), which are not cached: their texts vary.
+pub fn load_resampled(path: &Path, rate: u32) -> Result<Arc<[i16]>, PromptError> {
+    let (samples, file_rate) = read_mono_wav(path)?;
+    let mut out = Vec::with_capacity(samples.len() * rate as usize / file_rate.max(1) as usize + 64);
+    let mut r = Resampler::new(file_rate, rate);
+    r.process(&samples, &mut out);
+    r.process(&[0; 64], &mut out);
+    Ok(out.into())
+}
+
 pub fn read_mono_wav(path: &Path) -> Result<(Vec<i16>, u32), PromptError> {
     let err = |m: String| PromptError::File {
         path: path.display().to_string(),
