@@ -352,6 +352,10 @@ pub async fn run(
                     let mut ctx = ctx!();
                     flows.digit(call, digit, &mut ctx);
                 }
+                UasEvent::TransferResult { call, status } => {
+                    tracing::info!(call = call.0, status, "transfer result");
+                    flows.transfer_result(call, status);
+                }
                 UasEvent::Ended { call, reason } => {
                     tracing::info!(call = call.0, ?reason, "call ended");
                     {

@@ -120,6 +120,33 @@ fn pressing_nine_in_the_assistant_records_an_opt_out() {
 }
 
 #[test]
+fn pressing_zero_in_the_assistant_transfers_the_call_by_refer() {
+    let db = TestDb::new("flow_transfer");
+    let gw = start(&db, &[]);
+    // SIPp checks the Refer-To, accepts (202), reports success by NOTIFY, expects tolk's BYE.
+    let run = run_sipp(&gw, "assistant_transfer.xml", &["-s", "+15550100200", "-m", "1"]);
+    assert!(
+        run.success && run.failed_calls == 0,
+        "{}\n{}",
+        run.output,
+        gw.log_text()
+    );
+    let row = wait_for(
+        &db,
+        "SELECT tags->>'menu', hangup_by, disposition FROM calls",
+        "operator|gateway|answered",
+    );
+    assert_eq!(row, "operator|gateway|answered", "{}", gw.log_text());
+    let events = wait_for(
+        &db,
+        "SELECT kind, detail->>'to' FROM call_events",
+        "transfer|+1555010****",
+    );
+    assert_eq!(events, "transfer|+1555010****");
+    assert!(gw.metrics().contains("sip_requests_sent_total{method=\"REFER\"} 1"));
+}
+
+#[test]
 fn a_runaway_flow_apologises_hangs_up_and_says_why_in_the_cdr() {
     let db = TestDb::new("flow_runaway");
     let dir = dialplan_with(&[("echo", "answer(); let n = 0; loop { n += 1; }")]);

@@ -168,7 +168,7 @@ fn assistant_one_goes_to_the_conference_and_zero_to_the_operator() {
     let s = names(&steps(&r));
     assert!(s.contains(&"join_conference demo as participant".to_string()), "{s:?}");
     let (end, r) = run(&lib, "assistant", "0", None);
-    assert_eq!(end, FlowEnd::Completed);
+    assert_eq!(end, FlowEnd::FlowHungUp { cause: 16 });
     let s = names(&steps(&r));
     assert!(s.contains(&"transfer to +15550100000".to_string()), "{s:?}");
 }

@@ -25,6 +25,9 @@ use tokio::sync::{mpsc, oneshot};
 
 type ReplyTx = oneshot::Sender<Result<Reply, PortError>>;
 
+/// How long a transfer may take before the flow is told it failed.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// From flow threads to the gateway task.
 pub enum FlowMsg {
     Request {
@@ -121,6 +124,10 @@ enum Wait {
     },
     /// In a room until the call ends.
     Join,
+    /// A REFER is out; its outcome comes as a `TransferResult`.
+    Transfer {
+        until: Instant,
+    },
 }
 
 struct Pending {
@@ -146,7 +153,7 @@ struct FlowCall {
 /// When a call's waiting request must be looked at again.
 fn deadline_of(fc: &FlowCall) -> Option<Instant> {
     match &fc.pending.as_ref()?.wait {
-        Wait::Ring { until } | Wait::Echo { until } => Some(*until),
+        Wait::Ring { until } | Wait::Echo { until } | Wait::Transfer { until } => Some(*until),
         Wait::Record {
             until, stopping: false, ..
         } => Some(*until),
@@ -466,7 +473,31 @@ impl FlowCalls {
                     reply: tx,
                 });
             }
-            Request::Transfer { target: _ } => done(tx, failed("transfer: call transfer (REFER) is not built yet")),
+            Request::Transfer { target } => {
+                if !fc.answered {
+                    return done(tx, failed("transfer: answer the call first"));
+                }
+                // A number goes back to the carrier in E.164; URIs are used as given.
+                let target = crate::sip::number::normalise(&target).unwrap_or(target);
+                match ctx.core.refer(call, &target, now) {
+                    Ok(()) => {
+                        if let Some(a) = ctx.accounting.as_deref_mut() {
+                            a.event(
+                                call,
+                                "transfer",
+                                serde_json::json!({ "to": crate::privacy::mask_number(&target) }),
+                            );
+                        }
+                        fc.pending = Some(Pending {
+                            wait: Wait::Transfer {
+                                until: now + TRANSFER_TIMEOUT,
+                            },
+                            reply: tx,
+                        });
+                    }
+                    Err(e) => done(tx, failed(format!("transfer: {e}"))),
+                }
+            }
             Request::Hangup { cause } => {
                 let r = if fc.answered {
                     ctx.core.hangup(call, now)
@@ -651,6 +682,21 @@ impl FlowCalls {
         }
     }
 
+    /// The far end's answer to a transfer (RFC 3515): 2xx transferred, else refused or failed.
+    pub fn transfer_result(&mut self, call: CallRef, status: u16) {
+        let Some(fc) = self.calls.get_mut(&call) else { return };
+        if matches!(fc.pending.as_ref().map(|p| &p.wait), Some(Wait::Transfer { .. }))
+            && let Some(p) = fc.pending.take()
+        {
+            if (200..300).contains(&status) {
+                reply(p, Ok(Reply::Done));
+            } else {
+                reply(p, failed(format!("transfer: the far end answered {status}")));
+            }
+        }
+        self.arm(call);
+    }
+
     /// A recording the flow asked for was finalised.
     pub fn recording_done(&mut self, call: CallRef, seconds: f64, error: Option<String>) {
         let Some(fc) = self.calls.get_mut(&call) else { return };
@@ -687,7 +733,9 @@ impl FlowCalls {
             let Some(fc) = self.calls.get_mut(&call) else { continue };
             let call = &call;
             let due = match fc.pending.as_mut().map(|p| &mut p.wait) {
-                Some(Wait::Ring { until }) | Some(Wait::Echo { until }) => *until <= now,
+                Some(Wait::Ring { until }) | Some(Wait::Echo { until }) | Some(Wait::Transfer { until }) => {
+                    *until <= now
+                }
                 Some(Wait::Collect { deadline, .. }) => *deadline <= now,
                 Some(Wait::Record { until, stopping, .. }) => {
                     if !*stopping && *until <= now {
@@ -722,6 +770,7 @@ impl FlowCalls {
                         }),
                     );
                 }
+                Wait::Transfer { .. } => reply(p, failed("transfer: no outcome within 30 s")),
                 _ => reply(p, Ok(Reply::Done)),
             }
         }

@@ -60,6 +60,8 @@ enum ClientTxn {
 enum Purpose {
     Bye,
     Refresh,
+    /// A call transfer (RFC 3515).
+    Refer,
 }
 
 struct ClientEntry {
@@ -88,6 +90,8 @@ pub struct CoreStats {
 pub struct UasCore {
     cfg: UasConfig,
     next_call: u64,
+    /// Calls with a transfer (REFER) whose outcome is not known yet.
+    referring: std::collections::HashSet<CallRef>,
     calls: HashMap<CallRef, Call>,
     dialogs: HashMap<(String, String), CallRef>,
     server: HashMap<ServerKey, ServerEntry>,
@@ -106,6 +110,7 @@ impl UasCore {
         UasCore {
             cfg,
             next_call: 1,
+            referring: Default::default(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             server: HashMap::new(),
@@ -251,6 +256,9 @@ impl UasCore {
                     // RFC 3261 §12.2.1.2: a timeout on an in-dialog request ends the dialog.
                     self.send_bye_and_end(now, call, EndReason::DialogLost);
                 }
+                if purpose == Purpose::Refer {
+                    self.transfer_result(call, 408);
+                }
             }
             Some(TxnEvent::Terminated) => {
                 self.client.remove(&key);
@@ -377,6 +385,8 @@ impl UasCore {
         }
         // RFC 3261 §8.2.1: methods.
         match &req.method {
+            // NOTIFY is taken inside a dialog only (the progress of a transfer, RFC 3515).
+            Method::Notify if req.to_tag().is_some() => {}
             Method::Register
             | Method::Subscribe
             | Method::Notify
@@ -718,6 +728,7 @@ impl UasCore {
             Method::Invite => self.on_reinvite(now, req, key, peer, cref),
             Method::Update => self.on_update(now, req, key, peer, cref),
             Method::Info => self.on_info(now, req, key, peer, cref),
+            Method::Notify => self.on_notify(now, req, key, peer, cref),
             Method::Prack => self.on_prack(now, req, key, peer, cref),
             Method::Options => {
                 let hdrs = vec![(Name::ALLOW, ALLOW.into()), (Name::ACCEPT, ACCEPT.into())];
@@ -874,6 +885,34 @@ impl UasCore {
         self.reschedule_call(cref);
     }
 
+    /// RFC 3515 §2.4.4-2.4.5: the transferee reports how the transfer goes in NOTIFYs whose
+    /// body is a `message/sipfrag` status line (RFC 3420); a final status ends the transfer.
+    fn on_notify(&mut self, now: Instant, req: Request, key: ServerKey, peer: Peer, cref: CallRef) {
+        let event = req.header(&Name::EVENT).unwrap_or("").trim().to_ascii_lowercase();
+        if !event.starts_with("refer") {
+            // RFC 6665 §8.2.1: an event package we do not know.
+            self.respond(now, &req, key, peer, 489, Vec::new(), None);
+            return;
+        }
+        self.respond(now, &req, key, peer, 200, Vec::new(), None);
+        let status = std::str::from_utf8(&req.body)
+            .ok()
+            .and_then(|b| b.trim_start().strip_prefix("SIP/2.0 "))
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok())
+            .filter(|c| (100..=699).contains(c));
+        if let Some(status) = status.filter(|s| *s >= 200) {
+            self.transfer_result(cref, status);
+        }
+    }
+
+    /// Reports a transfer's outcome once (a late NOTIFY after a timeout is not reported).
+    fn transfer_result(&mut self, call: CallRef, status: u16) {
+        if self.referring.remove(&call) {
+            self.events.push_back(UasEvent::TransferResult { call, status });
+        }
+    }
+
     fn on_info(&mut self, now: Instant, req: Request, key: ServerKey, peer: Peer, cref: CallRef) {
         if req.body.is_empty() {
             self.respond(now, &req, key, peer, 200, Vec::new(), None);
@@ -959,6 +998,11 @@ impl UasCore {
             self.send(peer, bytes);
         }
         self.schedule(TimerTarget::Client(key.clone()), next);
+        if pass && resp.code >= 300 && purpose == Purpose::Refer {
+            // RFC 3515 §2.4.2: the REFER was refused; no NOTIFY will follow.
+            self.transfer_result(cref, resp.code);
+            return;
+        }
         if !pass || resp.code < 200 || purpose != Purpose::Refresh {
             return;
         }
@@ -1140,6 +1184,51 @@ impl UasCore {
         Ok(negotiated)
     }
 
+    /// Transfers an answered call (RFC 3515): sends REFER with `Refer-To: <target>`, where
+    /// `target` is a SIP or tel URI, or a number/user sent back to the peer as
+    /// `sip:user@peer`. The outcome arrives as [`UasEvent::TransferResult`]; the call stays up
+    /// (the transferor hangs up after a success, RFC 5589 §6.1).
+    pub fn refer(&mut self, cref: CallRef, target: &str, now: Instant) -> Result<(), CommandError> {
+        let cfg = self.cfg.clone();
+        let referring = self.referring.contains(&cref);
+        let call = self.calls.get_mut(&cref).ok_or(CommandError::NoSuchCall)?;
+        if call.state != CallState::Confirmed || referring {
+            return Err(CommandError::WrongState);
+        }
+        if target.is_empty() || target.contains(['<', '>', '\r', '\n', ' ', '"']) {
+            return Err(CommandError::WrongState);
+        }
+        let uri = if target.starts_with("sip:") || target.starts_with("sips:") || target.starts_with("tel:") {
+            target.to_string()
+        } else {
+            format!("sip:{target}@{}", call.peer.remote)
+        };
+        let mut req = call.new_request(Method::Refer, &cfg);
+        req.headers.insert(Name::REFER_TO, format!("<{uri}>"));
+        req.headers.insert(Name::CONTACT, call.contact());
+        let key = ClientKey::of_request(&req);
+        let peer = call.peer;
+        let reliable = peer.transport.is_reliable();
+        let (txn, out) = NonInviteClientTxn::start(req, reliable, cfg.timers, now);
+        let next = txn.poll_timeout();
+        self.client.insert(
+            key.clone(),
+            ClientEntry {
+                txn: ClientTxn::NonInvite(txn),
+                peer,
+                call: cref,
+                purpose: Purpose::Refer,
+            },
+        );
+        metrics::counter!("sip_requests_sent_total", "method" => "REFER").increment(1);
+        self.referring.insert(cref);
+        if let Some(bytes) = out.transmit {
+            self.send(peer, bytes);
+        }
+        self.schedule(TimerTarget::Client(key), next);
+        Ok(())
+    }
+
     /// Rejects a call that is not answered yet with a final status (3xx-6xx).
     pub fn reject(&mut self, call: CallRef, status: u16, now: Instant) -> Result<(), CommandError> {
         let c = self.calls.get(&call).ok_or(CommandError::NoSuchCall)?;
@@ -1227,6 +1316,7 @@ impl UasCore {
     }
 
     fn end_call(&mut self, cref: CallRef, reason: EndReason) {
+        self.referring.remove(&cref);
         if self.forget_call(cref) {
             self.events.push_back(UasEvent::Ended { call: cref, reason });
         }

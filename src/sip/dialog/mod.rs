@@ -153,6 +153,9 @@ pub enum UasEvent {
         digit: char,
         duration_ms: u32,
     },
+    /// How a transfer asked with `refer` ended: the REFER's refusal (or 408 on timeout), or
+    /// the final status the transferee reported by NOTIFY (2xx: transferred).
+    TransferResult { call: CallRef, status: u16 },
     /// The call is over; no further events for it.
     Ended { call: CallRef, reason: EndReason },
 }

@@ -866,3 +866,81 @@ fn without_update_we_refresh_with_a_reinvite_and_ack_its_2xx() {
     );
     assert_eq!(h.core.call_state(call), Some(CallState::Confirmed));
 }
+
+fn transfer_results(h: &mut Harness) -> Vec<u16> {
+    h.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            UasEvent::TransferResult { status, .. } => Some(status),
+            _ => None,
+        })
+        .collect()
+}
+
+fn notify(uac: &mut Uac, event: &str, sipfrag: &str) -> String {
+    uac.request("NOTIFY", "", "").replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Event: {event}\r\nSubscription-State: active\r\nContent-Type: message/sipfrag;version=2.0\r\nContent-Length: {}\r\n\r\n{sipfrag}",
+            sipfrag.len()
+        ),
+    )
+}
+
+#[test]
+fn refer_transfers_and_notify_reports_the_outcome() {
+    // RFC 3515 §2.4: REFER with Refer-To, 202, then NOTIFYs carrying sipfrag status lines.
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let call = h.established(&mut uac, "");
+    h.events();
+    h.core.refer(call, "+15550100000", h.now).unwrap();
+    let refer = h
+        .sent()
+        .into_iter()
+        .find(|s| s.method().as_deref() == Some("REFER"))
+        .expect("REFER");
+    let SipMessage::Request(r) = &refer.msg else {
+        unreachable!()
+    };
+    let refer_to = r
+        .header(&crate::sip::msg::Name::REFER_TO)
+        .unwrap_or_default()
+        .to_string();
+    assert!(refer_to.starts_with("<sip:+15550100000@"), "{refer_to}");
+    assert!(r.header(&crate::sip::msg::Name::CONTACT).is_some());
+    // A second transfer while one is out is refused.
+    assert!(h.core.refer(call, "+15550100000", h.now).is_err());
+    h.answer(&refer, 202);
+    assert!(transfer_results(&mut h).is_empty(), "202 is not the outcome");
+    h.deliver(&notify(&mut uac, "refer", "SIP/2.0 100 Trying\r\n"));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(200));
+    assert!(transfer_results(&mut h).is_empty(), "100 is progress");
+    h.deliver(&notify(&mut uac, "refer;id=2", "SIP/2.0 200 OK\r\n"));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(200));
+    assert_eq!(transfer_results(&mut h), vec![200]);
+    // Another event package in the dialog: 489 Bad Event (RFC 6665 §8.2.1).
+    h.deliver(&notify(&mut uac, "presence", "x"));
+    assert_eq!(h.sent().pop().and_then(|s| s.code()), Some(489));
+}
+
+#[test]
+fn a_refused_or_unanswered_refer_is_a_failed_transfer() {
+    let mut h = Harness::new();
+    let mut uac = Uac::new();
+    let call = h.established(&mut uac, "");
+    h.events();
+    h.core.refer(call, "sip:operator@192.0.2.9", h.now).unwrap();
+    let refer = h
+        .sent()
+        .into_iter()
+        .find(|s| s.method().as_deref() == Some("REFER"))
+        .expect("REFER");
+    h.answer(&refer, 603);
+    assert_eq!(transfer_results(&mut h), vec![603]);
+    // No answer at all: Timer F (64*T1) gives 408; the call itself stays up.
+    h.core.refer(call, "+15550100000", h.now).unwrap();
+    h.run_until(secs(40));
+    assert_eq!(transfer_results(&mut h), vec![408]);
+    assert!(h.core.call_state(call).is_some());
+}
