@@ -1206,10 +1206,17 @@ impl UasCore {
         let mut req = call.new_request(Method::Refer, &cfg);
         req.headers.insert(Name::REFER_TO, format!("<{uri}>"));
         req.headers.insert(Name::CONTACT, call.contact());
-        let key = ClientKey::of_request(&req);
         let peer = call.peer;
-        let reliable = peer.transport.is_reliable();
-        let (txn, out) = NonInviteClientTxn::start(req, reliable, cfg.timers, now);
+        self.referring.insert(cref);
+        self.start_non_invite(req, peer, cref, Purpose::Refer, now);
+        Ok(())
+    }
+
+    /// Starts a non-INVITE client transaction for an in-dialog request and sends it.
+    fn start_non_invite(&mut self, req: Request, peer: Peer, cref: CallRef, purpose: Purpose, now: Instant) {
+        let key = ClientKey::of_request(&req);
+        let method = req.method.as_str().to_string();
+        let (txn, out) = NonInviteClientTxn::start(req, peer.transport.is_reliable(), self.cfg.timers, now);
         let next = txn.poll_timeout();
         self.client.insert(
             key.clone(),
@@ -1217,16 +1224,14 @@ impl UasCore {
                 txn: ClientTxn::NonInvite(txn),
                 peer,
                 call: cref,
-                purpose: Purpose::Refer,
+                purpose,
             },
         );
-        metrics::counter!("sip_requests_sent_total", "method" => "REFER").increment(1);
-        self.referring.insert(cref);
+        metrics::counter!("sip_requests_sent_total", "method" => method).increment(1);
         if let Some(bytes) = out.transmit {
             self.send(peer, bytes);
         }
         self.schedule(TimerTarget::Client(key), next);
-        Ok(())
     }
 
     /// Rejects a call that is not answered yet with a final status (3xx-6xx).
@@ -1287,24 +1292,8 @@ impl UasCore {
         let cfg = self.cfg.clone();
         if let Some(call) = self.calls.get_mut(&cref) {
             let bye = call.new_request(Method::Bye, &cfg);
-            let key = ClientKey::of_request(&bye);
             let peer = call.peer;
-            let (txn, out) = NonInviteClientTxn::start(bye, peer.transport.is_reliable(), cfg.timers, now);
-            let next = txn.poll_timeout();
-            self.client.insert(
-                key.clone(),
-                ClientEntry {
-                    txn: ClientTxn::NonInvite(txn),
-                    peer,
-                    call: cref,
-                    purpose: Purpose::Bye,
-                },
-            );
-            metrics::counter!("sip_requests_sent_total", "method" => "BYE").increment(1);
-            if let Some(bytes) = out.transmit {
-                self.send(peer, bytes);
-            }
-            self.schedule(TimerTarget::Client(key), next);
+            self.start_non_invite(bye, peer, cref, Purpose::Bye, now);
         }
         let already_told = self.hangup_after_ack.remove(&cref).is_some()
             || reason == EndReason::LocalBye && !self.calls.contains_key(&cref);
