@@ -282,3 +282,60 @@ fn say_speaks_through_espeak_ng_on_a_call() {
     let cached: Vec<_> = std::fs::read_dir(gw.data_dir.join("tts")).unwrap().flatten().collect();
     assert_eq!(cached.len(), 1, "one cached WAV");
 }
+
+#[test]
+fn a_flow_recording_is_filed_with_the_call_and_erased_with_the_caller() {
+    let db = TestDb::new("flow_record");
+    let dir = dialplan_with(&[(
+        "echo",
+        "answer(); let r = record(#{ max_secs: 2, beep: false }); log(`recorded ${r.secs}`); hangup();",
+    )]);
+    let gw = start(&db, &[("TOLK_DIALPLAN_DIR", dir.to_str().unwrap())]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = Uac::from(gw.sip, "+15550100300", "+14155550123");
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    let (code, ok) = uac.final_response(Duration::from_secs(5)).unwrap();
+    assert_eq!(code, 200);
+    let media = std::net::SocketAddr::from(([127, 0, 0, 1], common::sdp_audio_port(common::body(&ok)).unwrap()));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    // 3 s of a tone, so there is something to record; the flow stops after 2 s.
+    for i in 0..150u16 {
+        let mut pkt = vec![0x80, 0, (i >> 8) as u8, i as u8];
+        pkt.extend_from_slice(&(i as u32 * 160).to_be_bytes());
+        pkt.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        pkt.extend((0..160).map(|n| if (n / 10) % 2 == 0 { 0x20u8 } else { 0xA0 }));
+        rtp.send_to(&pkt, media).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(m) = uac.recv(Duration::from_millis(0))
+            && m.starts_with("BYE ")
+        {
+            uac.respond_ok(&m);
+            break;
+        }
+    }
+    let filed = wait_for(
+        &db,
+        "SELECT r.caller_pseudonym = c.caller_pseudonym, c.recording_id = r.id FROM recordings r, calls c WHERE c.disposition <> 'in_progress'",
+        "t|t",
+    );
+    assert_eq!(filed, "t|t", "{}", gw.log_text());
+    let file = db.query("SELECT path FROM recordings").join("");
+    let path = gw.data_dir.join("recordings").join(&file);
+    assert!(path.exists(), "{}", path.display());
+    assert!(
+        std::fs::metadata(&path).unwrap().len() > 44 + 16_000,
+        "about 2 s of 8 kHz audio"
+    );
+    // Erasure of the caller removes the recording file too.
+    let (status, body) = http_request(
+        gw.admin,
+        "POST",
+        "/api/v1/erasures",
+        Some(TOKEN),
+        "{\"number\": \"+14155550123\", \"requested_by\": \"test\"}",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!path.exists(), "the recording is gone after erasure: {body}");
+}

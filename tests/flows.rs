@@ -401,6 +401,21 @@ fn http_reaches_allowed_endpoints_only() {
 }
 
 #[test]
+fn a_caller_who_opted_out_of_recording_is_not_recorded() {
+    let script = r#"
+        answer();
+        opt_out("record");
+        try { record(#{ max_secs: 5 }); log("recorded"); } catch (e) { log(`${e}`); }
+    "#;
+    let lib = lib_with(script, Limits::default()).unwrap();
+    let (end, r) = run(&lib, "f", "", None);
+    assert_eq!(end, FlowEnd::Completed);
+    let logs: Vec<String> = steps(&r).into_iter().filter(|s| s.starts_with("log: ")).collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(logs[0].contains("opted out of recording"), "{logs:?}");
+}
+
+#[test]
 fn bad_verb_arguments_are_catchable_errors_with_a_clear_message() {
     let script = r#"
         try { gather(#{ digits: 0 }); } catch (e) { log(`1: ${e}`); }

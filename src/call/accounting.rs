@@ -120,6 +120,11 @@ impl Accounting {
         }
     }
 
+    /// The call's record (id, class, expiry, consent...), for what is filed alongside it.
+    pub fn record(&self, call: CallRef) -> Option<&CallRecord> {
+        self.calls.get(&call).map(|s| &s.record)
+    }
+
     /// The caller's pseudonym (for the opt-out registry); `None` for anonymous callers.
     pub fn caller_pseudonym(&self, call: CallRef) -> Option<String> {
         self.calls.get(&call).and_then(|s| s.record.caller.pseudonym.clone())

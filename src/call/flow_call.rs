@@ -408,8 +408,51 @@ impl FlowCalls {
                 if let Err(e) = std::fs::create_dir_all(&setup.recordings_dir) {
                     return done(tx, failed(format!("record: {e}")));
                 }
-                let id = uuid::Uuid::now_v7().to_string();
-                let path = setup.recordings_dir.join(format!("{id}.wav"));
+                let record = ctx.accounting.as_deref().and_then(|a| a.record(call));
+                if record.is_some_and(|r| r.consent.get("record") == Some(&serde_json::Value::Bool(false))) {
+                    return done(tx, failed("record: the caller opted out of recording"));
+                }
+                let uuid = uuid::Uuid::now_v7();
+                let id = uuid.to_string();
+                let file = format!("{id}.wav");
+                let path = setup.recordings_dir.join(&file);
+                // Filed before a byte is written: the journalled event names the file even if
+                // the call or the gateway dies mid-recording, and erasure and retention use it.
+                if let Some(a) = ctx.accounting.as_deref_mut() {
+                    a.annotate(call, |r| r.recording_id = Some(uuid));
+                    a.event(call, "recording", serde_json::json!({ "id": id, "file": file }));
+                    if let (Some(r), Some(pool)) = (a.record(call), setup.pool.clone()) {
+                        let (call_id, pseudonym, class, expires) = (
+                            r.id,
+                            r.caller.pseudonym.clone(),
+                            r.retention_class.clone(),
+                            r.expires_at,
+                        );
+                        let file = file.clone();
+                        tokio::spawn(async move {
+                            for attempt in 0..10u32 {
+                                match crate::cdr::subject::register_recording(
+                                    &pool,
+                                    uuid,
+                                    call_id,
+                                    &file,
+                                    None,
+                                    pseudonym.as_deref(),
+                                    &class,
+                                    expires,
+                                )
+                                .await
+                                {
+                                    Ok(()) => return,
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, attempt, "recording not registered yet; retrying");
+                                        tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
+                                    }
+                                }
+                            }
+                        });
+                    }
+                }
                 if beep {
                     let _ = leg.commands.try_send(LegCommand::Tone("beep".into()));
                     fc.plays_outstanding += 1;

@@ -154,6 +154,14 @@ pub async fn erase(
         .bind(pseudonym)
         .fetch_one(&mut *tx)
         .await?;
+    // Recordings a flow made are also named in the calls' `recording` events (journalled, so
+    // they are known even if registering the recording row failed).
+    let event_files: Vec<(String,)> = sqlx::query_as(
+        "SELECT detail->>'file' FROM call_events WHERE kind = 'recording' AND detail ? 'file'          AND call_id IN (SELECT id FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold)",
+    )
+    .bind(pseudonym)
+    .fetch_all(&mut *tx)
+    .await?;
     let events = sqlx::query(
         "DELETE FROM call_events WHERE call_id IN (SELECT id FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold)",
     )
@@ -205,7 +213,7 @@ pub async fn erase(
     .await?;
     tx.commit().await?;
     let mut files = 0;
-    for (p,) in &paths {
+    for (p,) in paths.iter().chain(event_files.iter()) {
         if remove_recording(recordings_dir, Path::new(p)) {
             files += 1;
         }
@@ -220,6 +228,35 @@ pub async fn erase(
         spool_entries,
         held: held.0 as u64,
     })
+}
+
+/// Registers a recording a call made (flows' `record`), so retention and erasure find it.
+#[allow(clippy::too_many_arguments)]
+pub async fn register_recording(
+    pool: &PgPool,
+    id: uuid::Uuid,
+    call_id: uuid::Uuid,
+    file: &str,
+    seconds: Option<f64>,
+    pseudonym: Option<&str>,
+    retention_class: &str,
+    expires_at_micros: Option<i64>,
+) -> Result<(), QueryError> {
+    sqlx::query(
+        "INSERT INTO recordings (id, call_id, path, format, started_at, seconds, caller_pseudonym, retention_class, expires_at) \
+         VALUES ($1, $2, $3, 'wav', now(), $4, $5, $6, to_timestamp($7::double precision / 1e6)) \
+         ON CONFLICT (id) DO UPDATE SET seconds = coalesce(EXCLUDED.seconds, recordings.seconds), ended_at = now()",
+    )
+    .bind(id)
+    .bind(call_id)
+    .bind(file)
+    .bind(seconds)
+    .bind(pseudonym)
+    .bind(retention_class)
+    .bind(expires_at_micros.map(|m| m as f64))
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Removes a recording file, only under the recordings directory; true when removed.

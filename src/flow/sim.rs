@@ -105,6 +105,13 @@ impl SimulatedCall {
         }
     }
 
+    fn opted_out_of_recording(&self) -> bool {
+        self.report
+            .lock()
+            .map(|r| r.notes.contains(&Note::OptOut("record".into())))
+            .unwrap_or(false)
+    }
+
     fn length_of(&self, source: &Source) -> Result<Duration, PortError> {
         match source {
             Source::Prompt(name) => match &self.catalog {
@@ -253,6 +260,10 @@ impl CallPort for SimulatedCall {
                     self.line(format!("collect -> {digits:?}{how}"));
                 }
                 Ok(reply)
+            }
+            Request::Record { .. } if self.opted_out_of_recording() => {
+                self.line("record -> refused: the caller opted out of recording".into());
+                Err(PortError::Failed("record: the caller opted out of recording".into()))
             }
             Request::Record { max, beep, silence } => {
                 if beep {
