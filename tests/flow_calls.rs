@@ -339,3 +339,32 @@ fn a_flow_recording_is_filed_with_the_call_and_erased_with_the_caller() {
     assert_eq!(status, 200, "{body}");
     assert!(!path.exists(), "the recording is gone after erasure: {body}");
 }
+
+#[test]
+fn a_full_flow_pool_refuses_new_calls_with_503_and_retry_after() {
+    let db = TestDb::new("flow_full");
+    let gw = start(&db, &[("TOLK_FLOW_MAX_CONCURRENT", "1")]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // The first call holds the only flow slot (the echo flow runs until hangup).
+    let mut first = Uac::new(gw.sip, "+15550100300");
+    let invite = first.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    first.send(&invite);
+    assert_eq!(first.final_response(Duration::from_secs(5)).map(|r| r.0), Some(200));
+    let ack = first.request("ACK", "", "");
+    first.send(&ack);
+    let mut second = Uac::new(gw.sip, "+15550100300");
+    let invite = second.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    second.send(&invite);
+    let (code, resp) = second.final_response(Duration::from_secs(5)).unwrap();
+    assert_eq!(code, 503);
+    assert!(common::header(&resp, "Retry-After").is_some(), "{resp}");
+    assert!(gw.metrics().contains("calls_total{outcome=\"flows_busy\"} 1"));
+    // Once the first call ends, its slot serves the next.
+    let bye = first.request("BYE", "", "");
+    first.send(&bye);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut third = Uac::new(gw.sip, "+15550100300");
+    let invite = third.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    third.send(&invite);
+    assert_eq!(third.final_response(Duration::from_secs(5)).map(|r| r.0), Some(200));
+}
