@@ -2,7 +2,9 @@
 //! with which role), which flows join and the admin API lists. The mixer that makes members
 //! hear each other is the conference issue's work; until then a member hears silence.
 //!
-//! Owns: membership. Must not: touch media or signalling.
+//! Owns: membership, and the pure [`mixer`]. Must not: touch media or signalling.
+
+pub mod mixer;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
