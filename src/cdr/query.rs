@@ -269,6 +269,8 @@ pub const LIST_COLUMNS: &[&str] = &[
     "disposition",
     "sip_status",
     "billable_ms",
+    "flow",
+    "room",
     "codec",
     "mos",
     "retention_class",
