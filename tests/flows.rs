@@ -665,3 +665,30 @@ reject = 200
     let unknown = plan("[[route]]\nnumbr = \"+1\"\nflow = \"echo\"").err().unwrap();
     assert!(unknown[0].to_string().contains("numbr"), "{:?}", unknown);
 }
+
+#[test]
+fn a_hangup_stops_a_script_that_is_computing() {
+    // No verb is waiting: the engine's progress check sees the hangup flag.
+    let limits = Limits {
+        step_budget: Duration::from_secs(3600),
+        max_operations: u64::MAX,
+        ..Limits::default()
+    };
+    let lib = Arc::new(lib_with("answer(); let n = 0; loop { n += 1; }", limits).unwrap());
+    let runner = Runner::new(2, tolk::flow::runner::DEFAULT_STACK_BYTES);
+    let hung_up = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (call, _) = SimulatedCall::new("", None, None, false);
+    runner
+        .start(lib, "f".into(), Box::new(call), info(), hung_up.clone(), move |end| {
+            let _ = tx.send(end);
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(rx.try_recv().is_err(), "still computing");
+    hung_up.store(true, std::sync::atomic::Ordering::Relaxed);
+    let end = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("stopped after the hangup");
+    assert_eq!(end, FlowEnd::CallerHungUp);
+}
