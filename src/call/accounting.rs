@@ -50,18 +50,14 @@ impl Accounting {
         now: Micros,
     ) {
         let dialled = dialled.or(inc.dialled.as_deref());
-        let mut record = self.policy.inbound(
-            dialled,
-            inc.caller.as_deref(),
-            inc.privacy_requested,
-            &inc.sip_call_id,
-            now,
-        );
         let caller_e164 = inc
             .caller
             .as_deref()
             .filter(|_| !inc.privacy_requested)
             .and_then(crate::sip::number::normalise);
+        let mut record = self
+            .policy
+            .inbound(dialled, caller_e164.as_deref(), &inc.sip_call_id, now);
         if let Some(route) = route {
             record.dialled_kind = route.kind;
             record.tenant = route.tenant.clone();

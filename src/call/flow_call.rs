@@ -139,6 +139,8 @@ struct FlowCall {
     hung_up: Arc<AtomicBool>,
     slot: Option<MediaSlot>,
     answered: bool,
+    /// The media leg's PCM rate (text-to-speech is made at it, off the gateway task).
+    pcm_rate: u32,
     rung: bool,
     digits: VecDeque<char>,
     /// Prompts and tones sent to the leg and not reported done yet.
@@ -217,6 +219,7 @@ impl FlowCalls {
                 hung_up,
                 slot: Some(slot),
                 answered: false,
+                pcm_rate: 8_000,
                 rung: false,
                 digits: VecDeque::new(),
                 plays_outstanding: 0,
@@ -309,6 +312,9 @@ impl FlowCalls {
                             let codec = media.as_ref().map(|m| m.codec.encoding_name());
                             a.answered(call, codec, crate::cdr::model::now_micros());
                         }
+                        if let Some(m) = &media {
+                            fc.pcm_rate = super::leg::pcm_rate(m.codec);
+                        }
                         let leg = spawn_leg(
                             call,
                             slot.port,
@@ -361,6 +367,7 @@ impl FlowCalls {
                             call,
                             text,
                             setup.tts_dir.clone(),
+                            fc.pcm_rate,
                             leg.commands.clone(),
                             setup.reports.clone(),
                         );
@@ -429,9 +436,11 @@ impl FlowCalls {
                             r.expires_at,
                         );
                         let file = file.clone();
-                        tokio::spawn(async move {
-                            for attempt in 0..10u32 {
-                                match crate::cdr::subject::register_recording(
+                        tokio::spawn(keep_trying("recording registration", move || {
+                            let (pool, file, pseudonym, class) =
+                                (pool.clone(), file.clone(), pseudonym.clone(), class.clone());
+                            async move {
+                                crate::cdr::subject::register_recording(
                                     &pool,
                                     uuid,
                                     call_id,
@@ -442,15 +451,8 @@ impl FlowCalls {
                                     expires,
                                 )
                                 .await
-                                {
-                                    Ok(()) => return,
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, attempt, "recording not registered yet; retrying");
-                                        tokio::time::sleep(Duration::from_secs(1 << attempt.min(5))).await;
-                                    }
-                                }
                             }
-                        });
+                        }));
                     }
                 }
                 if beep {
@@ -607,7 +609,10 @@ impl FlowCalls {
                 a.event(call, "opt_out", serde_json::json!({ "scope": scope, "source": "flow" }));
                 match (a.caller_pseudonym(call), setup.pool.clone()) {
                     (Some(pseudonym), Some(pool)) => {
-                        tokio::spawn(register_opt_out(pool, pseudonym, scope));
+                        tokio::spawn(keep_trying("opt-out registry write", move || {
+                            let (pool, pseudonym, scope) = (pool.clone(), pseudonym.clone(), scope.clone());
+                            async move { crate::cdr::subject::opt_out(&pool, &pseudonym, &scope, "flow").await }
+                        }));
                     }
                     (None, _) => tracing::info!(
                         call = call.0,
@@ -840,13 +845,15 @@ impl FlowCalls {
     }
 }
 
-/// Speaks `text` with espeak-ng into `dir` (cached by the text's SHA-256), then has the leg
-/// play it. A missing espeak-ng or a failed synthesis is reported as a playback that could
-/// not start, so the flow's `say` fails with the reason.
+/// Speaks `text` with espeak-ng into `dir` (cached by the text's SHA-256), reads and
+/// resamples it to the leg's `rate` off the gateway task, then has the leg play it. A missing
+/// espeak-ng or a failed synthesis is reported as a playback that could not start, so the
+/// flow's `say` fails with the reason.
 fn spawn_tts(
     call: CallRef,
     text: String,
     dir: PathBuf,
+    rate: u32,
     leg: mpsc::Sender<LegCommand>,
     reports: mpsc::Sender<LegReport>,
 ) {
@@ -856,9 +863,14 @@ fn spawn_tts(
     let path = dir.join(format!("{name}.wav"));
     tokio::spawn(async move {
         let target = path.clone();
-        let made = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let made = tokio::task::spawn_blocking(move || -> Result<Arc<[i16]>, String> {
+            let load = |p: &std::path::Path| {
+                crate::media::prompt::read_mono_wav(p)
+                    .map(|(samples, from)| crate::media::prompt::resampled(&samples, from, rate))
+                    .map_err(|e| e.to_string())
+            };
             if target.exists() {
-                return Ok(());
+                return load(&target);
             }
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let tmp = target.with_extension("tmp.wav");
@@ -878,13 +890,15 @@ fn spawn_tts(
                     String::from_utf8_lossy(&out.stderr).trim()
                 ));
             }
-            std::fs::rename(&tmp, &target).map_err(|e| e.to_string())
+            std::fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
+            load(&target)
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
         match made {
-            Ok(()) => {
-                if leg.send(LegCommand::PlayFile(path)).await.is_err() {
+            Ok(pcm) => {
+                let what = format!("say:{}", path.display());
+                if leg.send(LegCommand::PlayPcm { pcm, what }).await.is_err() {
                     // The call ended meanwhile: nothing waits for it.
                 }
             }
@@ -906,21 +920,26 @@ fn reply_err(p: Pending, why: &str) {
     reply(p, failed(why));
 }
 
-/// The opt-out registry is written as soon as the database takes it; the call's record and
-/// its `opt_out` event (both in the journal) hold the choice meanwhile.
-async fn register_opt_out(pool: sqlx::PgPool, pseudonym: String, scope: String) {
+/// Writes something the database must eventually hold (the opt-out registry, a recording's
+/// row) with backoff, off the gateway task; the journal (the call's record and events) holds
+/// the fact meanwhile, so giving up loses no choice.
+async fn keep_trying<F, Fut>(what: &'static str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::cdr::query::QueryError>>,
+{
     let mut backoff = Duration::from_secs(1);
-    for _ in 0..10 {
-        match crate::cdr::subject::opt_out(&pool, &pseudonym, &scope, "flow").await {
+    for attempt in 0..10u32 {
+        match write().await {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "opt-out registry write failed; retrying");
+                tracing::warn!(error = %e, attempt, "{what} failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }
         }
     }
-    tracing::error!("opt-out registry write gave up; the choice is in the call's CDR and events");
+    tracing::error!("{what} gave up; the call's CDR and events in the journal hold it");
 }
 
 #[cfg(test)]

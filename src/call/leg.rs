@@ -113,8 +113,12 @@ pub enum LegMode {
 pub enum LegCommand {
     /// Play a prompt from the catalog (or a `.wav` under the sounds directory).
     Play(String),
-    /// Play a WAV file tolk generated (text-to-speech), by path.
-    PlayFile(PathBuf),
+    /// Play PCM tolk made itself (text-to-speech), already at the leg's PCM rate
+    /// ([`pcm_rate`]); `what` names it in the `PlaybackDone` report.
+    PlayPcm {
+        pcm: Arc<[i16]>,
+        what: String,
+    },
     /// Play a tone specification or a named tone (`media::tone`).
     Tone(String),
     /// Stop what is playing.
@@ -145,6 +149,15 @@ struct CodecPair {
     /// RTP timestamp units per 20 ms.
     frame_ts: u32,
     impairment: CodecImpairment,
+}
+
+/// The PCM rate a leg of `codec` decodes to and encodes from.
+pub fn pcm_rate(codec: Codec) -> u32 {
+    match codec {
+        Codec::Pcmu | Codec::Pcma => 8_000,
+        Codec::G722 => 16_000,
+        Codec::Opus => 48_000,
+    }
 }
 
 fn codec_pair(codec: Codec) -> Option<CodecPair> {
@@ -279,18 +292,12 @@ async fn run_leg(
                             _ => { let _ = reports.try_send(LegReport::PlaybackDone { call, what: name, ok: false }); }
                         }
                     }
-                    LegCommand::PlayFile(path) => {
-                        let what = format!("say:{}", path.display());
-                        match crate::media::prompt::load_resampled(&path, rate) {
-                            Ok(pcm) => {
-                                end_playback(&mut playback, call, &reports);
-                                if last_packet.elapsed() >= IDLE_AFTER {
-                                    tick.reset();
-                                }
-                                playback = Some((Playback::Prompt(PromptPlayer::new(pcm)), what));
-                            }
-                            Err(_) => { let _ = reports.try_send(LegReport::PlaybackDone { call, what, ok: false }); }
+                    LegCommand::PlayPcm { pcm, what } => {
+                        end_playback(&mut playback, call, &reports);
+                        if last_packet.elapsed() >= IDLE_AFTER {
+                            tick.reset();
                         }
+                        playback = Some((Playback::Prompt(PromptPlayer::new(pcm)), what));
                     }
                     LegCommand::Tone(spec) => match ToneGenerator::new(&spec, rate, -10.0, false) {
                         Ok(g) if playback.is_none() && last_packet.elapsed() >= IDLE_AFTER => {

@@ -81,24 +81,19 @@ impl RecordPolicy {
         true
     }
 
-    /// The record of a new inbound call (revision 0: not written yet).
+    /// The record of a new inbound call (revision 0: not written yet), under the default
+    /// retention class. `caller_e164` is the caller's number, `None` when withheld or absent.
     pub fn inbound(
         &self,
         dialled: Option<&str>,
-        caller: Option<&str>,
-        privacy_requested: bool,
+        caller_e164: Option<&str>,
         sip_call_id: &str,
         started_at: Micros,
     ) -> CallRecord {
-        let class = self.default_class.clone();
-        let policy = self.policies.iter().find(|p| p.name == class);
-        let caller_e164 = caller
-            .filter(|_| !privacy_requested)
-            .and_then(crate::sip::number::normalise);
         let mut consent = serde_json::Map::new();
         let caller = match caller_e164 {
             Some(n) => {
-                let pseudonym = self.key.pseudonym(&n);
+                let pseudonym = self.key.pseudonym(n);
                 let (retain, record, contact) = self
                     .opt_outs
                     .read()
@@ -126,8 +121,8 @@ impl RecordPolicy {
                 } else {
                     CallerIdentity {
                         pseudonym: Some(pseudonym),
-                        masked: Some(crate::privacy::mask_number(&n)),
-                        number: policy.filter(|p| p.clear_number).map(|_| n.clone()),
+                        masked: Some(crate::privacy::mask_number(n)),
+                        number: None,
                         anonymous: false,
                     }
                 }
@@ -138,7 +133,7 @@ impl RecordPolicy {
             },
         };
         let dialled = dialled.unwrap_or("").to_string();
-        CallRecord {
+        let mut record = CallRecord {
             id: uuid::Uuid::now_v7(),
             revision: 0,
             node: self.node.clone(),
@@ -166,9 +161,12 @@ impl RecordPolicy {
             recording_id: None,
             consent: serde_json::Value::Object(consent),
             tags: serde_json::json!({}),
-            expires_at: policy.map(|p| started_at + p.keep_days as i64 * 86_400_000_000),
-            retention_class: class,
-        }
+            expires_at: None,
+            retention_class: self.default_class.clone(),
+        };
+        // Expiry and the number in clear follow from the class, as for any later class change.
+        self.apply_class(&mut record, &self.default_class, caller_e164);
+        record
     }
 }
 

@@ -129,15 +129,20 @@ impl PromptCatalog {
 }
 
 /// Reads a PCM16 WAV as mono (channels averaged) with its rate.
-/// A mono WAV at `rate`, with the resampler's tail flushed so the end is heard. Also for WAVs
-/// tolk generated itself (text-to-speech), which are not cached: their texts vary.
-pub fn load_resampled(path: &Path, rate: u32) -> Result<Arc<[i16]>, PromptError> {
+/// A mono WAV at `rate`.
+fn load_resampled(path: &Path, rate: u32) -> Result<Arc<[i16]>, PromptError> {
     let (samples, file_rate) = read_mono_wav(path)?;
-    let mut out = Vec::with_capacity(samples.len() * rate as usize / file_rate.max(1) as usize + 64);
-    let mut r = Resampler::new(file_rate, rate);
-    r.process(&samples, &mut out);
+    Ok(resampled(&samples, file_rate, rate))
+}
+
+/// Mono PCM converted from `from` to `to` Hz, with the resampler's tail flushed so the end is
+/// heard (also for audio tolk makes itself, such as text-to-speech).
+pub fn resampled(samples: &[i16], from: u32, to: u32) -> Arc<[i16]> {
+    let mut out = Vec::with_capacity(samples.len() * to as usize / from.max(1) as usize + 64);
+    let mut r = Resampler::new(from, to);
+    r.process(samples, &mut out);
     r.process(&[0; 64], &mut out);
-    Ok(out.into())
+    out.into()
 }
 
 pub fn read_mono_wav(path: &Path) -> Result<(Vec<i16>, u32), PromptError> {
