@@ -327,9 +327,9 @@ impl Dialplan {
         if !errors.is_empty() {
             return Err(errors);
         }
-        // Classify the routed numbers now: it loads libphonenumber's metadata (slow the first
-        // time) here rather than under the first call, and fills the classification cache.
-        number::classify("+442071234567");
+        // Load libphonenumber's metadata here rather than under the first call, and fill the
+        // classification cache with the routed numbers.
+        number::warm_up();
         for r in &routes {
             if let Matcher::Exact(e) = &r.matcher {
                 number::classify(e);

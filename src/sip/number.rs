@@ -67,6 +67,12 @@ pub fn normalise(user: &str) -> Option<String> {
     normalise_in(user, None)
 }
 
+/// Loads libphonenumber's metadata (it is parsed on first use, which takes long enough to
+/// delay a call): call once at start-up.
+pub fn warm_up() {
+    let _ = classify_uncached("+442071234567");
+}
+
 /// NANP toll-free area codes (the metadata lists them too; kept for numbers it rejects).
 const NANP_TOLL_FREE: [&str; 7] = ["800", "833", "844", "855", "866", "877", "888"];
 
