@@ -30,6 +30,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub dialplan: DialplanConfig,
     pub flow: FlowConfig,
+    pub room: RoomConfig,
     pub database: DatabaseConfig,
     pub cdr: CdrConfig,
     pub shutdown: ShutdownConfig,
@@ -46,6 +47,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             dialplan: DialplanConfig::default(),
             flow: FlowConfig::default(),
+            room: RoomConfig::default(),
             database: DatabaseConfig::default(),
             cdr: CdrConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -216,6 +218,49 @@ impl FlowConfig {
             // The default is sized for 32 levels; deeper limits get proportionally more.
             0 => crate::flow::runner::DEFAULT_STACK_BYTES * self.max_call_levels.div_ceil(32),
             k => k * 1024,
+        }
+    }
+}
+
+/// `[room]`: conference rooms and their mixer threads (`docs/conference.md`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoomConfig {
+    /// Mixer threads (0: one per core). Rooms are spread over them by name.
+    pub mixer_threads: usize,
+    /// Mixing rate in Hz: 8000, 16000 or 48000.
+    pub rate: u32,
+    /// Frame energy (dBFS) above which a member counts as talking.
+    pub talk_threshold_dbfs: f64,
+    /// Members per room (a caller beyond it hears that the room is full).
+    pub max_members: usize,
+    /// Tone played to the room when a member joins / leaves ("" for none).
+    pub join_tone: String,
+    pub leave_tone: String,
+}
+
+// f64 fields: compared exactly like the rest of the configuration.
+impl Eq for RoomConfig {}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            mixer_threads: 0,
+            rate: 16_000,
+            talk_threshold_dbfs: -45.0,
+            max_members: 1000,
+            join_tone: "join".into(),
+            leave_tone: "leave".into(),
+        }
+    }
+}
+
+impl RoomConfig {
+    pub fn mixer(&self) -> crate::room::mixer::MixerConfig {
+        crate::room::mixer::MixerConfig {
+            rate: self.rate,
+            talk_threshold_dbfs: self.talk_threshold_dbfs,
+            ..Default::default()
         }
     }
 }
@@ -415,6 +460,28 @@ impl Config {
 
     /// Checks values that parse but make no sense.
     fn validate(&self) -> Result<(), (String, String)> {
+        if ![8_000, 16_000, 48_000].contains(&self.room.rate) {
+            return Err(("room.rate".into(), "must be 8000, 16000 or 48000".into()));
+        }
+        if self.room.max_members == 0 {
+            return Err(("room.max_members".into(), "must be at least 1".into()));
+        }
+        for (key, tone) in [
+            ("room.join_tone", &self.room.join_tone),
+            ("room.leave_tone", &self.room.leave_tone),
+        ] {
+            if !tone.is_empty()
+                && crate::media::tone::ToneGenerator::new(
+                    crate::media::tone::named(tone).unwrap_or(tone),
+                    16_000,
+                    -10.0,
+                    false,
+                )
+                .is_err()
+            {
+                return Err((key.into(), format!("`{tone}` is not a tone name or specification")));
+            }
+        }
         if self.flow.max_concurrent == 0 {
             return Err(("flow.max_concurrent".into(), "must be at least 1".into()));
         }

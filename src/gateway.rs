@@ -96,7 +96,10 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("admin.listen: cannot bind {}: {e}", cfg.admin_listen()))?;
     bound.admin = admin.local_addr()?;
     tracing::info!(addr = %bound.admin, "admin API and /metrics listening");
-    let rooms = Rooms::default();
+    let scheduler = crate::room::scheduler::Scheduler::start(cfg.room.mixer_threads, cfg.room.mixer())
+        .map_err(|e| anyhow::anyhow!("cannot start the mixer threads: {e}"))?;
+    let rooms = Rooms::with_scheduler(scheduler, cfg.room.max_members);
+    let mut room_events = rooms.subscribe();
     let (reload_tx, mut reload_rx) = mpsc::channel::<crate::admin::api::ReloadRequest>(4);
     let api = std::sync::Arc::new(crate::admin::api::ApiState {
         tokens: cfg.admin.tokens.clone(),
@@ -169,6 +172,9 @@ pub async fn run(
         tts_dir: cfg.data_dir.join("tts"),
         classes: classes.clone(),
         pool: cdr.as_ref().map(|c| c.pool.clone()),
+        join_tone: cfg.room.join_tone.clone(),
+        leave_tone: cfg.room.leave_tone.clone(),
+        keymap: crate::room::conference::Keymap::default(),
     });
 
     // What the flow handlers act on, borrowed afresh for each event.
@@ -274,6 +280,16 @@ pub async fn run(
                     }
                     flows.recording_done(call, seconds, error);
                 }
+                LegReport::Talking { call, talking } => rooms.set_talking(call.0, talking),
+                LegReport::LeftRoom { call } => {
+                    let mut ctx = ctx!();
+                    flows.left_room(call, &mut ctx);
+                }
+                LegReport::RoomRefused { call } => {
+                    tracing::warn!(call = call.0, "the room's mixer thread refused the member (queue full)");
+                    let mut ctx = ctx!();
+                    flows.left_room(call, &mut ctx);
+                }
                 LegReport::Summary { call, summary } => {
                     if let Some(a) = accounting.as_mut() { a.summary(call, &summary); }
                     tracing::info!(
@@ -289,6 +305,15 @@ pub async fn run(
                     );
                 }
             },
+            event = room_events.recv() => {
+                // Member changes the CDR keeps (joins and leaves are written by the flow path).
+                if let Ok(e) = event
+                    && let (Some(call), Some(a)) = (e.call, accounting.as_mut())
+                    && matches!(e.event, "muted" | "unmuted" | "held" | "resumed")
+                {
+                    a.event(CallRef(call), e.event, serde_json::json!({ "room": e.room }));
+                }
+            }
             changed = shutdown.changed(), if draining.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
                     tracing::info!(calls = core.stats().calls, drain_secs = drain.as_secs(), "shutting down: refusing new calls, draining");
@@ -344,6 +369,10 @@ pub async fn run(
                 UasEvent::MediaChanged { call, media } => {
                     if let Some(leg) = legs.get(&call) {
                         tracing::info!(call = call.0, hold = media.on_hold(), "media changed");
+                        // A member on hold is neither heard in its room nor sent the mix.
+                        if rooms.member(call.0).is_some_and(|(_, m)| m.held != media.on_hold()) {
+                            rooms.set_held(call.0, media.on_hold());
+                        }
                         let _ = leg.media.send(Some(media));
                     }
                 }

@@ -18,11 +18,11 @@ pub fn router(metrics: Option<PrometheusHandle>, api: std::sync::Arc<api::ApiSta
                 let metrics = metrics.clone();
                 async move {
                     match metrics {
-                        Some(h) => (
-                            StatusCode::OK,
-                            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                            h.render(),
-                        )
+                        Some(h) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+                            let mut text = h.render();
+                            crate::room::scheduler::render_metrics(&mut text);
+                            text
+                        })
                             .into_response(),
                         None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder not installed\n").into_response(),
                     }

@@ -13,7 +13,10 @@ use super::ports::RtpPort;
 use crate::flow::engine::FlowEnd;
 use crate::flow::port::{CallPort, Note, PortError, Reply, Request, Source};
 use crate::media::prompt::PromptCatalog;
-use crate::room::{Member, Rooms};
+use crate::room::conference::{self, Effect, Keymap};
+use crate::room::mixer::MemberOptions;
+use crate::room::scheduler::Command;
+use crate::room::{JoinRefused, Member, Rooms};
 use crate::sip::dialog::{CallRef, UasCore};
 use crate::sip::sdp::LocalMedia;
 use std::collections::{HashMap, VecDeque};
@@ -89,6 +92,11 @@ pub struct LegSetup {
     pub classes: Vec<String>,
     /// For the opt-out registry (None without CDRs).
     pub pool: Option<sqlx::PgPool>,
+    /// Tones the room hears when a member joins or leaves (names or specifications; "" none).
+    pub join_tone: String,
+    pub leave_tone: String,
+    /// The keypad map of rooms.
+    pub keymap: Keymap,
 }
 
 /// What the handlers act on.
@@ -150,6 +158,9 @@ struct FlowCall {
     pending: Option<Pending>,
     /// The deadline this call has in `FlowCalls::timers`.
     armed: Option<Instant>,
+    /// Why the call is leaving its room (asked by its own key); a member taken out by
+    /// someone else has none and was ejected.
+    leaving: Option<&'static str>,
 }
 
 /// When a call's waiting request must be looked at again.
@@ -226,6 +237,7 @@ impl FlowCalls {
                 play_error: None,
                 pending: None,
                 armed: None,
+                leaving: None,
             },
         );
     }
@@ -490,16 +502,23 @@ impl FlowCalls {
                     .and_then(|a| a.caller_view(call))
                     .map(|(masked, _, _)| masked)
                     .unwrap_or_else(|| "anonymous".into());
-                let (session, members) = ctx.rooms.join(
-                    &room,
-                    Member {
-                        call: call.0,
-                        caller,
-                        role: role.clone(),
-                        muted,
-                        joined_at: crate::cdr::model::now_micros(),
-                    },
-                );
+                let member = Member::new(call.0, caller, &role, muted, crate::cdr::model::now_micros());
+                let (session, members) = match ctx.rooms.join(&room, member) {
+                    Ok(joined) => joined,
+                    Err(refused) => {
+                        let (prompt, reason) = match refused {
+                            JoinRefused::Locked => ("conf-locked", "locked"),
+                            JoinRefused::Full => ("sorry", "full"),
+                        };
+                        tracing::info!(call = call.0, room, reason, "room refused the caller");
+                        // Tell the caller, then answer the flow.
+                        if let Some(leg) = ctx.legs.get(&call) {
+                            let _ = leg.commands.try_send(LegCommand::Play(prompt.into()));
+                            fc.plays_outstanding += 1;
+                        }
+                        return done(tx, Ok(Reply::Left { reason: reason.into() }));
+                    }
+                };
                 tracing::info!(call = call.0, room, role, members, "joined the room");
                 if let Some(a) = ctx.accounting.as_deref_mut() {
                     a.annotate(call, |r| {
@@ -513,6 +532,31 @@ impl FlowCalls {
                         serde_json::json!({ "room": room, "role": role, "muted": muted }),
                     );
                 }
+                // The call's media moves to the room's mixer thread.
+                if let (Some(leg), Some(shard), Some(sched)) =
+                    (ctx.legs.get(&call), ctx.rooms.shard(&room), ctx.rooms.scheduler())
+                {
+                    let rate = sched.mixer_config().rate;
+                    let opts = MemberOptions {
+                        muted,
+                        ..MemberOptions::default()
+                    };
+                    let _ = leg.commands.try_send(LegCommand::JoinRoom {
+                        shard,
+                        room: Arc::from(room.as_str()),
+                        opts,
+                        rate,
+                    });
+                    if members == 1 {
+                        let _ = leg.commands.try_send(LegCommand::Play("conf-alone".into()));
+                    }
+                    if let Some(pcm) =
+                        conference::render(setup.prompts.as_deref(), std::slice::from_ref(&setup.join_tone), rate)
+                    {
+                        ctx.rooms.play_room(&room, pcm);
+                    }
+                }
+                fc.leaving = None;
                 fc.pending = Some(Pending {
                     wait: Wait::Join,
                     reply: tx,
@@ -675,7 +719,57 @@ impl FlowCalls {
         self.arm(call);
     }
 
+    /// A key pressed in a room: the conference keypad map.
+    fn room_key(&mut self, call: CallRef, digit: char, ctx: &mut Ctx) {
+        for effect in conference::on_key(ctx.rooms, &self.setup.keymap, call.0, digit) {
+            match effect {
+                Effect::Play(names) => {
+                    let Some((room, _)) = ctx.rooms.member(call.0) else {
+                        continue;
+                    };
+                    let (Some(shard), Some(sched)) = (ctx.rooms.shard(&room), ctx.rooms.scheduler()) else {
+                        continue;
+                    };
+                    if let Some(pcm) =
+                        conference::render(self.setup.prompts.as_deref(), &names, sched.mixer_config().rate)
+                    {
+                        let _ = shard.send(Command::PlayTo {
+                            call: call.0,
+                            pcm,
+                            what: "room:keypad".into(),
+                        });
+                    }
+                }
+                Effect::Leave(reason) => {
+                    if let Some(fc) = self.calls.get_mut(&call) {
+                        fc.leaving = Some(reason);
+                    }
+                    match ctx.legs.get(&call) {
+                        Some(leg) if ctx.rooms.scheduler().is_some() => {
+                            let _ = leg.commands.try_send(LegCommand::LeaveRoom);
+                        }
+                        // No mixer: nothing to take back.
+                        _ => self.left_room(call, ctx),
+                    }
+                }
+                Effect::Eject(other) => {
+                    if let Some((room, _)) = ctx.rooms.member(other) {
+                        let _ = ctx.rooms.eject(&room, other);
+                    }
+                }
+            }
+        }
+    }
+
     fn digit_inner(&mut self, call: CallRef, digit: char, ctx: &mut Ctx) {
+        let in_room = self
+            .calls
+            .get(&call)
+            .and_then(|fc| fc.pending.as_ref())
+            .is_some_and(|p| matches!(p.wait, Wait::Join));
+        if in_room {
+            return self.room_key(call, digit, ctx);
+        }
         let Some(fc) = self.calls.get_mut(&call) else { return };
         match fc.pending.as_mut().map(|p| &mut p.wait) {
             Some(Wait::Play { barge_in: true }) => {
@@ -712,6 +806,9 @@ impl FlowCalls {
     /// A prompt or tone the leg played ended (or could not start).
     pub fn playback_done(&mut self, call: CallRef, what: &str, ok: bool) {
         let Some(fc) = self.calls.get_mut(&call) else { return };
+        if what.starts_with("room:") {
+            return; // played by the room (keypad answers), not by the flow
+        }
         fc.plays_outstanding = fc.plays_outstanding.saturating_sub(1);
         if !ok {
             fc.play_error = Some(match what.strip_prefix("say:") {
@@ -835,12 +932,40 @@ impl FlowCalls {
             }
             fc.hung_up.store(true, Ordering::Relaxed);
             drop(fc.pending);
-            if let Some(room) = ctx.rooms.leave(call.0) {
-                tracing::info!(call = call.0, room, "left the room");
-                if let Some(a) = ctx.accounting.as_deref_mut() {
-                    a.event(call, "left_room", serde_json::json!({ "room": room }));
-                }
-            }
+            self.leave_registry(call, "hung up", ctx);
+        }
+    }
+
+    /// The room gave the call's media back (the member left by key or was ejected): the
+    /// flow's `join_conference` returns why.
+    pub fn left_room(&mut self, call: CallRef, ctx: &mut Ctx) {
+        let Some(fc) = self.calls.get_mut(&call) else { return };
+        let reason = fc.leaving.take().unwrap_or("ejected");
+        if matches!(fc.pending.as_ref().map(|p| &p.wait), Some(Wait::Join))
+            && let Some(p) = fc.pending.take()
+        {
+            reply(p, Ok(Reply::Left { reason: reason.into() }));
+        }
+        self.leave_registry(call, reason, ctx);
+    }
+
+    fn leave_registry(&self, call: CallRef, reason: &str, ctx: &mut Ctx) {
+        let Some((room, left)) = ctx.rooms.leave(call.0) else {
+            return;
+        };
+        tracing::info!(call = call.0, room, reason, "left the room");
+        if let Some(a) = ctx.accounting.as_deref_mut() {
+            a.event(call, "left_room", serde_json::json!({ "room": room, "reason": reason }));
+        }
+        if left > 0
+            && let Some(sched) = ctx.rooms.scheduler()
+            && let Some(pcm) = conference::render(
+                self.setup.prompts.as_deref(),
+                std::slice::from_ref(&self.setup.leave_tone),
+                sched.mixer_config().rate,
+            )
+        {
+            ctx.rooms.play_room(&room, pcm);
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod accounting;
 pub mod flow_call;
 pub mod leg;
 mod ports;
+pub mod stream;
 
 pub use accounting::Accounting;
 pub use leg::{DigitSource, LegHandle, LegReport, LegSummary, spawn_leg};

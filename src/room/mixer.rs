@@ -92,6 +92,17 @@ pub struct Group {
     listen_gain: f32,
 }
 
+impl Group {
+    /// Heard by every member that is not contributing (else one talker's own N-1 mix).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    pub fn listen_gain(&self) -> f32 {
+        self.listen_gain
+    }
+}
+
 /// A change in who is talking, for events and the CDR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TalkChange {
@@ -110,6 +121,8 @@ pub struct Mixer {
     /// Output frames; groups point into this.
     frames: Vec<Vec<i16>>,
     groups: Vec<Group>,
+    /// Groups in use this tick (the rest keep their buffers for the next).
+    active_groups: usize,
     changes: Vec<TalkChange>,
     threshold_sq: f64,
 }
@@ -137,6 +150,7 @@ impl Mixer {
             sum: vec![0; cfg.frame_len()],
             frames: Vec::new(),
             groups: Vec::new(),
+            active_groups: 0,
             changes: Vec::new(),
             threshold_sq: full_scale_sq * 10f64.powf(cfg.talk_threshold_dbfs / 10.0),
         }
@@ -298,7 +312,7 @@ impl Mixer {
             g.listen_gain = opts.listen_gain;
             used_groups += 1;
         }
-        self.groups.truncate(used_groups);
+        self.active_groups = used_groups;
         for m in &mut self.members {
             m.has_input = false;
         }
@@ -306,7 +320,7 @@ impl Mixer {
 
     /// Who hears which frame after [`Mixer::mix`]: one encoding per group.
     pub fn groups(&self) -> &[Group] {
-        &self.groups
+        &self.groups[..self.active_groups]
     }
 
     /// A group's frame.
@@ -316,7 +330,7 @@ impl Mixer {
 
     /// The frame `member` hears this tick (None for deaf or unknown members).
     pub fn output_of(&self, member: MemberId) -> Option<&[i16]> {
-        self.groups
+        self.groups()
             .iter()
             .find(|g| g.members.contains(&member))
             .map(|g| self.frame(g))

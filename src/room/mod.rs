@@ -1,16 +1,20 @@
-//! Rooms. Today: the registry of conference rooms and their members (who is in which room,
-//! with which role), which flows join and the admin API lists. The mixer that makes members
-//! hear each other is the conference issue's work; until then a member hears silence.
+//! Conference rooms: the registry of rooms and their members (who is in which room, with
+//! which role, muted or not, talking or not) that flows join, the keypad and the admin API
+//! act on, and the mixer threads that make members hear each other.
 //!
-//! Owns: membership, and the pure [`mixer`]. Must not: touch media or signalling.
+//! Owns: membership and room state ([`Rooms`]), the keypad map ([`conference`]), the pure
+//! [`mixer`] and its threads ([`scheduler`]). Must not: signal (the SIP core does).
 
+pub mod conference;
 pub mod mixer;
+pub mod scheduler;
 
+use scheduler::{Command, MemberChange, Scheduler, Shard};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// A member as admins see them: never the number in clear.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Member {
     /// The call (gateway-local id).
     pub call: u64,
@@ -18,61 +22,342 @@ pub struct Member {
     pub caller: String,
     pub role: String,
     pub muted: bool,
+    pub deaf: bool,
+    /// On hold (re-INVITE sendonly/inactive): neither heard nor sent anything.
+    pub held: bool,
+    pub talking: bool,
+    /// Listen volume step (dB, -12..=12) set by the keypad.
+    pub listen_db: i8,
+    pub talk_db: i8,
     /// Unix microseconds.
     pub joined_at: i64,
 }
 
+impl Member {
+    pub fn new(call: u64, caller: String, role: &str, muted: bool, joined_at: i64) -> Member {
+        Member {
+            call,
+            caller,
+            role: role.to_string(),
+            muted,
+            deaf: false,
+            held: false,
+            talking: false,
+            listen_db: 0,
+            talk_db: 0,
+            joined_at,
+        }
+    }
+
+    pub fn is_moderator(&self) -> bool {
+        self.role == "moderator"
+    }
+}
+
 /// One room with the session that runs while it has members.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Room {
     pub name: String,
     /// A new session starts when the first member joins an empty room.
     pub session: uuid::Uuid,
+    /// No new participants (moderators may still join).
+    pub locked: bool,
     pub members: Vec<Member>,
 }
 
-/// Every room with members, shared by the call path and the admin API.
-#[derive(Clone, Default)]
-pub struct Rooms(Arc<Mutex<BTreeMap<String, Room>>>);
+/// Why a member could not join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    Locked,
+    Full,
+}
+
+/// Why a control request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlError {
+    NoRoom,
+    NoMember,
+}
+
+/// Something that happened in a room, for the event stream and the CDR.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomEvent {
+    pub room: String,
+    /// The member's call (absent for room-wide events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call: Option<u64>,
+    /// joined, left, muted, unmuted, held, resumed, talking, quiet, locked, unlocked.
+    pub event: &'static str,
+    /// Unix microseconds.
+    pub at: i64,
+}
+
+/// Every room with members, shared by the call path and the admin API. With a
+/// [`Scheduler`], changes reach the room's mixer thread too.
+#[derive(Clone)]
+pub struct Rooms {
+    rooms: Arc<Mutex<BTreeMap<String, Room>>>,
+    scheduler: Option<Arc<Scheduler>>,
+    max_members: Option<usize>,
+    events: tokio::sync::broadcast::Sender<RoomEvent>,
+}
+
+impl Default for Rooms {
+    fn default() -> Self {
+        Rooms {
+            rooms: Arc::default(),
+            scheduler: None,
+            max_members: None,
+            events: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+}
+
+/// dB to a linear gain.
+pub fn gain(db: i8) -> f32 {
+    10f32.powf(db as f32 / 20.0)
+}
 
 impl Rooms {
-    /// Adds a member; returns the room session and how many members the room now has.
-    pub fn join(&self, room: &str, member: Member) -> (uuid::Uuid, usize) {
-        let mut rooms = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    /// Rooms whose members' media is mixed on `scheduler`'s threads.
+    pub fn with_scheduler(scheduler: Scheduler, max_members: usize) -> Rooms {
+        Rooms {
+            scheduler: Some(Arc::new(scheduler)),
+            max_members: Some(max_members),
+            ..Rooms::default()
+        }
+    }
+
+    /// Room events from now on (a slow reader loses the oldest, and is told so).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RoomEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, room: &str, call: Option<u64>, event: &'static str) {
+        let _ = self.events.send(RoomEvent {
+            room: room.to_string(),
+            call,
+            event,
+            at: crate::cdr::model::now_micros(),
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Room>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn scheduler(&self) -> Option<&Scheduler> {
+        self.scheduler.as_deref()
+    }
+
+    /// The mixer thread of `room`.
+    pub fn shard(&self, room: &str) -> Option<Shard> {
+        self.scheduler.as_ref().map(|s| s.shard_for(room))
+    }
+
+    fn send(&self, room: &str, cmd: Command) {
+        if let Some(shard) = self.shard(room) {
+            let _ = shard.send(cmd);
+        }
+    }
+
+    /// Adds a member; returns the room session and how many members the room now has. A
+    /// locked room takes moderators only; a full room nobody.
+    pub fn join(&self, room: &str, member: Member) -> Result<(uuid::Uuid, usize), JoinRefused> {
+        let mut rooms = self.lock();
+        if let Some(r) = rooms.get(room) {
+            if r.locked && !member.is_moderator() {
+                return Err(JoinRefused::Locked);
+            }
+            if self.max_members.is_some_and(|max| r.members.len() >= max) {
+                return Err(JoinRefused::Full);
+            }
+        }
         let r = rooms.entry(room.to_string()).or_insert_with(|| Room {
             name: room.to_string(),
             session: uuid::Uuid::now_v7(),
+            locked: false,
             members: Vec::new(),
         });
         r.members.retain(|m| m.call != member.call);
+        let call = member.call;
         r.members.push(member);
-        (r.session, r.members.len())
+        let joined = (r.session, r.members.len());
+        drop(rooms);
+        self.emit(room, Some(call), "joined");
+        Ok(joined)
     }
 
-    /// Removes a call from whatever room it is in; an empty room ends its session.
-    pub fn leave(&self, call: u64) -> Option<String> {
-        let mut rooms = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    /// Removes a call from whatever room it is in; an empty room ends its session. Returns
+    /// the room's name and how many members are left.
+    pub fn leave(&self, call: u64) -> Option<(String, usize)> {
+        let mut rooms = self.lock();
         let name = rooms
             .iter()
             .find(|(_, r)| r.members.iter().any(|m| m.call == call))
             .map(|(n, _)| n.clone())?;
-        if let Some(r) = rooms.get_mut(&name) {
+        let left = rooms.get_mut(&name).map(|r| {
             r.members.retain(|m| m.call != call);
-            if r.members.is_empty() {
-                rooms.remove(&name);
-            }
+            r.members.len()
+        })?;
+        if left == 0 {
+            rooms.remove(&name);
         }
-        Some(name)
+        drop(rooms);
+        self.emit(&name, Some(call), "left");
+        Some((name, left))
     }
 
     /// A snapshot of every room with members, by name.
     pub fn list(&self) -> Vec<Room> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn get(&self, room: &str) -> Option<Room> {
+        self.lock().get(room).cloned()
+    }
+
+    /// The room `call` is in and its member entry.
+    pub fn member(&self, call: u64) -> Option<(String, Member)> {
+        self.lock().values().find_map(|r| {
+            r.members
+                .iter()
+                .find(|m| m.call == call)
+                .map(|m| (r.name.clone(), m.clone()))
+        })
+    }
+
+    /// Changes one member's entry (by call) and tells its mixer thread what changed.
+    pub fn update(&self, call: u64, f: impl FnOnce(&mut Member)) -> Result<Member, ControlError> {
+        let (room, before, after) = {
+            let mut rooms = self.lock();
+            let (room, m) = rooms
+                .values_mut()
+                .find_map(|r| {
+                    let name = r.name.clone();
+                    r.members.iter_mut().find(|m| m.call == call).map(|m| (name, m))
+                })
+                .ok_or(ControlError::NoMember)?;
+            let before = m.clone();
+            f(m);
+            (room, before, m.clone())
+        };
+        let changes = [
+            (before.muted != after.muted).then_some(MemberChange::Muted(after.muted)),
+            (before.deaf != after.deaf).then_some(MemberChange::Deaf(after.deaf)),
+            (before.listen_db != after.listen_db).then_some(MemberChange::ListenGain(gain(after.listen_db))),
+            (before.talk_db != after.talk_db).then_some(MemberChange::TalkGain(gain(after.talk_db))),
+        ];
+        for change in changes.into_iter().flatten() {
+            self.send(&room, Command::Change { call, change });
+        }
+        if before.muted != after.muted {
+            self.emit(&room, Some(call), if after.muted { "muted" } else { "unmuted" });
+        }
+        if before.held != after.held {
+            self.emit(&room, Some(call), if after.held { "held" } else { "resumed" });
+        }
+        Ok(after)
+    }
+
+    /// Mutes or unmutes a member of `room` (admin API); the member entry afterwards.
+    pub fn set_muted(&self, room: &str, call: u64, muted: bool) -> Result<Member, ControlError> {
+        self.check(room, call)?;
+        self.update(call, |m| m.muted = muted)
+    }
+
+    fn check(&self, room: &str, call: u64) -> Result<(), ControlError> {
+        let rooms = self.lock();
+        let r = rooms.get(room).ok_or(ControlError::NoRoom)?;
+        if r.members.iter().any(|m| m.call == call) {
+            Ok(())
+        } else {
+            Err(ControlError::NoMember)
+        }
+    }
+
+    /// Whether `call` is a member of `room`.
+    pub fn contains(&self, room: &str, call: u64) -> Result<(), ControlError> {
+        self.check(room, call)
+    }
+
+    /// Locks or unlocks a room.
+    pub fn set_locked(&self, room: &str, locked: bool) -> Result<(), ControlError> {
+        let mut rooms = self.lock();
+        let r = rooms.get_mut(room).ok_or(ControlError::NoRoom)?;
+        let changed = r.locked != locked;
+        r.locked = locked;
+        drop(rooms);
+        if changed {
+            self.emit(room, None, if locked { "locked" } else { "unlocked" });
+        }
+        Ok(())
+    }
+
+    /// Mutes every participant of a room (not moderators); returns how many.
+    pub fn mute_participants(&self, room: &str, muted: bool) -> Result<usize, ControlError> {
+        let calls: Vec<u64> = self
+            .get(room)
+            .ok_or(ControlError::NoRoom)?
+            .members
+            .iter()
+            .filter(|m| !m.is_moderator() && m.muted != muted)
+            .map(|m| m.call)
+            .collect();
+        for &call in &calls {
+            let _ = self.update(call, |m| m.muted = muted);
+        }
+        Ok(calls.len())
+    }
+
+    /// The member who joined last (other than `except`).
+    pub fn last_joiner(&self, room: &str, except: u64) -> Option<u64> {
+        self.get(room)?
+            .members
+            .iter()
+            .filter(|m| m.call != except)
+            .max_by_key(|m| m.joined_at)
+            .map(|m| m.call)
+    }
+
+    /// Plays PCM at the room's rate to everyone in the room (join and leave tones).
+    pub fn play_room(&self, room: &str, pcm: Arc<[i16]>) {
+        self.send(
+            room,
+            Command::PlayRoom {
+                room: Arc::from(room),
+                pcm,
+            },
+        );
+    }
+
+    /// Records a member's hold state (the mixer learns it from the call's media).
+    pub fn set_held(&self, call: u64, held: bool) {
+        let _ = self.update(call, |m| m.held = held);
+    }
+
+    /// Records who is talking (reported by the mixer).
+    pub fn set_talking(&self, call: u64, talking: bool) {
+        let mut rooms = self.lock();
+        let room = rooms.values_mut().find_map(|r| {
+            let name = r.name.clone();
+            r.members.iter_mut().find(|m| m.call == call).map(|m| {
+                m.talking = talking;
+                name
+            })
+        });
+        drop(rooms);
+        if let Some(room) = room {
+            self.emit(&room, Some(call), if talking { "talking" } else { "quiet" });
+        }
+    }
+
+    /// Takes a member out of its room (admin API, a moderator's key): its media goes back
+    /// to its call, whose flow sees `join_conference` return "ejected".
+    pub fn eject(&self, room: &str, call: u64) -> Result<(), ControlError> {
+        self.check(room, call)?;
+        self.send(room, Command::Leave { call });
+        Ok(())
     }
 }
 
@@ -81,28 +366,60 @@ mod tests {
     use super::*;
 
     fn m(call: u64) -> Member {
-        Member {
-            call,
-            caller: "+1555010****".into(),
-            role: "participant".into(),
-            muted: false,
-            joined_at: 0,
-        }
+        Member::new(call, "+1555010****".into(), "participant", false, call as i64)
     }
 
     #[test]
     fn sessions_start_with_the_first_member_and_end_with_the_last() {
         let rooms = Rooms::default();
-        let (s1, n) = rooms.join("demo", m(1));
+        let (s1, n) = rooms.join("demo", m(1)).unwrap();
         assert_eq!(n, 1);
-        let (s2, n) = rooms.join("demo", m(2));
+        let (s2, n) = rooms.join("demo", m(2)).unwrap();
         assert_eq!((s1, n), (s2, 2));
-        assert_eq!(rooms.leave(1).as_deref(), Some("demo"));
+        assert_eq!(rooms.leave(1), Some(("demo".to_string(), 1)));
         assert_eq!(rooms.list()[0].members.len(), 1);
         rooms.leave(2);
         assert!(rooms.list().is_empty());
-        let (s3, _) = rooms.join("demo", m(3));
+        let (s3, _) = rooms.join("demo", m(3)).unwrap();
         assert_ne!(s1, s3);
         assert_eq!(rooms.leave(99), None);
+    }
+
+    #[test]
+    fn a_locked_room_takes_moderators_only_and_a_full_room_nobody() {
+        let rooms = Rooms {
+            max_members: Some(3),
+            ..Rooms::default()
+        };
+        rooms.join("r", m(1)).unwrap();
+        rooms.set_locked("r", true).unwrap();
+        assert_eq!(rooms.join("r", m(2)), Err(JoinRefused::Locked));
+        let mut moderator = m(3);
+        moderator.role = "moderator".into();
+        rooms.join("r", moderator).unwrap();
+        rooms.set_locked("r", false).unwrap();
+        rooms.join("r", m(4)).unwrap();
+        assert_eq!(rooms.join("r", m(5)), Err(JoinRefused::Full));
+        assert_eq!(rooms.set_locked("nowhere", true), Err(ControlError::NoRoom));
+    }
+
+    #[test]
+    fn mute_all_spares_moderators_and_last_joiner_is_the_newest() {
+        let rooms = Rooms::default();
+        let mut moderator = m(1);
+        moderator.role = "moderator".into();
+        rooms.join("r", moderator).unwrap();
+        rooms.join("r", m(2)).unwrap();
+        rooms.join("r", m(3)).unwrap();
+        assert_eq!(rooms.mute_participants("r", true), Ok(2));
+        let r = rooms.get("r").unwrap();
+        assert_eq!(
+            r.members.iter().map(|m| m.muted).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        assert_eq!(rooms.last_joiner("r", 1), Some(3));
+        assert_eq!(rooms.last_joiner("r", 3), Some(2));
+        assert_eq!(rooms.set_muted("r", 9, true), Err(ControlError::NoMember));
+        assert_eq!(rooms.set_muted("x", 2, true), Err(ControlError::NoRoom));
     }
 }

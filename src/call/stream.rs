@@ -1,0 +1,536 @@
+//! One call's RTP stream, both directions, without the task that drives it: source latching,
+//! RFC 3550 statistics, the jitter buffer and codec, RFC 4733 and in-band digits, RTCP, and
+//! the RTP send state (SSRC, sequence, media-clock timestamps). The leg task drives it while
+//! the call is on its own (prompts, echo); a mixer thread drives it while the call is in a
+//! room ([`crate::room::scheduler`]). The stream moves between them whole, so the far end sees
+//! one continuous RTP session (same SSRC, sequence numbers in order).
+//!
+//! Sockets are passed in per call ([`Datagram`]): a tokio socket in the leg task, a duplicate
+//! of the same descriptor as a non-blocking std socket on the mixer thread.
+
+use super::leg::{DigitSource, LegReport, LegSummary};
+use crate::media::codec::g711::{G711Decoder, G711Encoder, Law};
+use crate::media::codec::g722::{G722Decoder, G722Encoder};
+use crate::media::codec::opus::{OpusDecoder, OpusEncoder};
+use crate::media::codec::{Decoder, Encoder};
+use crate::media::dtmf::inband::InbandDetector;
+use crate::media::dtmf::rfc4733::{DigitEvent, DigitSequence, EventReceiver, SequenceTick};
+use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
+use crate::media::quality::{CodecImpairment, QualityInputs, mos, rating};
+use crate::rtp::latch::{LatchVerdict, SourceLatch};
+use crate::rtp::packet;
+use crate::rtp::rtcp::RtcpSession;
+use crate::rtp::stats::ReceiveStats;
+use crate::sip::dialog::CallRef;
+use crate::sip::sdp::{Codec, Direction, NegotiatedMedia};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A socket a stream can send on without blocking.
+pub trait Datagram {
+    /// Sends one datagram; false if it could not be sent now (dropped, as RTP may be).
+    fn send_now(&self, buf: &[u8], dest: SocketAddr) -> bool;
+}
+
+impl Datagram for tokio::net::UdpSocket {
+    fn send_now(&self, buf: &[u8], dest: SocketAddr) -> bool {
+        self.try_send_to(buf, dest).is_ok()
+    }
+}
+
+impl Datagram for std::net::UdpSocket {
+    fn send_now(&self, buf: &[u8], dest: SocketAddr) -> bool {
+        self.send_to(buf, dest).is_ok()
+    }
+}
+
+/// The encoder and decoder of one codec with its RTP framing.
+pub(crate) struct CodecPair {
+    pub enc: Box<dyn Encoder>,
+    pub dec: Box<dyn Decoder>,
+    /// RTP clock rate.
+    pub clock: u32,
+    /// PCM samples per 20 ms at the codec's PCM rate.
+    pub frame_samples: usize,
+    /// RTP timestamp units per 20 ms.
+    pub frame_ts: u32,
+    pub impairment: CodecImpairment,
+}
+
+/// The PCM rate a leg of `codec` decodes to and encodes from.
+pub fn pcm_rate(codec: Codec) -> u32 {
+    match codec {
+        Codec::Pcmu | Codec::Pcma => 8_000,
+        Codec::G722 => 16_000,
+        Codec::Opus => 48_000,
+    }
+}
+
+/// A fresh encoder for `codec` (the mixer keeps one per codec for shared mixes).
+pub fn encoder(codec: Codec) -> Option<Box<dyn Encoder>> {
+    Some(match codec {
+        Codec::Pcmu => Box::new(G711Encoder::new(Law::Ulaw)),
+        Codec::Pcma => Box::new(G711Encoder::new(Law::Alaw)),
+        Codec::G722 => Box::new(G722Encoder::default()),
+        Codec::Opus => Box::new(OpusEncoder::new(48_000).ok()?),
+    })
+}
+
+pub(crate) fn codec_pair(codec: Codec) -> Option<CodecPair> {
+    let enc = encoder(codec)?;
+    Some(match codec {
+        Codec::Pcmu | Codec::Pcma => {
+            let law = if codec == Codec::Pcmu { Law::Ulaw } else { Law::Alaw };
+            CodecPair {
+                enc,
+                dec: Box::new(G711Decoder::new(law)),
+                clock: 8000,
+                frame_samples: 160,
+                frame_ts: 160,
+                impairment: CodecImpairment::G711_PLC,
+            }
+        }
+        Codec::G722 => CodecPair {
+            enc,
+            dec: Box::new(G722Decoder::default()),
+            clock: 8000,
+            frame_samples: 320,
+            frame_ts: 160,
+            impairment: CodecImpairment::WIDEBAND,
+        },
+        Codec::Opus => CodecPair {
+            enc,
+            dec: Box::new(OpusDecoder::new(48_000).ok()?),
+            clock: 48_000,
+            frame_samples: 960,
+            frame_ts: 960,
+            impairment: CodecImpairment::WIDEBAND,
+        },
+    })
+}
+
+/// What [`MediaStream::on_rtp`] made of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Not for us (unparsable, rejected by latching, no media yet, wrong payload type).
+    Ignored,
+    /// Audio, queued for playout.
+    Audio,
+    /// An RFC 4733 event packet.
+    Event,
+}
+
+/// One call's RTP stream (see the module doc).
+pub struct MediaStream {
+    call: CallRef,
+    media: Option<NegotiatedMedia>,
+    latch: SourceLatch,
+    codec: Option<CodecPair>,
+    jitter: Option<JitterBuffer>,
+    stats: Option<ReceiveStats>,
+    current_ssrc: Option<u32>,
+    events: EventReceiver,
+    inband: InbandDetector,
+    started: Instant,
+    last_packet: Instant,
+    rtcp: RtcpSession,
+    rtcp_peer: Option<SocketAddr>,
+    rtcp_received: u32,
+    ssrc: u32,
+    out_seq: u16,
+    out_ts: u32,
+    first_send: bool,
+    /// The send timestamp follows the media clock (RFC 3550 §5.1: it reflects the sampling
+    /// instant), so after a pause it jumps by the time that passed and the marker starts the
+    /// talkspurt (RFC 3551 §4.1); it never repeats or goes backwards.
+    ts_origin: Instant,
+    ts_base: u32,
+    digits_out: DigitSequence,
+    /// This tick's decoded audio (valid after [`MediaStream::pull`] returned true).
+    pcm: Vec<i16>,
+    payload: Vec<u8>,
+    pkt: Vec<u8>,
+}
+
+impl MediaStream {
+    pub fn new(call: CallRef, local_port: u16, media: Option<NegotiatedMedia>, now: Instant) -> MediaStream {
+        let ssrc: u32 = fastrand::u32(..);
+        let out_ts = fastrand::u32(..);
+        let codec = media.as_ref().and_then(|m| codec_pair(m.codec));
+        MediaStream {
+            call,
+            latch: SourceLatch::new(media.as_ref().and_then(|m| m.remote_rtp)),
+            jitter: codec.as_ref().map(|c| JitterBuffer::new(JitterConfig::new(c.clock))),
+            codec,
+            media,
+            stats: None,
+            current_ssrc: None,
+            events: EventReceiver::new(),
+            inband: InbandDetector::default(),
+            started: now,
+            last_packet: now,
+            rtcp: RtcpSession::new(ssrc, &format!("tolk-{}@{}", call.0, local_port), now),
+            rtcp_peer: None,
+            rtcp_received: 0,
+            ssrc,
+            out_seq: fastrand::u16(..),
+            out_ts,
+            first_send: true,
+            ts_origin: now,
+            ts_base: out_ts,
+            digits_out: DigitSequence::default(),
+            pcm: Vec::with_capacity(1920),
+            payload: Vec::with_capacity(1500),
+            pkt: Vec::with_capacity(1500),
+        }
+    }
+
+    pub fn call(&self) -> CallRef {
+        self.call
+    }
+
+    pub fn media(&self) -> Option<&NegotiatedMedia> {
+        self.media.as_ref()
+    }
+
+    /// The negotiated codec, once there is one.
+    pub fn codec(&self) -> Option<Codec> {
+        self.media.as_ref().map(|m| m.codec)
+    }
+
+    /// PCM rate of the codec (8 kHz before negotiation).
+    pub fn pcm_rate(&self) -> u32 {
+        self.codec.as_ref().map(|c| c.dec.sample_rate()).unwrap_or(8000)
+    }
+
+    /// PCM samples in one 20 ms frame at [`MediaStream::pcm_rate`].
+    pub fn frame_samples(&self) -> usize {
+        self.codec.as_ref().map(|c| c.frame_samples).unwrap_or(160)
+    }
+
+    /// When the last accepted packet arrived.
+    pub fn last_packet(&self) -> Instant {
+        self.last_packet
+    }
+
+    /// Whether the far end asked us not to send (we are held: RFC 3264 §8.4 recvonly or
+    /// inactive on our side).
+    pub fn held(&self) -> bool {
+        self.media.as_ref().is_some_and(|m| m.on_hold())
+    }
+
+    /// Whether digits are queued or being sent as RFC 4733 events.
+    pub fn sending_digits(&self) -> bool {
+        !self.digits_out.is_idle()
+    }
+
+    /// A re-INVITE or UPDATE changed the session. A new remote address re-opens latching
+    /// (RFC 4961 §5: symmetric RTP follows the signalled change); a new codec resets the
+    /// codec state.
+    pub fn set_media(&mut self, new: Option<NegotiatedMedia>) {
+        if new.as_ref().map(|m| m.remote_rtp) != self.media.as_ref().map(|m| m.remote_rtp) {
+            self.latch.resignal(new.as_ref().and_then(|m| m.remote_rtp));
+        }
+        let codec_of = |m: &Option<NegotiatedMedia>| m.as_ref().map(|m| (m.codec, m.payload_type));
+        if codec_of(&new) != codec_of(&self.media) {
+            self.codec = new.as_ref().and_then(|m| codec_pair(m.codec));
+            self.jitter = self
+                .codec
+                .as_ref()
+                .map(|c| JitterBuffer::new(JitterConfig::new(c.clock)));
+            self.stats = None;
+        }
+        self.media = new;
+    }
+
+    /// An RTP packet arrived from `from`. Digits it carries are reported.
+    pub fn on_rtp(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        reports: &mpsc::Sender<LegReport>,
+    ) -> Received {
+        let Some(m) = self.media.as_ref() else {
+            return Received::Ignored;
+        };
+        let Ok(p) = packet::parse(bytes) else {
+            return Received::Ignored;
+        };
+        // Source latching against RTP bleed and injection (rtp::latch).
+        if self.latch.on_packet(from) == LatchVerdict::Reject {
+            return Received::Ignored;
+        }
+        self.last_packet = now;
+        if Some(p.payload_type) == m.telephone_event {
+            for e in self.events.receive(p.timestamp, p.marker, p.payload) {
+                if let DigitEvent::Pressed { digit, .. } = e {
+                    let _ = reports.try_send(LegReport::Digit {
+                        call: self.call,
+                        digit,
+                        source: DigitSource::Rfc4733,
+                    });
+                }
+            }
+            return Received::Event;
+        }
+        if p.payload_type != m.payload_type {
+            return Received::Ignored;
+        }
+        // A new SSRC is a new source (RFC 3550 §8.2): fresh statistics and playout.
+        if self.current_ssrc.is_some_and(|ssrc| ssrc != p.ssrc) {
+            self.stats = None;
+            if let Some(jb) = self.jitter.as_mut() {
+                jb.reset();
+            }
+        }
+        self.current_ssrc = Some(p.ssrc);
+        self.rtcp.set_peer_ssrc(p.ssrc);
+        let s = self.stats.get_or_insert_with(|| ReceiveStats::new(p.sequence));
+        s.update_seq(p.sequence);
+        if let (Some(jb), Some(c)) = (self.jitter.as_mut(), self.codec.as_ref()) {
+            // Arrival on the RTP clock, for the RFC 3550 jitter estimate.
+            let arrival = (now.duration_since(self.started).as_micros() as u64 * c.clock as u64 / 1_000_000) as u32;
+            s.update_jitter(arrival, p.timestamp);
+            jb.push(now, p.timestamp, p.payload);
+        }
+        Received::Audio
+    }
+
+    /// An RTCP packet arrived; accepted only from the latched peer's host.
+    pub fn on_rtcp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if self.latch.peer().is_some_and(|l| l.ip() == from.ip()) && self.rtcp.on_rtcp(now, ntp_now(), bytes).is_ok() {
+            self.rtcp_peer = Some(from);
+            self.rtcp_received += 1;
+        }
+    }
+
+    fn rtcp_dest(&self) -> Option<SocketAddr> {
+        self.rtcp_peer.or(self
+            .latch
+            .peer()
+            .map(|l| SocketAddr::new(l.ip(), l.port().wrapping_add(1))))
+    }
+
+    /// Sends an RTCP report when the RFC 3550 §6.2 schedule says one is due.
+    pub fn poll_rtcp(&mut self, now: Instant, rtcp: &impl Datagram) {
+        if let Some(dest) = self.rtcp_dest()
+            && let Some(report) = self.rtcp.poll_report(now, ntp_now(), self.out_ts, self.stats.as_mut())
+        {
+            let _ = rtcp.send_now(&report, dest);
+        }
+    }
+
+    /// Plays out this tick's frame: decoded, concealed or rebuilt from FEC into
+    /// [`MediaStream::pcm`]; false when nothing was received (no frame). In-band digits of
+    /// G.711 callers without telephone-event are reported.
+    pub fn pull(&mut self, now: Instant, reports: &mpsc::Sender<LegReport>) -> bool {
+        self.pcm.clear();
+        let (Some(m), Some(c), Some(jb)) = (self.media.as_ref(), self.codec.as_mut(), self.jitter.as_mut()) else {
+            return false;
+        };
+        let received = match jb.pop(now) {
+            Playout::Frame(p) => {
+                c.dec.decode(&p, &mut self.pcm);
+                jb.recycle(p);
+                true
+            }
+            // Opus rebuilds the lost frame from the next packet's FEC (RFC 7587 §3.3).
+            Playout::Lost { next: Some(next) } => {
+                c.dec.recover(&next, c.frame_samples, &mut self.pcm);
+                true
+            }
+            Playout::Lost { next: None } => {
+                c.dec.conceal(c.frame_samples, &mut self.pcm);
+                true
+            }
+            Playout::Empty => false,
+        };
+        if received && m.telephone_event.is_none() && c.clock == 8000 && c.frame_samples == 160 {
+            for digit in self.inband.process(&self.pcm) {
+                let _ = reports.try_send(LegReport::Digit {
+                    call: self.call,
+                    digit,
+                    source: DigitSource::Inband,
+                });
+            }
+        }
+        received
+    }
+
+    /// This tick's decoded audio.
+    pub fn pcm(&self) -> &[i16] {
+        &self.pcm
+    }
+
+    /// Queues digits to send as RFC 4733 events; false when telephone-event was not
+    /// negotiated (the caller must play in-band tones instead).
+    pub fn queue_digits(&mut self, digits: &str, reports: &mpsc::Sender<LegReport>) -> bool {
+        if self.media.as_ref().is_none_or(|m| m.telephone_event.is_none()) {
+            return false;
+        }
+        if self.digits_out.push(digits) == 0 {
+            let _ = reports.try_send(LegReport::DigitsSent {
+                call: self.call,
+                digits: String::new(),
+            });
+        }
+        true
+    }
+
+    /// Sends this tick's RFC 4733 event packets, if a press is in progress; true when the
+    /// events replace this tick's audio.
+    pub fn send_digit_events(&mut self, rtp: &impl Datagram, reports: &mpsc::Sender<LegReport>) -> bool {
+        let (Some(m), Some(c)) = (self.media.as_ref(), self.codec.as_ref()) else {
+            return false;
+        };
+        let Some(te) = m.telephone_event else { return false };
+        if self.digits_out.is_idle() {
+            return false;
+        }
+        let dest = self.latch.peer().or(m.remote_rtp);
+        match self.digits_out.tick(self.out_ts, c.clock) {
+            SequenceTick::Idle => false,
+            SequenceTick::Done(d) => {
+                let _ = reports.try_send(LegReport::DigitsSent {
+                    call: self.call,
+                    digits: d,
+                });
+                false
+            }
+            SequenceTick::Event(packets) => {
+                if let Some(dest) = dest {
+                    for e in packets {
+                        packet::build(
+                            &mut self.pkt,
+                            te,
+                            e.marker,
+                            self.out_seq,
+                            e.timestamp,
+                            self.ssrc,
+                            &e.payload,
+                        );
+                        self.out_seq = self.out_seq.wrapping_add(1);
+                        if rtp.send_now(&self.pkt, dest) {
+                            self.rtcp.on_rtp_sent(e.payload.len());
+                        }
+                    }
+                }
+                self.out_ts = self.out_ts.wrapping_add(c.frame_ts);
+                true
+            }
+        }
+    }
+
+    /// Encodes one frame of PCM at the codec's rate with this stream's own encoder and sends it.
+    pub fn send_pcm(&mut self, pcm: &[i16], rtp: &impl Datagram) {
+        let Some(c) = self.codec.as_mut() else { return };
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        c.enc.encode(pcm, &mut payload);
+        self.send_payload(&payload, rtp);
+        self.payload = payload;
+    }
+
+    /// Sends one 20 ms payload already encoded for this stream's codec (a mix shared by
+    /// several members). Nothing is sent while we are held (RFC 3264 §8.4).
+    pub fn send_payload(&mut self, payload: &[u8], rtp: &impl Datagram) {
+        let (Some(m), Some(c)) = (self.media.as_ref(), self.codec.as_ref()) else {
+            return;
+        };
+        if payload.is_empty() || matches!(m.direction, Direction::RecvOnly | Direction::Inactive) {
+            return;
+        }
+        let Some(dest) = self.latch.peer().or(m.remote_rtp) else {
+            return;
+        };
+        let frames = (self.ts_origin.elapsed().as_millis() as u64 / 20) as u32;
+        let clock_ts = self.ts_base.wrapping_add(frames.wrapping_mul(c.frame_ts));
+        // How far the media clock is ahead of the next timestamp in sequence.
+        let ahead = clock_ts.wrapping_sub(self.out_ts);
+        let talkspurt = self.first_send || (ahead < 0x8000_0000 && ahead > c.frame_ts);
+        if ahead < 0x8000_0000 {
+            self.out_ts = clock_ts;
+        }
+        packet::build(
+            &mut self.pkt,
+            m.payload_type,
+            talkspurt,
+            self.out_seq,
+            self.out_ts,
+            self.ssrc,
+            payload,
+        );
+        self.first_send = false;
+        self.out_seq = self.out_seq.wrapping_add(1);
+        self.out_ts = self.out_ts.wrapping_add(c.frame_ts);
+        if rtp.send_now(&self.pkt, dest) {
+            self.rtcp.on_rtp_sent(payload.len());
+        }
+    }
+
+    /// RFC 3550 §6.6: says goodbye and summarises the received stream's quality.
+    pub fn finish(mut self, now: Instant, rtcp: &impl Datagram) -> LegSummary {
+        if let Some(dest) = self.rtcp_dest() {
+            let bye = self.rtcp.bye(now, ntp_now(), self.out_ts, self.stats.as_mut());
+            let _ = rtcp.send_now(&bye, dest);
+        }
+        let rtt = self.rtcp.rtt();
+        let mut summary = summarise(
+            self.stats.as_ref(),
+            self.jitter.as_ref(),
+            self.codec.as_ref(),
+            self.latch.rejected(),
+            rtt,
+        );
+        summary.rtt_ms = rtt.map(|d| d.as_secs_f64() * 1000.0);
+        summary.rtcp_received = self.rtcp_received;
+        summary
+    }
+}
+
+/// The wallclock as a 64-bit NTP timestamp (RFC 3550 §4: seconds since 1900 . fraction).
+fn ntp_now() -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ((d.as_secs() + NTP_UNIX_OFFSET) << 32) | (((d.subsec_nanos() as u64) << 32) / 1_000_000_000)
+}
+
+fn summarise(
+    stats: Option<&ReceiveStats>,
+    jitter: Option<&JitterBuffer>,
+    codec: Option<&CodecPair>,
+    foreign: u64,
+    rtt: Option<Duration>,
+) -> LegSummary {
+    let (Some(s), Some(c)) = (stats, codec) else {
+        return LegSummary {
+            foreign_packets: foreign,
+            ..LegSummary::default()
+        };
+    };
+    let expected = s.expected().max(1) as f64;
+    let lost = s.cumulative_lost();
+    let jitter_ms = s.jitter() as f64 * 1000.0 / c.clock as f64;
+    let buffer_ms = jitter.map(|j| j.target_delay().as_secs_f64() * 1000.0).unwrap_or(20.0);
+    let r = rating(&QualityInputs {
+        // Mouth-to-ear delay: jitter buffer, one frame, and half the RTCP round trip (a
+        // nominal 40 ms when the peer sent no RTCP).
+        one_way_delay_ms: buffer_ms + 20.0 + rtt.map(|r| r.as_secs_f64() * 500.0).unwrap_or(40.0),
+        loss_percent: (lost.max(0) as f64 / expected * 100.0).min(100.0),
+        burst_ratio: 1.0,
+        codec: c.impairment,
+    });
+    LegSummary {
+        packets_received: s.received(),
+        packets_lost: lost,
+        jitter_ms,
+        mos: mos(r),
+        foreign_packets: foreign,
+        rtt_ms: None,
+        rtcp_received: 0,
+    }
+}

@@ -1,0 +1,672 @@
+//! The mixer threads (I/O shell around [`super::mixer`]). Each thread owns a shard of the
+//! rooms and ticks on absolute 20 ms deadlines of `CLOCK_MONOTONIC` (`clock_nanosleep` with
+//! `TIMER_ABSTIME`, so lateness does not accumulate). A call that joins a room hands its
+//! whole RTP stream ([`MediaStream`]) and a duplicate of its sockets to the room's thread;
+//! each tick the thread drains every member's socket (non-blocking), plays out and decodes
+//! one frame per member, mixes, encodes once per group of members who hear the same thing
+//! (per codec), and sends. Leaving hands the stream back to the call's leg task.
+//!
+//! Control reaches a thread through a bounded queue read with `try_recv` at the start of a
+//! tick; reports go out through the gateway's bounded channel with `try_send`. Nothing in a
+//! tick blocks or logs; buffers are kept and reused, so a steady room does not allocate
+//! (membership changes do). Tick lateness and tick duration are histograms at `/metrics`.
+
+use super::mixer::{MemberOptions, Mixer, MixerConfig};
+use crate::call::leg::LegReport;
+use crate::call::stream::{self, MediaStream};
+use crate::media::codec::Encoder;
+use crate::media::prompt::PromptPlayer;
+use crate::media::resample::Resampler;
+use crate::sip::sdp::{Codec, NegotiatedMedia};
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// The tick period.
+pub const TICK: Duration = Duration::from_millis(20);
+/// Commands queued per mixer thread before senders are refused.
+const QUEUE: usize = 4096;
+/// RTP packets read from one member's socket per tick at most (a burst beyond waits).
+const MAX_PACKETS_PER_TICK: usize = 16;
+
+/// A call's media, handed to a room.
+pub struct Seat {
+    pub stream: Box<MediaStream>,
+    /// Duplicates of the leg's RTP and RTCP sockets, non-blocking.
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+    /// Where the stream goes back when the member leaves.
+    pub give_back: oneshot::Sender<Box<MediaStream>>,
+    pub reports: mpsc::Sender<LegReport>,
+    pub rtp_timeout: Duration,
+}
+
+/// A change to one member.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MemberChange {
+    Muted(bool),
+    Deaf(bool),
+    /// Gain on what the member hears (1.0 = as is).
+    ListenGain(f32),
+    TalkGain(f32),
+}
+
+/// Control for a mixer thread.
+pub enum Command {
+    Join {
+        room: Arc<str>,
+        seat: Box<Seat>,
+        opts: MemberOptions,
+    },
+    /// The member leaves; its stream goes back through `give_back`.
+    Leave {
+        call: u64,
+    },
+    /// The call's session changed (re-INVITE: hold, resume, codec, address).
+    Media {
+        call: u64,
+        media: Option<NegotiatedMedia>,
+    },
+    Change {
+        call: u64,
+        change: MemberChange,
+    },
+    /// Play PCM at the room's rate to one member, over what it hears from the room; reported
+    /// as `PlaybackDone { what }` when it ends or is replaced.
+    PlayTo {
+        call: u64,
+        pcm: Arc<[i16]>,
+        what: String,
+    },
+    /// Stop what plays to one member.
+    StopTo {
+        call: u64,
+    },
+    /// Play PCM at the room's rate to every member of a room (join and leave tones).
+    PlayRoom {
+        room: Arc<str>,
+        pcm: Arc<[i16]>,
+    },
+}
+
+/// The mixer threads.
+pub struct Scheduler {
+    shards: Vec<SyncSender<Command>>,
+    cfg: MixerConfig,
+}
+
+/// A room's thread, as seen by the calls in it.
+#[derive(Clone)]
+pub struct Shard(SyncSender<Command>);
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shard")
+    }
+}
+
+impl Shard {
+    /// Queues a command; false (and the command back is dropped) when the thread is gone or
+    /// its queue is full.
+    pub fn send(&self, cmd: Command) -> Result<(), Command> {
+        self.0.try_send(cmd).map_err(|e| match e {
+            TrySendError::Full(c) | TrySendError::Disconnected(c) => c,
+        })
+    }
+}
+
+impl Scheduler {
+    /// Starts `threads` mixer threads (0: one per core).
+    pub fn start(threads: usize, cfg: MixerConfig) -> std::io::Result<Scheduler> {
+        let n = if threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            threads
+        };
+        let mut shards = Vec::with_capacity(n);
+        for i in 0..n {
+            let (tx, rx) = sync_channel(QUEUE);
+            std::thread::Builder::new()
+                .name(format!("tolk-mixer-{i}"))
+                .spawn(move || run(rx, cfg))?;
+            shards.push(tx);
+        }
+        Ok(Scheduler { shards, cfg })
+    }
+
+    pub fn mixer_config(&self) -> MixerConfig {
+        self.cfg
+    }
+
+    /// The thread that runs `room` (rooms are sharded by a hash of their name).
+    pub fn shard_for(&self, room: &str) -> Shard {
+        // FNV-1a: stable across runs, so a room always lands on the same thread.
+        let h = room.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        Shard(self.shards[(h % self.shards.len() as u64) as usize].clone())
+    }
+}
+
+/// The codec's id inside the mixer (members of one codec may share an encoding).
+pub fn codec_id(codec: Codec) -> u8 {
+    match codec {
+        Codec::Pcmu => 0,
+        Codec::Pcma => 1,
+        Codec::G722 => 2,
+        Codec::Opus => 3,
+    }
+}
+
+/// Tick statistics for `/metrics`, shared by every mixer thread (atomics, no locks).
+pub struct TickStats {
+    lateness: Histogram,
+    duration: Histogram,
+    overruns: AtomicU64,
+    members: AtomicU64,
+    rooms: AtomicU64,
+    encodes: AtomicU64,
+    sends: AtomicU64,
+}
+
+/// A fixed-bucket histogram of seconds in atomics (Prometheus `histogram` semantics).
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// Upper bounds, seconds.
+const BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1];
+
+impl Histogram {
+    const fn new() -> Histogram {
+        Histogram {
+            counts: [const { AtomicU64::new(0) }; BUCKETS.len() + 1],
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|&b| s <= b).unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        use std::fmt::Write;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.counts[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+pub static TICK_STATS: TickStats = TickStats {
+    lateness: Histogram::new(),
+    duration: Histogram::new(),
+    overruns: AtomicU64::new(0),
+    members: AtomicU64::new(0),
+    rooms: AtomicU64::new(0),
+    encodes: AtomicU64::new(0),
+    sends: AtomicU64::new(0),
+};
+
+/// Appends the mixer threads' metrics in the Prometheus text format.
+pub fn render_metrics(out: &mut String) {
+    use std::fmt::Write;
+    let s = &TICK_STATS;
+    s.lateness.render(
+        "mixer_tick_lateness_seconds",
+        "How late a mixer tick started after its 20 ms deadline",
+        out,
+    );
+    s.duration.render(
+        "mixer_tick_duration_seconds",
+        "Time a mixer tick took (all its rooms)",
+        out,
+    );
+    let counters = [
+        (
+            "mixer_tick_overruns_total",
+            "Ticks skipped because a tick ran past the next deadline",
+            &s.overruns,
+        ),
+        (
+            "mixer_encodes_total",
+            "Frames encoded by the mixer (one per group, not per member)",
+            &s.encodes,
+        ),
+        (
+            "mixer_packets_sent_total",
+            "RTP packets the mixer sent to members",
+            &s.sends,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+    for (name, help, v) in [
+        ("mixer_members", "Members in rooms on the mixer threads", &s.members),
+        ("mixer_rooms", "Rooms on the mixer threads", &s.rooms),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleeps until the absolute `CLOCK_MONOTONIC` time `deadline_ns` (retrying on signals).
+fn sleep_until(deadline_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (deadline_ns % 1_000_000_000) as libc::c_long,
+    };
+    loop {
+        // SAFETY: the request points at a timespec we own; no remainder is asked for
+        // (TIMER_ABSTIME does not write one).
+        let r = unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
+        if r != libc::EINTR {
+            return;
+        }
+    }
+}
+
+/// A member on a mixer thread.
+struct Member {
+    call: u64,
+    seat: Box<Seat>,
+    /// The codec's rate -> the room's rate.
+    to_room: Resampler,
+    /// The room's rate -> the codec's rate, for what this member alone hears.
+    from_room: Resampler,
+    playback: Option<(PromptPlayer, String)>,
+    /// Muted by a person (keypad, API, flow); a held member is also kept out of the mix.
+    muted: bool,
+    deaf: bool,
+    held: bool,
+    timed_out: bool,
+}
+
+/// One encoding shared by every member of a group (same codec, same mix).
+struct SharedEncoder {
+    codec: Codec,
+    listen_gain: f32,
+    from_room: Resampler,
+    enc: Box<dyn Encoder>,
+}
+
+struct Room {
+    name: Arc<str>,
+    mixer: Mixer,
+    members: Vec<Member>,
+    index: HashMap<u64, usize>,
+    shared: Vec<SharedEncoder>,
+    playback: Option<PromptPlayer>,
+}
+
+impl Room {
+    fn reindex(&mut self) {
+        self.index = self.members.iter().enumerate().map(|(i, m)| (m.call, i)).collect();
+    }
+
+    /// Mixer options from what people asked and the call's state: a held member is neither
+    /// heard (their hold music stays out of the room) nor sent anything.
+    fn apply(&mut self, i: usize) {
+        let m = &self.members[i];
+        let (muted, deaf) = (m.muted || m.held, m.deaf || m.held);
+        let codec = m.seat.stream.codec().map(codec_id).unwrap_or(0);
+        self.mixer.set(m.call, |o| {
+            o.muted = muted;
+            o.deaf = deaf;
+            o.codec = codec;
+        });
+    }
+}
+
+/// Scratch buffers of one thread.
+#[derive(Default)]
+struct Scratch {
+    room_pcm: Vec<i16>,
+    mixed: Vec<i16>,
+    codec_pcm: Vec<i16>,
+    payload: Vec<u8>,
+    room_tone: Vec<i16>,
+}
+
+fn run(rx: Receiver<Command>, cfg: MixerConfig) {
+    let mut rooms: Vec<Room> = Vec::new();
+    let mut scratch = Scratch::default();
+    let mut tick_no: u64 = 0;
+    let period = TICK.as_nanos() as u64;
+    let mut next = monotonic_ns() + period;
+    loop {
+        if rooms.is_empty() {
+            // Nothing to mix: wait for a command instead of ticking.
+            match rx.recv() {
+                Ok(cmd) => handle(cmd, &mut rooms, cfg),
+                Err(_) => return,
+            }
+            next = monotonic_ns() + period;
+            continue;
+        }
+        sleep_until(next);
+        let woke = monotonic_ns();
+        TICK_STATS
+            .lateness
+            .record(Duration::from_nanos(woke.saturating_sub(next)));
+        for _ in 0..QUEUE {
+            match rx.try_recv() {
+                Ok(cmd) => handle(cmd, &mut rooms, cfg),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    for room in rooms.drain(..) {
+                        for m in room.members {
+                            let _ = m.seat.give_back.send(m.seat.stream);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        let now = Instant::now();
+        for room in &mut rooms {
+            tick_room(room, now, tick_no, &mut scratch);
+        }
+        tick_no += 1;
+        let done = monotonic_ns();
+        TICK_STATS.duration.record(Duration::from_nanos(done - woke));
+        next += period;
+        if done > next {
+            // Overran a whole period: skip the missed ticks rather than bursting them.
+            let missed = (done - next) / period + 1;
+            TICK_STATS.overruns.fetch_add(missed, Ordering::Relaxed);
+            next += missed * period;
+        }
+    }
+}
+
+fn find(rooms: &mut [Room], call: u64) -> Option<(&mut Room, usize)> {
+    rooms
+        .iter_mut()
+        .find_map(|r| r.index.get(&call).copied().map(|i| (r, i)))
+}
+
+fn report(m: &Member, r: LegReport) {
+    let _ = m.seat.reports.try_send(r);
+}
+
+fn end_playback(m: &mut Member) {
+    if let Some((_, what)) = m.playback.take() {
+        report(
+            m,
+            LegReport::PlaybackDone {
+                call: m.seat.stream.call(),
+                what,
+                ok: true,
+            },
+        );
+    }
+}
+
+fn handle(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
+    match cmd {
+        Command::Join { room, seat, mut opts } => {
+            let call = seat.stream.call().0;
+            let ri = match rooms.iter().position(|r| r.name == room) {
+                Some(i) => i,
+                None => {
+                    rooms.push(Room {
+                        name: room,
+                        mixer: Mixer::new(cfg),
+                        members: Vec::new(),
+                        index: HashMap::new(),
+                        shared: Vec::new(),
+                        playback: None,
+                    });
+                    TICK_STATS.rooms.fetch_add(1, Ordering::Relaxed);
+                    rooms.len() - 1
+                }
+            };
+            let r = &mut rooms[ri];
+            let rate = seat.stream.pcm_rate();
+            let held = seat.stream.held();
+            let member = Member {
+                call,
+                to_room: Resampler::new(rate, cfg.rate),
+                from_room: Resampler::new(cfg.rate, rate),
+                playback: None,
+                muted: opts.muted,
+                deaf: opts.deaf,
+                held,
+                timed_out: false,
+                seat,
+            };
+            opts.codec = member.seat.stream.codec().map(codec_id).unwrap_or(0);
+            r.mixer.add(call, opts);
+            r.members.push(member);
+            TICK_STATS.members.fetch_add(1, Ordering::Relaxed);
+            r.reindex();
+            let i = r.members.len() - 1;
+            r.apply(i);
+        }
+        Command::Leave { call } => {
+            let Some(ri) = rooms.iter().position(|r| r.index.contains_key(&call)) else {
+                return;
+            };
+            let r = &mut rooms[ri];
+            let i = r.index[&call];
+            let mut m = r.members.remove(i);
+            r.mixer.remove(call);
+            r.reindex();
+            TICK_STATS.members.fetch_sub(1, Ordering::Relaxed);
+            end_playback(&mut m);
+            let _ = m.seat.give_back.send(m.seat.stream);
+            if r.members.is_empty() {
+                rooms.remove(ri);
+                TICK_STATS.rooms.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        Command::Media { call, media } => {
+            if let Some((r, i)) = find(rooms, call) {
+                let m = &mut r.members[i];
+                let old_rate = m.seat.stream.pcm_rate();
+                m.seat.stream.set_media(media);
+                m.held = m.seat.stream.held();
+                let rate = m.seat.stream.pcm_rate();
+                if rate != old_rate {
+                    m.to_room = Resampler::new(rate, cfg.rate);
+                    m.from_room = Resampler::new(cfg.rate, rate);
+                }
+                r.apply(i);
+            }
+        }
+        Command::Change { call, change } => {
+            if let Some((r, i)) = find(rooms, call) {
+                let m = &mut r.members[i];
+                match change {
+                    MemberChange::Muted(v) => m.muted = v,
+                    MemberChange::Deaf(v) => m.deaf = v,
+                    MemberChange::ListenGain(g) => {
+                        r.mixer.set(call, |o| o.listen_gain = g);
+                    }
+                    MemberChange::TalkGain(g) => {
+                        r.mixer.set(call, |o| o.talk_gain = g);
+                    }
+                }
+                r.apply(i);
+            }
+        }
+        Command::PlayTo { call, pcm, what } => {
+            if let Some((r, i)) = find(rooms, call) {
+                let m = &mut r.members[i];
+                end_playback(m);
+                m.playback = Some((PromptPlayer::new(pcm), what));
+            }
+        }
+        Command::StopTo { call } => {
+            if let Some((r, i)) = find(rooms, call) {
+                end_playback(&mut r.members[i]);
+            }
+        }
+        Command::PlayRoom { room, pcm } => {
+            if let Some(r) = rooms.iter_mut().find(|r| r.name == room) {
+                r.playback = Some(PromptPlayer::new(pcm));
+            }
+        }
+    }
+}
+
+/// Resamples one frame to exactly `want` samples (the first frames of a resampler come out
+/// short by its filter delay: padded with silence).
+fn convert(r: &mut Resampler, input: &[i16], out: &mut Vec<i16>, want: usize) {
+    out.clear();
+    r.process(input, out);
+    out.resize(want, 0);
+}
+
+fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
+    let room_frame = room.mixer.config().frame_len();
+    let mut buf = [0u8; 2048];
+    // 1. Receive and play out one frame per member.
+    for (i, m) in room.members.iter_mut().enumerate() {
+        let st = &mut m.seat.stream;
+        for _ in 0..MAX_PACKETS_PER_TICK {
+            match m.seat.rtp.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    st.on_rtp(now, from, &buf[..n], &m.seat.reports);
+                }
+                Err(_) => break,
+            }
+        }
+        // RTCP is read and sent every tenth tick (its reports are seconds apart).
+        if (tick_no + i as u64).is_multiple_of(10) {
+            while let Ok((n, from)) = m.seat.rtcp.recv_from(&mut buf) {
+                st.on_rtcp(now, from, &buf[..n]);
+            }
+            st.poll_rtcp(now, &m.seat.rtcp);
+            if !m.timed_out && now.duration_since(st.last_packet()) > m.seat.rtp_timeout {
+                m.timed_out = true;
+                let _ = m.seat.reports.try_send(LegReport::TimedOut { call: st.call() });
+            }
+        }
+        if st.pull(now, &m.seat.reports) && !m.held {
+            convert(&mut m.to_room, st.pcm(), &mut s.room_pcm, room_frame);
+            room.mixer.push(m.call, &s.room_pcm);
+        }
+    }
+    // 2. Mix.
+    room.mixer.mix();
+    for c in room.mixer.talk_changes() {
+        if let Some(&i) = room.index.get(&c.member) {
+            let m = &room.members[i];
+            let _ = m.seat.reports.try_send(LegReport::Talking {
+                call: m.seat.stream.call(),
+                talking: c.talking,
+            });
+        }
+    }
+    // A tone or prompt for the whole room (join and leave tones) goes over every mix.
+    s.room_tone.clear();
+    if let Some(p) = room.playback.as_mut()
+        && !p.next_frame(room_frame, &mut s.room_tone)
+    {
+        room.playback = None;
+    }
+    // 3. Encode once per group and send.
+    let Room {
+        mixer,
+        members,
+        index,
+        shared,
+        ..
+    } = room;
+    for g in mixer.groups() {
+        let frame = mixer.frame(g);
+        s.mixed.clear();
+        s.mixed.extend_from_slice(frame);
+        for (o, t) in s.mixed.iter_mut().zip(&s.room_tone) {
+            *o = o.saturating_add(*t);
+        }
+        // The group's shared encoding is made on first use this tick.
+        let mut shared_at: Option<usize> = None;
+        for id in &g.members {
+            let Some(&i) = index.get(id) else { continue };
+            let m = &mut members[i];
+            let Some(codec) = m.seat.stream.codec() else { continue };
+            let want = m.seat.stream.frame_samples();
+            if m.playback.is_some() || !g.is_shared() {
+                // Heard alone: this member's own encoder (and its prompt over the room).
+                let mut own = std::mem::take(&mut s.codec_pcm);
+                if let Some((p, _)) = m.playback.as_mut() {
+                    let mut prompt = std::mem::take(&mut s.room_pcm);
+                    prompt.clear();
+                    let more = p.next_frame(room_frame, &mut prompt);
+                    for (o, p) in s.mixed.iter().zip(prompt.iter_mut()) {
+                        *p = p.saturating_add(*o);
+                    }
+                    convert(&mut m.from_room, &prompt, &mut own, want);
+                    s.room_pcm = prompt;
+                    if !more {
+                        end_playback(m);
+                    }
+                } else {
+                    convert(&mut m.from_room, &s.mixed, &mut own, want);
+                }
+                m.seat.stream.send_pcm(&own, &m.seat.rtp);
+                s.codec_pcm = own;
+                TICK_STATS.encodes.fetch_add(1, Ordering::Relaxed);
+                TICK_STATS.sends.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if shared_at.is_none() {
+                let gain = g.listen_gain();
+                let ei = match shared.iter().position(|e| e.codec == codec && e.listen_gain == gain) {
+                    Some(ei) => ei,
+                    None => {
+                        let Some(enc) = stream::encoder(codec) else { continue };
+                        shared.push(SharedEncoder {
+                            codec,
+                            listen_gain: gain,
+                            from_room: Resampler::new(mixer.config().rate, stream::pcm_rate(codec)),
+                            enc,
+                        });
+                        shared.len() - 1
+                    }
+                };
+                let e = &mut shared[ei];
+                convert(&mut e.from_room, &s.mixed, &mut s.codec_pcm, want);
+                s.payload.clear();
+                e.enc.encode(&s.codec_pcm, &mut s.payload);
+                TICK_STATS.encodes.fetch_add(1, Ordering::Relaxed);
+                shared_at = Some(ei);
+            }
+            m.seat.stream.send_payload(&s.payload, &m.seat.rtp);
+            TICK_STATS.sends.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
