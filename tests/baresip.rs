@@ -3,59 +3,11 @@
 //! after tolk decoded, jitter-buffered and re-encoded it.
 
 mod common;
+use common::baresip::{baresip, read_wav, write_tone_wav};
 use common::{Gateway, free_port};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn baresip() -> &'static str {
-    for p in ["/usr/bin/baresip", "/usr/local/bin/baresip"] {
-        if Path::new(p).exists() {
-            return p;
-        }
-    }
-    panic!("baresip is not installed: run scripts/test.sh, which installs it");
-}
-
-fn write_tone_wav(path: &Path, freq: f64, secs: usize, rate: u32, channels: u16) {
-    let samples: Vec<i16> = (0..rate as usize * secs)
-        .flat_map(|i| {
-            let v = (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16;
-            std::iter::repeat_n(v, channels as usize)
-        })
-        .collect();
-    let data_len = (samples.len() * 2) as u32;
-    let mut wav = Vec::with_capacity(44 + data_len as usize);
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&channels.to_le_bytes());
-    wav.extend_from_slice(&rate.to_le_bytes());
-    wav.extend_from_slice(&(rate * 2 * channels as u32).to_le_bytes());
-    wav.extend_from_slice(&(2 * channels).to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        wav.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, wav).unwrap();
-}
-
-/// The first channel of a canonical PCM16 WAV file, and its sample rate.
-fn read_wav(path: &Path) -> (Vec<i16>, u32) {
-    let bytes = std::fs::read(path).unwrap();
-    let channels = u16::from_le_bytes([bytes[22], bytes[23]]).max(1) as usize;
-    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
-    let pos = bytes.windows(4).position(|w| w == b"data").expect("data chunk") + 8;
-    let samples = bytes[pos..]
-        .chunks_exact(2 * channels)
-        .map(|c| i16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    (samples, rate)
-}
 
 fn goertzel(samples: &[i16], freq: f64, rate: f64) -> f64 {
     tolk::media::analysis::tone_power(samples, freq, rate as u32)

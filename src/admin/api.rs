@@ -7,7 +7,7 @@ use crate::cdr::privacy::PseudonymKey;
 use crate::cdr::query::{self, ListFilter, ReportBy};
 use crate::cdr::writer::CdrSink;
 use crate::cdr::{retention, subject};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -98,6 +98,92 @@ fn check_token(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
 async fn list_rooms(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     check_token(&s, &headers)?;
     Ok(Json(serde_json::json!({ "rooms": s.rooms.list() })))
+}
+
+fn room_error(e: crate::room::ControlError) -> ApiError {
+    match e {
+        crate::room::ControlError::NoRoom => ApiError(StatusCode::NOT_FOUND, "no such room (or it has no members)".into()),
+        crate::room::ControlError::NoMember => ApiError(StatusCode::NOT_FOUND, "no such member in this room".into()),
+    }
+}
+
+/// `GET /api/v1/rooms/{room}`: one room with its members.
+async fn get_room(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    let r = s.rooms.get(&room).ok_or_else(|| room_error(crate::room::ControlError::NoRoom))?;
+    Ok(Json(serde_json::json!(r)))
+}
+
+/// `POST /api/v1/rooms/{room}/lock` and `/unlock`.
+async fn room_action(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((room, action)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    match action.as_str() {
+        "lock" | "unlock" => s.rooms.set_locked(&room, action == "lock").map_err(room_error)?,
+        "mute" | "unmute" => {
+            s.rooms.mute_participants(&room, action == "mute").map_err(room_error)?;
+        }
+        _ => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("unknown room action `{action}`; try lock, unlock, mute or unmute"),
+            ));
+        }
+    }
+    let r = s.rooms.get(&room).ok_or_else(|| room_error(crate::room::ControlError::NoRoom))?;
+    Ok(Json(serde_json::json!(r)))
+}
+
+/// `POST /api/v1/rooms/{room}/members/{call}/{mute|unmute|eject}`.
+async fn member_action(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((room, call, action)): Path<(String, u64, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    match action.as_str() {
+        "mute" | "unmute" => {
+            let m = s.rooms.set_muted(&room, call, action == "mute").map_err(room_error)?;
+            Ok(Json(serde_json::json!(m)))
+        }
+        "eject" => {
+            s.rooms.eject(&room, call).map_err(room_error)?;
+            Ok(Json(serde_json::json!({ "ejected": call })))
+        }
+        _ => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown member action `{action}`; try mute, unmute or eject"),
+        )),
+    }
+}
+
+/// `GET /api/v1/rooms/events`: server-sent events (joined, left, muted, unmuted, held,
+/// resumed, talking, quiet, locked, unlocked), each `data` a JSON object; a reader too slow
+/// to keep up gets a `lagged` event saying how many it missed.
+async fn room_events(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+) -> Result<axum::response::sse::Sse<impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    check_token(&s, &headers)?;
+    let rx = s.rooms.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let event = match rx.recv().await {
+            Ok(e) => Event::default().event(e.event).data(serde_json::to_string(&e).unwrap_or_default()),
+            Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(format!("{{\"missed\":{n}}}")),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// `POST /api/v1/dialplan/reload`: all or nothing; a bad plan leaves the old one serving.
@@ -315,6 +401,10 @@ pub fn routes(state: Shared) -> Router {
         .route("/api/v1/holds", post(hold))
         .route("/api/v1/sweeps", post(sweep))
         .route("/api/v1/rooms", get(list_rooms))
+        .route("/api/v1/rooms/events", get(room_events))
+        .route("/api/v1/rooms/{room}", get(get_room))
+        .route("/api/v1/rooms/{room}/{action}", post(room_action))
+        .route("/api/v1/rooms/{room}/members/{call}/{action}", post(member_action))
         .route("/api/v1/dialplan/reload", post(reload_dialplan))
         .with_state(state)
 }

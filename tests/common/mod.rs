@@ -1,6 +1,8 @@
 //! Test helpers: a real `tolk serve` process on loopback, SIPp, and a small scripted UAC.
 #![allow(dead_code)]
 
+pub mod baresip;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;

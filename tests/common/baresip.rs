@@ -1,0 +1,138 @@
+//! baresip, a real softphone, driven by tests: tone files it sends, WAVs it wrote.
+
+use std::path::Path;
+
+pub fn baresip() -> &'static str {
+    for p in ["/usr/bin/baresip", "/usr/local/bin/baresip"] {
+        if Path::new(p).exists() {
+            return p;
+        }
+    }
+    panic!("baresip is not installed: run scripts/test.sh, which installs it");
+}
+
+pub fn write_tone_wav(path: &Path, freq: f64, secs: usize, rate: u32, channels: u16) {
+    let samples: Vec<i16> = (0..rate as usize * secs)
+        .flat_map(|i| {
+            let v = (8000.0 * (2.0 * std::f64::consts::PI * freq * i as f64 / rate as f64).sin()) as i16;
+            std::iter::repeat_n(v, channels as usize)
+        })
+        .collect();
+    let data_len = (samples.len() * 2) as u32;
+    let mut wav = Vec::with_capacity(44 + data_len as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&channels.to_le_bytes());
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2 * channels as u32).to_le_bytes());
+    wav.extend_from_slice(&(2 * channels).to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        wav.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, wav).unwrap();
+}
+
+/// The first channel of a canonical PCM16 WAV file, and its sample rate.
+pub fn read_wav(path: &Path) -> (Vec<i16>, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    let channels = u16::from_le_bytes([bytes[22], bytes[23]]).max(1) as usize;
+    let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
+    let pos = bytes.windows(4).position(|w| w == b"data").expect("data chunk") + 8;
+    let samples = bytes[pos..]
+        .chunks_exact(2 * channels)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    (samples, rate)
+}
+
+
+/// A baresip process calling the gateway, sending a tone file, dumping what it decodes
+/// (`*-dec.wav`, by the sndfile module), and taking commands (`/sndcode 1234#`, `/hold`) on
+/// its console socket (the cons module).
+pub struct Phone {
+    pub dir: std::path::PathBuf,
+    child: std::process::Child,
+    console: std::net::SocketAddr,
+}
+
+impl Phone {
+    /// Dials `uri` with `codec` (an `audio_codecs` value such as `PCMU`) sending `tone`
+    /// (a WAV at `rate`, mono).
+    pub fn dial(dir: &Path, uri: &str, codec: &str, tone: &Path, rate: u32) -> Phone {
+        std::fs::create_dir_all(dir).unwrap();
+        let sip_port = super::free_port();
+        let console_port = super::free_port();
+        let config = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\naudio_player aufile,{d}/unused.wav\naudio_source aufile,{t}\n\
+audio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels 1\nmodule_path /usr/lib/baresip/modules\n\
+module g711.so\nmodule g722.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\nsnd_path {d}\nmodule menu.so\nmodule cons.so\n\
+cons_listen 127.0.0.1:{console_port}\nmodule account.so\nmodule uuid.so\nmodule_app account.so\nmodule_app menu.so\n",
+            d = dir.display(),
+            t = tone.display()
+        );
+        std::fs::write(dir.join("config"), config).unwrap();
+        std::fs::write(
+            dir.join("accounts"),
+            format!("<sip:tester@127.0.0.1>;regint=0;audio_codecs={codec}\n"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
+        let child = std::process::Command::new(baresip())
+            .arg("-f")
+            .arg(dir)
+            .args(["-e", &format!("/dial {uri}"), "-t", "60"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run baresip");
+        Phone {
+            dir: dir.to_path_buf(),
+            child,
+            console: std::net::SocketAddr::from(([127, 0, 0, 1], console_port)),
+        }
+    }
+
+    /// Sends a console command (`/sndcode 1234#`, `/hold`).
+    pub fn command(&self, cmd: &str) {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.send_to(format!("{cmd}\n").as_bytes(), self.console).unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("baresip.log")).unwrap_or_default()
+    }
+
+    /// Hangs up and quits; returns what baresip decoded (samples, rate).
+    pub fn finish(mut self) -> (Vec<i16>, u32) {
+        self.command("/quit");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let heard = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .unwrap_or_else(|| panic!("baresip dumped what it decoded; its log:\n{}", self.log()));
+        read_wav(&heard)
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,184 @@
+//! Conference rooms with real softphones: baresip callers dial the demo toll-free number,
+//! key the room PIN, and talk (each sends its own tone). What each caller decoded is checked
+//! by its spectrum: everyone hears everyone else and not themselves; a member on hold is not
+//! heard (its hold audio stays out of the room); a member muted by keypad, and one muted
+//! through the admin API, are not heard either.
+
+mod common;
+use common::baresip::{Phone, write_tone_wav};
+use common::{Gateway, http_request};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "conference-test-token-0123456789";
+const DEMO: &str = "+18005550100";
+const PIN: &str = "1234#";
+
+fn start() -> Gateway {
+    let tokens = format!("[\"{TOKEN}\"]");
+    Gateway::start(&[("TOLK_ADMIN_TOKENS", tokens.as_str())])
+}
+
+fn room(gw: &Gateway) -> serde_json::Value {
+    let (status, body) = http_request(gw.admin, "GET", "/api/v1/rooms", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    let rooms: serde_json::Value = serde_json::from_str(&body).unwrap();
+    rooms["rooms"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "demo").cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits until the demo room has `n` members; returns their calls in joining order.
+fn wait_members(gw: &Gateway, n: usize, phones: &[&Phone]) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let r = room(gw);
+        let members = r["members"].as_array().cloned().unwrap_or_default();
+        if members.len() == n {
+            let mut members: Vec<(i64, u64)> = members
+                .iter()
+                .map(|m| (m["joined_at"].as_i64().unwrap(), m["call"].as_u64().unwrap()))
+                .collect();
+            members.sort();
+            return members.into_iter().map(|(_, c)| c).collect();
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = phones.iter().map(|p| p.log()).collect();
+            panic!(
+                "the room did not reach {n} members: {r}\ntolk log:\n{}\nbaresip logs:\n{}",
+                gw.log_text(),
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Power of `freq` in `samples`, relative to the window's length.
+fn power(samples: &[i16], freq: f64, rate: u32) -> f64 {
+    tolk::media::analysis::tone_power(samples, freq, rate)
+}
+
+/// A window of what a phone decoded, `from_end` seconds before its end, `secs` long.
+fn window(samples: &[i16], rate: u32, from_end: f64, secs: f64) -> &[i16] {
+    let end = samples.len().saturating_sub((from_end * rate as f64) as usize);
+    let start = end.saturating_sub((secs * rate as f64) as usize);
+    &samples[start..end]
+}
+
+/// Dials the demo room from a phone sending `freq`, and keys the PIN once it is connected.
+fn caller(gw: &Gateway, name: &str, freq: f64) -> Phone {
+    let dir = gw.data_dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tone = dir.join("tone.wav");
+    write_tone_wav(&tone, freq, 40, 8000, 1);
+    Phone::dial(&dir, &format!("sip:{DEMO}@{}", gw.sip), "PCMU", &tone, 8000)
+}
+
+fn key_pin_when_connected(phone: &Phone) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !phone.log().contains("Call established") {
+        assert!(Instant::now() < deadline, "no call: {}", phone.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    phone.command(&format!("/sndcode {PIN}"));
+}
+
+const TONES: [f64; 4] = [400.0, 650.0, 1100.0, 1700.0];
+
+/// Asserts `heard` has every tone in `present` well above every tone in `absent`.
+fn assert_hears(who: &str, heard: &[i16], present: &[f64], absent: &[f64]) {
+    let weakest = present
+        .iter()
+        .map(|&f| power(heard, f, 8000))
+        .fold(f64::INFINITY, f64::min);
+    let loudest_absent = absent.iter().map(|&f| power(heard, f, 8000)).fold(0.0, f64::max);
+    let all: Vec<String> = TONES.iter().map(|&f| format!("{f} Hz {:.0}", power(heard, f, 8000))).collect();
+    eprintln!("{who}: {}", all.join(", "));
+    assert!(
+        weakest > 100.0 * loudest_absent.max(1.0),
+        "{who} should hear {present:?} and not {absent:?}: {}",
+        all.join(", ")
+    );
+}
+
+#[test]
+fn three_callers_each_hear_the_other_two_and_not_themselves() {
+    let gw = start();
+    let phones: Vec<Phone> = (0..3).map(|i| caller(&gw, &format!("p{i}"), TONES[i])).collect();
+    for p in &phones {
+        key_pin_when_connected(p);
+    }
+    wait_members(&gw, 3, &phones.iter().collect::<Vec<_>>());
+    // Everyone talks for three seconds.
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = gw.metrics();
+    let heard: Vec<(Vec<i16>, u32)> = phones.into_iter().map(|p| p.finish()).collect();
+    for (i, (samples, rate)) in heard.iter().enumerate() {
+        assert_eq!(*rate, 8000);
+        let w = window(samples, *rate, 0.5, 2.0);
+        let others: Vec<f64> = (0..3).filter(|&j| j != i).map(|j| TONES[j]).collect();
+        assert_hears(&format!("caller {i}"), w, &others, &[TONES[i], TONES[3]]);
+    }
+    // The mixer ticked on its threads and reported its lateness.
+    assert!(metrics.contains("mixer_tick_lateness_seconds_count"), "{metrics}");
+}
+
+#[test]
+fn held_and_muted_members_are_not_heard() {
+    let gw = start();
+    let phones: Vec<Phone> = (0..4).map(|i| caller(&gw, &format!("p{i}"), TONES[i])).collect();
+    for p in &phones {
+        key_pin_when_connected(p);
+    }
+    let calls = wait_members(&gw, 4, &phones.iter().collect::<Vec<_>>());
+    // Phase one: all four talk.
+    std::thread::sleep(Duration::from_secs(3));
+    // Phase two: 1 mutes itself with the keypad (1), 2 puts the room on hold (its tone keeps
+    // coming, as hold music would), 3 is muted by an admin. Only 0 is heard.
+    phones[1].command("/sndcode 1");
+    phones[2].command("/hold");
+    let muted = calls[3];
+    let (status, body) = http_request(
+        gw.admin,
+        "POST",
+        &format!("/api/v1/rooms/demo/members/{muted}/mute"),
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"muted\":true"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = room(&gw);
+        let members = r["members"].as_array().cloned().unwrap_or_default();
+        let flags: Vec<(bool, bool)> = members
+            .iter()
+            .map(|m| (m["muted"].as_bool().unwrap(), m["held"].as_bool().unwrap()))
+            .collect();
+        if flags.iter().filter(|f| f.0).count() == 2 && flags.iter().filter(|f| f.1).count() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mute and hold did not reach the room: {r}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let heard: Vec<(Vec<i16>, u32)> = phones.into_iter().map(|p| p.finish()).collect();
+    // Caller 0 heard 1, 2 and 3 before, and none of them after.
+    let (samples, rate) = &heard[0];
+    let before = window(samples, *rate, 4.5, 1.5);
+    assert_hears("caller 0 before", before, &TONES[1..], &[TONES[0]]);
+    let after = window(samples, *rate, 0.5, 2.0);
+    for f in &TONES[1..] {
+        assert!(
+            power(after, *f, 8000) * 100.0 < power(before, *f, 8000),
+            "caller 0 still hears {f} Hz after mute/hold: before {:.0}, after {:.0}",
+            power(before, *f, 8000),
+            power(after, *f, 8000)
+        );
+    }
+    // Caller 1 (muted) still hears caller 0.
+    let (samples, rate) = &heard[1];
+    assert_hears("caller 1 (muted)", window(samples, *rate, 0.5, 2.0), &[TONES[0]], &[TONES[1]]);
+}
