@@ -94,7 +94,10 @@ fn assert_hears(who: &str, heard: &[i16], present: &[f64], absent: &[f64]) {
         .map(|&f| power(heard, f, 8000))
         .fold(f64::INFINITY, f64::min);
     let loudest_absent = absent.iter().map(|&f| power(heard, f, 8000)).fold(0.0, f64::max);
-    let all: Vec<String> = TONES.iter().map(|&f| format!("{f} Hz {:.0}", power(heard, f, 8000))).collect();
+    let all: Vec<String> = TONES
+        .iter()
+        .map(|&f| format!("{f} Hz {:.0}", power(heard, f, 8000)))
+        .collect();
     eprintln!("{who}: {}", all.join(", "));
     assert!(
         weakest > 100.0 * loudest_absent.max(1.0),
@@ -180,5 +183,10 @@ fn held_and_muted_members_are_not_heard() {
     }
     // Caller 1 (muted) still hears caller 0.
     let (samples, rate) = &heard[1];
-    assert_hears("caller 1 (muted)", window(samples, *rate, 0.5, 2.0), &[TONES[0]], &[TONES[1]]);
+    assert_hears(
+        "caller 1 (muted)",
+        window(samples, *rate, 0.5, 2.0),
+        &[TONES[0]],
+        &[TONES[1]],
+    );
 }

@@ -102,7 +102,9 @@ async fn list_rooms(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<
 
 fn room_error(e: crate::room::ControlError) -> ApiError {
     match e {
-        crate::room::ControlError::NoRoom => ApiError(StatusCode::NOT_FOUND, "no such room (or it has no members)".into()),
+        crate::room::ControlError::NoRoom => {
+            ApiError(StatusCode::NOT_FOUND, "no such room (or it has no members)".into())
+        }
         crate::room::ControlError::NoMember => ApiError(StatusCode::NOT_FOUND, "no such member in this room".into()),
     }
 }
@@ -114,7 +116,10 @@ async fn get_room(
     Path(room): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_token(&s, &headers)?;
-    let r = s.rooms.get(&room).ok_or_else(|| room_error(crate::room::ControlError::NoRoom))?;
+    let r = s
+        .rooms
+        .get(&room)
+        .ok_or_else(|| room_error(crate::room::ControlError::NoRoom))?;
     Ok(Json(serde_json::json!(r)))
 }
 
@@ -137,7 +142,10 @@ async fn room_action(
             ));
         }
     }
-    let r = s.rooms.get(&room).ok_or_else(|| room_error(crate::room::ControlError::NoRoom))?;
+    let r = s
+        .rooms
+        .get(&room)
+        .ok_or_else(|| room_error(crate::room::ControlError::NoRoom))?;
     Ok(Json(serde_json::json!(r)))
 }
 
@@ -170,14 +178,21 @@ async fn member_action(
 async fn room_events(
     State(s): State<Shared>,
     headers: HeaderMap,
-) -> Result<axum::response::sse::Sse<impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>>, ApiError> {
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
     check_token(&s, &headers)?;
     let rx = s.rooms.subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = match rx.recv().await {
-            Ok(e) => Event::default().event(e.event).data(serde_json::to_string(&e).unwrap_or_default()),
+            Ok(e) => Event::default()
+                .event(e.event)
+                .data(serde_json::to_string(&e).unwrap_or_default()),
             Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(format!("{{\"missed\":{n}}}")),
             Err(RecvError::Closed) => return None,
         };

@@ -67,18 +67,44 @@ pub fn pcm_rate(codec: Codec) -> u32 {
     }
 }
 
-/// A fresh encoder for `codec` (the mixer keeps one per codec for shared mixes).
-pub fn encoder(codec: Codec) -> Option<Box<dyn Encoder>> {
+/// A fresh encoder for `codec` taking PCM at `rate` (the mixer keeps one per codec for shared
+/// mixes). `rate` matters for Opus only, which libopus encodes from 8, 12, 16, 24 or 48 kHz;
+/// the other codecs take their own rate ([`pcm_rate`]).
+pub fn encoder(codec: Codec, rate: u32) -> Option<Box<dyn Encoder>> {
     Some(match codec {
         Codec::Pcmu => Box::new(G711Encoder::new(Law::Ulaw)),
         Codec::Pcma => Box::new(G711Encoder::new(Law::Alaw)),
         Codec::G722 => Box::new(G722Encoder::default()),
-        Codec::Opus => Box::new(OpusEncoder::new(48_000).ok()?),
+        Codec::Opus => Box::new(OpusEncoder::new(rate).ok()?),
+    })
+}
+
+/// The PCM rate `codec` is worked at in a room mixing at `room_rate`: Opus at the room's
+/// rate (libopus decodes and encodes at it, so nothing is resampled), others at their own.
+pub fn rate_in_room(codec: Codec, room_rate: u32) -> u32 {
+    match codec {
+        Codec::Opus => room_rate,
+        _ => pcm_rate(codec),
+    }
+}
+
+/// An Opus pair whose PCM is at `rate` (the RTP clock stays 48 kHz, RFC 7587 §4.1).
+fn opus_pair(rate: u32) -> Option<CodecPair> {
+    Some(CodecPair {
+        enc: Box::new(OpusEncoder::new(rate).ok()?),
+        dec: Box::new(OpusDecoder::new(rate).ok()?),
+        clock: 48_000,
+        frame_samples: rate as usize / 50,
+        frame_ts: 960,
+        impairment: CodecImpairment::WIDEBAND,
     })
 }
 
 pub(crate) fn codec_pair(codec: Codec) -> Option<CodecPair> {
-    let enc = encoder(codec)?;
+    if codec == Codec::Opus {
+        return opus_pair(48_000);
+    }
+    let enc = encoder(codec, pcm_rate(codec))?;
     Some(match codec {
         Codec::Pcmu | Codec::Pcma => {
             let law = if codec == Codec::Pcmu { Law::Ulaw } else { Law::Alaw };
@@ -99,14 +125,7 @@ pub(crate) fn codec_pair(codec: Codec) -> Option<CodecPair> {
             frame_ts: 160,
             impairment: CodecImpairment::WIDEBAND,
         },
-        Codec::Opus => CodecPair {
-            enc,
-            dec: Box::new(OpusDecoder::new(48_000).ok()?),
-            clock: 48_000,
-            frame_samples: 960,
-            frame_ts: 960,
-            impairment: CodecImpairment::WIDEBAND,
-        },
+        Codec::Opus => return opus_pair(48_000),
     })
 }
 
@@ -207,6 +226,18 @@ impl MediaStream {
     /// PCM samples in one 20 ms frame at [`MediaStream::pcm_rate`].
     pub fn frame_samples(&self) -> usize {
         self.codec.as_ref().map(|c| c.frame_samples).unwrap_or(160)
+    }
+
+    /// Opus only: decode to and encode from `rate` from now on (a room mixing at 16 kHz
+    /// saves resampling both ways; the leg uses 48 kHz). The codec state starts afresh, as
+    /// after a re-INVITE. Other codecs keep their rate.
+    pub fn set_opus_rate(&mut self, rate: u32) {
+        if self.codec().is_some_and(|c| c == Codec::Opus)
+            && self.pcm_rate() != rate
+            && let Some(pair) = opus_pair(rate)
+        {
+            self.codec = Some(pair);
+        }
     }
 
     /// When the last accepted packet arrived.

@@ -320,16 +320,78 @@ struct SharedEncoder {
     enc: Box<dyn Encoder>,
 }
 
-struct Room {
+/// One room's media on a mixer thread: its members' streams, the mixer, and the shared
+/// encoders. Public so benches can drive a tick without a thread.
+pub struct Room {
     name: Arc<str>,
     mixer: Mixer,
     members: Vec<Member>,
     index: HashMap<u64, usize>,
     shared: Vec<SharedEncoder>,
     playback: Option<PromptPlayer>,
+    /// Frames encoded so far (one per group per tick, not one per member).
+    encodes: u64,
 }
 
 impl Room {
+    pub fn new(name: &str, cfg: MixerConfig) -> Room {
+        Room {
+            name: Arc::from(name),
+            mixer: Mixer::new(cfg),
+            members: Vec::new(),
+            index: HashMap::new(),
+            shared: Vec::new(),
+            playback: None,
+            encodes: 0,
+        }
+    }
+
+    /// Adds a member with its stream.
+    pub fn join(&mut self, seat: Box<Seat>, mut opts: MemberOptions) {
+        let cfg = *self.mixer.config();
+        let mut seat = seat;
+        seat.stream.set_opus_rate(cfg.rate);
+        let call = seat.stream.call().0;
+        let rate = seat.stream.pcm_rate();
+        let held = seat.stream.held();
+        let member = Member {
+            call,
+            to_room: Resampler::new(rate, cfg.rate),
+            from_room: Resampler::new(cfg.rate, rate),
+            playback: None,
+            muted: opts.muted,
+            deaf: opts.deaf,
+            held,
+            timed_out: false,
+            seat,
+        };
+        opts.codec = member.seat.stream.codec().map(codec_id).unwrap_or(0);
+        self.mixer.add(call, opts);
+        self.members.push(member);
+        TICK_STATS.members.fetch_add(1, Ordering::Relaxed);
+        self.reindex();
+        let i = self.members.len() - 1;
+        self.apply(i);
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Frames encoded since the room started.
+    pub fn encodes(&self) -> u64 {
+        self.encodes
+    }
+
+    /// One 20 ms tick: receive, mix, encode per group, send.
+    pub fn tick(&mut self, now: Instant, tick_no: u64, scratch: &mut Scratch) {
+        tick_room(self, now, tick_no, scratch);
+    }
+
     fn reindex(&mut self) {
         self.index = self.members.iter().enumerate().map(|(i, m)| (m.call, i)).collect();
     }
@@ -348,9 +410,9 @@ impl Room {
     }
 }
 
-/// Scratch buffers of one thread.
+/// Scratch buffers of one thread, shared by its rooms.
 #[derive(Default)]
-struct Scratch {
+pub struct Scratch {
     room_pcm: Vec<i16>,
     mixed: Vec<i16>,
     codec_pcm: Vec<i16>,
@@ -385,7 +447,8 @@ fn run(rx: Receiver<Command>, cfg: MixerConfig) {
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     for room in rooms.drain(..) {
-                        for m in room.members {
+                        for mut m in room.members {
+                            m.seat.stream.set_opus_rate(48_000);
                             let _ = m.seat.give_back.send(m.seat.stream);
                         }
                     }
@@ -435,44 +498,16 @@ fn end_playback(m: &mut Member) {
 
 fn handle(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
     match cmd {
-        Command::Join { room, seat, mut opts } => {
-            let call = seat.stream.call().0;
+        Command::Join { room, seat, opts } => {
             let ri = match rooms.iter().position(|r| r.name == room) {
                 Some(i) => i,
                 None => {
-                    rooms.push(Room {
-                        name: room,
-                        mixer: Mixer::new(cfg),
-                        members: Vec::new(),
-                        index: HashMap::new(),
-                        shared: Vec::new(),
-                        playback: None,
-                    });
+                    rooms.push(Room::new(&room, cfg));
                     TICK_STATS.rooms.fetch_add(1, Ordering::Relaxed);
                     rooms.len() - 1
                 }
             };
-            let r = &mut rooms[ri];
-            let rate = seat.stream.pcm_rate();
-            let held = seat.stream.held();
-            let member = Member {
-                call,
-                to_room: Resampler::new(rate, cfg.rate),
-                from_room: Resampler::new(cfg.rate, rate),
-                playback: None,
-                muted: opts.muted,
-                deaf: opts.deaf,
-                held,
-                timed_out: false,
-                seat,
-            };
-            opts.codec = member.seat.stream.codec().map(codec_id).unwrap_or(0);
-            r.mixer.add(call, opts);
-            r.members.push(member);
-            TICK_STATS.members.fetch_add(1, Ordering::Relaxed);
-            r.reindex();
-            let i = r.members.len() - 1;
-            r.apply(i);
+            rooms[ri].join(seat, opts);
         }
         Command::Leave { call } => {
             let Some(ri) = rooms.iter().position(|r| r.index.contains_key(&call)) else {
@@ -485,6 +520,7 @@ fn handle(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
             r.reindex();
             TICK_STATS.members.fetch_sub(1, Ordering::Relaxed);
             end_playback(&mut m);
+            m.seat.stream.set_opus_rate(48_000);
             let _ = m.seat.give_back.send(m.seat.stream);
             if r.members.is_empty() {
                 rooms.remove(ri);
@@ -496,6 +532,7 @@ fn handle(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
                 let m = &mut r.members[i];
                 let old_rate = m.seat.stream.pcm_rate();
                 m.seat.stream.set_media(media);
+                m.seat.stream.set_opus_rate(cfg.rate);
                 m.held = m.seat.stream.held();
                 let rate = m.seat.stream.pcm_rate();
                 if rate != old_rate {
@@ -603,6 +640,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         members,
         index,
         shared,
+        encodes,
         ..
     } = room;
     for g in mixer.groups() {
@@ -613,7 +651,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
             *o = o.saturating_add(*t);
         }
         // The group's shared encoding is made on first use this tick.
-        let mut shared_at: Option<usize> = None;
+        let mut encoded = false;
         for id in &g.members {
             let Some(&i) = index.get(id) else { continue };
             let m = &mut members[i];
@@ -639,20 +677,24 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                 }
                 m.seat.stream.send_pcm(&own, &m.seat.rtp);
                 s.codec_pcm = own;
+                *encodes += 1;
                 TICK_STATS.encodes.fetch_add(1, Ordering::Relaxed);
                 TICK_STATS.sends.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if shared_at.is_none() {
+            if !encoded {
                 let gain = g.listen_gain();
                 let ei = match shared.iter().position(|e| e.codec == codec && e.listen_gain == gain) {
                     Some(ei) => ei,
                     None => {
-                        let Some(enc) = stream::encoder(codec) else { continue };
+                        let rate = stream::rate_in_room(codec, mixer.config().rate);
+                        let Some(enc) = stream::encoder(codec, rate) else {
+                            continue;
+                        };
                         shared.push(SharedEncoder {
                             codec,
                             listen_gain: gain,
-                            from_room: Resampler::new(mixer.config().rate, stream::pcm_rate(codec)),
+                            from_room: Resampler::new(mixer.config().rate, rate),
                             enc,
                         });
                         shared.len() - 1
@@ -662,11 +704,132 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                 convert(&mut e.from_room, &s.mixed, &mut s.codec_pcm, want);
                 s.payload.clear();
                 e.enc.encode(&s.codec_pcm, &mut s.payload);
+                *encodes += 1;
                 TICK_STATS.encodes.fetch_add(1, Ordering::Relaxed);
-                shared_at = Some(ei);
+                encoded = true;
             }
             m.seat.stream.send_payload(&s.payload, &m.seat.rtp);
             TICK_STATS.sends.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::stream::MediaStream;
+    use crate::media::codec::g711::{G711Encoder, Law};
+    use crate::rtp::packet;
+    use crate::sip::dialog::CallRef;
+    use crate::sip::sdp::Direction;
+
+    /// A member's far end: the socket it sends from and receives the mix on.
+    struct Phone {
+        sock: UdpSocket,
+        to: std::net::SocketAddr,
+        seq: u16,
+    }
+
+    fn member(room: &mut Room, call: u64, codec: Codec, now: Instant) -> Phone {
+        let gw = UdpSocket::bind("127.0.0.1:0").unwrap();
+        gw.set_nonblocking(true).unwrap();
+        let rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtcp.set_nonblocking(true).unwrap();
+        let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+        phone.set_nonblocking(true).unwrap();
+        let media = NegotiatedMedia {
+            remote_rtp: Some(phone.local_addr().unwrap()),
+            codec,
+            payload_type: if codec == Codec::Opus { 111 } else { 0 },
+            telephone_event: None,
+            ptime_ms: 20,
+            direction: Direction::SendRecv,
+            fmtp: None,
+        };
+        let to = gw.local_addr().unwrap();
+        let stream = MediaStream::new(CallRef(call), to.port(), Some(media), now);
+        let seat = Seat {
+            stream: Box::new(stream),
+            rtp: gw,
+            rtcp,
+            give_back: oneshot::channel().0,
+            reports: mpsc::channel(1024).0,
+            rtp_timeout: Duration::from_secs(60),
+        };
+        room.join(Box::new(seat), MemberOptions::default());
+        Phone {
+            sock: phone,
+            to,
+            seq: 0,
+        }
+    }
+
+    /// Received RTP payloads, oldest first.
+    fn drain(p: &Phone) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 2048];
+        let mut out = Vec::new();
+        while let Ok(n) = p.sock.recv(&mut buf) {
+            out.push(packet::parse(&buf[..n]).unwrap().payload.to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn listeners_of_one_codec_share_one_encoding_and_talkers_get_their_own() {
+        let cfg = MixerConfig::default();
+        let mut room = Room::new("r", cfg);
+        let start = Instant::now();
+        // Three talkers and five listeners on PCMU, two listeners on Opus.
+        let mut phones: Vec<Phone> = (0..8).map(|i| member(&mut room, i, Codec::Pcmu, start)).collect();
+        phones.extend((8..10).map(|i| member(&mut room, i, Codec::Opus, start)));
+        let mut enc = G711Encoder::new(Law::Ulaw);
+        let mut scratch = Scratch::default();
+        let mut pkt = Vec::new();
+        let mut per_tick = Vec::new();
+        for tick in 0..30u64 {
+            let now = start + TICK * tick as u32;
+            for (i, p) in phones.iter_mut().take(3).enumerate() {
+                let pcm: Vec<i16> = (0..160)
+                    .map(|k| {
+                        let t = (tick as usize * 160 + k) as f64 / 8000.0;
+                        (8000.0 * (2.0 * std::f64::consts::PI * (400.0 + 300.0 * i as f64) * t).sin()) as i16
+                    })
+                    .collect();
+                let mut payload = Vec::new();
+                enc.encode(&pcm, &mut payload);
+                packet::build(
+                    &mut pkt,
+                    0,
+                    tick == 0,
+                    p.seq,
+                    tick as u32 * 160,
+                    1000 + i as u32,
+                    &payload,
+                );
+                p.seq += 1;
+                p.sock.send_to(&pkt, p.to).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            let before = room.encodes();
+            room.tick(now, tick, &mut scratch);
+            per_tick.push(room.encodes() - before);
+        }
+        // Once the jitter buffers play out and the talkers are detected: 3 own encodings, one
+        // shared PCMU encoding, one shared Opus encoding.
+        assert_eq!(per_tick[20..], [5; 10], "{per_tick:?}");
+        // Listeners of one codec received the same payloads; talkers did not.
+        let heard: Vec<Vec<Vec<u8>>> = phones.iter().map(drain).collect();
+        assert!(
+            heard.iter().all(|h| h.len() >= 20),
+            "{:?}",
+            heard.iter().map(|h| h.len()).collect::<Vec<_>>()
+        );
+        let last = |i: usize| heard[i][heard[i].len() - 1].clone();
+        for i in 4..8 {
+            assert_eq!(last(3), last(i), "PCMU listeners {i} and 3 share a payload");
+        }
+        assert_eq!(last(8), last(9), "Opus listeners share a payload");
+        assert_ne!(last(0), last(1));
+        assert_ne!(last(0), last(3));
     }
 }

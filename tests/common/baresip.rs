@@ -51,7 +51,6 @@ pub fn read_wav(path: &Path) -> (Vec<i16>, u32) {
     (samples, rate)
 }
 
-
 /// A baresip process calling the gateway, sending a tone file, dumping what it decodes
 /// (`*-dec.wav`, by the sndfile module), and taking commands (`/sndcode 1234#`, `/hold`) on
 /// its console socket (the cons module).
