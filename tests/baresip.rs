@@ -5,7 +5,6 @@
 mod common;
 use common::baresip::{baresip, read_wav, write_tone_wav};
 use common::{Gateway, free_port};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
