@@ -7,6 +7,9 @@
 #   RATES="500 1000" DURATION=10 scripts/bench.sh
 #   scripts/bench.sh cdr             # CDR writer rows/s and write lag into local PostgreSQL
 #                                    # (benches/cdr_writer.rs; RATES, DURATION, REPLAY apply)
+#   scripts/bench.sh conference      # conference legs one mixer thread sustains: tick lateness,
+#                                    # loss, CPU (benches/conference.rs; LEGS="250 500",
+#                                    # CODEC=pcmu|opus, ROOM=10, TALKERS=1, SECS=10 apply)
 # Results go in docs/PERFORMANCE.md with the machine and the date. The load generator runs on
 # the same cores, so figures are a floor, and the machine is shared: compare medians.
 set -euo pipefail
@@ -14,6 +17,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tolk-target}"
 if [ "${1:-}" = "cdr" ]; then
   exec cargo bench --quiet --bench cdr_writer
+fi
+if [ "${1:-}" = "conference" ]; then
+  # Conference legs on one mixer thread (benches/conference.rs; LEGS, CODEC, ROOM, TALKERS, SECS).
+  exec cargo bench --quiet --bench conference
 fi
 RATES="${RATES:-250 500 1000 2000 3000}"
 DURATION="${DURATION:-10}"

@@ -234,6 +234,9 @@ pub struct RoomConfig {
     pub talk_threshold_dbfs: f64,
     /// Members per room (a caller beyond it hears that the room is full).
     pub max_members: usize,
+    /// libopus complexity (0-10) of the room's Opus encoders: 5 costs about half of
+    /// libopus's default 9 per frame (docs/PERFORMANCE.md).
+    pub opus_complexity: i32,
     /// Tone played to the room when a member joins / leaves ("" for none).
     pub join_tone: String,
     pub leave_tone: String,
@@ -249,6 +252,7 @@ impl Default for RoomConfig {
             rate: 16_000,
             talk_threshold_dbfs: -45.0,
             max_members: 1000,
+            opus_complexity: 5,
             join_tone: "join".into(),
             leave_tone: "leave".into(),
         }
@@ -260,6 +264,7 @@ impl RoomConfig {
         crate::room::mixer::MixerConfig {
             rate: self.rate,
             talk_threshold_dbfs: self.talk_threshold_dbfs,
+            opus_complexity: self.opus_complexity,
             ..Default::default()
         }
     }
@@ -357,7 +362,7 @@ impl Default for LogConfig {
 }
 
 const SECTIONS: &[&str] = &[
-    "sip", "rtp", "admin", "dialplan", "flow", "database", "cdr", "shutdown", "log",
+    "sip", "rtp", "admin", "dialplan", "flow", "room", "database", "cdr", "shutdown", "log",
 ];
 
 impl Config {
@@ -462,6 +467,9 @@ impl Config {
     fn validate(&self) -> Result<(), (String, String)> {
         if ![8_000, 16_000, 48_000].contains(&self.room.rate) {
             return Err(("room.rate".into(), "must be 8000, 16000 or 48000".into()));
+        }
+        if !(0..=10).contains(&self.room.opus_complexity) {
+            return Err(("room.opus_complexity".into(), "must be 0 to 10".into()));
         }
         if self.room.max_members == 0 {
             return Err(("room.max_members".into(), "must be at least 1".into()));

@@ -190,15 +190,24 @@ struct InRoom {
     back: oneshot::Receiver<Box<MediaStream>>,
 }
 
-/// Duplicates the leg's sockets for a mixer thread (same descriptors' files: the leg keeps
-/// its own and does not read them while the room has the stream).
+/// Duplicates of the port's sockets for a mixer thread (the same open sockets).
 fn dup_sockets(port: &RtpPort) -> std::io::Result<(std::net::UdpSocket, std::net::UdpSocket)> {
-    use std::os::fd::AsFd;
-    let rtp = std::net::UdpSocket::from(port.socket.as_fd().try_clone_to_owned()?);
-    let rtcp = std::net::UdpSocket::from(port.rtcp.as_fd().try_clone_to_owned()?);
-    rtp.set_nonblocking(true)?;
-    rtcp.set_nonblocking(true)?;
-    Ok((rtp, rtcp))
+    Ok((port.socket.try_clone()?, port.rtcp.try_clone()?))
+}
+
+/// The port's sockets registered with the gateway's reactor while the leg drives the stream;
+/// dropped (deregistered) while a room has it.
+struct Registered {
+    rtp: tokio::net::UdpSocket,
+    rtcp: tokio::net::UdpSocket,
+}
+
+fn register(port: &RtpPort) -> std::io::Result<Registered> {
+    let (rtp, rtcp) = dup_sockets(port)?;
+    Ok(Registered {
+        rtp: tokio::net::UdpSocket::from_std(rtp)?,
+        rtcp: tokio::net::UdpSocket::from_std(rtcp)?,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -224,6 +233,13 @@ async fn run_leg(
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut ended = false;
+    let mut sockets = match register(&port) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(call = call.0, error = %e, "cannot register the RTP sockets; the leg ends");
+            None
+        }
+    };
     while !ended {
         // While a room has the stream the leg only relays commands and session changes, and
         // waits for the stream to come back.
@@ -234,6 +250,7 @@ async fn run_leg(
                     match back {
                         Ok(s) => {
                             stream = Some(s);
+                            sockets = register(&port).ok();
                             tick.reset();
                             let _ = reports.try_send(LegReport::LeftRoom { call });
                         }
@@ -275,7 +292,9 @@ async fn run_leg(
             }
             continue;
         }
-        let Some(st) = stream.as_mut() else { break };
+        let (Some(st), Some(sock)) = (stream.as_mut(), sockets.as_ref()) else {
+            break;
+        };
         // An idle leg (nothing received lately, nothing to play) does not tick: thousands of
         // silent or held calls cost no wake-ups. It wakes for a packet, a command, the end of
         // the call, or the RTP timeout. A recording keeps the leg ticking so that silence is
@@ -364,7 +383,11 @@ async fn run_leg(
                                     rtp_timeout,
                                 });
                                 match shard.send(Command::Join { room, seat, opts }) {
-                                    Ok(()) => in_room = Some(InRoom { shard, back, rate: room_rate }),
+                                    Ok(()) => {
+                                        in_room = Some(InRoom { shard, back, rate: room_rate });
+                                        // Out of the reactor while the room reads the sockets.
+                                        sockets = None;
+                                    }
                                     Err(Command::Join { seat, .. }) => {
                                         stream = Some(seat.stream);
                                         let _ = reports.try_send(LegReport::RoomRefused { call });
@@ -383,14 +406,14 @@ async fn run_leg(
                 let new = media_rx.borrow().clone();
                 st.set_media(new);
             }
-            got = port.socket.recv_from(&mut buf) => {
+            got = sock.rtp.recv_from(&mut buf) => {
                 let Ok((n, from)) = got else { continue };
                 if st.on_rtp(Instant::now(), from, &buf[..n], &reports) != Received::Ignored && idle {
                     // Waking from idle: restart the tick instead of bursting the missed ones.
                     tick.reset();
                 }
             }
-            got = port.rtcp.recv_from(&mut rtcp_buf) => {
+            got = sock.rtcp.recv_from(&mut rtcp_buf) => {
                 let Ok((n, from)) = got else { continue };
                 st.on_rtcp(Instant::now(), from, &rtcp_buf[..n]);
             }
@@ -400,7 +423,7 @@ async fn run_leg(
             }
             _ = tick.tick(), if active => {
                 let now = Instant::now();
-                st.poll_rtcp(now, &port.rtcp);
+                st.poll_rtcp(now, &sock.rtcp);
                 if st.last_packet().elapsed() > rtp_timeout {
                     let _ = reports.send(LegReport::TimedOut { call }).await;
                     break;
@@ -435,14 +458,14 @@ async fn run_leg(
                     }
                 }
                 // RFC 4733 digits replace the audio while a press is in progress.
-                if st.send_digit_events(&port.socket, &reports) {
+                if st.send_digit_events(&sock.rtp, &reports) {
                     continue;
                 }
                 if out_frame.is_empty() && received && mode == LegMode::Echo {
                     out_frame.extend_from_slice(st.pcm());
                 }
                 if !out_frame.is_empty() {
-                    st.send_pcm(&out_frame, &port.socket);
+                    st.send_pcm(&out_frame, &sock.rtp);
                 }
             }
         }

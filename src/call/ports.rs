@@ -2,9 +2,9 @@
 //! rotation so a port is not reused at once, returned when the leg ends.
 
 use std::collections::VecDeque;
+use std::net::UdpSocket;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use tokio::net::UdpSocket;
 
 /// A pool of RTP ports.
 pub struct PortPool {
@@ -13,7 +13,9 @@ pub struct PortPool {
 }
 
 /// A bound RTP socket and its RTCP socket on the next port (RFC 3550 §11); the pair returns
-/// to the pool on drop.
+/// to the pool on drop. Plain non-blocking std sockets: whoever drives the stream (the leg
+/// task through tokio, or a mixer thread directly) works on duplicates of them, so a call in
+/// a room is not registered with the gateway's reactor (each packet would wake it).
 pub struct RtpPort {
     pub socket: UdpSocket,
     pub rtcp: UdpSocket,
@@ -69,7 +71,7 @@ impl PortPool {
 }
 
 fn bind(addr: SocketAddr) -> Option<UdpSocket> {
-    let s = std::net::UdpSocket::bind(addr).ok()?;
+    let s = UdpSocket::bind(addr).ok()?;
     s.set_nonblocking(true).ok()?;
-    UdpSocket::from_std(s).ok()
+    Some(s)
 }

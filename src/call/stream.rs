@@ -70,13 +70,21 @@ pub fn pcm_rate(codec: Codec) -> u32 {
 /// A fresh encoder for `codec` taking PCM at `rate` (the mixer keeps one per codec for shared
 /// mixes). `rate` matters for Opus only, which libopus encodes from 8, 12, 16, 24 or 48 kHz;
 /// the other codecs take their own rate ([`pcm_rate`]).
-pub fn encoder(codec: Codec, rate: u32) -> Option<Box<dyn Encoder>> {
+pub fn encoder(codec: Codec, rate: u32, opus_complexity: Option<i32>) -> Option<Box<dyn Encoder>> {
     Some(match codec {
         Codec::Pcmu => Box::new(G711Encoder::new(Law::Ulaw)),
         Codec::Pcma => Box::new(G711Encoder::new(Law::Alaw)),
         Codec::G722 => Box::new(G722Encoder::default()),
-        Codec::Opus => Box::new(OpusEncoder::new(rate).ok()?),
+        Codec::Opus => Box::new(opus_encoder(rate, opus_complexity)?),
     })
+}
+
+fn opus_encoder(rate: u32, complexity: Option<i32>) -> Option<OpusEncoder> {
+    let mut enc = OpusEncoder::new(rate).ok()?;
+    if let Some(c) = complexity {
+        enc.set_complexity(c).ok()?;
+    }
+    Some(enc)
 }
 
 /// The PCM rate `codec` is worked at in a room mixing at `room_rate`: Opus at the room's
@@ -89,9 +97,9 @@ pub fn rate_in_room(codec: Codec, room_rate: u32) -> u32 {
 }
 
 /// An Opus pair whose PCM is at `rate` (the RTP clock stays 48 kHz, RFC 7587 §4.1).
-fn opus_pair(rate: u32) -> Option<CodecPair> {
+fn opus_pair(rate: u32, complexity: Option<i32>) -> Option<CodecPair> {
     Some(CodecPair {
-        enc: Box::new(OpusEncoder::new(rate).ok()?),
+        enc: Box::new(opus_encoder(rate, complexity)?),
         dec: Box::new(OpusDecoder::new(rate).ok()?),
         clock: 48_000,
         frame_samples: rate as usize / 50,
@@ -102,9 +110,9 @@ fn opus_pair(rate: u32) -> Option<CodecPair> {
 
 pub(crate) fn codec_pair(codec: Codec) -> Option<CodecPair> {
     if codec == Codec::Opus {
-        return opus_pair(48_000);
+        return opus_pair(48_000, None);
     }
-    let enc = encoder(codec, pcm_rate(codec))?;
+    let enc = encoder(codec, pcm_rate(codec), None)?;
     Some(match codec {
         Codec::Pcmu | Codec::Pcma => {
             let law = if codec == Codec::Pcmu { Law::Ulaw } else { Law::Alaw };
@@ -125,7 +133,7 @@ pub(crate) fn codec_pair(codec: Codec) -> Option<CodecPair> {
             frame_ts: 160,
             impairment: CodecImpairment::WIDEBAND,
         },
-        Codec::Opus => return opus_pair(48_000),
+        Codec::Opus => return opus_pair(48_000, None),
     })
 }
 
@@ -228,13 +236,13 @@ impl MediaStream {
         self.codec.as_ref().map(|c| c.frame_samples).unwrap_or(160)
     }
 
-    /// Opus only: decode to and encode from `rate` from now on (a room mixing at 16 kHz
-    /// saves resampling both ways; the leg uses 48 kHz). The codec state starts afresh, as
-    /// after a re-INVITE. Other codecs keep their rate.
-    pub fn set_opus_rate(&mut self, rate: u32) {
+    /// Opus only: decode to and encode from `rate` from now on, at encoder `complexity`
+    /// (None: libopus's default). A room mixing at 16 kHz saves resampling both ways and
+    /// encodes at a lower complexity; the leg uses 48 kHz and the default. The codec state
+    /// starts afresh, as after a re-INVITE. Other codecs are left alone.
+    pub fn set_opus_rate(&mut self, rate: u32, complexity: Option<i32>) {
         if self.codec().is_some_and(|c| c == Codec::Opus)
-            && self.pcm_rate() != rate
-            && let Some(pair) = opus_pair(rate)
+            && let Some(pair) = opus_pair(rate, complexity)
         {
             self.codec = Some(pair);
         }

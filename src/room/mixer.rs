@@ -23,6 +23,8 @@ pub struct MixerConfig {
     /// Frames a member still counts as talking after its energy drops (bridges pauses
     /// between words so their beginnings are not clipped).
     pub hangover_frames: u32,
+    /// libopus complexity of the room's Opus encoders (0-10).
+    pub opus_complexity: i32,
 }
 
 impl Default for MixerConfig {
@@ -31,6 +33,7 @@ impl Default for MixerConfig {
             rate: 16_000,
             talk_threshold_dbfs: -45.0,
             hangover_frames: 15,
+            opus_complexity: 3,
         }
     }
 }
@@ -343,7 +346,21 @@ impl Mixer {
 
     /// Whether a member counts as talking now.
     pub fn is_talking(&self, member: MemberId) -> bool {
-        self.members.iter().any(|m| m.id == member && m.talking)
+        self.index
+            .get(&member)
+            .and_then(|&i| self.members.get(i))
+            .is_some_and(|m| m.talking)
+    }
+
+    /// Whether a frame (at any rate) is loud enough to count as talk: the I/O layer skips
+    /// resampling and pushing quiet frames of members who are not talking (most of a room),
+    /// which the mixer would treat as silence anyway.
+    pub fn is_loud(&self, pcm: &[i16]) -> bool {
+        if pcm.is_empty() {
+            return false;
+        }
+        let energy = pcm.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / pcm.len() as f64;
+        energy > self.threshold_sq
     }
 }
 
@@ -532,6 +549,7 @@ mod tests {
             rate: RATE,
             talk_threshold_dbfs: -45.0,
             hangover_frames: 3,
+            ..MixerConfig::default()
         });
         m.add(1, MemberOptions::default());
         m.add(2, MemberOptions::default());

@@ -350,7 +350,7 @@ impl Room {
     pub fn join(&mut self, seat: Box<Seat>, mut opts: MemberOptions) {
         let cfg = *self.mixer.config();
         let mut seat = seat;
-        seat.stream.set_opus_rate(cfg.rate);
+        seat.stream.set_opus_rate(cfg.rate, Some(cfg.opus_complexity));
         let call = seat.stream.call().0;
         let rate = seat.stream.pcm_rate();
         let held = seat.stream.held();
@@ -448,7 +448,7 @@ fn run(rx: Receiver<Command>, cfg: MixerConfig) {
                 Err(TryRecvError::Disconnected) => {
                     for room in rooms.drain(..) {
                         for mut m in room.members {
-                            m.seat.stream.set_opus_rate(48_000);
+                            m.seat.stream.set_opus_rate(48_000, None);
                             let _ = m.seat.give_back.send(m.seat.stream);
                         }
                     }
@@ -520,7 +520,7 @@ fn handle(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
             r.reindex();
             TICK_STATS.members.fetch_sub(1, Ordering::Relaxed);
             end_playback(&mut m);
-            m.seat.stream.set_opus_rate(48_000);
+            m.seat.stream.set_opus_rate(48_000, None);
             let _ = m.seat.give_back.send(m.seat.stream);
             if r.members.is_empty() {
                 rooms.remove(ri);
@@ -532,7 +532,7 @@ fn handle(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
                 let m = &mut r.members[i];
                 let old_rate = m.seat.stream.pcm_rate();
                 m.seat.stream.set_media(media);
-                m.seat.stream.set_opus_rate(cfg.rate);
+                m.seat.stream.set_opus_rate(cfg.rate, Some(cfg.opus_complexity));
                 m.held = m.seat.stream.held();
                 let rate = m.seat.stream.pcm_rate();
                 if rate != old_rate {
@@ -611,7 +611,9 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                 let _ = m.seat.reports.try_send(LegReport::TimedOut { call: st.call() });
             }
         }
-        if st.pull(now, &m.seat.reports) && !m.held {
+        // A quiet frame from a member who is not talking is silence to the mixer: it is not
+        // resampled or pushed (most members, most of the time).
+        if st.pull(now, &m.seat.reports) && !m.held && (room.mixer.is_talking(m.call) || room.mixer.is_loud(st.pcm())) {
             convert(&mut m.to_room, st.pcm(), &mut s.room_pcm, room_frame);
             room.mixer.push(m.call, &s.room_pcm);
         }
@@ -688,7 +690,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                     Some(ei) => ei,
                     None => {
                         let rate = stream::rate_in_room(codec, mixer.config().rate);
-                        let Some(enc) = stream::encoder(codec, rate) else {
+                        let Some(enc) = stream::encoder(codec, rate, Some(mixer.config().opus_complexity)) else {
                             continue;
                         };
                         shared.push(SharedEncoder {

@@ -176,6 +176,11 @@ impl Gateway {
         panic!("tolk did not become ready; log:\n{}", gw.log_text());
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

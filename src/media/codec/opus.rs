@@ -30,6 +30,14 @@ impl OpusEncoder {
     }
 }
 
+impl OpusEncoder {
+    /// libopus complexity 0-10 (default 9): lower costs less CPU per frame for a little
+    /// quality; rooms encode at a lower one (`room.opus_complexity`).
+    pub fn set_complexity(&mut self, complexity: i32) -> Result<(), opus::Error> {
+        self.inner.set_complexity(complexity.clamp(0, 10))
+    }
+}
+
 impl Encoder for OpusEncoder {
     fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>) {
         // A frame size libopus refuses (not 2.5-60 ms) is a caller bug; send nothing for it.
