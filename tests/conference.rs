@@ -6,7 +6,7 @@
 
 mod common;
 use common::baresip::{Phone, write_tone_wav};
-use common::{Gateway, http_request};
+use common::{Gateway, TestDb, http_request};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "conference-test-token-0123456789";
@@ -16,6 +16,14 @@ const PIN: &str = "1234#";
 fn start() -> Gateway {
     let tokens = format!("[\"{TOKEN}\"]");
     Gateway::start(&[("TOLK_ADMIN_TOKENS", tokens.as_str())])
+}
+
+fn start_with(db: &TestDb) -> Gateway {
+    let tokens = format!("[\"{TOKEN}\"]");
+    Gateway::start(&[
+        ("TOLK_ADMIN_TOKENS", tokens.as_str()),
+        ("TOLK_DATABASE_URL", db.url.as_str()),
+    ])
 }
 
 fn room(gw: &Gateway) -> serde_json::Value {
@@ -130,7 +138,8 @@ fn three_callers_each_hear_the_other_two_and_not_themselves() {
 
 #[test]
 fn held_and_muted_members_are_not_heard() {
-    let gw = start();
+    let db = TestDb::new("conf_hold");
+    let gw = start_with(&db);
     let phones: Vec<Phone> = (0..4).map(|i| caller(&gw, &format!("p{i}"), TONES[i])).collect();
     for p in &phones {
         key_pin_when_connected(p);
@@ -189,4 +198,78 @@ fn held_and_muted_members_are_not_heard() {
         &[TONES[0]],
         &[TONES[1]],
     );
+}
+
+/// Reads server-sent events from the admin API into a shared list of `event: ...` names.
+fn follow_events(gw: &Gateway) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader, Write};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut conn = std::net::TcpStream::connect(gw.admin).unwrap();
+    write!(
+        conn,
+        "GET /api/v1/rooms/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(conn).lines() {
+            let Ok(line) = line else { break };
+            if let Some(e) = line.strip_prefix("event: ") {
+                out.lock().unwrap().push(e.to_string());
+            }
+        }
+    });
+    seen
+}
+
+#[test]
+fn admins_lock_and_eject_and_watch_the_event_stream() {
+    let gw = start();
+    let events = follow_events(&gw);
+    let first = caller(&gw, "first", TONES[0]);
+    key_pin_when_connected(&first);
+    let calls = wait_members(&gw, 1, &[&first]);
+    // Locked: a second caller with the participant PIN is turned away.
+    let (status, body) = http_request(gw.admin, "POST", "/api/v1/rooms/demo/lock", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"locked\":true"), "{body}");
+    let second = caller(&gw, "second", TONES[1]);
+    key_pin_when_connected(&second);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(room(&gw)["members"].as_array().map(|m| m.len()), Some(1));
+    assert!(gw.log_text().contains("reason=\"locked\""), "{}", gw.log_text());
+    // Unknown members and rooms get 404 with a message.
+    let (status, body) = http_request(
+        gw.admin,
+        "POST",
+        "/api/v1/rooms/demo/members/999999/mute",
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no such member"), "{body}");
+    let (status, _) = http_request(gw.admin, "POST", "/api/v1/rooms/nowhere/lock", Some(TOKEN), "");
+    assert_eq!(status, 404);
+    // Ejected: the member's flow sees join_conference return and says goodbye; the room empties.
+    let (status, body) = http_request(
+        gw.admin,
+        "POST",
+        &format!("/api/v1/rooms/demo/members/{}/eject", calls[0]),
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !room(&gw).is_null() {
+        assert!(Instant::now() < deadline, "the room did not empty: {}", room(&gw));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gw.log_text().contains("left the room: ejected"), "{}", gw.log_text());
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = events.lock().unwrap().clone();
+    for want in ["joined", "locked", "left"] {
+        assert!(seen.iter().any(|e| e == want), "event {want} in {seen:?}");
+    }
+    drop((first, second));
 }
