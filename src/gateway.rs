@@ -158,7 +158,8 @@ pub async fn run(
         Dialplan::load(&dialplan_dir, cfg.flow.limits(), &classes)
             .map_err(|errors| anyhow::anyhow!("dialplan:\n{}", join_errors(&errors)))?,
     );
-    tracing::info!(dir = %dialplan_dir.display(), flows = ?dialplan.flows.names(), "dialplan loaded");
+    tracing::info!(dir = %dialplan_dir.display(), flows = ?dialplan.flows.names(), rooms = dialplan.flows.rooms.len(), "dialplan loaded");
+    rooms.configure(dialplan.flows.rooms.clone());
     spawn_sighup_reload(reload_tx);
     let runner = Runner::new(cfg.flow.max_concurrent, cfg.flow.stack_bytes());
     let (flow_tx, mut flow_rx) = mpsc::channel::<FlowMsg>(4096);
@@ -242,6 +243,7 @@ pub async fn run(
                     Ok(Ok(plan)) => {
                         let msg = format!("dialplan reloaded: flows {}", plan.flows.names().join(", "));
                         tracing::info!("{msg}");
+                        rooms.configure(plan.flows.rooms.clone());
                         dialplan = Arc::new(plan);
                         Ok(msg)
                     }
@@ -544,6 +546,7 @@ fn join_errors(errors: &[crate::flow::FlowError]) -> String {
 /// `data_dir/dialplan`) when `dialplan.dir` does not exist, so a first run needs no files.
 const EMBEDDED_DIALPLAN: &[(&str, &str)] = &[
     ("numbers.toml", include_str!("../dialplans/numbers.toml")),
+    ("rooms.toml", include_str!("../dialplans/rooms.toml")),
     (
         "flows/conference.rhai",
         include_str!("../dialplans/flows/conference.rhai"),

@@ -511,6 +511,13 @@ fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
                 )
             })?;
             lib.insert("main", ast);
+            // PINs of rooms.toml beside the flows directory (dialplans/rooms.toml).
+            if let Some(dir) = file.parent().and_then(|p| p.parent()) {
+                let rooms = tolk::room::settings::load(dir).map_err(|errors| {
+                    anyhow::anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+                })?;
+                lib.rooms = std::sync::Arc::new(rooms);
+            }
             let dialled = tolk::sip::number::normalise(&number)
                 .ok_or_else(|| anyhow::anyhow!("--number `{number}` is not a phone number"))?;
             let caller_e164 = tolk::sip::number::normalise(&caller);

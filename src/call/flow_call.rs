@@ -503,7 +503,7 @@ impl FlowCalls {
                     .map(|(masked, _, _)| masked)
                     .unwrap_or_else(|| "anonymous".into());
                 let member = Member::new(call.0, caller, &role, muted, crate::cdr::model::now_micros());
-                let (session, members) = match ctx.rooms.join(&room, member) {
+                let (session, members, waiting) = match ctx.rooms.join(&room, member) {
                     Ok(joined) => joined,
                     Err(refused) => {
                         let (prompt, reason) = match refused {
@@ -546,8 +546,11 @@ impl FlowCalls {
                         room: Arc::from(room.as_str()),
                         opts,
                         rate,
+                        waiting,
                     });
-                    if members == 1 {
+                    if waiting {
+                        let _ = leg.commands.try_send(LegCommand::Play("conf-wait-moderator".into()));
+                    } else if members == 1 {
                         let _ = leg.commands.try_send(LegCommand::Play("conf-alone".into()));
                     }
                     if let Some(pcm) =
@@ -940,7 +943,7 @@ impl FlowCalls {
     /// flow's `join_conference` returns why.
     pub fn left_room(&mut self, call: CallRef, ctx: &mut Ctx) {
         let Some(fc) = self.calls.get_mut(&call) else { return };
-        let reason = fc.leaving.take().unwrap_or("ejected");
+        let reason = fc.leaving.take().unwrap_or_else(|| ctx.rooms.take_reason(call.0));
         if matches!(fc.pending.as_ref().map(|p| &p.wait), Some(Wait::Join))
             && let Some(p) = fc.pending.take()
         {

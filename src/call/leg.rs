@@ -136,6 +136,8 @@ pub enum LegCommand {
         room: Arc<str>,
         opts: MemberOptions,
         rate: u32,
+        /// The room waits for a moderator (members hear music).
+        waiting: bool,
     },
     /// Take the stream back from the room.
     LeaveRoom,
@@ -365,7 +367,7 @@ async fn run_leg(
                             let _ = reports.try_send(finish_recording(call, r, path, samples, rate));
                         }
                     }
-                    LegCommand::JoinRoom { shard, room, opts, rate: room_rate } => {
+                    LegCommand::JoinRoom { shard, room, opts, rate: room_rate, waiting } => {
                         // The stream moves to the room's mixer thread; what plays here stops.
                         end_playback(&mut playback, call, &reports);
                         if let Some((r, path, samples)) = recording.take() {
@@ -382,7 +384,7 @@ async fn run_leg(
                                     reports: reports.clone(),
                                     rtp_timeout,
                                 });
-                                match shard.send(Command::Join { room, seat, opts }) {
+                                match shard.send(Command::Join { room, seat, opts, waiting }) {
                                     Ok(()) => {
                                         in_room = Some(InRoom { shard, back, rate: room_rate });
                                         // Out of the reactor while the room reads the sockets.

@@ -22,6 +22,7 @@ pub const VERBS: &[&str] = &[
     "record",
     "echo",
     "join_conference",
+    "room_role",
     "transfer",
     "hangup",
     "tag",
@@ -46,6 +47,18 @@ pub(crate) fn with_port<T>(f: impl FnOnce(&mut dyn CallPort) -> T) -> Res<T> {
         },
         Err(_) => Err(err("verbs cannot be called from inside another verb")),
     })
+}
+
+type RoomTable = std::sync::Arc<std::collections::HashMap<String, crate::room::settings::RoomSettings>>;
+
+thread_local! {
+    /// `rooms.toml` of the library this thread's flow came from.
+    static ROOMS: std::cell::RefCell<RoomTable> = std::cell::RefCell::default();
+}
+
+/// Sets the room settings `room_role` reads on this flow thread.
+pub(crate) fn set_rooms(rooms: RoomTable) {
+    ROOMS.with(|r| *r.borrow_mut() = rooms);
 }
 
 /// One request to the call: the script's step pauses while the call works.
@@ -426,6 +439,16 @@ pub(crate) fn register(engine: &mut Engine) {
             Reply::Left { reason } => Ok(reason),
             _ => Ok(String::new()),
         }
+    });
+    // The role a PIN gives in a room of rooms.toml: "moderator", "participant" or "".
+    engine.register_fn("room_role", |room: &str, pin: &str| -> String {
+        ROOMS.with(|r| {
+            r.borrow()
+                .get(room)
+                .and_then(|s| s.role_of(pin))
+                .unwrap_or("")
+                .to_string()
+        })
     });
     engine.register_fn("transfer", |target: &str| -> Res<()> {
         if target.is_empty() {

@@ -40,6 +40,8 @@ pub struct FlowLibrary {
     pub engine: Arc<Engine>,
     pub limits: Limits,
     flows: HashMap<String, Arc<AST>>,
+    /// `rooms.toml` next to the flows directory: room PINs (`room_role`) and behaviour.
+    pub rooms: Arc<HashMap<String, crate::room::settings::RoomSettings>>,
 }
 
 impl FlowLibrary {
@@ -48,6 +50,7 @@ impl FlowLibrary {
             engine: Arc::new(engine::build(&limits)),
             limits,
             flows: HashMap::new(),
+            rooms: Arc::default(),
         }
     }
 
@@ -81,6 +84,11 @@ impl FlowLibrary {
                 }
                 Err(e) => errors.extend(e),
             }
+        }
+        // rooms.toml lives beside flows/ (dialplans/rooms.toml).
+        match crate::room::settings::load(dir.parent().unwrap_or(dir)) {
+            Ok(rooms) => lib.rooms = Arc::new(rooms),
+            Err(e) => errors.extend(e),
         }
         if errors.is_empty() { Ok(lib) } else { Err(errors) }
     }

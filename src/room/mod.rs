@@ -8,9 +8,11 @@
 pub mod conference;
 pub mod mixer;
 pub mod scheduler;
+pub mod settings;
 
 use scheduler::{Command, MemberChange, Scheduler, Shard};
-use std::collections::BTreeMap;
+use settings::RoomSettings;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// A member as admins see them: never the number in clear.
@@ -62,6 +64,8 @@ pub struct Room {
     pub session: uuid::Uuid,
     /// No new participants (moderators may still join).
     pub locked: bool,
+    /// Participants hear music until a moderator joins (`wait_for_moderator`).
+    pub waiting: bool,
     pub members: Vec<Member>,
 }
 
@@ -100,6 +104,10 @@ pub struct Rooms {
     scheduler: Option<Arc<Scheduler>>,
     max_members: Option<usize>,
     events: tokio::sync::broadcast::Sender<RoomEvent>,
+    /// rooms.toml, replaced on each dialplan (re)load.
+    settings: Arc<Mutex<Arc<HashMap<String, RoomSettings>>>>,
+    /// Why members taken out by someone else left (their flows' `join_conference` returns it).
+    reasons: Arc<Mutex<HashMap<u64, &'static str>>>,
 }
 
 impl Default for Rooms {
@@ -109,6 +117,8 @@ impl Default for Rooms {
             scheduler: None,
             max_members: None,
             events: tokio::sync::broadcast::channel(1024).0,
+            settings: Arc::default(),
+            reasons: Arc::default(),
         }
     }
 }
@@ -161,15 +171,36 @@ impl Rooms {
         }
     }
 
-    /// Adds a member; returns the room session and how many members the room now has. A
-    /// locked room takes moderators only; a full room nobody.
-    pub fn join(&self, room: &str, member: Member) -> Result<(uuid::Uuid, usize), JoinRefused> {
+    /// Replaces the rooms.toml settings (at each dialplan load).
+    pub fn configure(&self, settings: Arc<HashMap<String, RoomSettings>>) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+    }
+
+    /// A room's settings (the defaults for rooms not in rooms.toml).
+    pub fn settings(&self, room: &str) -> RoomSettings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(room)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Adds a member; returns the room session, how many members the room now has, and
+    /// whether the room waits for a moderator. A locked room takes moderators only; a full
+    /// room nobody.
+    pub fn join(&self, room: &str, member: Member) -> Result<(uuid::Uuid, usize, bool), JoinRefused> {
+        let settings = self.settings(room);
+        let max = match (settings.max_members, self.max_members) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut rooms = self.lock();
         if let Some(r) = rooms.get(room) {
             if r.locked && !member.is_moderator() {
                 return Err(JoinRefused::Locked);
             }
-            if self.max_members.is_some_and(|max| r.members.len() >= max) {
+            if max.is_some_and(|max| r.members.len() >= max) {
                 return Err(JoinRefused::Full);
             }
         }
@@ -177,15 +208,44 @@ impl Rooms {
             name: room.to_string(),
             session: uuid::Uuid::now_v7(),
             locked: false,
+            waiting: false,
             members: Vec::new(),
         });
         r.members.retain(|m| m.call != member.call);
         let call = member.call;
         r.members.push(member);
-        let joined = (r.session, r.members.len());
+        let was_waiting = r.waiting;
+        r.waiting = settings.wait_for_moderator && !r.members.iter().any(|m| m.is_moderator());
+        let joined = (r.session, r.members.len(), r.waiting);
+        let members = r.members.len();
         drop(rooms);
         self.emit(room, Some(call), "joined");
+        // A moderator arrived: the room starts (the first member's own join carries the
+        // waiting state to the mixer).
+        if was_waiting != joined.2 && members > 1 {
+            self.set_waiting(room, joined.2);
+        }
         Ok(joined)
+    }
+
+    fn set_waiting(&self, room: &str, waiting: bool) {
+        self.send(
+            room,
+            Command::Waiting {
+                room: Arc::from(room),
+                waiting,
+            },
+        );
+        self.emit(room, None, if waiting { "waiting" } else { "started" });
+    }
+
+    /// Why `call` was taken out of its room by someone else ("ejected" when not recorded).
+    pub fn take_reason(&self, call: u64) -> &'static str {
+        self.reasons
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&call)
+            .unwrap_or("ejected")
     }
 
     /// Removes a call from whatever room it is in; an empty room ends its session. Returns
@@ -203,8 +263,37 @@ impl Rooms {
         if left == 0 {
             rooms.remove(&name);
         }
+        // The last moderator left: the room ends (end_with_moderator), or waits again.
+        let settings = self.settings(&name);
+        let mut ending = Vec::new();
+        let mut wait_again = false;
+        if let Some(r) = rooms.get_mut(&name)
+            && (settings.end_with_moderator || settings.wait_for_moderator)
+            && !r.members.iter().any(|m| m.is_moderator())
+        {
+            if settings.end_with_moderator {
+                ending = r.members.iter().map(|m| m.call).collect();
+            } else if !r.waiting {
+                r.waiting = true;
+                wait_again = true;
+            }
+        }
         drop(rooms);
         self.emit(&name, Some(call), "left");
+        if wait_again {
+            self.set_waiting(&name, true);
+        }
+        if !ending.is_empty() {
+            self.emit(&name, None, "ended");
+            let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
+            for c in &ending {
+                reasons.insert(*c, "ended");
+            }
+            drop(reasons);
+            for c in ending {
+                self.send(&name, Command::Leave { call: c });
+            }
+        }
         Some((name, left))
     }
 
@@ -372,15 +461,15 @@ mod tests {
     #[test]
     fn sessions_start_with_the_first_member_and_end_with_the_last() {
         let rooms = Rooms::default();
-        let (s1, n) = rooms.join("demo", m(1)).unwrap();
+        let (s1, n, _) = rooms.join("demo", m(1)).unwrap();
         assert_eq!(n, 1);
-        let (s2, n) = rooms.join("demo", m(2)).unwrap();
+        let (s2, n, _) = rooms.join("demo", m(2)).unwrap();
         assert_eq!((s1, n), (s2, 2));
         assert_eq!(rooms.leave(1), Some(("demo".to_string(), 1)));
         assert_eq!(rooms.list()[0].members.len(), 1);
         rooms.leave(2);
         assert!(rooms.list().is_empty());
-        let (s3, _) = rooms.join("demo", m(3)).unwrap();
+        let (s3, _, _) = rooms.join("demo", m(3)).unwrap();
         assert_ne!(s1, s3);
         assert_eq!(rooms.leave(99), None);
     }
@@ -401,6 +490,38 @@ mod tests {
         rooms.join("r", m(4)).unwrap();
         assert_eq!(rooms.join("r", m(5)), Err(JoinRefused::Full));
         assert_eq!(rooms.set_locked("nowhere", true), Err(ControlError::NoRoom));
+    }
+
+    #[test]
+    fn participants_wait_for_a_moderator_and_the_room_ends_with_the_last_one() {
+        let rooms = Rooms::default();
+        let settings = |wait, end| RoomSettings {
+            moderator_pin: Some("9".into()),
+            wait_for_moderator: wait,
+            end_with_moderator: end,
+            ..RoomSettings::default()
+        };
+        rooms.configure(Arc::new(HashMap::from([
+            ("w".to_string(), settings(true, false)),
+            ("e".to_string(), settings(false, true)),
+        ])));
+        let mut events = rooms.subscribe();
+        let moderator = |call| Member::new(call, "x".into(), "moderator", false, 0);
+        assert!(rooms.join("w", m(1)).unwrap().2, "alone: waits");
+        assert!(rooms.join("w", m(2)).unwrap().2, "still no moderator");
+        assert!(!rooms.join("w", moderator(3)).unwrap().2, "the moderator starts it");
+        rooms.leave(3);
+        assert!(rooms.get("w").unwrap().waiting, "waits again");
+        rooms.join("e", moderator(4)).unwrap();
+        rooms.join("e", m(5)).unwrap();
+        rooms.leave(4);
+        assert_eq!(rooms.take_reason(5), "ended");
+        assert_eq!(rooms.take_reason(5), "ejected", "taken once");
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            seen.push(e.event);
+        }
+        assert!(seen.contains(&"started") && seen.contains(&"waiting") && seen.contains(&"ended"), "{seen:?}");
     }
 
     #[test]

@@ -61,7 +61,11 @@ pub enum Command {
         room: Arc<str>,
         seat: Box<Seat>,
         opts: MemberOptions,
+        /// The room waits for a moderator (applies when this join creates the room).
+        waiting: bool,
     },
+    /// Members hear music on hold instead of each other until a moderator joins.
+    Waiting { room: Arc<str>, waiting: bool },
     /// The member leaves; its stream goes back through `give_back`.
     Leave {
         call: u64,
@@ -318,6 +322,10 @@ struct SharedEncoder {
     listen_gain: f32,
     from_room: Resampler,
     enc: Box<dyn Encoder>,
+    /// This tick's payload (groups sharing the encoder in one tick reuse it: the encoder
+    /// must see exactly one frame per tick).
+    payload: Vec<u8>,
+    tick: u64,
 }
 
 /// One room's media on a mixer thread: its members' streams, the mixer, and the shared
@@ -329,6 +337,10 @@ pub struct Room {
     index: HashMap<u64, usize>,
     shared: Vec<SharedEncoder>,
     playback: Option<PromptPlayer>,
+    /// Music on hold while the room waits for a moderator (None: the room is live).
+    waiting: Option<PromptPlayer>,
+    /// The music, made once per room.
+    music: Option<Arc<[i16]>>,
     /// Frames encoded so far (one per group per tick, not one per member).
     encodes: u64,
 }
@@ -342,8 +354,23 @@ impl Room {
             index: HashMap::new(),
             shared: Vec::new(),
             playback: None,
+            waiting: None,
+            music: None,
             encodes: 0,
         }
+    }
+
+    /// Waits for a moderator (members hear music on hold, not each other) or goes live.
+    pub fn set_waiting(&mut self, waiting: bool) {
+        self.waiting = if waiting {
+            let rate = self.mixer.config().rate;
+            let music = self
+                .music
+                .get_or_insert_with(|| Arc::from(crate::media::tone::music_on_hold(rate)));
+            Some(PromptPlayer::new(music.clone()))
+        } else {
+            None
+        };
     }
 
     /// Adds a member with its stream.
@@ -416,8 +443,8 @@ pub struct Scratch {
     room_pcm: Vec<i16>,
     mixed: Vec<i16>,
     codec_pcm: Vec<i16>,
-    payload: Vec<u8>,
     room_tone: Vec<i16>,
+    music: Vec<i16>,
 }
 
 fn run(rx: Receiver<Command>, cfg: MixerConfig) {
@@ -498,16 +525,28 @@ fn end_playback(m: &mut Member) {
 
 fn handle(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
     match cmd {
-        Command::Join { room, seat, opts } => {
+        Command::Join {
+            room,
+            seat,
+            opts,
+            waiting,
+        } => {
             let ri = match rooms.iter().position(|r| r.name == room) {
                 Some(i) => i,
                 None => {
-                    rooms.push(Room::new(&room, cfg));
+                    let mut r = Room::new(&room, cfg);
+                    r.set_waiting(waiting);
+                    rooms.push(r);
                     TICK_STATS.rooms.fetch_add(1, Ordering::Relaxed);
                     rooms.len() - 1
                 }
             };
             rooms[ri].join(seat, opts);
+        }
+        Command::Waiting { room, waiting } => {
+            if let Some(r) = rooms.iter_mut().find(|r| r.name == room) {
+                r.set_waiting(waiting);
+            }
         }
         Command::Leave { call } => {
             let Some(ri) = rooms.iter().position(|r| r.index.contains_key(&call)) else {
@@ -636,6 +675,16 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
     {
         room.playback = None;
     }
+    // While the room waits for a moderator, everyone hears the same music instead.
+    let mut music = std::mem::take(&mut s.music);
+    music.clear();
+    if let Some(p) = room.waiting.as_mut()
+        && !p.next_frame(room_frame, &mut music)
+    {
+        // The loop ended: start it again.
+        room.set_waiting(true);
+    }
+    let waiting = room.waiting.is_some();
     // 3. Encode once per group and send.
     let Room {
         mixer,
@@ -646,20 +695,20 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         ..
     } = room;
     for g in mixer.groups() {
-        let frame = mixer.frame(g);
+        let frame = if waiting { &music[..] } else { mixer.frame(g) };
         s.mixed.clear();
         s.mixed.extend_from_slice(frame);
         for (o, t) in s.mixed.iter_mut().zip(&s.room_tone) {
             *o = o.saturating_add(*t);
         }
         // The group's shared encoding is made on first use this tick.
-        let mut encoded = false;
+        let mut encoded: Option<usize> = None;
         for id in &g.members {
             let Some(&i) = index.get(id) else { continue };
             let m = &mut members[i];
             let Some(codec) = m.seat.stream.codec() else { continue };
             let want = m.seat.stream.frame_samples();
-            if m.playback.is_some() || !g.is_shared() {
+            if m.playback.is_some() || (!g.is_shared() && !waiting) {
                 // Heard alone: this member's own encoder (and its prompt over the room).
                 let mut own = std::mem::take(&mut s.codec_pcm);
                 if let Some((p, _)) = m.playback.as_mut() {
@@ -684,7 +733,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                 TICK_STATS.sends.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if !encoded {
+            if encoded.is_none() {
                 let gain = g.listen_gain();
                 let ei = match shared.iter().position(|e| e.codec == codec && e.listen_gain == gain) {
                     Some(ei) => ei,
@@ -698,22 +747,29 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                             listen_gain: gain,
                             from_room: Resampler::new(mixer.config().rate, rate),
                             enc,
+                            payload: Vec::with_capacity(1500),
+                            tick: u64::MAX,
                         });
                         shared.len() - 1
                     }
                 };
                 let e = &mut shared[ei];
-                convert(&mut e.from_room, &s.mixed, &mut s.codec_pcm, want);
-                s.payload.clear();
-                e.enc.encode(&s.codec_pcm, &mut s.payload);
-                *encodes += 1;
-                TICK_STATS.encodes.fetch_add(1, Ordering::Relaxed);
-                encoded = true;
+                if e.tick != tick_no {
+                    convert(&mut e.from_room, &s.mixed, &mut s.codec_pcm, want);
+                    e.payload.clear();
+                    e.enc.encode(&s.codec_pcm, &mut e.payload);
+                    e.tick = tick_no;
+                    *encodes += 1;
+                    TICK_STATS.encodes.fetch_add(1, Ordering::Relaxed);
+                }
+                encoded = Some(ei);
             }
-            m.seat.stream.send_payload(&s.payload, &m.seat.rtp);
+            let Some(ei) = encoded else { continue };
+            m.seat.stream.send_payload(&shared[ei].payload, &m.seat.rtp);
             TICK_STATS.sends.fetch_add(1, Ordering::Relaxed);
         }
     }
+    s.music = music;
 }
 
 #[cfg(test)]
