@@ -514,7 +514,10 @@ fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
             // PINs of rooms.toml beside the flows directory (dialplans/rooms.toml).
             if let Some(dir) = file.parent().and_then(|p| p.parent()) {
                 let rooms = tolk::room::settings::load(dir).map_err(|errors| {
-                    anyhow::anyhow!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+                    anyhow::anyhow!(
+                        "{}",
+                        errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+                    )
                 })?;
                 lib.rooms = std::sync::Arc::new(rooms);
             }

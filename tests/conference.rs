@@ -273,3 +273,53 @@ fn admins_lock_and_eject_and_watch_the_event_stream() {
     }
     drop((first, second));
 }
+
+#[test]
+fn participants_wait_for_the_moderator_and_leave_with_the_last_one() {
+    let plan = common::dialplan_with(&[]);
+    std::fs::write(
+        plan.join("rooms.toml"),
+        "[room.demo]\npin = \"1234\"\nmoderator_pin = \"9999\"\nwait_for_moderator = true\nend_with_moderator = true\n",
+    )
+    .unwrap();
+    let tokens = format!("[\"{TOKEN}\"]");
+    let plan_dir = plan.display().to_string();
+    let gw = Gateway::start(&[
+        ("TOLK_ADMIN_TOKENS", tokens.as_str()),
+        ("TOLK_DIALPLAN_DIR", plan_dir.as_str()),
+    ]);
+    let participant = caller(&gw, "participant", TONES[0]);
+    key_pin_when_connected(&participant);
+    wait_members(&gw, 1, &[&participant]);
+    assert_eq!(room(&gw)["waiting"], true, "{}", room(&gw));
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = gw.data_dir.join("moderator");
+    std::fs::create_dir_all(&dir).unwrap();
+    let tone = dir.join("tone.wav");
+    write_tone_wav(&tone, TONES[1], 40, 8000, 1);
+    let moderator = Phone::dial(&dir, &format!("sip:{DEMO}@{}", gw.sip), "PCMU", &tone, 8000);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !moderator.log().contains("Call established") {
+        assert!(Instant::now() < deadline, "no call: {}", moderator.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    moderator.command("/sndcode 9999#");
+    wait_members(&gw, 2, &[&participant, &moderator]);
+    assert_eq!(room(&gw)["waiting"], false, "{}", room(&gw));
+    std::thread::sleep(Duration::from_secs(3));
+    // The moderator hangs up: the room ends and the participant's flow hears why.
+    let _ = moderator.finish();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !room(&gw).is_null() {
+        assert!(Instant::now() < deadline, "the room did not end: {}", room(&gw));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gw.log_text().contains("left the room: ended"), "{}", gw.log_text());
+    // While it lasted, the participant heard the moderator.
+    let (samples, rate) = participant.finish();
+    assert!(
+        power(&samples, TONES[1], rate) > 100.0 * power(&samples, TONES[3], rate).max(1.0),
+        "the participant heard the moderator's tone"
+    );
+}

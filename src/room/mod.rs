@@ -521,7 +521,10 @@ mod tests {
         while let Ok(e) = events.try_recv() {
             seen.push(e.event);
         }
-        assert!(seen.contains(&"started") && seen.contains(&"waiting") && seen.contains(&"ended"), "{seen:?}");
+        assert!(
+            seen.contains(&"started") && seen.contains(&"waiting") && seen.contains(&"ended"),
+            "{seen:?}"
+        );
     }
 
     #[test]

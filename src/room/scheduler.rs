@@ -65,7 +65,10 @@ pub enum Command {
         waiting: bool,
     },
     /// Members hear music on hold instead of each other until a moderator joins.
-    Waiting { room: Arc<str>, waiting: bool },
+    Waiting {
+        room: Arc<str>,
+        waiting: bool,
+    },
     /// The member leaves; its stream goes back through `give_back`.
     Leave {
         call: u64,
@@ -889,5 +892,56 @@ mod tests {
         assert_eq!(last(8), last(9), "Opus listeners share a payload");
         assert_ne!(last(0), last(1));
         assert_ne!(last(0), last(3));
+    }
+
+    #[test]
+    fn a_waiting_room_plays_everyone_the_same_music_and_then_the_mix() {
+        let mut room = Room::new("r", MixerConfig::default());
+        let start = Instant::now();
+        let mut phones: Vec<Phone> = (0..2).map(|i| member(&mut room, i, Codec::Pcmu, start)).collect();
+        room.set_waiting(true);
+        let mut enc = G711Encoder::new(Law::Ulaw);
+        let mut scratch = Scratch::default();
+        let mut pkt = Vec::new();
+        let mut run = |room: &mut Room, phones: &mut [Phone], ticks: std::ops::Range<u64>| {
+            for tick in ticks {
+                // Member 0 talks (a 1 kHz tone), member 1 is silent.
+                let pcm: Vec<i16> = (0..160)
+                    .map(|k| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * k as f64 / 8000.0).sin()) as i16)
+                    .collect();
+                let mut payload = Vec::new();
+                enc.encode(&pcm, &mut payload);
+                packet::build(&mut pkt, 0, tick == 0, phones[0].seq, tick as u32 * 160, 7, &payload);
+                phones[0].seq += 1;
+                phones[0].sock.send_to(&pkt, phones[0].to).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+                room.tick(start + TICK * tick as u32, tick, &mut scratch);
+            }
+        };
+        run(&mut room, &mut phones, 0..20);
+        let waiting: Vec<Vec<Vec<u8>>> = phones.iter().map(drain).collect();
+        // Both hear the same frames (one encoding), and they are music, not silence.
+        assert_eq!(waiting[0].last(), waiting[1].last());
+        let decode = |frames: &[Vec<u8>]| -> Vec<i16> {
+            let mut dec = crate::media::codec::g711::G711Decoder::new(Law::Ulaw);
+            let mut out = Vec::new();
+            for f in frames {
+                crate::media::codec::Decoder::decode(&mut dec, f, &mut out);
+            }
+            out
+        };
+        let music = decode(&waiting[1][10..]);
+        let energy = music.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / music.len() as f64;
+        assert!(energy > 1e5, "music, not silence: {energy}");
+        let tone_while_waiting = crate::media::analysis::tone_power(&music, 1000.0, 8000);
+        room.set_waiting(false);
+        run(&mut room, &mut phones, 20..40);
+        let live: Vec<Vec<Vec<u8>>> = phones.iter().map(drain).collect();
+        let heard = decode(&live[1][10..]);
+        let tone_live = crate::media::analysis::tone_power(&heard, 1000.0, 8000);
+        assert!(
+            tone_live > 100.0 * tone_while_waiting.max(1.0),
+            "the talker is heard once the room is live: {tone_live} vs {tone_while_waiting}"
+        );
     }
 }

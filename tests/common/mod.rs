@@ -46,6 +46,7 @@ pub fn dialplan_with(flows: &[(&str, &str)]) -> PathBuf {
     let dir = unique_dir("dialplan");
     std::fs::create_dir_all(dir.join("flows")).unwrap();
     std::fs::copy(shipped.join("numbers.toml"), dir.join("numbers.toml")).unwrap();
+    std::fs::copy(shipped.join("rooms.toml"), dir.join("rooms.toml")).unwrap();
     for entry in std::fs::read_dir(shipped.join("flows")).unwrap().flatten() {
         std::fs::copy(entry.path(), dir.join("flows").join(entry.file_name())).unwrap();
     }
