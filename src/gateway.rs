@@ -152,6 +152,11 @@ pub async fn run(
             None
         }
     };
+    rooms.set_media(crate::room::RoomMedia {
+        prompts: prompts.clone(),
+        recordings_dir: cfg.data_dir.join("recordings"),
+        format: cfg.room.record_format.clone(),
+    });
     let classes: Vec<String> = cfg.retention_policies().into_iter().map(|p| p.name).collect();
     let dialplan_dir = dialplan_dir(&cfg)?;
     let mut dialplan = Arc::new(
@@ -308,12 +313,8 @@ pub async fn run(
                 }
             },
             event = room_events.recv() => {
-                // Member changes the CDR keeps (joins and leaves are written by the flow path).
-                if let Ok(e) = event
-                    && let (Some(call), Some(a)) = (e.call, accounting.as_mut())
-                    && matches!(e.event, "muted" | "unmuted" | "held" | "resumed")
-                {
-                    a.event(CallRef(call), e.event, serde_json::json!({ "room": e.room }));
+                if let Ok(e) = event {
+                    room_event_to_cdr(&e, &rooms, accounting.as_mut(), cdr.as_ref().map(|c| &c.pool));
                 }
             }
             changed = shutdown.changed(), if draining.is_none() => {
@@ -540,6 +541,65 @@ fn digit_received(call: CallRef, digit: char, source: DigitSource) {
 
 fn join_errors(errors: &[crate::flow::FlowError]) -> String {
     errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// What the CDRs keep of room events: member changes (joins and leaves are written by the
+/// flow path) on the member's record; a room recording filed in `recordings` (retention of
+/// the room's first member's record) and named on every member's record.
+fn room_event_to_cdr(
+    e: &crate::room::RoomEvent,
+    rooms: &Rooms,
+    accounting: Option<&mut crate::call::Accounting>,
+    pool: Option<&sqlx::PgPool>,
+) {
+    let Some(a) = accounting else { return };
+    match e.event {
+        "muted" | "unmuted" | "held" | "resumed" => {
+            if let Some(call) = e.call {
+                a.event(CallRef(call), e.event, serde_json::json!({ "room": e.room }));
+            }
+        }
+        "recording" | "recording_done" => {
+            let detail = e.detail.clone().unwrap_or_default();
+            let Some(id) = detail["id"].as_str().and_then(|i| i.parse::<uuid::Uuid>().ok()) else {
+                return;
+            };
+            let file = detail["file"].as_str().unwrap_or_default().to_string();
+            let room = rooms.get(&e.room);
+            let members: Vec<u64> = room
+                .as_ref()
+                .map(|r| r.members.iter().map(|m| m.call).collect())
+                .unwrap_or_default();
+            if e.event == "recording" {
+                for &call in &members {
+                    a.event(
+                        CallRef(call),
+                        "room_recording",
+                        serde_json::json!({ "id": id, "room": e.room }),
+                    );
+                }
+            }
+            let first = members.first().and_then(|&c| a.record(CallRef(c)));
+            let class = first
+                .map(|r| r.retention_class.clone())
+                .unwrap_or_else(|| "standard".into());
+            let expires = first.and_then(|r| r.expires_at);
+            let seconds = detail["seconds"].as_f64();
+            if let Some(pool) = pool.cloned() {
+                let (room_name, session) = (e.room.clone(), room.map(|r| r.session));
+                tokio::spawn(async move {
+                    if let Err(err) = crate::cdr::subject::register_room_recording(
+                        &pool, id, &room_name, session, &file, seconds, &class, expires,
+                    )
+                    .await
+                    {
+                        tracing::warn!(error = %err, "room recording not filed");
+                    }
+                });
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The shipped demo dialplan, compiled into the binary: `serve` uses it (written out under

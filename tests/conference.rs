@@ -76,11 +76,16 @@ fn window(samples: &[i16], rate: u32, from_end: f64, secs: f64) -> &[i16] {
 
 /// Dials the demo room from a phone sending `freq`, and keys the PIN once it is connected.
 fn caller(gw: &Gateway, name: &str, freq: f64) -> Phone {
+    caller_as(gw, name, freq, "tester")
+}
+
+/// The same, calling from the number `user`.
+fn caller_as(gw: &Gateway, name: &str, freq: f64, user: &str) -> Phone {
     let dir = gw.data_dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let tone = dir.join("tone.wav");
     write_tone_wav(&tone, freq, 40, 8000, 1);
-    Phone::dial(&dir, &format!("sip:{DEMO}@{}", gw.sip), "PCMU", &tone, 8000)
+    Phone::dial_as(&dir, &format!("sip:{DEMO}@{}", gw.sip), "PCMU", &tone, 8000, user)
 }
 
 fn key_pin_when_connected(phone: &Phone) {
@@ -321,5 +326,98 @@ fn participants_wait_for_the_moderator_and_leave_with_the_last_one() {
     assert!(
         power(&samples, TONES[1], rate) > 100.0 * power(&samples, TONES[3], rate).max(1.0),
         "the participant heard the moderator's tone"
+    );
+}
+
+#[test]
+fn the_room_recording_leaves_out_a_caller_who_opted_out() {
+    let db = TestDb::new("conf_rec");
+    let tokens = format!("[\"{TOKEN}\"]");
+    // A first run registers the opt-out (the registry is read at start).
+    let mut first = start_with(&db);
+    first.keep_data = true;
+    let (status, body) = http_request(
+        first.admin,
+        "POST",
+        "/api/v1/optouts",
+        Some(TOKEN),
+        r#"{"number": "+15551230002", "scope": "record"}"#,
+    );
+    assert!(status == 204 || status == 200, "{status} {body}");
+    let data = first.data_dir.clone();
+    drop(first);
+    let plan = common::dialplan_with(&[]);
+    std::fs::write(
+        plan.join("rooms.toml"),
+        "[room.demo]\npin = \"1234\"\nmoderator_pin = \"9999\"\nrecord = \"always\"\n",
+    )
+    .unwrap();
+    let plan_dir = plan.display().to_string();
+    let gw = Gateway::start_in(
+        data,
+        &[
+            ("TOLK_ADMIN_TOKENS", tokens.as_str()),
+            ("TOLK_DATABASE_URL", db.url.as_str()),
+            ("TOLK_DIALPLAN_DIR", plan_dir.as_str()),
+        ],
+    );
+    let phones: Vec<Phone> = (0..3)
+        .map(|i| caller_as(&gw, &format!("p{i}"), TONES[i], &format!("+1555123000{}", i + 1)))
+        .collect();
+    for p in &phones {
+        key_pin_when_connected(p);
+    }
+    wait_members(&gw, 3, &phones.iter().collect::<Vec<_>>());
+    let r = room(&gw);
+    assert!(r["recording"].is_string(), "recording from the first member: {r}");
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = http_request(gw.admin, "POST", "/api/v1/rooms/demo/stop-recording", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    // The file is finalised and filed with its length.
+    let sql = "select room || ' ' || (seconds > 2)::text from recordings where room = 'demo' and seconds is not null";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut rows = Vec::new();
+    while Instant::now() < deadline {
+        rows = db.query(sql);
+        if !rows.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(rows, ["demo true"], "{}", gw.log_text());
+    let named = db.query("select count(*) from call_events where kind = 'room_recording'");
+    assert_eq!(named, ["3"], "each member's CDR names the recording");
+    let file = std::fs::read_dir(gw.data_dir.join("recordings"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("room-")))
+        .expect("a room recording");
+    let (pcm, rate) = tolk::media::prompt::read_mono_wav(&file).unwrap();
+    assert_eq!(rate, 16_000);
+    let last = window(&pcm, rate, 0.2, 2.0);
+    let all: Vec<String> = TONES
+        .iter()
+        .map(|&f| format!("{f} Hz {:.0}", power(last, f, rate)))
+        .collect();
+    eprintln!("recording: {}", all.join(", "));
+    let (a, b, c) = (
+        power(last, TONES[0], rate),
+        power(last, TONES[1], rate),
+        power(last, TONES[2], rate),
+    );
+    assert!(
+        a > 100.0 * b.max(1.0) && c > 100.0 * b.max(1.0),
+        "caller 2 opted out: {}",
+        all.join(", ")
+    );
+    // Live, everyone heard the caller who opted out.
+    let heard: Vec<(Vec<i16>, u32)> = phones.into_iter().map(|p| p.finish()).collect();
+    let (samples, rate) = &heard[0];
+    assert_hears(
+        "caller 0",
+        window(samples, *rate, 0.5, 2.0),
+        &[TONES[1], TONES[2]],
+        &[TONES[0]],
     );
 }

@@ -109,6 +109,16 @@ fn room_error(e: crate::room::ControlError) -> ApiError {
     }
 }
 
+fn record_error(e: crate::room::RecordError) -> ApiError {
+    use crate::room::RecordError::*;
+    match e {
+        NoRoom => ApiError(StatusCode::NOT_FOUND, "no such room (or it has no members)".into()),
+        AlreadyRecording => ApiError(StatusCode::CONFLICT, "the room is already being recorded".into()),
+        NotRecording => ApiError(StatusCode::CONFLICT, "the room is not being recorded".into()),
+        Unavailable => ApiError(StatusCode::SERVICE_UNAVAILABLE, "rooms are not mixed here".into()),
+    }
+}
+
 /// `GET /api/v1/rooms/{room}`: one room with its members.
 async fn get_room(
     State(s): State<Shared>,
@@ -135,10 +145,20 @@ async fn room_action(
         "mute" | "unmute" => {
             s.rooms.mute_participants(&room, action == "mute").map_err(room_error)?;
         }
+        "record" => {
+            s.rooms.start_recording(&room).map_err(record_error)?;
+        }
+        "stop-recording" => s.rooms.stop_recording(&room).map_err(record_error)?,
+        "pause-recording" | "resume-recording" => s
+            .rooms
+            .pause_recording(&room, action == "pause-recording")
+            .map_err(record_error)?,
         _ => {
             return Err(ApiError(
                 StatusCode::NOT_FOUND,
-                format!("unknown room action `{action}`; try lock, unlock, mute or unmute"),
+                format!(
+                    "unknown room action `{action}`; try lock, unlock, mute, unmute, record, pause-recording, resume-recording or stop-recording"
+                ),
             ));
         }
     }

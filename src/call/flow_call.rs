@@ -503,6 +503,9 @@ impl FlowCalls {
                     .map(|(masked, _, _)| masked)
                     .unwrap_or_else(|| "anonymous".into());
                 let member = Member::new(call.0, caller, &role, muted, crate::cdr::model::now_micros());
+                // A recording already running (one this join starts by policy is announced to
+                // the whole room and filed on every member's record by the room events).
+                let recording_before = ctx.rooms.get(&room).and_then(|r| r.recording);
                 let (session, members, waiting) = match ctx.rooms.join(&room, member) {
                     Ok(joined) => joined,
                     Err(refused) => {
@@ -537,10 +540,29 @@ impl FlowCalls {
                     (ctx.legs.get(&call), ctx.rooms.shard(&room), ctx.rooms.scheduler())
                 {
                     let rate = sched.mixer_config().rate;
+                    // A caller who opted out of recording is heard live but left out of the
+                    // room's recording.
+                    let recorded = !ctx
+                        .accounting
+                        .as_deref()
+                        .and_then(|a| a.record(call))
+                        .is_some_and(|r| r.consent.get("record") == Some(&serde_json::Value::Bool(false)));
                     let opts = MemberOptions {
                         muted,
+                        recorded,
                         ..MemberOptions::default()
                     };
+                    // Joining a room being recorded: the notice, and the recording on the CDR.
+                    if let Some(id) = recording_before {
+                        if let Some(a) = ctx.accounting.as_deref_mut() {
+                            a.event(
+                                call,
+                                "room_recording",
+                                serde_json::json!({ "id": id, "room": room, "recorded": recorded }),
+                            );
+                        }
+                        let _ = leg.commands.try_send(LegCommand::Play("conf-recording".into()));
+                    }
                     let _ = leg.commands.try_send(LegCommand::JoinRoom {
                         shard,
                         room: Arc::from(room.as_str()),

@@ -259,6 +259,40 @@ pub async fn register_recording(
     Ok(())
 }
 
+/// Files a room's recording (no single caller: `call_id` and the pseudonym stay empty; each
+/// member's CDR names it in a `room_recording` event). Called again with `seconds` when the
+/// file is finalised.
+#[allow(clippy::too_many_arguments)]
+pub async fn register_room_recording(
+    pool: &PgPool,
+    id: uuid::Uuid,
+    room: &str,
+    room_session: Option<uuid::Uuid>,
+    file: &str,
+    seconds: Option<f64>,
+    retention_class: &str,
+    expires_at_micros: Option<i64>,
+) -> Result<(), QueryError> {
+    let format = if file.ends_with(".ogg") { "ogg" } else { "wav" };
+    sqlx::query(
+        "INSERT INTO recordings (id, room, room_session, path, format, started_at, seconds, retention_class, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, now(), $6, $7, to_timestamp($8::double precision / 1e6)) \
+         ON CONFLICT (id) DO UPDATE SET seconds = coalesce(EXCLUDED.seconds, recordings.seconds), \
+         ended_at = CASE WHEN EXCLUDED.seconds IS NULL THEN recordings.ended_at ELSE now() END",
+    )
+    .bind(id)
+    .bind(room)
+    .bind(room_session)
+    .bind(file)
+    .bind(format)
+    .bind(seconds)
+    .bind(retention_class)
+    .bind(expires_at_micros.map(|m| m as f64))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Removes a recording file, only under the recordings directory; true when removed.
 pub fn remove_recording(recordings_dir: &Path, path: &Path) -> bool {
     let full: PathBuf = if path.is_absolute() {

@@ -9,7 +9,7 @@
 //! | 1 | mute / unmute yourself | | 3 | lock / unlock the room |
 //! | 2 | how many are in the room | | 5 | mute / unmute every participant |
 //! | 4 / 6 | listen volume down / up | | 8 | eject the member who joined last |
-//! | 7 / 9 | talk volume down / up | | | |
+//! | 7 / 9 | talk volume down / up | | 0 | start / stop recording the room |
 //! | # | leave the room | | | |
 
 use super::{Member, Rooms};
@@ -30,6 +30,7 @@ pub enum KeyAction {
     ToggleLock,
     ToggleMuteAll,
     EjectLast,
+    ToggleRecording,
 }
 
 /// The keypad map of a room.
@@ -53,6 +54,7 @@ impl Default for Keymap {
                 ('3', ToggleLock, true),
                 ('5', ToggleMuteAll, true),
                 ('8', EjectLast, true),
+                ('0', ToggleRecording, true),
             ],
         }
     }
@@ -160,6 +162,16 @@ pub fn on_key(rooms: &Rooms, keymap: &Keymap, call: u64, digit: char) -> Vec<Eff
                 .is_some_and(|r| r.members.iter().filter(|m| !m.is_moderator()).all(|m| m.muted));
             let _ = rooms.mute_participants(&room, !all_muted);
             play(&["beep"])
+        }
+        KeyAction::ToggleRecording => {
+            let recording = rooms.get(&room).is_some_and(|r| r.recording.is_some());
+            let done = if recording {
+                rooms.stop_recording(&room).is_ok()
+            } else {
+                rooms.start_recording(&room).is_ok()
+            };
+            // Starting plays the recording notice to the whole room; stopping beeps.
+            if done && recording { play(&["beep"]) } else { Vec::new() }
         }
         KeyAction::EjectLast => match rooms.last_joiner(&room, call) {
             Some(other) => vec![Effect::Eject(other)],

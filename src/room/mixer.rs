@@ -58,6 +58,9 @@ pub struct MemberOptions {
     pub listen_gain: f32,
     /// Which encoder the member's leg uses (members of one codec can share an encoding).
     pub codec: u8,
+    /// In the room's recording (false for callers who opted out of recording: they are
+    /// still heard live).
+    pub recorded: bool,
 }
 
 impl Default for MemberOptions {
@@ -68,6 +71,7 @@ impl Default for MemberOptions {
             talk_gain: 1.0,
             listen_gain: 1.0,
             codec: 0,
+            recorded: true,
         }
     }
 }
@@ -128,6 +132,10 @@ pub struct Mixer {
     active_groups: usize,
     changes: Vec<TalkChange>,
     threshold_sq: f64,
+    /// Whether [`Mixer::record_frame`] is made each tick.
+    recording: bool,
+    /// The recorded mix: every contributor in the recording (not the opted-out).
+    record: Vec<i16>,
 }
 
 /// The soft limiter: linear up to the knee, then a tanh curve that approaches full scale
@@ -156,6 +164,8 @@ impl Mixer {
             active_groups: 0,
             changes: Vec::new(),
             threshold_sq: full_scale_sq * 10f64.powf(cfg.talk_threshold_dbfs / 10.0),
+            recording: false,
+            record: vec![0; cfg.frame_len()],
         }
     }
 
@@ -255,6 +265,21 @@ impl Mixer {
                 }
             }
         }
+        // The recording: the sum without the contributors who opted out of recording.
+        if self.recording {
+            for (k, r) in self.record.iter_mut().enumerate() {
+                let mut v = self.sum[k];
+                for m in self.members.iter().filter(|m| m.contributing && !m.opts.recorded) {
+                    let g = m.opts.talk_gain;
+                    v -= if g == 1.0 {
+                        m.input[k] as i32
+                    } else {
+                        (m.input[k] as f32 * g) as i32
+                    };
+                }
+                *r = limit(v);
+            }
+        }
         // Groups: each contributor hears sum - self; the others share per (codec, gain).
         for g in &mut self.groups {
             g.members.clear();
@@ -337,6 +362,16 @@ impl Mixer {
             .iter()
             .find(|g| g.members.contains(&member))
             .map(|g| self.frame(g))
+    }
+
+    /// Makes [`Mixer::record_frame`] each tick from now on (or stops).
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+    }
+
+    /// This tick's recorded mix (valid after [`Mixer::mix`] while recording).
+    pub fn record_frame(&self) -> &[i16] {
+        &self.record
     }
 
     /// Members who started or stopped talking this tick.
@@ -541,6 +576,38 @@ mod tests {
         assert!(tone_power(&out1, 620.0, RATE) < 1e-3, "the muted member is not heard");
         assert!(tone_power(&out1, 1000.0, RATE) > 1.0, "the deaf member still is");
         assert!(tone_power(&out2, 440.0, RATE) > 1.0, "the muted member hears the room");
+    }
+
+    #[test]
+    fn the_recording_leaves_out_members_who_opted_out_but_they_are_heard_live() {
+        let mut m = mixer();
+        m.add(1, MemberOptions::default());
+        m.add(
+            2,
+            MemberOptions {
+                recorded: false,
+                ..MemberOptions::default()
+            },
+        );
+        m.add(3, MemberOptions::default());
+        m.set_recording(true);
+        let (mut recorded, mut heard_by_3) = (Vec::new(), Vec::new());
+        for tick in 0..10 {
+            m.push(1, &tone(440.0, 6000.0, tick));
+            m.push(2, &tone(1000.0, 6000.0, tick));
+            m.mix();
+            recorded.extend_from_slice(m.record_frame());
+            heard_by_3.extend_from_slice(m.output_of(3).unwrap());
+        }
+        let p = |x: &[i16], f| tone_power(x, f, RATE);
+        assert!(
+            p(&recorded, 440.0) > 1000.0 * p(&recorded, 1000.0).max(1.0),
+            "2 is not recorded"
+        );
+        assert!(
+            p(&heard_by_3, 1000.0) > 1000.0 * p(&heard_by_3, 2000.0).max(1.0),
+            "2 is heard live"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod conference;
 pub mod mixer;
+pub mod recording;
 pub mod scheduler;
 pub mod settings;
 
@@ -66,6 +67,9 @@ pub struct Room {
     pub locked: bool,
     /// Participants hear music until a moderator joins (`wait_for_moderator`).
     pub waiting: bool,
+    /// The recording in progress (its id), if any.
+    pub recording: Option<String>,
+    pub recording_paused: bool,
     pub members: Vec<Member>,
 }
 
@@ -90,10 +94,34 @@ pub struct RoomEvent {
     /// The member's call (absent for room-wide events).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call: Option<u64>,
-    /// joined, left, muted, unmuted, held, resumed, talking, quiet, locked, unlocked.
+    /// joined, left, muted, unmuted, held, resumed, talking, quiet, locked, unlocked,
+    /// waiting, started, ended, recording, recording_paused, recording_resumed,
+    /// recording_stopped, recording_done.
     pub event: &'static str,
     /// Unix microseconds.
     pub at: i64,
+    /// Recording events: `{"id", "file"}`; `recording_done` adds `seconds` and `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
+}
+
+/// What rooms need to record and announce.
+#[derive(Clone, Default)]
+pub struct RoomMedia {
+    pub prompts: Option<Arc<crate::media::prompt::PromptCatalog>>,
+    pub recordings_dir: std::path::PathBuf,
+    /// "wav" or "ogg".
+    pub format: String,
+}
+
+/// Why a recording could not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    NoRoom,
+    AlreadyRecording,
+    NotRecording,
+    /// No mixer threads (tests without media).
+    Unavailable,
 }
 
 /// Every room with members, shared by the call path and the admin API. With a
@@ -108,6 +136,7 @@ pub struct Rooms {
     settings: Arc<Mutex<Arc<HashMap<String, RoomSettings>>>>,
     /// Why members taken out by someone else left (their flows' `join_conference` returns it).
     reasons: Arc<Mutex<HashMap<u64, &'static str>>>,
+    media: Arc<Mutex<RoomMedia>>,
 }
 
 impl Default for Rooms {
@@ -119,6 +148,7 @@ impl Default for Rooms {
             events: tokio::sync::broadcast::channel(1024).0,
             settings: Arc::default(),
             reasons: Arc::default(),
+            media: Arc::default(),
         }
     }
 }
@@ -144,12 +174,120 @@ impl Rooms {
     }
 
     fn emit(&self, room: &str, call: Option<u64>, event: &'static str) {
+        self.emit_detail(room, call, event, None);
+    }
+
+    fn emit_detail(&self, room: &str, call: Option<u64>, event: &'static str, detail: Option<serde_json::Value>) {
         let _ = self.events.send(RoomEvent {
             room: room.to_string(),
             call,
             event,
             at: crate::cdr::model::now_micros(),
+            detail,
         });
+    }
+
+    /// Sets what recording and announcements need (prompts, where recordings go).
+    pub fn set_media(&self, media: RoomMedia) {
+        *self.media.lock().unwrap_or_else(|p| p.into_inner()) = media;
+    }
+
+    /// PCM of prompts or tones at the rooms' mixing rate (None without mixer threads).
+    pub fn render(&self, names: &[String]) -> Option<Arc<[i16]>> {
+        let rate = self.scheduler.as_ref()?.mixer_config().rate;
+        let prompts = self.media.lock().unwrap_or_else(|p| p.into_inner()).prompts.clone();
+        conference::render(prompts.as_deref(), names, rate)
+    }
+
+    /// Starts recording a room's mix (members who opted out are left out); everyone hears
+    /// the notice. Returns the recording's id.
+    pub fn start_recording(&self, room: &str) -> Result<String, RecordError> {
+        if self.scheduler.is_none() {
+            return Err(RecordError::Unavailable);
+        }
+        let media = self.media.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let id = uuid::Uuid::now_v7().to_string();
+        let ext = if media.format == "ogg" { "ogg" } else { "wav" };
+        let file = format!("room-{id}.{ext}");
+        {
+            let mut rooms = self.lock();
+            let r = rooms.get_mut(room).ok_or(RecordError::NoRoom)?;
+            if r.recording.is_some() {
+                return Err(RecordError::AlreadyRecording);
+            }
+            r.recording = Some(id.clone());
+            r.recording_paused = false;
+        }
+        let _ = std::fs::create_dir_all(&media.recordings_dir);
+        let events = self.events.clone();
+        let (room_name, done_id, done_file) = (room.to_string(), id.clone(), file.clone());
+        let on_done: recording::OnDone = Box::new(move |seconds, error| {
+            let _ = events.send(RoomEvent {
+                room: room_name,
+                call: None,
+                event: "recording_done",
+                at: crate::cdr::model::now_micros(),
+                detail: Some(
+                    serde_json::json!({ "id": done_id, "file": done_file, "seconds": seconds, "error": error }),
+                ),
+            });
+        });
+        self.send(
+            room,
+            Command::Record {
+                room: Arc::from(room),
+                path: media.recordings_dir.join(&file),
+                on_done,
+            },
+        );
+        if let Some(pcm) = self.render(&["conf-recording".to_string()]) {
+            self.play_room(room, pcm);
+        }
+        self.emit_detail(
+            room,
+            None,
+            "recording",
+            Some(serde_json::json!({ "id": id, "file": file })),
+        );
+        Ok(id)
+    }
+
+    /// Stops a room's recording (the file is finalised).
+    pub fn stop_recording(&self, room: &str) -> Result<(), RecordError> {
+        let id = {
+            let mut rooms = self.lock();
+            let r = rooms.get_mut(room).ok_or(RecordError::NoRoom)?;
+            r.recording_paused = false;
+            r.recording.take().ok_or(RecordError::NotRecording)?
+        };
+        self.send(room, Command::StopRecording { room: Arc::from(room) });
+        self.emit_detail(room, None, "recording_stopped", Some(serde_json::json!({ "id": id })));
+        Ok(())
+    }
+
+    /// Pauses or resumes a room's recording.
+    pub fn pause_recording(&self, room: &str, paused: bool) -> Result<(), RecordError> {
+        let id = {
+            let mut rooms = self.lock();
+            let r = rooms.get_mut(room).ok_or(RecordError::NoRoom)?;
+            let id = r.recording.clone().ok_or(RecordError::NotRecording)?;
+            r.recording_paused = paused;
+            id
+        };
+        self.send(
+            room,
+            Command::PauseRecording {
+                room: Arc::from(room),
+                paused,
+            },
+        );
+        let event = if paused {
+            "recording_paused"
+        } else {
+            "recording_resumed"
+        };
+        self.emit_detail(room, None, event, Some(serde_json::json!({ "id": id })));
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Room>> {
@@ -209,10 +347,13 @@ impl Rooms {
             session: uuid::Uuid::now_v7(),
             locked: false,
             waiting: false,
+            recording: None,
+            recording_paused: false,
             members: Vec::new(),
         });
         r.members.retain(|m| m.call != member.call);
         let call = member.call;
+        let moderator = member.is_moderator();
         r.members.push(member);
         let was_waiting = r.waiting;
         r.waiting = settings.wait_for_moderator && !r.members.iter().any(|m| m.is_moderator());
@@ -224,6 +365,15 @@ impl Rooms {
         // waiting state to the mixer).
         if was_waiting != joined.2 && members > 1 {
             self.set_waiting(room, joined.2);
+        }
+        // Recording by policy: from the first member, or from the first moderator.
+        let start = match settings.record {
+            settings::RecordPolicy::Always => true,
+            settings::RecordPolicy::Moderator => moderator,
+            settings::RecordPolicy::Manual => false,
+        };
+        if start && self.get(room).is_some_and(|r| r.recording.is_none()) {
+            let _ = self.start_recording(room);
         }
         Ok(joined)
     }

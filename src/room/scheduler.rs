@@ -69,6 +69,22 @@ pub enum Command {
         room: Arc<str>,
         waiting: bool,
     },
+    /// Record the room's mix (members who opted out left out) to `path`, a new file. Sent
+    /// before the room's first member arrives, it waits for it (ten seconds at most).
+    Record {
+        room: Arc<str>,
+        path: std::path::PathBuf,
+        on_done: super::recording::OnDone,
+    },
+    /// Pause or resume the recording (paused time is not in the file).
+    PauseRecording {
+        room: Arc<str>,
+        paused: bool,
+    },
+    /// Finalise the recording.
+    StopRecording {
+        room: Arc<str>,
+    },
     /// The member leaves; its stream goes back through `give_back`.
     Leave {
         call: u64,
@@ -178,6 +194,7 @@ pub struct TickStats {
     rooms: AtomicU64,
     encodes: AtomicU64,
     sends: AtomicU64,
+    joins: AtomicU64,
 }
 
 /// A fixed-bucket histogram of seconds in atomics (Prometheus `histogram` semantics).
@@ -227,6 +244,7 @@ pub static TICK_STATS: TickStats = TickStats {
     rooms: AtomicU64::new(0),
     encodes: AtomicU64::new(0),
     sends: AtomicU64::new(0),
+    joins: AtomicU64::new(0),
 };
 
 /// Appends the mixer threads' metrics in the Prometheus text format.
@@ -344,6 +362,7 @@ pub struct Room {
     waiting: Option<PromptPlayer>,
     /// The music, made once per room.
     music: Option<Arc<[i16]>>,
+    recorder: Option<super::recording::RoomRecorder>,
     /// Frames encoded so far (one per group per tick, not one per member).
     encodes: u64,
 }
@@ -359,8 +378,26 @@ impl Room {
             playback: None,
             waiting: None,
             music: None,
+            recorder: None,
             encodes: 0,
         }
+    }
+
+    /// Starts recording the room's mix to `path` (a new file).
+    pub fn record(&mut self, path: std::path::PathBuf, on_done: super::recording::OnDone) {
+        let rate = self.mixer.config().rate;
+        // A recording already running is finalised first.
+        self.recorder = None;
+        // A writer thread that cannot start leaves the room unrecorded (on_done is dropped
+        // with it; the gateway's registration then has no length).
+        self.recorder = super::recording::RoomRecorder::start(path, rate, on_done).ok();
+        self.mixer.set_recording(self.recorder.is_some());
+    }
+
+    /// Finalises the recording, if any.
+    pub fn stop_recording(&mut self) {
+        self.recorder = None;
+        self.mixer.set_recording(false);
     }
 
     /// Waits for a moderator (members hear music on hold, not each other) or goes live.
@@ -450,8 +487,12 @@ pub struct Scratch {
     music: Vec<i16>,
 }
 
+/// Recordings asked for rooms whose first member has not arrived yet, and when they expire.
+type PendingRecords = Vec<(Arc<str>, std::path::PathBuf, super::recording::OnDone, Instant)>;
+
 fn run(rx: Receiver<Command>, cfg: MixerConfig) {
     let mut rooms: Vec<Room> = Vec::new();
+    let mut pending: PendingRecords = Vec::new();
     let mut scratch = Scratch::default();
     let mut tick_no: u64 = 0;
     let period = TICK.as_nanos() as u64;
@@ -460,7 +501,7 @@ fn run(rx: Receiver<Command>, cfg: MixerConfig) {
         if rooms.is_empty() {
             // Nothing to mix: wait for a command instead of ticking.
             match rx.recv() {
-                Ok(cmd) => handle(cmd, &mut rooms, cfg),
+                Ok(cmd) => handle(cmd, &mut rooms, &mut pending, cfg),
                 Err(_) => return,
             }
             next = monotonic_ns() + period;
@@ -473,7 +514,7 @@ fn run(rx: Receiver<Command>, cfg: MixerConfig) {
             .record(Duration::from_nanos(woke.saturating_sub(next)));
         for _ in 0..QUEUE {
             match rx.try_recv() {
-                Ok(cmd) => handle(cmd, &mut rooms, cfg),
+                Ok(cmd) => handle(cmd, &mut rooms, &mut pending, cfg),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     for room in rooms.drain(..) {
@@ -487,6 +528,12 @@ fn run(rx: Receiver<Command>, cfg: MixerConfig) {
             }
         }
         let now = Instant::now();
+        if !pending.is_empty() {
+            // A room that never started: its recording is given up.
+            for (_, _, on_done, _) in pending.extract_if(.., |p| p.3 <= now) {
+                on_done(0.0, Some("the room did not start".into()));
+            }
+        }
         for room in &mut rooms {
             tick_room(room, now, tick_no, &mut scratch);
         }
@@ -526,7 +573,7 @@ fn end_playback(m: &mut Member) {
     }
 }
 
-fn handle(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
+fn handle(cmd: Command, rooms: &mut Vec<Room>, pending: &mut PendingRecords, cfg: MixerConfig) {
     match cmd {
         Command::Join {
             room,
@@ -534,17 +581,41 @@ fn handle(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
             opts,
             waiting,
         } => {
+            TICK_STATS.joins.fetch_add(1, Ordering::Relaxed);
             let ri = match rooms.iter().position(|r| r.name == room) {
                 Some(i) => i,
                 None => {
                     let mut r = Room::new(&room, cfg);
                     r.set_waiting(waiting);
+                    if let Some(i) = pending.iter().position(|p| p.0 == room) {
+                        let (_, path, on_done, _) = pending.remove(i);
+                        r.record(path, on_done);
+                    }
                     rooms.push(r);
                     TICK_STATS.rooms.fetch_add(1, Ordering::Relaxed);
                     rooms.len() - 1
                 }
             };
             rooms[ri].join(seat, opts);
+        }
+        Command::Record { room, path, on_done } => match rooms.iter_mut().find(|r| r.name == room) {
+            Some(r) => r.record(path, on_done),
+            None => pending.push((room, path, on_done, Instant::now() + Duration::from_secs(10))),
+        },
+        Command::PauseRecording { room, paused } => {
+            if let Some(rec) = rooms
+                .iter_mut()
+                .find(|r| r.name == room)
+                .and_then(|r| r.recorder.as_mut())
+            {
+                rec.paused = paused;
+            }
+        }
+        Command::StopRecording { room } => {
+            if let Some(r) = rooms.iter_mut().find(|r| r.name == room) {
+                r.stop_recording();
+            }
+            pending.retain(|p| p.0 != room);
         }
         Command::Waiting { room, waiting } => {
             if let Some(r) = rooms.iter_mut().find(|r| r.name == room) {
@@ -677,6 +748,17 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         && !p.next_frame(room_frame, &mut s.room_tone)
     {
         room.playback = None;
+    }
+    // The recording: the mix without those who opted out, with the room's tones and prompts.
+    if let Some(rec) = room.recorder.as_mut()
+        && !rec.paused
+    {
+        s.mixed.clear();
+        s.mixed.extend_from_slice(room.mixer.record_frame());
+        for (o, t) in s.mixed.iter_mut().zip(&s.room_tone) {
+            *o = o.saturating_add(*t);
+        }
+        rec.push(&s.mixed);
     }
     // While the room waits for a moderator, everyone hears the same music instead.
     let mut music = std::mem::take(&mut s.music);

@@ -9,6 +9,7 @@
 //! wait_for_moderator = false   # participants hear music until a moderator joins
 //! end_with_moderator = false   # the room ends when the last moderator leaves
 //! max_members = 50             # below the gateway's room.max_members
+//! record = "manual"            # or "always" (first member), "moderator" (first moderator)
 //! ```
 
 use crate::config::line_of;
@@ -16,6 +17,19 @@ use crate::flow::FlowError;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+/// When a room's recording starts by itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordPolicy {
+    /// By keypad (moderator key 0) or the admin API only.
+    #[default]
+    Manual,
+    /// When the first member joins.
+    Always,
+    /// When the first moderator joins (never before the moderator).
+    Moderator,
+}
 
 /// One room's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +39,7 @@ pub struct RoomSettings {
     pub wait_for_moderator: bool,
     pub end_with_moderator: bool,
     pub max_members: Option<usize>,
+    pub record: RecordPolicy,
 }
 
 impl RoomSettings {
@@ -57,6 +72,8 @@ struct RoomToml {
     #[serde(default)]
     end_with_moderator: bool,
     max_members: Option<usize>,
+    #[serde(default)]
+    record: RecordPolicy,
 }
 
 fn check_pin(what: &str, pin: &Option<String>) -> Result<(), String> {
@@ -111,6 +128,7 @@ pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, V
                         wait_for_moderator: r.wait_for_moderator,
                         end_with_moderator: r.end_with_moderator,
                         max_members: r.max_members,
+                        record: r.record,
                     },
                 );
             }

@@ -64,6 +64,11 @@ impl Phone {
     /// Dials `uri` with `codec` (an `audio_codecs` value such as `PCMU`) sending `tone`
     /// (a WAV at `rate`, mono).
     pub fn dial(dir: &Path, uri: &str, codec: &str, tone: &Path, rate: u32) -> Phone {
+        Self::dial_as(dir, uri, codec, tone, rate, "tester")
+    }
+
+    /// The same, calling as `user` (a phone number in From, for opt-outs).
+    pub fn dial_as(dir: &Path, uri: &str, codec: &str, tone: &Path, rate: u32, user: &str) -> Phone {
         std::fs::create_dir_all(dir).unwrap();
         let sip_port = super::free_port();
         let console_port = super::free_port();
@@ -78,7 +83,7 @@ cons_listen 127.0.0.1:{console_port}\nmodule account.so\nmodule uuid.so\nmodule_
         std::fs::write(dir.join("config"), config).unwrap();
         std::fs::write(
             dir.join("accounts"),
-            format!("<sip:tester@127.0.0.1>;regint=0;audio_codecs={codec}\n"),
+            format!("<sip:{user}@127.0.0.1>;regint=0;audio_codecs={codec}\n"),
         )
         .unwrap();
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
