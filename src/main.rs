@@ -43,6 +43,17 @@ enum Command {
         #[command(subcommand)]
         command: FlowCommand,
     },
+    /// Conference rooms on a running gateway (through its admin API): list, mute, eject,
+    /// lock, record, and follow events.
+    Rooms {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Admin API token (default: TOLK_API_TOKEN, else the first of admin.tokens).
+        #[arg(long, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: RoomsCommand,
+    },
     /// The opt-out registry (by pseudonym: numbers are not stored).
     Optout {
         #[arg(long, global = true)]
@@ -152,6 +163,52 @@ enum FlowCommand {
 }
 
 #[derive(Subcommand)]
+enum RoomsCommand {
+    /// Rooms with members (numbers masked).
+    List,
+    /// One room.
+    Show {
+        room: String,
+    },
+    /// Mute or unmute a member (by call id, from `list`).
+    Mute {
+        room: String,
+        call: u64,
+    },
+    Unmute {
+        room: String,
+        call: u64,
+    },
+    /// Take a member out of the room.
+    Eject {
+        room: String,
+        call: u64,
+    },
+    /// No new participants (moderators may still join) / open again.
+    Lock {
+        room: String,
+    },
+    Unlock {
+        room: String,
+    },
+    /// Start, pause, resume or stop recording the room's mix.
+    Record {
+        room: String,
+    },
+    PauseRecording {
+        room: String,
+    },
+    ResumeRecording {
+        room: String,
+    },
+    StopRecording {
+        room: String,
+    },
+    /// Print room events as they happen (joins, leaves, talking, recording) until Ctrl-C.
+    Events,
+}
+
+#[derive(Subcommand)]
 enum OptoutCommand {
     /// Register an opt-out: record, retain or contact.
     Add {
@@ -193,6 +250,11 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(config.as_deref())?;
             quiet_logs();
             flow_command(cfg, command)
+        }
+        Command::Rooms { config, token, command } => {
+            let cfg = load(config.as_deref())?;
+            quiet_logs();
+            rooms_command(cfg, token, command)
         }
         Command::Optout { config, command } => {
             let cfg = load(config.as_deref())?;
@@ -407,6 +469,125 @@ fn http_post(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) ->
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, text))
+}
+
+/// `tolk rooms ...`: requests to the running gateway's admin API.
+fn rooms_command(cfg: Config, token: Option<String>, command: RoomsCommand) -> anyhow::Result<()> {
+    let token = token
+        .or_else(|| std::env::var("TOLK_API_TOKEN").ok())
+        .or_else(|| cfg.admin.tokens.first().cloned())
+        .ok_or_else(|| anyhow::anyhow!("no API token: pass --token, set TOLK_API_TOKEN, or set admin.tokens"))?;
+    let base = format!("http://{}/api/v1/rooms", cfg.admin_listen());
+    if let RoomsCommand::Events = command {
+        return follow_room_events(&cfg, &token);
+    }
+    let (method, path) = match &command {
+        RoomsCommand::List => ("GET", String::new()),
+        RoomsCommand::Show { room } => ("GET", format!("/{room}")),
+        RoomsCommand::Mute { room, call } => ("POST", format!("/{room}/members/{call}/mute")),
+        RoomsCommand::Unmute { room, call } => ("POST", format!("/{room}/members/{call}/unmute")),
+        RoomsCommand::Eject { room, call } => ("POST", format!("/{room}/members/{call}/eject")),
+        RoomsCommand::Lock { room } => ("POST", format!("/{room}/lock")),
+        RoomsCommand::Unlock { room } => ("POST", format!("/{room}/unlock")),
+        RoomsCommand::Record { room } => ("POST", format!("/{room}/record")),
+        RoomsCommand::PauseRecording { room } => ("POST", format!("/{room}/pause-recording")),
+        RoomsCommand::ResumeRecording { room } => ("POST", format!("/{room}/resume-recording")),
+        RoomsCommand::StopRecording { room } => ("POST", format!("/{room}/stop-recording")),
+        RoomsCommand::Events => unreachable!("handled above"),
+    };
+    let auth = format!("Bearer {token}");
+    let url = format!("{base}{path}");
+    let r = tolk::flow::http::send(
+        method,
+        &url,
+        &[("Authorization", &auth)],
+        None,
+        std::time::Duration::from_secs(10),
+    )
+    .map_err(|e| anyhow::anyhow!("{url}: {e} (is `tolk serve` running with this configuration?)"))?;
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body.clone()));
+    if !(200..300).contains(&r.status) {
+        anyhow::bail!("{} {}", r.status, body["error"].as_str().unwrap_or(&r.body));
+    }
+    match command {
+        RoomsCommand::List => {
+            let rooms = body["rooms"].as_array().cloned().unwrap_or_default();
+            if rooms.is_empty() {
+                println!("no rooms with members");
+            }
+            for room in rooms {
+                print_room(&room);
+            }
+        }
+        RoomsCommand::Show { .. } => print_room(&body),
+        _ => println!("{}", serde_json::to_string(&body)?),
+    }
+    Ok(())
+}
+
+fn print_room(room: &serde_json::Value) {
+    let flag = |k: &str, name: &str| {
+        if room[k] == true {
+            format!(" {name}")
+        } else {
+            String::new()
+        }
+    };
+    println!(
+        "{}  {} members{}{}{}",
+        room["name"].as_str().unwrap_or("?"),
+        room["members"].as_array().map(|m| m.len()).unwrap_or(0),
+        flag("locked", "locked"),
+        flag("waiting", "waiting-for-moderator"),
+        if room["recording"].is_string() {
+            " recording"
+        } else {
+            ""
+        }
+    );
+    println!("  {:<8} {:<16} {:<11} {}", "call", "caller", "role", "state");
+    for m in room["members"].as_array().cloned().unwrap_or_default() {
+        let states: Vec<&str> = [
+            ("muted", "muted"),
+            ("deaf", "deaf"),
+            ("held", "on-hold"),
+            ("talking", "talking"),
+        ]
+        .iter()
+        .filter(|(k, _)| m[*k] == true)
+        .map(|(_, n)| *n)
+        .collect();
+        println!(
+            "  {:<8} {:<16} {:<11} {}",
+            m["call"],
+            m["caller"].as_str().unwrap_or("?"),
+            m["role"].as_str().unwrap_or("?"),
+            states.join(",")
+        );
+    }
+}
+
+/// Streams `GET /api/v1/rooms/events` (server-sent events) to stdout, one line per event.
+fn follow_room_events(cfg: &Config, token: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = cfg.admin_listen();
+    let mut conn = std::net::TcpStream::connect(&addr)
+        .map_err(|e| anyhow::anyhow!("{addr}: {e} (is `tolk serve` running with this configuration?)"))?;
+    write!(
+        conn,
+        "GET /api/v1/rooms/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+    )?;
+    let mut lines = BufReader::new(conn).lines();
+    let status = lines.next().transpose()?.unwrap_or_default();
+    if !status.contains(" 200 ") {
+        anyhow::bail!("{status}");
+    }
+    for line in lines {
+        if let Some(data) = line?.strip_prefix("data: ") {
+            println!("{data}");
+        }
+    }
+    Ok(())
 }
 
 fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()> {

@@ -256,6 +256,31 @@ fn admins_lock_and_eject_and_watch_the_event_stream() {
     assert!(body.contains("no such member"), "{body}");
     let (status, _) = http_request(gw.admin, "POST", "/api/v1/rooms/nowhere/lock", Some(TOKEN), "");
     assert_eq!(status, 404);
+    // The CLI talks to the same API.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tolk"))
+            .arg("rooms")
+            .args(args)
+            .args(["--token", TOKEN])
+            .env("TOLK_ADMIN_LISTEN", gw.admin.to_string())
+            .current_dir(&gw.data_dir)
+            .output()
+            .expect("run tolk rooms");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + String::from_utf8_lossy(&out.stderr).as_ref(),
+        )
+    };
+    let (ok, listing) = cli(&["list"]);
+    assert!(ok && listing.contains("demo  1 members locked"), "{listing}");
+    assert!(
+        listing.contains("participant") && !listing.contains("+15551234567"),
+        "{listing}"
+    );
+    let (ok, out) = cli(&["mute", "demo", &calls[0].to_string()]);
+    assert!(ok && out.contains("\"muted\":true"), "{out}");
+    let (ok, out) = cli(&["mute", "demo", "424242"]);
+    assert!(!ok && out.contains("404"), "{out}");
     // Ejected: the member's flow sees join_conference return and says goodbye; the room empties.
     let (status, body) = http_request(
         gw.admin,

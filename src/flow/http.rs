@@ -74,6 +74,18 @@ pub fn request(
     if !allowed(url, allow) {
         return Err(HttpError::NotAllowed(url.to_string()));
     }
+    send(method, url, &[], body, timeout)
+}
+
+/// Sends one request with extra `headers` (no allow-list: for tolk's own clients, such as
+/// `tolk rooms` talking to the admin API) and reads the answer.
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
     let (addr, host, path) = split_url(url).ok_or_else(|| HttpError::BadUrl(url.to_string()))?;
     let timeout = timeout.min(MAX_TIMEOUT);
     let deadline = Instant::now() + timeout;
@@ -94,6 +106,9 @@ pub fn request(
         .set_write_timeout(Some(left(deadline)))
         .map_err(|e| HttpError::Io(e.to_string()))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tolk\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some((content_type, b)) = body {
         req.push_str(&format!(
             "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
