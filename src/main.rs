@@ -545,7 +545,7 @@ fn print_room(room: &serde_json::Value) {
             ""
         }
     );
-    println!("  {:<8} {:<16} {:<11} {}", "call", "caller", "role", "state");
+    println!("  {:<8} {:<16} {:<11} state", "call", "caller", "role");
     for m in room["members"].as_array().cloned().unwrap_or_default() {
         let states: Vec<&str> = [
             ("muted", "muted"),
@@ -571,7 +571,7 @@ fn print_room(room: &serde_json::Value) {
 fn follow_room_events(cfg: &Config, token: &str) -> anyhow::Result<()> {
     use std::io::{BufRead, BufReader, Write};
     let addr = cfg.admin_listen();
-    let mut conn = std::net::TcpStream::connect(&addr)
+    let mut conn = std::net::TcpStream::connect(addr)
         .map_err(|e| anyhow::anyhow!("{addr}: {e} (is `tolk serve` running with this configuration?)"))?;
     write!(
         conn,
