@@ -163,7 +163,7 @@ pub async fn run(
         Dialplan::load(&dialplan_dir, cfg.flow.limits(), &classes)
             .map_err(|errors| anyhow::anyhow!("dialplan:\n{}", join_errors(&errors)))?,
     );
-    tracing::info!(dir = %dialplan_dir.display(), flows = ?dialplan.flows.names(), rooms = dialplan.flows.rooms.len(), "dialplan loaded");
+    tracing::info!(dir = %dialplan_dir.display(), flows = ?dialplan.flows.names(), rooms = dialplan.flows.rooms.read().map(|r| r.len()).unwrap_or(0), "dialplan loaded");
     rooms.configure(dialplan.flows.rooms.clone());
     spawn_sighup_reload(reload_tx);
     let runner = Runner::new(cfg.flow.max_concurrent, cfg.flow.stack_bytes());
@@ -180,7 +180,6 @@ pub async fn run(
         pool: cdr.as_ref().map(|c| c.pool.clone()),
         join_tone: cfg.room.join_tone.clone(),
         leave_tone: cfg.room.leave_tone.clone(),
-        keymap: crate::room::conference::Keymap::default(),
     });
 
     // What the flow handlers act on, borrowed afresh for each event.

@@ -700,7 +700,7 @@ fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
                         errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
                     )
                 })?;
-                lib.rooms = std::sync::Arc::new(rooms);
+                lib.rooms = tolk::room::settings::table(rooms);
             }
             let dialled = tolk::sip::number::normalise(&number)
                 .ok_or_else(|| anyhow::anyhow!("--number `{number}` is not a phone number"))?;

@@ -89,13 +89,17 @@ fn caller_as(gw: &Gateway, name: &str, freq: f64, user: &str) -> Phone {
 }
 
 fn key_pin_when_connected(phone: &Phone) {
+    key_when_connected(phone, PIN);
+}
+
+fn key_when_connected(phone: &Phone, digits: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !phone.log().contains("Call established") {
         assert!(Instant::now() < deadline, "no call: {}", phone.log());
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    phone.command(&format!("/sndcode {PIN}"));
+    phone.command(&format!("/sndcode {digits}"));
 }
 
 const TONES: [f64; 4] = [400.0, 650.0, 1100.0, 1700.0];
@@ -229,18 +233,37 @@ fn follow_events(gw: &Gateway) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> 
 }
 
 #[test]
-fn admins_lock_and_eject_and_watch_the_event_stream() {
+fn admins_set_pins_lock_and_eject_and_watch_the_event_stream() {
     let gw = start();
     let events = follow_events(&gw);
+    // New PINs through the API replace rooms.toml's at once; bad ones are refused.
+    let (status, body) = http_request(
+        gw.admin,
+        "PUT",
+        "/api/v1/rooms/demo/pins",
+        Some(TOKEN),
+        r#"{"pin": "12a"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("digits"), "{body}");
+    let (status, body) = http_request(
+        gw.admin,
+        "PUT",
+        "/api/v1/rooms/demo/pins",
+        Some(TOKEN),
+        r#"{"pin": "4321", "moderator_pin": "8888"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("4321"), "PINs are not echoed: {body}");
     let first = caller(&gw, "first", TONES[0]);
-    key_pin_when_connected(&first);
+    key_when_connected(&first, "4321#");
     let calls = wait_members(&gw, 1, &[&first]);
     // Locked: a second caller with the participant PIN is turned away.
     let (status, body) = http_request(gw.admin, "POST", "/api/v1/rooms/demo/lock", Some(TOKEN), "");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"locked\":true"), "{body}");
     let second = caller(&gw, "second", TONES[1]);
-    key_pin_when_connected(&second);
+    key_when_connected(&second, "4321#");
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(room(&gw)["members"].as_array().map(|m| m.len()), Some(1));
     assert!(gw.log_text().contains("reason=\"locked\""), "{}", gw.log_text());

@@ -119,6 +119,29 @@ fn record_error(e: crate::room::RecordError) -> ApiError {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinsBody {
+    pin: Option<String>,
+    moderator_pin: Option<String>,
+}
+
+/// `PUT /api/v1/rooms/{room}/pins`: a room's participant and moderator PINs (null or absent
+/// removes one); flows' `room_role` sees them at once, and they outlive dialplan reloads.
+async fn set_pins(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    Json(b): Json<PinsBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    s.rooms
+        .set_pins(&room, b.pin, b.moderator_pin)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    // PINs are not echoed back.
+    Ok(Json(serde_json::json!({ "room": room, "pins": "set" })))
+}
+
 /// `GET /api/v1/rooms/{room}`: one room with its members.
 async fn get_room(
     State(s): State<Shared>,
@@ -438,6 +461,7 @@ pub fn routes(state: Shared) -> Router {
         .route("/api/v1/rooms", get(list_rooms))
         .route("/api/v1/rooms/events", get(room_events))
         .route("/api/v1/rooms/{room}", get(get_room))
+        .route("/api/v1/rooms/{room}/pins", axum::routing::put(set_pins))
         .route("/api/v1/rooms/{room}/{action}", post(room_action))
         .route("/api/v1/rooms/{room}/members/{call}/{action}", post(member_action))
         .route("/api/v1/dialplan/reload", post(reload_dialplan))

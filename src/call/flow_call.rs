@@ -13,7 +13,7 @@ use super::ports::RtpPort;
 use crate::flow::engine::FlowEnd;
 use crate::flow::port::{CallPort, Note, PortError, Reply, Request, Source};
 use crate::media::prompt::PromptCatalog;
-use crate::room::conference::{self, Effect, Keymap};
+use crate::room::conference::{self, Effect};
 use crate::room::mixer::MemberOptions;
 use crate::room::scheduler::Command;
 use crate::room::{JoinRefused, Member, Rooms};
@@ -95,8 +95,6 @@ pub struct LegSetup {
     /// Tones the room hears when a member joins or leaves (names or specifications; "" none).
     pub join_tone: String,
     pub leave_tone: String,
-    /// The keypad map of rooms.
-    pub keymap: Keymap,
 }
 
 /// What the handlers act on.
@@ -746,7 +744,7 @@ impl FlowCalls {
 
     /// A key pressed in a room: the conference keypad map.
     fn room_key(&mut self, call: CallRef, digit: char, ctx: &mut Ctx) {
-        for effect in conference::on_key(ctx.rooms, &self.setup.keymap, call.0, digit) {
+        for effect in conference::on_key(ctx.rooms, call.0, digit) {
             match effect {
                 Effect::Play(names) => {
                     let Some((room, _)) = ctx.rooms.member(call.0) else {

@@ -49,7 +49,7 @@ pub(crate) fn with_port<T>(f: impl FnOnce(&mut dyn CallPort) -> T) -> Res<T> {
     })
 }
 
-type RoomTable = std::sync::Arc<std::collections::HashMap<String, crate::room::settings::RoomSettings>>;
+use crate::room::settings::RoomTable;
 
 thread_local! {
     /// `rooms.toml` of the library this thread's flow came from.
@@ -444,8 +444,9 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_fn("room_role", |room: &str, pin: &str| -> String {
         ROOMS.with(|r| {
             r.borrow()
-                .get(room)
-                .and_then(|s| s.role_of(pin))
+                .read()
+                .ok()
+                .and_then(|t| t.get(room).and_then(|s| s.role_of(pin)))
                 .unwrap_or("")
                 .to_string()
         })

@@ -41,7 +41,7 @@ pub struct FlowLibrary {
     pub limits: Limits,
     flows: HashMap<String, Arc<AST>>,
     /// `rooms.toml` next to the flows directory: room PINs (`room_role`) and behaviour.
-    pub rooms: Arc<HashMap<String, crate::room::settings::RoomSettings>>,
+    pub rooms: crate::room::settings::RoomTable,
 }
 
 impl FlowLibrary {
@@ -87,7 +87,7 @@ impl FlowLibrary {
         }
         // rooms.toml lives beside flows/ (dialplans/rooms.toml).
         match crate::room::settings::load(dir.parent().unwrap_or(dir)) {
-            Ok(rooms) => lib.rooms = Arc::new(rooms),
+            Ok(rooms) => lib.rooms = crate::room::settings::table(rooms),
             Err(e) => errors.extend(e),
         }
         if errors.is_empty() { Ok(lib) } else { Err(errors) }

@@ -60,7 +60,53 @@ impl Default for Keymap {
     }
 }
 
+/// Action names in `rooms.toml` (`keys = { "*" = "head_count" }`), and whether only
+/// moderators may use them.
+const ACTIONS: &[(&str, KeyAction, bool)] = &[
+    ("mute", KeyAction::ToggleMute, false),
+    ("head_count", KeyAction::HeadCount, false),
+    ("listen_down", KeyAction::ListenDown, false),
+    ("listen_up", KeyAction::ListenUp, false),
+    ("talk_down", KeyAction::TalkDown, false),
+    ("talk_up", KeyAction::TalkUp, false),
+    ("leave", KeyAction::Leave, false),
+    ("lock", KeyAction::ToggleLock, true),
+    ("mute_all", KeyAction::ToggleMuteAll, true),
+    ("eject_last", KeyAction::EjectLast, true),
+    ("record", KeyAction::ToggleRecording, true),
+];
+
 impl Keymap {
+    /// The default map with some keys changed: each entry maps a key (0-9, *, #) to an
+    /// action name, or to "none" to disable it.
+    pub fn with_overrides<'a>(keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Keymap, String> {
+        let mut map = Keymap::default();
+        for (key, action) in keys {
+            let mut chars = key.chars();
+            let (Some(digit), None) = (chars.next(), chars.next()) else {
+                return Err(format!("key `{key}` must be one of 0-9, * or #"));
+            };
+            if !digit.is_ascii_digit() && digit != '*' && digit != '#' {
+                return Err(format!("key `{key}` must be one of 0-9, * or #"));
+            }
+            map.keys.retain(|(d, _, _)| *d != digit);
+            if action == "none" {
+                continue;
+            }
+            let Some((_, a, moderator)) = ACTIONS.iter().find(|(n, _, _)| *n == action) else {
+                let names: Vec<&str> = ACTIONS.iter().map(|(n, _, _)| *n).collect();
+                return Err(format!(
+                    "key `{key}`: unknown action `{action}` (one of {}, or none)",
+                    names.join(", ")
+                ));
+            };
+            // One key per action: the default key of a re-mapped action is freed.
+            map.keys.retain(|(_, x, _)| x != a);
+            map.keys.push((digit, *a, *moderator));
+        }
+        Ok(map)
+    }
+
     /// The action of `digit` for a member (moderator keys do nothing for participants).
     pub fn action(&self, digit: char, moderator: bool) -> Option<KeyAction> {
         self.keys
@@ -111,11 +157,12 @@ pub fn render(prompts: Option<&PromptCatalog>, names: &[String], rate: u32) -> O
     (!pcm.is_empty()).then(|| Arc::from(pcm))
 }
 
-/// Carries out `digit` pressed by `call` in its room.
-pub fn on_key(rooms: &Rooms, keymap: &Keymap, call: u64, digit: char) -> Vec<Effect> {
+/// Carries out `digit` pressed by `call` in its room (the room's keypad map from rooms.toml).
+pub fn on_key(rooms: &Rooms, call: u64, digit: char) -> Vec<Effect> {
     let Some((room, me)) = rooms.member(call) else {
         return Vec::new();
     };
+    let keymap = rooms.settings(&room).keys;
     let Some(action) = keymap.action(digit, me.is_moderator()) else {
         return Vec::new();
     };
@@ -193,40 +240,54 @@ mod tests {
     #[test]
     fn the_default_keypad_map() {
         let rooms = Rooms::default();
-        let keys = Keymap::default();
         join(&rooms, 1, "moderator");
         join(&rooms, 2, "participant");
         join(&rooms, 3, "participant");
-        assert_eq!(on_key(&rooms, &keys, 2, '1'), [Effect::Play(vec!["conf-muted".into()])]);
+        assert_eq!(on_key(&rooms, 2, '1'), [Effect::Play(vec!["conf-muted".into()])]);
         assert!(rooms.member(2).unwrap().1.muted);
+        assert_eq!(on_key(&rooms, 2, '1'), [Effect::Play(vec!["conf-unmuted".into()])]);
         assert_eq!(
-            on_key(&rooms, &keys, 2, '1'),
-            [Effect::Play(vec!["conf-unmuted".into()])]
-        );
-        assert_eq!(
-            on_key(&rooms, &keys, 2, '2'),
+            on_key(&rooms, 2, '2'),
             [Effect::Play(vec!["digit-3".into(), "conf-participants".into()])]
         );
         for _ in 0..10 {
-            on_key(&rooms, &keys, 2, '6');
+            on_key(&rooms, 2, '6');
         }
         assert_eq!(rooms.member(2).unwrap().1.listen_db, 12);
-        on_key(&rooms, &keys, 2, '7');
+        on_key(&rooms, 2, '7');
         assert_eq!(rooms.member(2).unwrap().1.talk_db, -3);
-        assert_eq!(on_key(&rooms, &keys, 2, '#'), [Effect::Leave("left")]);
+        assert_eq!(on_key(&rooms, 2, '#'), [Effect::Leave("left")]);
         // Moderator keys do nothing for participants.
-        assert!(on_key(&rooms, &keys, 2, '3').is_empty());
-        assert!(on_key(&rooms, &keys, 2, '8').is_empty());
+        assert!(on_key(&rooms, 2, '3').is_empty());
+        assert!(on_key(&rooms, 2, '8').is_empty());
         assert!(!rooms.get("r").unwrap().locked);
-        on_key(&rooms, &keys, 1, '3');
+        on_key(&rooms, 1, '3');
         assert!(rooms.get("r").unwrap().locked);
-        on_key(&rooms, &keys, 1, '5');
+        on_key(&rooms, 1, '5');
         let muted: Vec<bool> = rooms.get("r").unwrap().members.iter().map(|m| m.muted).collect();
         assert_eq!(muted, [false, true, true]);
-        on_key(&rooms, &keys, 1, '5');
+        on_key(&rooms, 1, '5');
         assert!(rooms.get("r").unwrap().members.iter().all(|m| !m.muted));
-        assert_eq!(on_key(&rooms, &keys, 1, '8'), [Effect::Eject(3)]);
-        assert!(on_key(&rooms, &keys, 99, '1').is_empty());
+        assert_eq!(on_key(&rooms, 1, '8'), [Effect::Eject(3)]);
+        assert!(on_key(&rooms, 99, '1').is_empty());
+    }
+
+    #[test]
+    fn a_room_can_change_its_keys() {
+        let map = Keymap::with_overrides([("*", "head_count"), ("#", "none"), ("3", "record")]).unwrap();
+        assert_eq!(map.action('*', false), Some(KeyAction::HeadCount));
+        assert_eq!(map.action('2', false), None, "head count moved from 2 to *");
+        assert_eq!(map.action('#', false), None);
+        assert_eq!(map.action('3', true), Some(KeyAction::ToggleRecording));
+        assert_eq!(map.action('3', false), None, "still a moderator's key");
+        assert_eq!(map.action('0', true), None, "record moved from 0 to 3");
+        assert_eq!(map.action('1', false), Some(KeyAction::ToggleMute));
+        assert!(Keymap::with_overrides([("11", "mute")]).is_err());
+        assert!(
+            Keymap::with_overrides([("5", "dance")])
+                .unwrap_err()
+                .contains("unknown action")
+        );
     }
 
     #[test]

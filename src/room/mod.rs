@@ -132,8 +132,10 @@ pub struct Rooms {
     scheduler: Option<Arc<Scheduler>>,
     max_members: Option<usize>,
     events: tokio::sync::broadcast::Sender<RoomEvent>,
-    /// rooms.toml, replaced on each dialplan (re)load.
-    settings: Arc<Mutex<Arc<HashMap<String, RoomSettings>>>>,
+    /// rooms.toml (the flows' table), replaced on each dialplan (re)load.
+    settings: Arc<Mutex<settings::RoomTable>>,
+    /// PINs set through the admin API: kept across dialplan reloads.
+    pins: Arc<Mutex<HashMap<String, (Option<String>, Option<String>)>>>,
     /// Why members taken out by someone else left (their flows' `join_conference` returns it).
     reasons: Arc<Mutex<HashMap<u64, &'static str>>>,
     media: Arc<Mutex<RoomMedia>>,
@@ -146,7 +148,8 @@ impl Default for Rooms {
             scheduler: None,
             max_members: None,
             events: tokio::sync::broadcast::channel(1024).0,
-            settings: Arc::default(),
+            settings: Arc::new(Mutex::new(settings::table(HashMap::new()))),
+            pins: Arc::default(),
             reasons: Arc::default(),
             media: Arc::default(),
         }
@@ -309,19 +312,48 @@ impl Rooms {
         }
     }
 
-    /// Replaces the rooms.toml settings (at each dialplan load).
-    pub fn configure(&self, settings: Arc<HashMap<String, RoomSettings>>) {
-        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+    /// Takes the rooms.toml table of a (re)loaded dialplan; PINs set through the admin API
+    /// are applied over it.
+    pub fn configure(&self, table: settings::RoomTable) {
+        if let Ok(mut t) = table.write() {
+            for (room, (pin, moderator_pin)) in self.pins.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                let s = t.entry(room.clone()).or_default();
+                s.pin = pin.clone();
+                s.moderator_pin = moderator_pin.clone();
+            }
+        }
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
     /// A room's settings (the defaults for rooms not in rooms.toml).
     pub fn settings(&self, room: &str) -> RoomSettings {
-        self.settings
+        let table = self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        table.read().ok().and_then(|t| t.get(room).cloned()).unwrap_or_default()
+    }
+
+    /// Sets a room's PINs at run time (the admin API); flows see them at once and they
+    /// outlive dialplan reloads. `None` removes a PIN.
+    pub fn set_pins(&self, room: &str, pin: Option<String>, moderator_pin: Option<String>) -> Result<(), String> {
+        for p in pin.iter().chain(moderator_pin.iter()) {
+            settings::valid_pin(p)?;
+        }
+        if pin.is_some() && pin == moderator_pin {
+            return Err("pin and moderator_pin must differ".into());
+        }
+        if room.is_empty() || room == "events" {
+            return Err("give a room name (not `events`)".into());
+        }
+        self.pins
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(room)
-            .cloned()
-            .unwrap_or_default()
+            .insert(room.to_string(), (pin.clone(), moderator_pin.clone()));
+        let table = self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Ok(mut t) = table.write() {
+            let s = t.entry(room.to_string()).or_default();
+            s.pin = pin;
+            s.moderator_pin = moderator_pin;
+        }
+        Ok(())
     }
 
     /// Adds a member; returns the room session, how many members the room now has, and
@@ -651,7 +683,7 @@ mod tests {
             end_with_moderator: end,
             ..RoomSettings::default()
         };
-        rooms.configure(Arc::new(HashMap::from([
+        rooms.configure(settings::table(HashMap::from([
             ("w".to_string(), settings(true, false)),
             ("e".to_string(), settings(false, true)),
         ])));

@@ -10,6 +10,7 @@
 //! end_with_moderator = false   # the room ends when the last moderator leaves
 //! max_members = 50             # below the gateway's room.max_members
 //! record = "manual"            # or "always" (first member), "moderator" (first moderator)
+//! keys = { "*" = "head_count", "#" = "none" }   # changes to the keypad map
 //! ```
 
 use crate::config::line_of;
@@ -17,6 +18,20 @@ use crate::flow::FlowError;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+
+/// Every room's settings, shared by the flows (`room_role`) and the room registry; PINs set
+/// through the admin API are written into it.
+pub type RoomTable = std::sync::Arc<std::sync::RwLock<HashMap<String, RoomSettings>>>;
+
+/// A table holding `rooms`.
+pub fn table(rooms: HashMap<String, RoomSettings>) -> RoomTable {
+    std::sync::Arc::new(std::sync::RwLock::new(rooms))
+}
+
+/// Checks a PIN given at run time (the admin API): 1 to 16 digits.
+pub fn valid_pin(pin: &str) -> Result<(), String> {
+    check_pin("pin", &Some(pin.to_string()))
+}
 
 /// When a room's recording starts by itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -34,6 +49,8 @@ pub enum RecordPolicy {
 /// One room's settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomSettings {
+    /// The keypad map (the default map with the room's `keys` changes).
+    pub keys: super::conference::Keymap,
     pub pin: Option<String>,
     pub moderator_pin: Option<String>,
     pub wait_for_moderator: bool,
@@ -74,6 +91,8 @@ struct RoomToml {
     max_members: Option<usize>,
     #[serde(default)]
     record: RecordPolicy,
+    #[serde(default)]
+    keys: BTreeMap<String, String>,
 }
 
 fn check_pin(what: &str, pin: &Option<String>) -> Result<(), String> {
@@ -118,11 +137,15 @@ pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, V
                     Ok(())
                 }
             });
-        match checked {
-            Ok(()) => {
+        let keys = checked.and_then(|_| {
+            super::conference::Keymap::with_overrides(r.keys.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        });
+        match keys {
+            Ok(keys) => {
                 rooms.insert(
                     name,
                     RoomSettings {
+                        keys,
                         pin: r.pin,
                         moderator_pin: r.moderator_pin,
                         wait_for_moderator: r.wait_for_moderator,
