@@ -73,6 +73,9 @@ pub struct Room {
     pub members: Vec<Member>,
 }
 
+/// A room's participant and moderator PINs.
+type Pins = (Option<String>, Option<String>);
+
 /// Why a member could not join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinRefused {
@@ -135,7 +138,7 @@ pub struct Rooms {
     /// rooms.toml (the flows' table), replaced on each dialplan (re)load.
     settings: Arc<Mutex<settings::RoomTable>>,
     /// PINs set through the admin API: kept across dialplan reloads.
-    pins: Arc<Mutex<HashMap<String, (Option<String>, Option<String>)>>>,
+    pins: Arc<Mutex<HashMap<String, Pins>>>,
     /// Why members taken out by someone else left (their flows' `join_conference` returns it).
     reasons: Arc<Mutex<HashMap<u64, &'static str>>>,
     media: Arc<Mutex<RoomMedia>>,
