@@ -179,6 +179,15 @@ enum RoomsCommand {
         room: String,
         call: u64,
     },
+    /// Make a member deaf (hears nothing, still heard) or hear again.
+    Deaf {
+        room: String,
+        call: u64,
+    },
+    Undeaf {
+        room: String,
+        call: u64,
+    },
     /// Take a member out of the room.
     Eject {
         room: String,
@@ -486,6 +495,8 @@ fn rooms_command(cfg: Config, token: Option<String>, command: RoomsCommand) -> a
         RoomsCommand::Show { room } => ("GET", format!("/{room}")),
         RoomsCommand::Mute { room, call } => ("POST", format!("/{room}/members/{call}/mute")),
         RoomsCommand::Unmute { room, call } => ("POST", format!("/{room}/members/{call}/unmute")),
+        RoomsCommand::Deaf { room, call } => ("POST", format!("/{room}/members/{call}/deaf")),
+        RoomsCommand::Undeaf { room, call } => ("POST", format!("/{room}/members/{call}/undeaf")),
         RoomsCommand::Eject { room, call } => ("POST", format!("/{room}/members/{call}/eject")),
         RoomsCommand::Lock { room } => ("POST", format!("/{room}/lock")),
         RoomsCommand::Unlock { room } => ("POST", format!("/{room}/unlock")),

@@ -302,6 +302,8 @@ fn admins_set_pins_lock_and_eject_and_watch_the_event_stream() {
     );
     let (ok, out) = cli(&["mute", "demo", &calls[0].to_string()]);
     assert!(ok && out.contains("\"muted\":true"), "{out}");
+    let (ok, out) = cli(&["deaf", "demo", &calls[0].to_string()]);
+    assert!(ok && out.contains("\"deaf\":true"), "{out}");
     let (ok, out) = cli(&["mute", "demo", "424242"]);
     assert!(!ok && out.contains("404"), "{out}");
     // Ejected: the member's flow sees join_conference return and says goodbye; the room empties.

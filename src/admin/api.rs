@@ -192,7 +192,7 @@ async fn room_action(
     Ok(Json(serde_json::json!(r)))
 }
 
-/// `POST /api/v1/rooms/{room}/members/{call}/{mute|unmute|eject}`.
+/// `POST /api/v1/rooms/{room}/members/{call}/{mute|unmute|deaf|undeaf|eject}`.
 async fn member_action(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -204,13 +204,17 @@ async fn member_action(
             let m = s.rooms.set_muted(&room, call, action == "mute").map_err(room_error)?;
             Ok(Json(serde_json::json!(m)))
         }
+        "deaf" | "undeaf" => {
+            let m = s.rooms.set_deaf(&room, call, action == "deaf").map_err(room_error)?;
+            Ok(Json(serde_json::json!(m)))
+        }
         "eject" => {
             s.rooms.eject(&room, call).map_err(room_error)?;
             Ok(Json(serde_json::json!({ "ejected": call })))
         }
         _ => Err(ApiError(
             StatusCode::NOT_FOUND,
-            format!("unknown member action `{action}`; try mute, unmute or eject"),
+            format!("unknown member action `{action}`; try mute, unmute, deaf, undeaf or eject"),
         )),
     }
 }

@@ -528,6 +528,9 @@ impl Rooms {
         if before.muted != after.muted {
             self.emit(&room, Some(call), if after.muted { "muted" } else { "unmuted" });
         }
+        if before.deaf != after.deaf {
+            self.emit(&room, Some(call), if after.deaf { "deafened" } else { "undeafened" });
+        }
         if before.held != after.held {
             self.emit(&room, Some(call), if after.held { "held" } else { "resumed" });
         }
@@ -538,6 +541,12 @@ impl Rooms {
     pub fn set_muted(&self, room: &str, call: u64, muted: bool) -> Result<Member, ControlError> {
         self.check(room, call)?;
         self.update(call, |m| m.muted = muted)
+    }
+
+    /// Makes a member deaf (hears nothing, still heard) or not.
+    pub fn set_deaf(&self, room: &str, call: u64, deaf: bool) -> Result<Member, ControlError> {
+        self.check(room, call)?;
+        self.update(call, |m| m.deaf = deaf)
     }
 
     fn check(&self, room: &str, call: u64) -> Result<(), ControlError> {
