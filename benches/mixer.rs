@@ -59,6 +59,8 @@ fn pure_mix(c: &mut Criterion) {
 struct Far {
     sock: UdpSocket,
     to: std::net::SocketAddr,
+    /// Held so the member counts as having a leg (the room drops members whose leg is gone).
+    _back: tokio::sync::oneshot::Receiver<Box<MediaStream>>,
 }
 
 fn room_with(members: usize, codec: Codec) -> (Room, Vec<Far>) {
@@ -82,16 +84,21 @@ fn room_with(members: usize, codec: Codec) -> (Room, Vec<Far>) {
             fmtp: None,
         };
         let to = gw.local_addr().unwrap();
+        let (give_back, back) = tokio::sync::oneshot::channel();
         let seat = Seat {
             stream: Box::new(MediaStream::new(CallRef(call), to.port(), Some(media), now)),
             rtp: gw,
             rtcp,
-            give_back: tokio::sync::oneshot::channel().0,
+            give_back,
             reports: tokio::sync::mpsc::channel(1 << 16).0,
             rtp_timeout: Duration::from_secs(3600),
         };
         room.join(Box::new(seat), MemberOptions::default());
-        far.push(Far { sock: phone, to });
+        far.push(Far {
+            sock: phone,
+            to,
+            _back: back,
+        });
     }
     (room, far)
 }

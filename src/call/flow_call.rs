@@ -550,16 +550,13 @@ impl FlowCalls {
                         recorded,
                         ..MemberOptions::default()
                     };
-                    // Joining a room being recorded: the notice, and the recording on the CDR.
-                    if let Some(id) = recording_before {
-                        if let Some(a) = ctx.accounting.as_deref_mut() {
-                            a.event(
-                                call,
-                                "room_recording",
-                                serde_json::json!({ "id": id, "room": room, "recorded": recorded }),
-                            );
-                        }
-                        let _ = leg.commands.try_send(LegCommand::Play("conf-recording".into()));
+                    // Joining a room being recorded: the recording on the CDR (and the notice).
+                    if let (Some(id), Some(a)) = (&recording_before, ctx.accounting.as_deref_mut()) {
+                        a.event(
+                            call,
+                            "room_recording",
+                            serde_json::json!({ "id": id, "room": room, "recorded": recorded }),
+                        );
                     }
                     let _ = leg.commands.try_send(LegCommand::JoinRoom {
                         shard,
@@ -568,6 +565,10 @@ impl FlowCalls {
                         rate,
                         waiting,
                     });
+                    // After the join, so the room plays it to the member.
+                    if recording_before.is_some() {
+                        let _ = leg.commands.try_send(LegCommand::Play("conf-recording".into()));
+                    }
                     if waiting {
                         let _ = leg.commands.try_send(LegCommand::Play("conf-wait-moderator".into()));
                     } else if members == 1 {

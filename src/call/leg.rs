@@ -254,9 +254,14 @@ async fn run_leg(
                             stream = Some(s);
                             sockets = register(&port).ok();
                             tick.reset();
-                            let _ = reports.try_send(LegReport::LeftRoom { call });
+                            // The flow waits for this: it must not be lost.
+                            let _ = reports.send(LegReport::LeftRoom { call }).await;
                         }
-                        Err(_) => break, // the mixer thread is gone
+                        Err(_) => {
+                            // The mixer thread is gone: without media the call must end.
+                            let _ = reports.send(LegReport::TimedOut { call }).await;
+                            break;
+                        }
                     }
                 }
                 changed = media_rx.changed() => {
@@ -280,14 +285,16 @@ async fn run_leg(
                     let room_rate = room.rate;
                     match cmd {
                         LegCommand::LeaveRoom => { let _ = room.shard.send(Command::Leave { call: call.0 }); }
+                        // Prompts to a member in a room are the room's (announcements), not the
+                        // flow's: reported as `room:NAME`.
                         LegCommand::Play(name) => match prompts.as_ref().map(|p| p.pcm(&name, room_rate)) {
-                            Some(Ok(pcm)) => { let _ = room.shard.send(Command::PlayTo { call: call.0, pcm, what: name }); }
-                            _ => { let _ = reports.try_send(LegReport::PlaybackDone { call, what: name, ok: false }); }
+                            Some(Ok(pcm)) => { let _ = room.shard.send(Command::PlayTo { call: call.0, pcm, what: format!("room:{name}") }); }
+                            _ => { let _ = reports.try_send(LegReport::PlaybackDone { call, what: format!("room:{name}"), ok: false }); }
                         },
                         LegCommand::Stop => { let _ = room.shard.send(Command::StopTo { call: call.0 }); }
-                        other => {
-                            // Anything else waits for the member to leave the room.
-                            let _ = reports.try_send(LegReport::PlaybackDone { call, what: format!("{other:?}"), ok: false });
+                        _ => {
+                            // Anything else is refused until the member leaves the room.
+                            let _ = reports.try_send(LegReport::PlaybackDone { call, what: "room:refused".into(), ok: false });
                         }
                     }
                 }
@@ -392,12 +399,12 @@ async fn run_leg(
                                     }
                                     Err(Command::Join { seat, .. }) => {
                                         stream = Some(seat.stream);
-                                        let _ = reports.try_send(LegReport::RoomRefused { call });
+                                        let _ = reports.send(LegReport::RoomRefused { call }).await;
                                     }
                                     Err(_) => {}
                                 }
                             }
-                            Err(_) => { let _ = reports.try_send(LegReport::RoomRefused { call }); }
+                            Err(_) => { let _ = reports.send(LegReport::RoomRefused { call }).await; }
                         }
                     }
                     LegCommand::LeaveRoom => {}

@@ -241,7 +241,9 @@ impl MediaStream {
     /// encodes at a lower complexity; the leg uses 48 kHz and the default. The codec state
     /// starts afresh, as after a re-INVITE. Other codecs are left alone.
     pub fn set_opus_rate(&mut self, rate: u32, complexity: Option<i32>) {
+        // Only when the rate changes: rebuilding resets the codec state (audible).
         if self.codec().is_some_and(|c| c == Codec::Opus)
+            && self.pcm_rate() != rate
             && let Some(pair) = opus_pair(rate, complexity)
         {
             self.codec = Some(pair);

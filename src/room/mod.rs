@@ -67,6 +67,8 @@ pub struct Room {
     pub locked: bool,
     /// Participants hear music until a moderator joins (`wait_for_moderator`).
     pub waiting: bool,
+    /// The last moderator left an `end_with_moderator` room: its members are being taken out.
+    pub ended: bool,
     /// The recording in progress (its id), if any.
     pub recording: Option<String>,
     pub recording_paused: bool,
@@ -244,11 +246,9 @@ impl Rooms {
                 room: Arc::from(room),
                 path: media.recordings_dir.join(&file),
                 on_done,
+                notice: self.render(&["conf-recording".to_string()]),
             },
         );
-        if let Some(pcm) = self.render(&["conf-recording".to_string()]) {
-            self.play_room(room, pcm);
-        }
         self.emit_detail(
             room,
             None,
@@ -382,6 +382,7 @@ impl Rooms {
             session: uuid::Uuid::now_v7(),
             locked: false,
             waiting: false,
+            ended: false,
             recording: None,
             recording_paused: false,
             members: Vec::new(),
@@ -448,6 +449,8 @@ impl Rooms {
         if left == 0 {
             rooms.remove(&name);
         }
+        // A reason recorded for this call is used up (or moot: it hung up).
+        self.reasons.lock().unwrap_or_else(|p| p.into_inner()).remove(&call);
         // The last moderator left: the room ends (end_with_moderator), or waits again.
         let settings = self.settings(&name);
         let mut ending = Vec::new();
@@ -457,7 +460,11 @@ impl Rooms {
             && !r.members.iter().any(|m| m.is_moderator())
         {
             if settings.end_with_moderator {
-                ending = r.members.iter().map(|m| m.call).collect();
+                // Once: the members' own leaving must not end it again.
+                if !r.ended {
+                    r.ended = true;
+                    ending = r.members.iter().map(|m| m.call).collect();
+                }
             } else if !r.waiting {
                 r.waiting = true;
                 wait_again = true;

@@ -75,6 +75,8 @@ pub enum Command {
         room: Arc<str>,
         path: std::path::PathBuf,
         on_done: super::recording::OnDone,
+        /// Played to the whole room when the recording starts.
+        notice: Option<Arc<[i16]>>,
     },
     /// Pause or resume the recording (paused time is not in the file).
     PauseRecording {
@@ -487,8 +489,44 @@ pub struct Scratch {
     music: Vec<i16>,
 }
 
-/// Recordings asked for rooms whose first member has not arrived yet, and when they expire.
-type PendingRecords = Vec<(Arc<str>, std::path::PathBuf, super::recording::OnDone, Instant)>;
+/// Commands for a room or a call this thread has not seen join yet (the registry acts before
+/// the call's leg hands its stream over), with when they expire. They are carried out, in
+/// order, when the room or the call arrives.
+type PendingRecords = Vec<(Command, Instant)>;
+
+/// How long a command may wait for its room or call.
+const PENDING_FOR: Duration = Duration::from_secs(10);
+
+/// The room or call a command is for.
+enum Target<'a> {
+    Room(&'a str),
+    Call(u64),
+}
+
+fn target(cmd: &Command) -> Option<Target<'_>> {
+    Some(match cmd {
+        Command::Waiting { room, .. }
+        | Command::Record { room, .. }
+        | Command::PauseRecording { room, .. }
+        | Command::StopRecording { room }
+        | Command::PlayRoom { room, .. } => Target::Room(room),
+        Command::Leave { call }
+        | Command::Media { call, .. }
+        | Command::Change { call, .. }
+        | Command::PlayTo { call, .. }
+        | Command::StopTo { call } => Target::Call(*call),
+        Command::Join { .. } => return None,
+    })
+}
+
+/// Drops pending commands past their time (a recording's owner is told).
+fn expire(pending: &mut PendingRecords, now: Instant) {
+    for (cmd, _) in pending.extract_if(.., |p| p.1 <= now) {
+        if let Command::Record { on_done, .. } = cmd {
+            on_done(0.0, Some("the room did not start".into()));
+        }
+    }
+}
 
 fn run(rx: Receiver<Command>, cfg: MixerConfig) {
     let mut rooms: Vec<Room> = Vec::new();
@@ -499,11 +537,14 @@ fn run(rx: Receiver<Command>, cfg: MixerConfig) {
     let mut next = monotonic_ns() + period;
     loop {
         if rooms.is_empty() {
-            // Nothing to mix: wait for a command instead of ticking.
-            match rx.recv() {
+            // Nothing to mix: wait for a command instead of ticking (waking now and then to
+            // let pending commands expire).
+            match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(cmd) => handle(cmd, &mut rooms, &mut pending, cfg),
-                Err(_) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
+            expire(&mut pending, Instant::now());
             next = monotonic_ns() + period;
             continue;
         }
@@ -529,10 +570,7 @@ fn run(rx: Receiver<Command>, cfg: MixerConfig) {
         }
         let now = Instant::now();
         if !pending.is_empty() {
-            // A room that never started: its recording is given up.
-            for (_, _, on_done, _) in pending.extract_if(.., |p| p.3 <= now) {
-                on_done(0.0, Some("the room did not start".into()));
-            }
+            expire(&mut pending, now);
         }
         for room in &mut rooms {
             tick_room(room, now, tick_no, &mut scratch);
@@ -574,6 +612,39 @@ fn end_playback(m: &mut Member) {
 }
 
 fn handle(cmd: Command, rooms: &mut Vec<Room>, pending: &mut PendingRecords, cfg: MixerConfig) {
+    // A command for a room or call not here yet waits for it.
+    let known = match target(&cmd) {
+        Some(Target::Room(room)) => rooms.iter().any(|r| &*r.name == room),
+        Some(Target::Call(call)) => rooms.iter().any(|r| r.index.contains_key(&call)),
+        None => true,
+    };
+    if !known {
+        pending.push((cmd, Instant::now() + PENDING_FOR));
+        return;
+    }
+    let joined = match &cmd {
+        Command::Join { room, seat, .. } => Some((room.clone(), seat.stream.call().0)),
+        _ => None,
+    };
+    apply(cmd, rooms, cfg);
+    // What waited for this room or this call now applies, in order.
+    if let Some((room, call)) = joined {
+        expire(pending, Instant::now());
+        let ready: Vec<Command> = pending
+            .extract_if(.., |(c, _)| match target(c) {
+                Some(Target::Room(r)) => r == &*room,
+                Some(Target::Call(c)) => c == call,
+                None => false,
+            })
+            .map(|(c, _)| c)
+            .collect();
+        for c in ready {
+            apply(c, rooms, cfg);
+        }
+    }
+}
+
+fn apply(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
     match cmd {
         Command::Join {
             room,
@@ -587,10 +658,6 @@ fn handle(cmd: Command, rooms: &mut Vec<Room>, pending: &mut PendingRecords, cfg
                 None => {
                     let mut r = Room::new(&room, cfg);
                     r.set_waiting(waiting);
-                    if let Some(i) = pending.iter().position(|p| p.0 == room) {
-                        let (_, path, on_done, _) = pending.remove(i);
-                        r.record(path, on_done);
-                    }
                     rooms.push(r);
                     TICK_STATS.rooms.fetch_add(1, Ordering::Relaxed);
                     rooms.len() - 1
@@ -598,10 +665,20 @@ fn handle(cmd: Command, rooms: &mut Vec<Room>, pending: &mut PendingRecords, cfg
             };
             rooms[ri].join(seat, opts);
         }
-        Command::Record { room, path, on_done } => match rooms.iter_mut().find(|r| r.name == room) {
-            Some(r) => r.record(path, on_done),
-            None => pending.push((room, path, on_done, Instant::now() + Duration::from_secs(10))),
-        },
+        Command::Record {
+            room,
+            path,
+            on_done,
+            notice,
+        } => {
+            if let Some(r) = rooms.iter_mut().find(|r| r.name == room) {
+                r.record(path, on_done);
+                // Everyone hears that the room is being recorded.
+                if let Some(pcm) = notice {
+                    r.playback = Some(PromptPlayer::new(pcm));
+                }
+            }
+        }
         Command::PauseRecording { room, paused } => {
             if let Some(rec) = rooms
                 .iter_mut()
@@ -615,7 +692,6 @@ fn handle(cmd: Command, rooms: &mut Vec<Room>, pending: &mut PendingRecords, cfg
             if let Some(r) = rooms.iter_mut().find(|r| r.name == room) {
                 r.stop_recording();
             }
-            pending.retain(|p| p.0 != room);
         }
         Command::Waiting { room, waiting } => {
             if let Some(r) = rooms.iter_mut().find(|r| r.name == room) {
@@ -701,6 +777,21 @@ fn convert(r: &mut Resampler, input: &[i16], out: &mut Vec<i16>, want: usize) {
 
 fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
     let room_frame = room.mixer.config().frame_len();
+    // A member whose leg is gone (its call ended and the Leave was lost) is dropped.
+    if room.members.iter().any(|m| m.seat.give_back.is_closed()) {
+        let gone: Vec<u64> = room
+            .members
+            .iter()
+            .filter(|m| m.seat.give_back.is_closed())
+            .map(|m| m.call)
+            .collect();
+        room.members.retain(|m| !m.seat.give_back.is_closed());
+        for call in gone {
+            room.mixer.remove(call);
+            TICK_STATS.members.fetch_sub(1, Ordering::Relaxed);
+        }
+        room.reindex();
+    }
     let mut buf = [0u8; 2048];
     // 1. Receive and play out one frame per member.
     for (i, m) in room.members.iter_mut().enumerate() {
@@ -719,9 +810,9 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                 st.on_rtcp(now, from, &buf[..n]);
             }
             st.poll_rtcp(now, &m.seat.rtcp);
+            // Reported once it gets through (the gateway hangs the call up).
             if !m.timed_out && now.duration_since(st.last_packet()) > m.seat.rtp_timeout {
-                m.timed_out = true;
-                let _ = m.seat.reports.try_send(LegReport::TimedOut { call: st.call() });
+                m.timed_out = m.seat.reports.try_send(LegReport::TimedOut { call: st.call() }).is_ok();
             }
         }
         // A quiet frame from a member who is not talking is silence to the mixer: it is not
@@ -854,6 +945,24 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
             TICK_STATS.sends.fetch_add(1, Ordering::Relaxed);
         }
     }
+    // Deaf members hear nothing from the room, but still get RTP (silence, or a prompt to
+    // them): carriers hang up calls whose media stops.
+    for m in members.iter_mut().filter(|m| m.deaf && !m.held) {
+        let want = m.seat.stream.frame_samples();
+        s.mixed.clear();
+        s.mixed.resize(room_frame, 0);
+        if let Some((p, _)) = m.playback.as_mut() {
+            s.mixed.clear();
+            if !p.next_frame(room_frame, &mut s.mixed) {
+                end_playback(m);
+            }
+        }
+        convert(&mut m.from_room, &s.mixed, &mut s.codec_pcm, want);
+        let pcm = std::mem::take(&mut s.codec_pcm);
+        m.seat.stream.send_pcm(&pcm, &m.seat.rtp);
+        s.codec_pcm = pcm;
+        *encodes += 1;
+    }
     s.music = music;
 }
 
@@ -871,6 +980,8 @@ mod tests {
         sock: UdpSocket,
         to: std::net::SocketAddr,
         seq: u16,
+        /// The leg's end of the stream's way back (a member whose leg is gone is dropped).
+        _back: oneshot::Receiver<Box<MediaStream>>,
     }
 
     fn member(room: &mut Room, call: u64, codec: Codec, now: Instant) -> Phone {
@@ -891,11 +1002,12 @@ mod tests {
         };
         let to = gw.local_addr().unwrap();
         let stream = MediaStream::new(CallRef(call), to.port(), Some(media), now);
+        let (give_back, back) = oneshot::channel();
         let seat = Seat {
             stream: Box::new(stream),
             rtp: gw,
             rtcp,
-            give_back: oneshot::channel().0,
+            give_back,
             reports: mpsc::channel(1024).0,
             rtp_timeout: Duration::from_secs(60),
         };
@@ -904,6 +1016,7 @@ mod tests {
             sock: phone,
             to,
             seq: 0,
+            _back: back,
         }
     }
 
@@ -1025,5 +1138,81 @@ mod tests {
             tone_live > 100.0 * tone_while_waiting.max(1.0),
             "the talker is heard once the room is live: {tone_live} vs {tone_while_waiting}"
         );
+    }
+
+    #[test]
+    fn commands_sent_before_the_member_arrives_wait_for_it() {
+        // The registry acts before the call's leg hands its stream over: a recording (with
+        // its notice) and a mute for the joining call must not be lost.
+        let cfg = MixerConfig::default();
+        let mut rooms = Vec::new();
+        let mut pending = PendingRecords::new();
+        let dir = std::env::temp_dir().join(format!("tolk-pending-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let notice: Arc<[i16]> = (0..16_000)
+            .map(|k| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * k as f64 / 16_000.0).sin()) as i16)
+            .collect();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        handle(
+            Command::Record {
+                room: Arc::from("r"),
+                path: dir.join("r.wav"),
+                on_done: Box::new(move |secs, err| {
+                    let _ = done_tx.send((secs, err));
+                }),
+                notice: Some(notice),
+            },
+            &mut rooms,
+            &mut pending,
+            cfg,
+        );
+        handle(
+            Command::Change {
+                call: 5,
+                change: MemberChange::Muted(true),
+            },
+            &mut rooms,
+            &mut pending,
+            cfg,
+        );
+        assert!(rooms.is_empty());
+        assert_eq!(pending.len(), 2);
+        // The member arrives: the room starts recording, plays the notice, the mute applies.
+        let start = Instant::now();
+        let mut staging = Room::new("staging", cfg);
+        let phone = member(&mut staging, 5, Codec::Pcmu, start);
+        let seat = staging.members.pop().unwrap().seat;
+        handle(
+            Command::Join {
+                room: Arc::from("r"),
+                seat,
+                opts: MemberOptions::default(),
+                waiting: false,
+            },
+            &mut rooms,
+            &mut pending,
+            cfg,
+        );
+        assert!(pending.is_empty());
+        assert!(rooms[0].recorder.is_some());
+        assert!(rooms[0].members[0].muted);
+        let mut scratch = Scratch::default();
+        for tick in 0..10 {
+            rooms[0].tick(start + TICK * tick, tick as u64, &mut scratch);
+        }
+        let heard: Vec<Vec<u8>> = drain(&phone);
+        let mut dec = crate::media::codec::g711::G711Decoder::new(Law::Ulaw);
+        let mut pcm = Vec::new();
+        for f in &heard {
+            crate::media::codec::Decoder::decode(&mut dec, f, &mut pcm);
+        }
+        let tone = crate::media::analysis::tone_power(&pcm, 1000.0, 8000);
+        let off = crate::media::analysis::tone_power(&pcm, 1500.0, 8000);
+        assert!(tone > 100.0 * off.max(1.0), "the notice is heard: {tone} vs {off}");
+        rooms.clear();
+        let (secs, err) = done_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(err, None);
+        assert!(secs > 0.0);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
