@@ -318,8 +318,11 @@ impl Rooms {
     /// Takes the rooms.toml table of a (re)loaded dialplan; PINs set through the admin API
     /// are applied over it.
     pub fn configure(&self, table: settings::RoomTable) {
+        // The PIN lock is held throughout, so a PIN set meanwhile is not lost (set_pins
+        // holds it too).
+        let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
         if let Ok(mut t) = table.write() {
-            for (room, (pin, moderator_pin)) in self.pins.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for (room, (pin, moderator_pin)) in pins.iter() {
                 let s = t.entry(room.clone()).or_default();
                 s.pin = pin.clone();
                 s.moderator_pin = moderator_pin.clone();
@@ -346,16 +349,19 @@ impl Rooms {
         if room.is_empty() || room == "events" {
             return Err("give a room name (not `events`)".into());
         }
-        self.pins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(room.to_string(), (pin.clone(), moderator_pin.clone()));
+        let current = self.settings(room);
+        if moderator_pin.is_none() && (current.wait_for_moderator || current.end_with_moderator) {
+            return Err("this room waits for or ends with its moderator: it needs a moderator_pin".into());
+        }
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        pins.insert(room.to_string(), (pin.clone(), moderator_pin.clone()));
         let table = self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Ok(mut t) = table.write() {
             let s = t.entry(room.to_string()).or_default();
             s.pin = pin;
             s.moderator_pin = moderator_pin;
         }
+        drop(pins);
         Ok(())
     }
 
@@ -726,6 +732,30 @@ mod tests {
             seen.contains(&"started") && seen.contains(&"waiting") && seen.contains(&"ended"),
             "{seen:?}"
         );
+    }
+
+    #[test]
+    fn pins_set_at_run_time_survive_a_reload_and_keep_a_moderator_where_needed() {
+        let rooms = Rooms::default();
+        rooms.configure(settings::table(HashMap::from([(
+            "w".to_string(),
+            RoomSettings {
+                moderator_pin: Some("9".into()),
+                wait_for_moderator: true,
+                ..RoomSettings::default()
+            },
+        )])));
+        assert!(
+            rooms.set_pins("w", Some("1".into()), None).is_err(),
+            "w needs a moderator PIN"
+        );
+        rooms.set_pins("w", Some("1".into()), Some("2".into())).unwrap();
+        rooms.set_pins("x", Some("55".into()), None).unwrap();
+        assert_eq!(rooms.settings("w").role_of("2"), Some("moderator"));
+        // A reload of rooms.toml keeps them.
+        rooms.configure(settings::table(HashMap::new()));
+        assert_eq!(rooms.settings("x").role_of("55"), Some("participant"));
+        assert!(rooms.set_pins("x", Some("1a".into()), None).is_err());
     }
 
     #[test]
