@@ -553,6 +553,24 @@ fn room_event_to_cdr(
 ) {
     let Some(a) = accounting else { return };
     match e.event {
+        "session_started" | "session_ended" => {
+            let detail = e.detail.clone().unwrap_or_default();
+            let Some(session) = detail["session"].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok()) else {
+                return;
+            };
+            let peak = detail["peak_members"].as_u64().map(|n| n as usize);
+            let tenant = e.call.and_then(|c| a.record(CallRef(c))).and_then(|r| r.tenant.clone());
+            if let Some(pool) = pool.cloned() {
+                let room = e.room.clone();
+                tokio::spawn(async move {
+                    if let Err(err) =
+                        crate::cdr::subject::register_room_session(&pool, &room, tenant.as_deref(), session, peak).await
+                    {
+                        tracing::warn!(error = %err, "room session not filed");
+                    }
+                });
+            }
+        }
         "muted" | "unmuted" | "held" | "resumed" => {
             if let Some(call) = e.call {
                 a.event(CallRef(call), e.event, serde_json::json!({ "room": e.room }));

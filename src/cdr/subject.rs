@@ -293,6 +293,37 @@ pub async fn register_room_recording(
     Ok(())
 }
 
+/// A room session's row (and its room's): written when the session starts (`ended` None)
+/// and again when it ends, with the most members it had at once.
+pub async fn register_room_session(
+    pool: &PgPool,
+    room: &str,
+    tenant: Option<&str>,
+    session: uuid::Uuid,
+    ended: Option<usize>,
+) -> Result<(), QueryError> {
+    sqlx::query(
+        "INSERT INTO rooms (id, tenant, kind) VALUES ($1, $2, 'conference') \
+         ON CONFLICT (id) DO UPDATE SET tenant = coalesce(EXCLUDED.tenant, rooms.tenant)",
+    )
+    .bind(room)
+    .bind(tenant)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO room_sessions (id, room_id, started_at, ended_at, max_members) \
+         VALUES ($1, $2, now(), CASE WHEN $3::integer IS NULL THEN NULL ELSE now() END, $3) \
+         ON CONFLICT (id) DO UPDATE SET ended_at = coalesce(EXCLUDED.ended_at, room_sessions.ended_at), \
+         max_members = coalesce(EXCLUDED.max_members, room_sessions.max_members)",
+    )
+    .bind(session)
+    .bind(room)
+    .bind(ended.map(|n| n as i32))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Removes a recording file, only under the recordings directory; true when removed.
 pub fn remove_recording(recordings_dir: &Path, path: &Path) -> bool {
     let full: PathBuf = if path.is_absolute() {

@@ -69,6 +69,8 @@ pub struct Room {
     pub waiting: bool,
     /// The last moderator left an `end_with_moderator` room: its members are being taken out.
     pub ended: bool,
+    /// The most members at once in this session.
+    pub peak_members: usize,
     /// The recording in progress (its id), if any.
     pub recording: Option<String>,
     pub recording_paused: bool,
@@ -101,7 +103,7 @@ pub struct RoomEvent {
     pub call: Option<u64>,
     /// joined, left, muted, unmuted, held, resumed, talking, quiet, locked, unlocked,
     /// waiting, started, ended, recording, recording_paused, recording_resumed,
-    /// recording_stopped, recording_done.
+    /// recording_stopped, recording_done, session_started, session_ended.
     pub event: &'static str,
     /// Unix microseconds.
     pub at: i64,
@@ -389,6 +391,7 @@ impl Rooms {
             locked: false,
             waiting: false,
             ended: false,
+            peak_members: 0,
             recording: None,
             recording_paused: false,
             members: Vec::new(),
@@ -397,11 +400,21 @@ impl Rooms {
         let call = member.call;
         let moderator = member.is_moderator();
         r.members.push(member);
+        r.peak_members = r.peak_members.max(r.members.len());
+        let new_session = r.members.len() == 1 && r.peak_members == 1;
         let was_waiting = r.waiting;
         r.waiting = settings.wait_for_moderator && !r.members.iter().any(|m| m.is_moderator());
         let joined = (r.session, r.members.len(), r.waiting);
         let members = r.members.len();
         drop(rooms);
+        if new_session {
+            self.emit_detail(
+                room,
+                Some(call),
+                "session_started",
+                Some(serde_json::json!({ "session": joined.0 })),
+            );
+        }
         self.emit(room, Some(call), "joined");
         // A moderator arrived: the room starts (the first member's own join carries the
         // waiting state to the mixer).
@@ -452,9 +465,7 @@ impl Rooms {
             r.members.retain(|m| m.call != call);
             r.members.len()
         })?;
-        if left == 0 {
-            rooms.remove(&name);
-        }
+        let ended_session = if left == 0 { rooms.remove(&name) } else { None };
         // A reason recorded for this call is used up (or moot: it hung up).
         self.reasons.lock().unwrap_or_else(|p| p.into_inner()).remove(&call);
         // The last moderator left: the room ends (end_with_moderator), or waits again.
@@ -478,6 +489,14 @@ impl Rooms {
         }
         drop(rooms);
         self.emit(&name, Some(call), "left");
+        if let Some(r) = ended_session {
+            self.emit_detail(
+                &name,
+                None,
+                "session_ended",
+                Some(serde_json::json!({ "session": r.session, "peak_members": r.peak_members })),
+            );
+        }
         if wait_again {
             self.set_waiting(&name, true);
         }
