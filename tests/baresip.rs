@@ -3,8 +3,8 @@
 //! after tolk decoded, jitter-buffered and re-encoded it.
 
 mod common;
-use common::baresip::{baresip, read_wav, write_tone_wav};
-use common::{Gateway, free_port};
+use common::Gateway;
+use common::baresip::{baresip, read_wav, write_config, write_tone_wav};
 use std::process::Command;
 use std::time::Duration;
 
@@ -20,21 +20,7 @@ fn call_echo(codec: &str, rate: u32, channels: u16) -> (Vec<i16>, u32) {
     std::fs::create_dir_all(&dir).unwrap();
     let tone = dir.join("tone.wav");
     write_tone_wav(&tone, 440.0, 6, rate, channels);
-    let port = free_port();
-    let config = format!(
-        "poll_method epoll\nsip_listen 127.0.0.1:{port}\naudio_player aufile,{d}/unused.wav\naudio_source aufile,{t}\n\
-audio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels {channels}\nmodule_path /usr/lib/baresip/modules\n\
-module g711.so\nmodule g722.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\nsnd_path {d}\nmodule menu.so\nmodule account.so\n\
-module uuid.so\nmodule_app account.so\nmodule_app menu.so\n",
-        d = dir.display(),
-        t = tone.display()
-    );
-    std::fs::write(dir.join("config"), config).unwrap();
-    std::fs::write(
-        dir.join("accounts"),
-        format!("<sip:tester@127.0.0.1>;regint=0;audio_codecs={codec}\n"),
-    )
-    .unwrap();
+    write_config(&dir, codec, &tone, rate, channels, "tester", None);
     let out = Command::new(baresip())
         .arg("-f")
         .arg(&dir)

@@ -189,6 +189,11 @@ fn failed(msg: impl Into<String>) -> Result<Reply, PortError> {
     Err(PortError::Failed(msg.into()))
 }
 
+/// Whether the caller opted out of recording (their record's consent says so).
+fn opted_out_of_recording(r: &crate::cdr::model::CallRecord) -> bool {
+    r.consent.get("record") == Some(&serde_json::Value::Bool(false))
+}
+
 /// RFC 3398 §7.2.4.1 mapping of a Q.850 cause to a SIP status, for a flow that hangs up
 /// before answering (a SIP status is used as given).
 fn status_for_cause(cause: u16) -> u16 {
@@ -426,7 +431,7 @@ impl FlowCalls {
                     return done(tx, failed(format!("record: {e}")));
                 }
                 let record = ctx.accounting.as_deref().and_then(|a| a.record(call));
-                if record.is_some_and(|r| r.consent.get("record") == Some(&serde_json::Value::Bool(false))) {
+                if record.is_some_and(opted_out_of_recording) {
                     return done(tx, failed("record: the caller opted out of recording"));
                 }
                 let uuid = uuid::Uuid::now_v7();
@@ -544,7 +549,7 @@ impl FlowCalls {
                         .accounting
                         .as_deref()
                         .and_then(|a| a.record(call))
-                        .is_some_and(|r| r.consent.get("record") == Some(&serde_json::Value::Bool(false)));
+                        .is_some_and(opted_out_of_recording);
                     let opts = MemberOptions {
                         muted,
                         recorded,
@@ -574,9 +579,7 @@ impl FlowCalls {
                     } else if members == 1 {
                         let _ = leg.commands.try_send(LegCommand::Play("conf-alone".into()));
                     }
-                    if let Some(pcm) =
-                        conference::render(setup.prompts.as_deref(), std::slice::from_ref(&setup.join_tone), rate)
-                    {
+                    if let Some(pcm) = ctx.rooms.render(std::slice::from_ref(&setup.join_tone)) {
                         ctx.rooms.play_room(&room, pcm);
                     }
                 }
@@ -751,18 +754,14 @@ impl FlowCalls {
                     let Some((room, _)) = ctx.rooms.member(call.0) else {
                         continue;
                     };
-                    let (Some(shard), Some(sched)) = (ctx.rooms.shard(&room), ctx.rooms.scheduler()) else {
+                    let (Some(shard), Some(pcm)) = (ctx.rooms.shard(&room), ctx.rooms.render(&names)) else {
                         continue;
                     };
-                    if let Some(pcm) =
-                        conference::render(self.setup.prompts.as_deref(), &names, sched.mixer_config().rate)
-                    {
-                        let _ = shard.send(Command::PlayTo {
-                            call: call.0,
-                            pcm,
-                            what: "room:keypad".into(),
-                        });
-                    }
+                    let _ = shard.send(Command::PlayTo {
+                        call: call.0,
+                        pcm,
+                        what: "room:keypad".into(),
+                    });
                 }
                 Effect::Leave(reason) => {
                     if let Some(fc) = self.calls.get_mut(&call) {
@@ -982,12 +981,7 @@ impl FlowCalls {
             a.event(call, "left_room", serde_json::json!({ "room": room, "reason": reason }));
         }
         if left > 0
-            && let Some(sched) = ctx.rooms.scheduler()
-            && let Some(pcm) = conference::render(
-                self.setup.prompts.as_deref(),
-                std::slice::from_ref(&self.setup.leave_tone),
-                sched.mixer_config().rate,
-            )
+            && let Some(pcm) = ctx.rooms.render(std::slice::from_ref(&self.setup.leave_tone))
         {
             ctx.rooms.play_room(&room, pcm);
         }

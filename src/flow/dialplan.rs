@@ -210,10 +210,7 @@ impl Dialplan {
             line,
             reason,
         };
-        let plan: PlanToml = toml::from_str(text).map_err(|e: toml::de::Error| {
-            let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-            vec![at(line, e.message().to_string())]
-        })?;
+        let plan: PlanToml = super::parse_toml(file, text)?;
         let mut errors = Vec::new();
         let region = match plan.region.as_deref() {
             None => None,

@@ -35,6 +35,21 @@ pub struct FlowError {
     pub reason: String,
 }
 
+/// Deserialises a dialplan TOML file's text (`numbers.toml`, `rooms.toml`); a syntax or
+/// shape error names the file and the line.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    file: &std::path::Path,
+    text: &str,
+) -> Result<T, Vec<FlowError>> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        vec![FlowError {
+            file: file.to_path_buf(),
+            line: e.span().map(|s| crate::config::line_of(text, s.start)).unwrap_or(1),
+            reason: e.message().to_string(),
+        }]
+    })
+}
+
 /// The compiled flows of a dialplan directory (`flows/*.rhai`), sharing one engine.
 pub struct FlowLibrary {
     pub engine: Arc<Engine>,

@@ -559,10 +559,7 @@ fn run(rx: Receiver<Command>, cfg: MixerConfig) {
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     for room in rooms.drain(..) {
-                        for mut m in room.members {
-                            m.seat.stream.set_opus_rate(48_000, None);
-                            let _ = m.seat.give_back.send(m.seat.stream);
-                        }
+                        room.members.into_iter().for_each(hand_back);
                     }
                     return;
                 }
@@ -709,8 +706,7 @@ fn apply(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
             r.reindex();
             TICK_STATS.members.fetch_sub(1, Ordering::Relaxed);
             end_playback(&mut m);
-            m.seat.stream.set_opus_rate(48_000, None);
-            let _ = m.seat.give_back.send(m.seat.stream);
+            hand_back(m);
             if r.members.is_empty() {
                 rooms.remove(ri);
                 TICK_STATS.rooms.fetch_sub(1, Ordering::Relaxed);
@@ -765,6 +761,12 @@ fn apply(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
             }
         }
     }
+}
+
+/// Gives a member's stream back to its leg, at the leg's Opus rate.
+fn hand_back(mut m: Member) {
+    m.seat.stream.set_opus_rate(48_000, None);
+    let _ = m.seat.give_back.send(m.seat.stream);
 }
 
 /// Resamples one frame to exactly `want` samples (the first frames of a resampler come out
@@ -861,6 +863,8 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         room.set_waiting(true);
     }
     let waiting = room.waiting.is_some();
+    let encodes_before = room.encodes;
+    let mut sends = 0u64;
     // 3. Encode once per group and send.
     let Room {
         mixer,
@@ -905,8 +909,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                 m.seat.stream.send_pcm(&own, &m.seat.rtp);
                 s.codec_pcm = own;
                 *encodes += 1;
-                TICK_STATS.encodes.fetch_add(1, Ordering::Relaxed);
-                TICK_STATS.sends.fetch_add(1, Ordering::Relaxed);
+                sends += 1;
                 continue;
             }
             if encoded.is_none() {
@@ -936,13 +939,12 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                     e.enc.encode(&s.codec_pcm, &mut e.payload);
                     e.tick = tick_no;
                     *encodes += 1;
-                    TICK_STATS.encodes.fetch_add(1, Ordering::Relaxed);
                 }
                 encoded = Some(ei);
             }
             let Some(ei) = encoded else { continue };
             m.seat.stream.send_payload(&shared[ei].payload, &m.seat.rtp);
-            TICK_STATS.sends.fetch_add(1, Ordering::Relaxed);
+            sends += 1;
         }
     }
     // Deaf members hear nothing from the room, but still get RTP (silence, or a prompt to
@@ -962,8 +964,14 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         m.seat.stream.send_pcm(&pcm, &m.seat.rtp);
         s.codec_pcm = pcm;
         *encodes += 1;
+        sends += 1;
     }
     s.music = music;
+    // Shared counters are touched once per room tick, not per packet.
+    TICK_STATS
+        .encodes
+        .fetch_add(*encodes - encodes_before, Ordering::Relaxed);
+    TICK_STATS.sends.fetch_add(sends, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -111,10 +111,7 @@ pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, V
         line,
         reason,
     };
-    let parsed: RoomsToml = toml::from_str(text).map_err(|e: toml::de::Error| {
-        let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-        vec![at(line, e.message().to_string())]
-    })?;
+    let parsed: RoomsToml = crate::flow::parse_toml(file, text)?;
     let mut errors = Vec::new();
     let mut rooms = HashMap::new();
     for (name, spanned) in parsed.room {

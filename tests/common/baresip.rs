@@ -51,6 +51,30 @@ pub fn read_wav(path: &Path) -> (Vec<i16>, u32) {
     (samples, rate)
 }
 
+/// Writes a baresip configuration into `dir`: a free SIP port on loopback, `tone` (a WAV at
+/// `rate` with `channels`) as the microphone, what it decodes dumped by the sndfile module,
+/// one account `user` offering `codec`, and the console on `console` when given.
+pub fn write_config(dir: &Path, codec: &str, tone: &Path, rate: u32, channels: u16, user: &str, console: Option<u16>) {
+    let sip_port = super::free_port();
+    let console = console
+        .map(|p| format!("module cons.so\ncons_listen 127.0.0.1:{p}\n"))
+        .unwrap_or_default();
+    let config = format!(
+        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\naudio_player aufile,{d}/unused.wav\naudio_source aufile,{t}\n\
+audio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels {channels}\nmodule_path /usr/lib/baresip/modules\n\
+module g711.so\nmodule g722.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\nsnd_path {d}\nmodule menu.so\n{console}\
+module account.so\nmodule uuid.so\nmodule_app account.so\nmodule_app menu.so\n",
+        d = dir.display(),
+        t = tone.display()
+    );
+    std::fs::write(dir.join("config"), config).unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        format!("<sip:{user}@127.0.0.1>;regint=0;audio_codecs={codec}\n"),
+    )
+    .unwrap();
+}
+
 /// A baresip process calling the gateway, sending a tone file, dumping what it decodes
 /// (`*-dec.wav`, by the sndfile module), and taking commands (`/sndcode 1234#`, `/hold`) on
 /// its console socket (the cons module).
@@ -70,22 +94,8 @@ impl Phone {
     /// The same, calling as `user` (a phone number in From, for opt-outs).
     pub fn dial_as(dir: &Path, uri: &str, codec: &str, tone: &Path, rate: u32, user: &str) -> Phone {
         std::fs::create_dir_all(dir).unwrap();
-        let sip_port = super::free_port();
         let console_port = super::free_port();
-        let config = format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\naudio_player aufile,{d}/unused.wav\naudio_source aufile,{t}\n\
-audio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels 1\nmodule_path /usr/lib/baresip/modules\n\
-module g711.so\nmodule g722.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\nsnd_path {d}\nmodule menu.so\nmodule cons.so\n\
-cons_listen 127.0.0.1:{console_port}\nmodule account.so\nmodule uuid.so\nmodule_app account.so\nmodule_app menu.so\n",
-            d = dir.display(),
-            t = tone.display()
-        );
-        std::fs::write(dir.join("config"), config).unwrap();
-        std::fs::write(
-            dir.join("accounts"),
-            format!("<sip:{user}@127.0.0.1>;regint=0;audio_codecs={codec}\n"),
-        )
-        .unwrap();
+        write_config(dir, codec, tone, rate, 1, user, Some(console_port));
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
         let child = std::process::Command::new(baresip())
             .arg("-f")
