@@ -6,6 +6,7 @@
 //! tolk's `/metrics` histogram), overruns, and loss (mix packets a leg did not receive).
 //!
 //!   LEGS="250 500 1000" CODEC=pcmu ROOM=10 TALKERS=1 SECS=10 cargo bench --bench conference
+//!   (SKIP_QUIET=false: tolk decodes every Opus packet, `room.skip_quiet_opus`)
 //!
 //! The generator runs on the same cores as tolk (its ~2 syscalls per leg per tick are a cost
 //! tolk does not pay on a real deployment), so the figures are a floor.
@@ -124,6 +125,7 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
     )
     .unwrap();
     let plan_dir = plan.display().to_string();
+    let skip_quiet = std::env::var("SKIP_QUIET").unwrap_or_else(|_| "true".into());
     let gw = Gateway::start_in(
         dir,
         &[
@@ -136,6 +138,7 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
             ("TOLK_RTP_PORTS", "20000-40000"),
             ("TOLK_SIP_MAX_CALLS", "20000"),
             ("TOLK_FLOW_MAX_CONCURRENT", "20000"),
+            ("TOLK_ROOM_SKIP_QUIET_OPUS", skip_quiet.as_str()),
         ],
     );
     // tolk (every thread) on one core, this generator on the other: "legs per core" is then
@@ -243,6 +246,9 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
     let dur0 = buckets(&m0, "mixer_tick_duration_seconds");
     let dur1 = buckets(&m1, "mixer_tick_duration_seconds");
     let overruns = counter(&m1, "mixer_tick_overruns_total") - counter(&m0, "mixer_tick_overruns_total");
+    let decodes = counter(&m1, "mixer_decodes_total") - counter(&m0, "mixer_decodes_total");
+    let skipped = counter(&m1, "mixer_decodes_skipped_total") - counter(&m0, "mixer_decodes_skipped_total");
+    let skipped_pct = skipped as f64 * 100.0 / (decodes + skipped).max(1) as f64;
     // Loss: mix packets the legs should have had (one per 20 ms each over the window) and did
     // not (lost on the way, or never sent because the mixer skipped a tick).
     let got: u64 = legs.iter().map(|l| l.received).sum();
@@ -250,7 +256,7 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
     let silent_legs = legs.iter().filter(|l| l.first_seq.is_none()).count();
     let rate = got as f64 / elapsed / legs_n as f64;
     println!(
-        "{:<5} {:>6} {:>5} {:>7} {:>9.1} {:>10.1} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>7.3} {:>6} {:>7.1}",
+        "{:<5} {:>6} {:>5} {:>7} {:>9.1} {:>10.1} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>7.3} {:>6} {:>7.1} {:>9.1}",
         if opus { "opus" } else { "pcmu" },
         legs_n,
         room,
@@ -269,6 +275,7 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
         },
         silent_legs,
         setup_secs,
+        skipped_pct,
     );
     for mut uac in uacs {
         let bye = uac.request("BYE", "", "");
@@ -306,7 +313,7 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     println!(
-        "{:<5} {:>6} {:>5} {:>7} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7} {:>6} {:>7}",
+        "{:<5} {:>6} {:>5} {:>7} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7} {:>6} {:>7} {:>9}",
         "codec",
         "legs",
         "room",
@@ -320,8 +327,18 @@ fn main() {
         "overruns",
         "loss%",
         "silent",
-        "setup_s"
+        "setup_s",
+        "undecoded%"
     );
+    if codec == "opus" {
+        use tolk::media::codec::opus_packet::activity;
+        println!(
+            "generator's Opus packets (VAD flags, RFC 6716 4.2.3): talkers {:?}, quiet legs {:?}; SKIP_QUIET={}",
+            [400.0, 600.0, 800.0].map(|f| activity(&steady_payload(true, Some(f)))),
+            activity(&steady_payload(true, None)),
+            std::env::var("SKIP_QUIET").unwrap_or_else(|_| "true".into())
+        );
+    }
     for n in legs {
         run(n, codec == "opus", room, talkers, secs);
     }

@@ -79,6 +79,33 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // Opus encoding of a voice-like signal (glottal-like harmonics, syllable envelope) at
+    // 16 kHz by complexity: what `room.opus_complexity` buys. libopus switches the SILK
+    // noise-shaping quantiser from the plain one to the delayed-decision one above 1.
+    let voice: Vec<i16> = {
+        let mut phase = 0.0f32;
+        (0..32_000)
+            .map(|i| {
+                let t = i as f32 / 16_000.0;
+                let pitch = 170.0 + 50.0 * (2.0 * std::f32::consts::PI * 0.7 * t).sin();
+                phase += 2.0 * std::f32::consts::PI * pitch / 16_000.0;
+                let v: f32 = (1..20).map(|h| (h as f32 * phase).sin() / h as f32).sum();
+                let env = 0.6 + 0.4 * (2.0 * std::f32::consts::PI * 4.0 * t).sin();
+                (v * env * 6000.0) as i16
+            })
+            .collect()
+    };
+    for complexity in [0, 1, 2, 3, 5, 9] {
+        let mut enc = OpusEncoder::new(16_000).unwrap();
+        enc.set_complexity(complexity).unwrap();
+        let mut frames = voice.chunks_exact(320).cycle();
+        g.bench_function(format!("opus_encode_voice_16k/complexity_{complexity}"), |b| {
+            b.iter(|| {
+                payload.clear();
+                enc.encode(black_box(frames.next().unwrap()), &mut payload);
+            })
+        });
+    }
     // Jitter buffer: one push and one pop per 20 ms, steady stream.
     let mut jb = JitterBuffer::new(JitterConfig::new(8000));
     let t0 = std::time::Instant::now();

@@ -9,7 +9,8 @@
 #                                    # (benches/cdr_writer.rs; RATES, DURATION, REPLAY apply)
 #   scripts/bench.sh conference      # conference legs one mixer thread sustains: tick lateness,
 #                                    # loss, CPU (benches/conference.rs; LEGS="250 500",
-#                                    # CODEC=pcmu|opus, ROOM=10, TALKERS=1, SECS=10 apply)
+#                                    # CODEC=pcmu|opus, ROOM=10, TALKERS=1, SECS=10,
+#                                    # SKIP_QUIET=false apply)
 # Results go in docs/PERFORMANCE.md with the machine and the date. The load generator runs on
 # the same cores, so figures are a floor, and the machine is shared: compare medians.
 set -euo pipefail

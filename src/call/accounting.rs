@@ -198,7 +198,11 @@ impl Accounting {
         });
         r.hangup_by = Some(by);
         if had_leg {
+            // Written now, complete but for its quality: the BYE's 200 is already on the wire,
+            // so a crash before the leg's summary must not leave the call in progress (to be
+            // closed as interrupted). The summary follows as a later revision.
             state.awaiting_summary = Some(now + SUMMARY_WAIT_MICROS);
+            self.write(call);
         } else {
             self.finish(call);
         }
@@ -219,30 +223,15 @@ impl Accounting {
         }
     }
 
-    /// Writes ended calls whose summary did not come in time.
+    /// Forgets ended calls whose summary did not come in time (their ended revision stands).
     pub fn flush_overdue(&mut self, now: Micros) {
-        let overdue: Vec<CallRef> = self
-            .calls
-            .iter()
-            .filter(|(_, s)| s.awaiting_summary.is_some_and(|t| t <= now))
-            .map(|(c, _)| *c)
-            .collect();
-        for call in overdue {
-            self.finish(call);
-        }
+        self.calls.retain(|_, s| s.awaiting_summary.is_none_or(|t| t > now));
     }
 
-    /// Writes every ended call now (shutdown).
+    /// Forgets every ended call still waiting for its summary (shutdown): each was written
+    /// when it ended.
     pub fn flush_all(&mut self) {
-        let ended: Vec<CallRef> = self
-            .calls
-            .iter()
-            .filter(|(_, s)| s.awaiting_summary.is_some())
-            .map(|(c, _)| *c)
-            .collect();
-        for call in ended {
-            self.finish(call);
-        }
+        self.calls.retain(|_, s| s.awaiting_summary.is_none());
     }
 
     fn finish(&mut self, call: CallRef) {

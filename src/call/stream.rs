@@ -12,6 +12,7 @@ use super::leg::{DigitSource, LegReport, LegSummary};
 use crate::media::codec::g711::{G711Decoder, G711Encoder, Law};
 use crate::media::codec::g722::{G722Decoder, G722Encoder};
 use crate::media::codec::opus::{OpusDecoder, OpusEncoder};
+use crate::media::codec::opus_packet::{self, Activity};
 use crate::media::codec::{Decoder, Encoder};
 use crate::media::dtmf::inband::InbandDetector;
 use crate::media::dtmf::rfc4733::{DigitEvent, DigitSequence, EventReceiver, SequenceTick};
@@ -137,6 +138,28 @@ pub(crate) fn codec_pair(codec: Codec) -> Option<CodecPair> {
     })
 }
 
+/// A quiet member's inactive Opus packets are decoded anyway one tick in this many (see
+/// [`MediaStream::pull_unless_quiet`]): a talker whose far-end VAD calls them inactive is
+/// found within 320 ms.
+pub const QUIET_CHECK_EVERY: u64 = 16;
+
+/// What [`MediaStream::pull_unless_quiet`] did with this tick's frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    /// No frame to play out.
+    Nothing,
+    /// Decoded (or concealed) into [`MediaStream::pcm`].
+    Decoded,
+    /// A quiet member's frame left undecoded: silence.
+    Skipped,
+}
+
+/// RTCP's fraction lost (1/256 units, RFC 3550 §6.4.1) as a percentage, rounded up so any
+/// reported loss counts.
+fn loss_percent(fraction: u8) -> u8 {
+    ((fraction as u32 * 100).div_ceil(256)) as u8
+}
+
 /// What [`MediaStream::on_rtp`] made of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
@@ -178,6 +201,9 @@ pub struct MediaStream {
     pcm: Vec<i16>,
     payload: Vec<u8>,
     pkt: Vec<u8>,
+    /// The last Opus packet [`MediaStream::pull_unless_quiet`] left undecoded (empty: none).
+    undecoded: Vec<u8>,
+    peer_loss_percent: u8,
 }
 
 impl MediaStream {
@@ -210,6 +236,8 @@ impl MediaStream {
             pcm: Vec::with_capacity(1920),
             payload: Vec::with_capacity(1500),
             pkt: Vec::with_capacity(1500),
+            undecoded: Vec::with_capacity(1500),
+            peer_loss_percent: 0,
         }
     }
 
@@ -244,9 +272,11 @@ impl MediaStream {
         // Only when the rate changes: rebuilding resets the codec state (audible).
         if self.codec().is_some_and(|c| c == Codec::Opus)
             && self.pcm_rate() != rate
-            && let Some(pair) = opus_pair(rate, complexity)
+            && let Some(mut pair) = opus_pair(rate, complexity)
         {
+            pair.enc.set_expected_loss(self.peer_loss_percent);
             self.codec = Some(pair);
+            self.undecoded.clear();
         }
     }
 
@@ -276,6 +306,10 @@ impl MediaStream {
         let codec_of = |m: &Option<NegotiatedMedia>| m.as_ref().map(|m| (m.codec, m.payload_type));
         if codec_of(&new) != codec_of(&self.media) {
             self.codec = new.as_ref().and_then(|m| codec_pair(m.codec));
+            if let Some(c) = self.codec.as_mut() {
+                c.enc.set_expected_loss(self.peer_loss_percent);
+            }
+            self.undecoded.clear();
             self.jitter = self
                 .codec
                 .as_ref()
@@ -341,10 +375,26 @@ impl MediaStream {
 
     /// An RTCP packet arrived; accepted only from the latched peer's host.
     pub fn on_rtcp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        if self.latch.peer().is_some_and(|l| l.ip() == from.ip()) && self.rtcp.on_rtcp(now, ntp_now(), bytes).is_ok() {
+        if self.latch.peer().is_none_or(|l| l.ip() != from.ip()) {
+            return;
+        }
+        if let Ok(info) = self.rtcp.on_rtcp(now, ntp_now(), bytes) {
             self.rtcp_peer = Some(from);
             self.rtcp_received += 1;
+            // The far end's loss of our stream drives how much in-band FEC we spend on it
+            // (libopus codes LBRR only for an expected loss above 0; RFC 7587 §3.3).
+            if let Some(fraction) = info.peer_fraction_lost {
+                self.peer_loss_percent = loss_percent(fraction);
+                if let Some(c) = self.codec.as_mut() {
+                    c.enc.set_expected_loss(self.peer_loss_percent);
+                }
+            }
         }
+    }
+
+    /// The loss of our stream the far end last reported (RTCP, percent; 0 before any report).
+    pub fn peer_loss_percent(&self) -> u8 {
+        self.peer_loss_percent
     }
 
     fn rtcp_dest(&self) -> Option<SocketAddr> {
@@ -398,6 +448,51 @@ impl MediaStream {
             }
         }
         received
+    }
+
+    /// [`MediaStream::pull`] for a member of a room who is not talking: an Opus packet whose
+    /// voice-activity flags say nothing was said (RFC 6716 §4.2.3) is not decoded, and a lost
+    /// frame is not concealed, since the mixer would drop the result as silence; decoding is
+    /// most of an Opus room's cost. With `check` an inactive packet is decoded anyway: the
+    /// caller asks for it now and then (the mixer: one tick in [`QUIET_CHECK_EVERY`],
+    /// staggered across members so the checks do not all fall on one tick), so a loud sound
+    /// the far end's VAD calls inactive (libopus's VAD adapts to a steady tone or music within
+    /// a second) still makes the member a talker. When speech starts, the last undecoded
+    /// packet is decoded first (its audio unused) so the decoder's state runs on from the
+    /// packet before. Other codecs (cheap to decode, or stateful like G.722) decode as usual.
+    pub fn pull_unless_quiet(&mut self, now: Instant, reports: &mpsc::Sender<LegReport>, check: bool) -> Pull {
+        if self.codec() != Some(Codec::Opus) {
+            return if self.pull(now, reports) {
+                Pull::Decoded
+            } else {
+                Pull::Nothing
+            };
+        }
+        self.pcm.clear();
+        let (Some(c), Some(jb)) = (self.codec.as_mut(), self.jitter.as_mut()) else {
+            return Pull::Nothing;
+        };
+        match jb.pop(now) {
+            Playout::Frame(p) => {
+                let act = opus_packet::activity(&p);
+                if act == Activity::Inactive && !check {
+                    self.undecoded.clear();
+                    self.undecoded.extend_from_slice(&p);
+                    jb.recycle(p);
+                    return Pull::Skipped;
+                }
+                if act != Activity::Inactive && !self.undecoded.is_empty() {
+                    c.dec.decode(&self.undecoded, &mut self.pcm);
+                    self.pcm.clear();
+                }
+                self.undecoded.clear();
+                c.dec.decode(&p, &mut self.pcm);
+                jb.recycle(p);
+                Pull::Decoded
+            }
+            Playout::Lost { .. } => Pull::Skipped,
+            Playout::Empty => Pull::Nothing,
+        }
     }
 
     /// This tick's decoded audio.

@@ -25,6 +25,8 @@ pub struct MixerConfig {
     pub hangover_frames: u32,
     /// libopus complexity of the room's Opus encoders (0-10).
     pub opus_complexity: i32,
+    /// Leave quiet members' inactive Opus packets undecoded (`room.skip_quiet_opus`).
+    pub skip_quiet_opus: bool,
 }
 
 impl Default for MixerConfig {
@@ -33,7 +35,8 @@ impl Default for MixerConfig {
             rate: 16_000,
             talk_threshold_dbfs: -45.0,
             hangover_frames: 15,
-            opus_complexity: 3,
+            opus_complexity: 1,
+            skip_quiet_opus: true,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Owns: membership and room state ([`Rooms`]), the keypad map ([`conference`]), the pure
 //! [`mixer`] and its threads ([`scheduler`]). Must not: signal (the SIP core does).
 
+pub mod batch;
 pub mod conference;
 pub mod mixer;
 pub mod recording;

@@ -13,7 +13,7 @@
 
 use super::mixer::{MemberOptions, Mixer, MixerConfig};
 use crate::call::leg::LegReport;
-use crate::call::stream::{self, MediaStream};
+use crate::call::stream::{self, MediaStream, Pull};
 use crate::media::codec::Encoder;
 use crate::media::prompt::PromptPlayer;
 use crate::media::resample::Resampler;
@@ -30,8 +30,6 @@ use tokio::sync::{mpsc, oneshot};
 pub const TICK: Duration = Duration::from_millis(20);
 /// Commands queued per mixer thread before senders are refused.
 const QUEUE: usize = 4096;
-/// RTP packets read from one member's socket per tick at most (a burst beyond waits).
-const MAX_PACKETS_PER_TICK: usize = 16;
 
 /// A call's media, handed to a room.
 pub struct Seat {
@@ -197,6 +195,8 @@ pub struct TickStats {
     encodes: AtomicU64,
     sends: AtomicU64,
     joins: AtomicU64,
+    decodes: AtomicU64,
+    decodes_skipped: AtomicU64,
 }
 
 /// A fixed-bucket histogram of seconds in atomics (Prometheus `histogram` semantics).
@@ -247,6 +247,8 @@ pub static TICK_STATS: TickStats = TickStats {
     encodes: AtomicU64::new(0),
     sends: AtomicU64::new(0),
     joins: AtomicU64::new(0),
+    decodes: AtomicU64::new(0),
+    decodes_skipped: AtomicU64::new(0),
 };
 
 /// Appends the mixer threads' metrics in the Prometheus text format.
@@ -273,6 +275,16 @@ pub fn render_metrics(out: &mut String) {
             "mixer_encodes_total",
             "Frames encoded by the mixer (one per group, not per member)",
             &s.encodes,
+        ),
+        (
+            "mixer_decodes_total",
+            "Frames the mixer decoded or concealed",
+            &s.decodes,
+        ),
+        (
+            "mixer_decodes_skipped_total",
+            "Opus frames of quiet members left undecoded (their VAD flags said no speech)",
+            &s.decodes_skipped,
         ),
         (
             "mixer_packets_sent_total",
@@ -367,6 +379,12 @@ pub struct Room {
     recorder: Option<super::recording::RoomRecorder>,
     /// Frames encoded so far (one per group per tick, not one per member).
     encodes: u64,
+    /// The highest loss a member reported over RTCP since the last update, and the loss the
+    /// shared encoders were last told (percent: it sets their in-band FEC).
+    peer_loss: u8,
+    shared_loss: u8,
+    /// Frames of quiet members left undecoded so far.
+    decodes_skipped: u64,
 }
 
 impl Room {
@@ -382,6 +400,9 @@ impl Room {
             music: None,
             recorder: None,
             encodes: 0,
+            peer_loss: 0,
+            shared_loss: 0,
+            decodes_skipped: 0,
         }
     }
 
@@ -456,6 +477,11 @@ impl Room {
         self.encodes
     }
 
+    /// Frames of quiet Opus members left undecoded so far.
+    pub fn decodes_skipped(&self) -> u64 {
+        self.decodes_skipped
+    }
+
     /// One 20 ms tick: receive, mix, encode per group, send.
     pub fn tick(&mut self, now: Instant, tick_no: u64, scratch: &mut Scratch) {
         tick_room(self, now, tick_no, scratch);
@@ -482,6 +508,7 @@ impl Room {
 /// Scratch buffers of one thread, shared by its rooms.
 #[derive(Default)]
 pub struct Scratch {
+    batch: super::batch::RecvBatch,
     room_pcm: Vec<i16>,
     mixed: Vec<i16>,
     codec_pcm: Vec<i16>,
@@ -795,15 +822,14 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         room.reindex();
     }
     let mut buf = [0u8; 2048];
+    let (mut decodes, mut skipped) = (0u64, 0u64);
     // 1. Receive and play out one frame per member.
     for (i, m) in room.members.iter_mut().enumerate() {
         let st = &mut m.seat.stream;
-        for _ in 0..MAX_PACKETS_PER_TICK {
-            match m.seat.rtp.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    st.on_rtp(now, from, &buf[..n], &m.seat.reports);
-                }
-                Err(_) => break,
+        // Everything waiting, in one system call (a burst beyond a batch waits a tick).
+        for k in 0..s.batch.recv(&m.seat.rtp) {
+            if let Some((bytes, from)) = s.batch.get(k) {
+                st.on_rtp(now, from, bytes, &m.seat.reports);
             }
         }
         // RTCP is read and sent every tenth tick (its reports are seconds apart).
@@ -811,18 +837,51 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
             while let Ok((n, from)) = m.seat.rtcp.recv_from(&mut buf) {
                 st.on_rtcp(now, from, &buf[..n]);
             }
+            room.peer_loss = room.peer_loss.max(st.peer_loss_percent());
             st.poll_rtcp(now, &m.seat.rtcp);
             // Reported once it gets through (the gateway hangs the call up).
             if !m.timed_out && now.duration_since(st.last_packet()) > m.seat.rtp_timeout {
                 m.timed_out = m.seat.reports.try_send(LegReport::TimedOut { call: st.call() }).is_ok();
             }
         }
-        // A quiet frame from a member who is not talking is silence to the mixer: it is not
-        // resampled or pushed (most members, most of the time).
-        if st.pull(now, &m.seat.reports) && !m.held && (room.mixer.is_talking(m.call) || room.mixer.is_loud(st.pcm())) {
+        // A member who is not talking may not need decoding at all (Opus packets flagged as
+        // no speech); a quiet frame from them is silence to the mixer: it is not resampled or
+        // pushed (most members, most of the time).
+        let talking = room.mixer.is_talking(m.call);
+        let pulled = if talking || !room.mixer.config().skip_quiet_opus {
+            if st.pull(now, &m.seat.reports) {
+                Pull::Decoded
+            } else {
+                Pull::Nothing
+            }
+        } else {
+            // The checks are staggered over the members, like the RTCP work.
+            let check = (tick_no + i as u64).is_multiple_of(stream::QUIET_CHECK_EVERY);
+            st.pull_unless_quiet(now, &m.seat.reports, check)
+        };
+        match pulled {
+            Pull::Decoded => decodes += 1,
+            Pull::Skipped => skipped += 1,
+            Pull::Nothing => {}
+        }
+        if pulled == Pull::Decoded && !m.held && (talking || room.mixer.is_loud(st.pcm())) {
             convert(&mut m.to_room, st.pcm(), &mut s.room_pcm, room_frame);
             room.mixer.push(m.call, &s.room_pcm);
         }
+    }
+    TICK_STATS.decodes.fetch_add(decodes, Ordering::Relaxed);
+    TICK_STATS.decodes_skipped.fetch_add(skipped, Ordering::Relaxed);
+    room.decodes_skipped += skipped;
+    // Shared encoders spend FEC on the worst loss their room's members reported in the last
+    // second (a shared payload cannot be tuned per receiver).
+    if tick_no.is_multiple_of(50) {
+        if room.peer_loss != room.shared_loss {
+            for e in &mut room.shared {
+                e.enc.set_expected_loss(room.peer_loss);
+            }
+            room.shared_loss = room.peer_loss;
+        }
+        room.peer_loss = 0;
     }
     // 2. Mix.
     room.mixer.mix();
@@ -872,6 +931,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         index,
         shared,
         encodes,
+        shared_loss,
         ..
     } = room;
     for g in mixer.groups() {
@@ -918,9 +978,10 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                     Some(ei) => ei,
                     None => {
                         let rate = stream::rate_in_room(codec, mixer.config().rate);
-                        let Some(enc) = stream::encoder(codec, rate, Some(mixer.config().opus_complexity)) else {
+                        let Some(mut enc) = stream::encoder(codec, rate, Some(mixer.config().opus_complexity)) else {
                             continue;
                         };
+                        enc.set_expected_loss(*shared_loss);
                         shared.push(SharedEncoder {
                             codec,
                             listen_gain: gain,
@@ -1095,6 +1156,69 @@ mod tests {
         assert_eq!(last(8), last(9), "Opus listeners share a payload");
         assert_ne!(last(0), last(1));
         assert_ne!(last(0), last(3));
+    }
+
+    #[test]
+    fn quiet_opus_members_are_not_decoded_and_a_tone_their_vad_calls_inactive_is_still_heard() {
+        use crate::media::codec::opus::{OpusDecoder, OpusEncoder};
+        use crate::media::codec::opus_packet::{Activity, activity};
+        use crate::media::codec::{Decoder, Encoder};
+        let mut room = Room::new("r", MixerConfig::default());
+        let start = Instant::now();
+        // 0 sends a steady 700 Hz tone, 1 near-silence, 2 listens.
+        let mut phones: Vec<Phone> = (0..3).map(|i| member(&mut room, i, Codec::Opus, start)).collect();
+        let encode = |signal: &dyn Fn(usize) -> i16| -> Vec<Vec<u8>> {
+            let mut enc = OpusEncoder::new(16_000).unwrap();
+            (0..200)
+                .map(|f| {
+                    let pcm: Vec<i16> = (0..320).map(|k| signal(f * 320 + k)).collect();
+                    let mut out = Vec::new();
+                    enc.encode(&pcm, &mut out);
+                    out
+                })
+                .collect()
+        };
+        let tone = encode(&|n| (6000.0 * (2.0 * std::f64::consts::PI * 700.0 * n as f64 / 16_000.0).sin()) as i16);
+        let quiet = encode(&|n| ((n * 7919) % 41) as i16 - 20);
+        // libopus's VAD adapts to a steady tone and calls it inactive after about a second:
+        // from then on the tone's packets say "no speech".
+        let tone = &tone[100..];
+        let quiet = &quiet[100..];
+        assert!(tone.iter().chain(quiet).all(|p| activity(p) == Activity::Inactive));
+        let mut scratch = Scratch::default();
+        let mut pkt = Vec::new();
+        for tick in 0..100u64 {
+            for (i, frames) in [tone, quiet].iter().enumerate() {
+                let p = &mut phones[i];
+                packet::build(
+                    &mut pkt,
+                    111,
+                    tick == 0,
+                    p.seq,
+                    tick as u32 * 960,
+                    50 + i as u32,
+                    &frames[tick as usize],
+                );
+                p.seq += 1;
+                p.sock.send_to(&pkt, p.to).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            room.tick(start + TICK * tick as u32, tick, &mut scratch);
+        }
+        // The quiet member was decoded one frame in QUIET_CHECK_EVERY; the tone's member only
+        // until the first check found it loud.
+        let skipped = room.decodes_skipped();
+        assert!((80..=110).contains(&skipped), "{skipped} frames left undecoded");
+        // The listener hears the tone.
+        let mut dec = OpusDecoder::new(16_000).unwrap();
+        let mut heard = Vec::new();
+        for f in drain(&phones[2]) {
+            dec.decode(&f, &mut heard);
+        }
+        let tail = &heard[heard.len() - 16_000..];
+        let p700 = crate::media::analysis::tone_power(tail, 700.0, 16_000);
+        let p1100 = crate::media::analysis::tone_power(tail, 1100.0, 16_000);
+        assert!(p700 > 1000.0 * p1100.max(1.0), "700 Hz {p700} vs 1100 Hz {p1100}");
     }
 
     #[test]

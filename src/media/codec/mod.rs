@@ -4,6 +4,7 @@
 pub mod g711;
 pub mod g722;
 pub mod opus;
+pub mod opus_packet;
 pub mod plc;
 
 /// Encodes PCM frames into RTP payloads.
@@ -12,6 +13,9 @@ pub trait Encoder: Send {
     fn encode(&mut self, pcm: &[i16], out: &mut Vec<u8>);
     /// PCM sample rate, Hz.
     fn sample_rate(&self) -> u32;
+    /// The loss the receiver reports (percent, from RTCP): codecs with in-band forward error
+    /// correction spend bits on it accordingly (Opus); others ignore it.
+    fn set_expected_loss(&mut self, _percent: u8) {}
 }
 
 /// Decodes RTP payloads into PCM.

@@ -1,5 +1,6 @@
 //! Opus (RFC 6716; RTP payload RFC 7587: `opus/48000/2`, the RTP clock is always 48 kHz)
-//! through libopus. We encode mono VoIP at the room's rate with in-band FEC on, and decode
+//! through libopus. We encode mono VoIP at the room's rate with in-band FEC as the receiver's
+//! reported loss asks, and decode
 //! straight to the rate the consumer needs (8, 12, 16, 24 or 48 kHz), so no resampling is
 //! done for Opus legs.
 
@@ -20,8 +21,11 @@ impl OpusEncoder {
     pub fn new(rate: u32) -> Result<Self, opus::Error> {
         let mut inner = opus::Encoder::new(rate, opus::Channels::Mono, opus::Application::Voip)?;
         // RFC 7587 §3.3: FEC lets the receiver rebuild a lost frame from the next packet.
+        // libopus codes it only for an expected loss above 0, which the receiver's RTCP
+        // reports set (`set_expected_loss`): a clean path costs no FEC bits or CPU (the
+        // redundant LBRR encoding is a second SILK pass).
         inner.set_inband_fec(true)?;
-        inner.set_packet_loss_perc(5)?;
+        inner.set_packet_loss_perc(0)?;
         Ok(OpusEncoder {
             inner,
             rate,
@@ -48,6 +52,10 @@ impl Encoder for OpusEncoder {
 
     fn sample_rate(&self) -> u32 {
         self.rate
+    }
+
+    fn set_expected_loss(&mut self, percent: u8) {
+        let _ = self.inner.set_packet_loss_perc(percent.min(100) as i32);
     }
 }
 
@@ -132,6 +140,31 @@ mod tests {
     }
 
     #[test]
+    fn every_room_complexity_keeps_the_snr_floor() {
+        // SILK below complexity 2 quantises without delayed decision (half the CPU per frame,
+        // PERFORMANCE.md); its waveform SNR on a voice-like signal stays near the others'.
+        let rate = 16_000;
+        let pcm = speechy(rate, 2.0);
+        let mut snrs = Vec::new();
+        for complexity in [0, 1, 3, 9] {
+            let mut enc = OpusEncoder::new(rate).unwrap();
+            enc.set_complexity(complexity).unwrap();
+            let mut dec = OpusDecoder::new(rate).unwrap();
+            let mut back = Vec::new();
+            let mut payload = Vec::new();
+            for chunk in pcm.chunks_exact(320) {
+                payload.clear();
+                enc.encode(chunk, &mut payload);
+                dec.decode(&payload, &mut back);
+            }
+            let snr = snr_db_aligned(&pcm, &back, 2000);
+            snrs.push((complexity, snr));
+            assert!(snr > 4.0, "complexity {complexity}: SNR {snr:.1} dB");
+        }
+        eprintln!("SNR by complexity: {snrs:?}");
+    }
+
+    #[test]
     fn lost_frames_are_concealed_or_rebuilt_from_fec() {
         let rate = 16_000;
         let frame = 320;
@@ -159,5 +192,29 @@ mod tests {
         }
         dec.decode(&[0xff, 0xff, 0xff], &mut out);
         assert_eq!(out.len() % frame, 0, "junk is concealed, not a panic");
+    }
+
+    #[test]
+    fn fec_is_coded_only_when_the_receiver_reports_loss() {
+        use crate::media::codec::opus_packet::carries_fec;
+        let rate = 16_000;
+        let pcm = speechy(rate, 1.0);
+        let mut enc = OpusEncoder::new(rate).unwrap();
+        let with_fec = |enc: &mut OpusEncoder, chunks: &[i16]| {
+            chunks
+                .chunks_exact(320)
+                .filter(|c| {
+                    let mut p = Vec::new();
+                    enc.encode(c, &mut p);
+                    carries_fec(&p)
+                })
+                .count()
+        };
+        let (first, second) = pcm.split_at(pcm.len() / 2);
+        assert_eq!(with_fec(&mut enc, first), 0, "no loss reported: no LBRR");
+        enc.set_expected_loss(10);
+        let n = with_fec(&mut enc, second);
+        // libopus codes LBRR for the frames it judges worth protecting (about half of these).
+        assert!(n >= 8, "10% loss reported: LBRR in {n} of 25 packets");
     }
 }
