@@ -139,11 +139,11 @@ pub(crate) fn codec_pair(codec: Codec) -> Option<CodecPair> {
 }
 
 /// A quiet member's inactive Opus packets are decoded anyway one tick in this many (see
-/// [`MediaStream::pull_unless_quiet`]): a talker whose far-end VAD calls them inactive is
+/// [`MediaStream::pull_for_mix`]): a talker whose far-end VAD calls them inactive is
 /// found within 320 ms.
 pub const QUIET_CHECK_EVERY: u64 = 16;
 
-/// What [`MediaStream::pull_unless_quiet`] did with this tick's frame.
+/// What [`MediaStream::pull_for_mix`] did with this tick's frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pull {
     /// No frame to play out.
@@ -201,7 +201,7 @@ pub struct MediaStream {
     pcm: Vec<i16>,
     payload: Vec<u8>,
     pkt: Vec<u8>,
-    /// The last Opus packet [`MediaStream::pull_unless_quiet`] left undecoded (empty: none).
+    /// The last Opus packet [`MediaStream::pull_for_mix`] left undecoded (empty: none).
     undecoded: Vec<u8>,
     peer_loss_percent: u8,
 }
@@ -450,24 +450,29 @@ impl MediaStream {
         received
     }
 
-    /// [`MediaStream::pull`] for a member of a room who is not talking: an Opus packet whose
-    /// voice-activity flags say nothing was said (RFC 6716 §4.2.3) is not decoded, and a lost
-    /// frame is not concealed, since the mixer would drop the result as silence; decoding is
-    /// most of an Opus room's cost. With `check` an inactive packet is decoded anyway: the
-    /// caller asks for it now and then (the mixer: one tick in [`QUIET_CHECK_EVERY`],
-    /// staggered across members so the checks do not all fall on one tick), so a loud sound
-    /// the far end's VAD calls inactive (libopus's VAD adapts to a steady tone or music within
-    /// a second) still makes the member a talker. When speech starts, the last undecoded
-    /// packet is decoded first (its audio unused) so the decoder's state runs on from the
-    /// packet before. Other codecs (cheap to decode, or stateful like G.722) decode as usual.
-    pub fn pull_unless_quiet(&mut self, now: Instant, reports: &mpsc::Sender<LegReport>, check: bool) -> Pull {
-        if self.codec() != Some(Codec::Opus) {
-            return if self.pull(now, reports) {
-                Pull::Decoded
-            } else {
-                Pull::Nothing
-            };
-        }
+    /// [`MediaStream::pull`] for a member of a room. `quiet` is None while the member may be
+    /// talking: every frame is decoded or concealed. For a member who is not talking it is
+    /// `Some(check)`: an Opus packet whose voice-activity flags say nothing was said (RFC
+    /// 6716 §4.2.3) is not decoded, and a lost frame is not concealed, since the mixer would
+    /// drop the result as silence; decoding is most of an Opus room's cost. With `check` an
+    /// inactive packet is decoded anyway: the caller asks for it now and then (the mixer: one
+    /// tick in [`QUIET_CHECK_EVERY`], staggered across members so the checks do not all fall
+    /// on one tick), so a loud sound the far end's VAD calls inactive (libopus's VAD adapts to
+    /// a steady tone or music within a second) still makes the member a talker. When speech
+    /// starts, the last undecoded packet is decoded first (its audio unused) so the decoder's
+    /// state runs on from the packet before. Other codecs (cheap to decode, or stateful like
+    /// G.722) decode as usual.
+    pub fn pull_for_mix(&mut self, now: Instant, reports: &mpsc::Sender<LegReport>, quiet: Option<bool>) -> Pull {
+        let check = match quiet {
+            Some(check) if self.codec() == Some(Codec::Opus) => check,
+            _ => {
+                return if self.pull(now, reports) {
+                    Pull::Decoded
+                } else {
+                    Pull::Nothing
+                };
+            }
+        };
         self.pcm.clear();
         let (Some(c), Some(jb)) = (self.codec.as_mut(), self.jitter.as_mut()) else {
             return Pull::Nothing;
@@ -476,9 +481,8 @@ impl MediaStream {
             Playout::Frame(p) => {
                 let act = opus_packet::activity(&p);
                 if act == Activity::Inactive && !check {
-                    self.undecoded.clear();
-                    self.undecoded.extend_from_slice(&p);
-                    jb.recycle(p);
+                    // Kept (buffers swapped, not copied) to warm the decoder at speech onset.
+                    jb.recycle(std::mem::replace(&mut self.undecoded, p));
                     return Pull::Skipped;
                 }
                 if act != Activity::Inactive && !self.undecoded.is_empty() {

@@ -848,17 +848,10 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         // no speech); a quiet frame from them is silence to the mixer: it is not resampled or
         // pushed (most members, most of the time).
         let talking = room.mixer.is_talking(m.call);
-        let pulled = if talking || !room.mixer.config().skip_quiet_opus {
-            if st.pull(now, &m.seat.reports) {
-                Pull::Decoded
-            } else {
-                Pull::Nothing
-            }
-        } else {
-            // The checks are staggered over the members, like the RTCP work.
-            let check = (tick_no + i as u64).is_multiple_of(stream::QUIET_CHECK_EVERY);
-            st.pull_unless_quiet(now, &m.seat.reports, check)
-        };
+        // Quiet members' checks are staggered over the members, like the RTCP work.
+        let quiet = (!talking && room.mixer.config().skip_quiet_opus)
+            .then(|| (tick_no + i as u64).is_multiple_of(stream::QUIET_CHECK_EVERY));
+        let pulled = st.pull_for_mix(now, &m.seat.reports, quiet);
         match pulled {
             Pull::Decoded => decodes += 1,
             Pull::Skipped => skipped += 1,

@@ -169,10 +169,10 @@ fn frame_length(b: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
-/// The SILK header bits of every frame of a packet (RFC 6716 §4.2.3): for each frame, whether
-/// any VAD flag is set and whether LBRR (in-band FEC) data is present. None for CELT-only or
-/// malformed packets; zero-byte (DTX) frames are left out.
-fn header_flags(packet: &[u8], mut each: impl FnMut(bool, bool)) -> Option<()> {
+/// The SILK header bits of a packet's frames (RFC 6716 §4.2.3): whether any VAD flag is set
+/// and whether any frame carries LBRR (in-band FEC) data. None for CELT-only or malformed
+/// packets; zero-byte (DTX) frames say nothing.
+fn header_flags(packet: &[u8]) -> Option<(bool, bool)> {
     let toc = *packet.first()?;
     let config = toc >> 3;
     let stereo = toc & 0x04 != 0;
@@ -188,13 +188,13 @@ fn header_flags(packet: &[u8], mut each: impl FnMut(bool, bool)) -> Option<()> {
         _ => return None,
     };
     let (frames, n) = frames(packet)?;
+    let (mut vad, mut lbrr) = (false, false);
     for &(start, len) in &frames[..n] {
         // A frame of zero bytes is DTX or a lost frame (§3.2.1): nothing was said.
         if len == 0 {
             continue;
         }
         let mut rd = RangeDecoder::new(&packet[start..start + len]);
-        let (mut vad, mut lbrr) = (false, false);
         // Mid channel: VAD flags then the LBRR flag; for stereo the side channel's follow.
         for _ in 0..if stereo { 2 } else { 1 } {
             for _ in 0..silk_frames {
@@ -202,26 +202,22 @@ fn header_flags(packet: &[u8], mut each: impl FnMut(bool, bool)) -> Option<()> {
             }
             lbrr |= rd.bit_logp(1);
         }
-        each(vad, lbrr);
     }
-    Some(())
+    Some((vad, lbrr))
 }
 
 /// The speech activity an Opus packet declares (RFC 6716 §4.2.3), without decoding audio.
 pub fn activity(packet: &[u8]) -> Activity {
-    let mut active = false;
-    match header_flags(packet, |vad, _| active |= vad) {
+    match header_flags(packet) {
         None => Activity::Unknown,
-        Some(()) if active => Activity::Active,
-        Some(()) => Activity::Inactive,
+        Some((true, _)) => Activity::Active,
+        Some((false, _)) => Activity::Inactive,
     }
 }
 
 /// Whether a packet carries in-band FEC (LBRR) data for the frame before it.
 pub fn carries_fec(packet: &[u8]) -> bool {
-    let mut fec = false;
-    header_flags(packet, |_, lbrr| fec |= lbrr);
-    fec
+    header_flags(packet).is_some_and(|(_, lbrr)| lbrr)
 }
 
 #[cfg(test)]
