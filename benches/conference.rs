@@ -3,7 +3,8 @@
 //! UDP socket each, INVITE/200/ACK), straight into rooms of ROOM members, every leg then
 //! sending 20 ms RTP (TALKERS per room talk, default 1; near-silence from the rest) and receiving its
 //! mix. Over a steady window it reports tolk's CPU, the mixer's tick lateness (p50/p99 from
-//! tolk's `/metrics` histogram), overruns, and loss (mix packets a leg did not receive).
+//! tolk's `/metrics` histogram), ticks run late to catch up after a slow one, ticks skipped
+//! (the thread fell too far behind), and loss (mix packets a leg did not receive).
 //!
 //!   LEGS="250 500 1000" CODEC=pcmu ROOM=10 TALKERS=1 SECS=10 cargo bench --bench conference
 //!   (SKIP_QUIET=false: tolk decodes every Opus packet, `room.skip_quiet_opus`)
@@ -246,6 +247,7 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
     let dur0 = buckets(&m0, "mixer_tick_duration_seconds");
     let dur1 = buckets(&m1, "mixer_tick_duration_seconds");
     let overruns = counter(&m1, "mixer_tick_overruns_total") - counter(&m0, "mixer_tick_overruns_total");
+    let catch_ups = counter(&m1, "mixer_tick_catch_ups_total") - counter(&m0, "mixer_tick_catch_ups_total");
     let decodes = counter(&m1, "mixer_decodes_total") - counter(&m0, "mixer_decodes_total");
     let skipped = counter(&m1, "mixer_decodes_skipped_total") - counter(&m0, "mixer_decodes_skipped_total");
     let skipped_pct = skipped as f64 * 100.0 / (decodes + skipped).max(1) as f64;
@@ -256,7 +258,7 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
     let silent_legs = legs.iter().filter(|l| l.first_seq.is_none()).count();
     let rate = got as f64 / elapsed / legs_n as f64;
     println!(
-        "{:<5} {:>6} {:>5} {:>7} {:>9.1} {:>10.1} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>7.3} {:>6} {:>7.1} {:>9.1}",
+        "{:<5} {:>6} {:>5} {:>7} {:>9.1} {:>10.1} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>8} {:>8} {:>7.3} {:>6} {:>7.1} {:>9.1}",
         if opus { "opus" } else { "pcmu" },
         legs_n,
         room,
@@ -267,6 +269,7 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
         quantile(&late0, &late1, 0.99) * 1000.0,
         quantile(&dur0, &dur1, 0.5) * 1000.0,
         quantile(&dur0, &dur1, 0.99) * 1000.0,
+        catch_ups,
         overruns,
         if expected > 0 {
             (expected.saturating_sub(got)) as f64 / expected as f64 * 100.0
@@ -313,7 +316,7 @@ fn main() {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     println!(
-        "{:<5} {:>6} {:>5} {:>7} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>7} {:>6} {:>7} {:>9}",
+        "{:<5} {:>6} {:>5} {:>7} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>8} {:>7} {:>6} {:>7} {:>9}",
         "codec",
         "legs",
         "room",
@@ -324,7 +327,8 @@ fn main() {
         "late_p99ms",
         "tick_p50ms",
         "tick_p99ms",
-        "overruns",
+        "catchups",
+        "skipped",
         "loss%",
         "silent",
         "setup_s",

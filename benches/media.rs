@@ -127,6 +127,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("dtmf_inband/speech", |b| b.iter(|| det.process(black_box(&speech))));
     let mut det = InbandDetector::default();
     g.bench_function("dtmf_inband/tone", |b| b.iter(|| det.process(black_box(&tone))));
+    // Line noise (a quiet caller, most frames of most calls): too little energy for a tone.
+    let noise: Vec<i16> = (0..160).map(|i| ((i * 7919) % 41) as i16 - 20).collect();
+    let mut det = InbandDetector::default();
+    g.bench_function("dtmf_inband/line_noise", |b| b.iter(|| det.process(black_box(&noise))));
     let mut rx = EventReceiver::new();
     let event = [5u8, 10, 0x01, 0x40];
     g.bench_function("rfc4733_receive", |b| {

@@ -98,7 +98,11 @@ pub async fn run(
     tracing::info!(addr = %bound.admin, "admin API and /metrics listening");
     let scheduler = crate::room::scheduler::Scheduler::start(cfg.room.mixer_threads, cfg.room.mixer())
         .map_err(|e| anyhow::anyhow!("cannot start the mixer threads: {e}"))?;
-    let rooms = Rooms::with_scheduler(scheduler, cfg.room.max_members);
+    let mut rooms = Rooms::with_scheduler(scheduler, cfg.room.max_members);
+    // PINs set through the admin API outlive restarts (room::pins).
+    for problem in rooms.keep_pins_in(cfg.data_dir.join("rooms").join("pins.json")) {
+        tracing::warn!("{problem}");
+    }
     let mut room_events = rooms.subscribe();
     let (reload_tx, mut reload_rx) = mpsc::channel::<crate::admin::api::ReloadRequest>(4);
     let api = std::sync::Arc::new(crate::admin::api::ApiState {

@@ -7,6 +7,7 @@ use crate::cdr::privacy::PseudonymKey;
 use crate::cdr::query::{self, ListFilter, ReportBy};
 use crate::cdr::writer::CdrSink;
 use crate::cdr::{retention, subject};
+use crate::room::PinError;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -127,7 +128,8 @@ struct PinsBody {
 }
 
 /// `PUT /api/v1/rooms/{room}/pins`: a room's participant and moderator PINs (null or absent
-/// removes one); flows' `room_role` sees them at once, and they outlive dialplan reloads.
+/// removes one); flows' `room_role` sees them at once, and they outlive dialplan reloads and
+/// restarts (`data_dir/rooms/pins.json`). 500 when that file cannot be written (nothing changed).
 async fn set_pins(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -135,9 +137,10 @@ async fn set_pins(
     Json(b): Json<PinsBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_token(&s, &headers)?;
-    s.rooms
-        .set_pins(&room, b.pin, b.moderator_pin)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    s.rooms.set_pins(&room, b.pin, b.moderator_pin).map_err(|e| match e {
+        PinError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
+        PinError::NotKept(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+    })?;
     // PINs are not echoed back.
     Ok(Json(serde_json::json!({ "room": room, "pins": "set" })))
 }

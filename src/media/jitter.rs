@@ -15,7 +15,7 @@
 //!
 //! Must not: read a clock (time comes in), allocate per tick beyond the payload it returns.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Settings.
@@ -72,9 +72,70 @@ pub struct JitterStats {
     pub resyncs: u64,
 }
 
+/// Buffered payloads by unwrapped timestamp, oldest first: a sorted deque. Packets nearly
+/// always arrive in order (appended at the back) and leave from the front, and once warm it
+/// does not allocate. (The `BTreeMap` it replaced allocated a node whenever it went from
+/// empty to one packet, which a steady stream does for nearly every packet: 2-3% of a
+/// conference mixer thread's time.)
 #[derive(Debug, Clone)]
-struct Packet {
-    payload: Vec<u8>,
+struct Queue(VecDeque<(i64, Vec<u8>)>);
+
+impl Queue {
+    fn with_capacity(n: usize) -> Queue {
+        Queue(VecDeque::with_capacity(n))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn first_ts(&self) -> Option<i64> {
+        self.0.front().map(|e| e.0)
+    }
+
+    fn last_ts(&self) -> Option<i64> {
+        self.0.back().map(|e| e.0)
+    }
+
+    fn pop_first(&mut self) -> Option<Vec<u8>> {
+        self.0.pop_front().map(|e| e.1)
+    }
+
+    /// The index holding `ts`, or where it would go.
+    fn find(&self, ts: i64) -> Result<usize, usize> {
+        match self.0.back() {
+            None => Err(0),
+            Some(&(last, _)) if ts > last => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&ts, |e| e.0),
+        }
+    }
+
+    fn contains(&self, ts: i64) -> bool {
+        self.find(ts).is_ok()
+    }
+
+    /// Adds a payload; an existing timestamp is left as it is (the caller checks first).
+    fn insert(&mut self, ts: i64, payload: Vec<u8>) {
+        match self.find(ts) {
+            Err(i) if i == self.0.len() => self.0.push_back((ts, payload)),
+            Err(i) => self.0.insert(i, (ts, payload)),
+            Ok(_) => {}
+        }
+    }
+
+    fn remove(&mut self, ts: i64) -> Option<Vec<u8>> {
+        let i = self.find(ts).ok()?;
+        self.0.remove(i).map(|e| e.1)
+    }
+
+    fn get(&self, ts: i64) -> Option<&[u8]> {
+        let i = self.find(ts).ok()?;
+        self.0.get(i).map(|e| &e.1[..])
+    }
 }
 
 /// The buffer for one incoming stream.
@@ -82,7 +143,7 @@ struct Packet {
 pub struct JitterBuffer {
     cfg: JitterConfig,
     frame_ts: i64,
-    packets: BTreeMap<i64, Packet>,
+    packets: Queue,
     /// Last received timestamp, raw and unwrapped, for unwrapping the next.
     last_ts: Option<(u32, i64)>,
     /// Next timestamp to play (unwrapped); `None` until playout starts.
@@ -112,7 +173,7 @@ impl JitterBuffer {
         JitterBuffer {
             frame_ts: cfg.ts_of(cfg.frame).max(1),
             cfg,
-            packets: BTreeMap::new(),
+            packets: Queue::with_capacity(cfg.capacity + 1),
             last_ts: None,
             playout: None,
             first_arrival: None,
@@ -143,8 +204,8 @@ impl JitterBuffer {
 
     /// Audio buffered ahead of the playout point.
     pub fn buffered(&self) -> Duration {
-        match (self.playout, self.packets.keys().next_back()) {
-            (Some(p), Some(&last)) if last >= p => {
+        match (self.playout, self.packets.last_ts()) {
+            (Some(p), Some(last)) if last >= p => {
                 let ts = last - p + self.frame_ts;
                 Duration::from_micros((ts * 1_000_000 / self.cfg.clock_rate as i64) as u64)
             }
@@ -184,17 +245,17 @@ impl JitterBuffer {
                 return;
             }
         }
-        if self.packets.contains_key(&ts) {
+        if self.packets.contains(ts) {
             self.stats.duplicates += 1;
             return;
         }
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(payload);
-        self.packets.insert(ts, Packet { payload: buf });
+        self.packets.insert(ts, buf);
         while self.packets.len() > self.cfg.capacity {
-            if let Some((_, p)) = self.packets.pop_first() {
-                self.recycle(p.payload);
+            if let Some(p) = self.packets.pop_first() {
+                self.recycle(p);
             }
         }
         if self.first_arrival.is_none() {
@@ -219,8 +280,8 @@ impl JitterBuffer {
     }
 
     fn restart(&mut self) {
-        while let Some((_, p)) = self.packets.pop_first() {
-            self.recycle(p.payload);
+        while let Some(p) = self.packets.pop_first() {
+            self.recycle(p);
         }
         self.playout = None;
         self.first_arrival = None;
@@ -232,7 +293,7 @@ impl JitterBuffer {
         let playout = match self.playout {
             Some(p) => p,
             None => {
-                let (Some(first), Some((&oldest, _))) = (self.first_arrival, self.packets.first_key_value()) else {
+                let (Some(first), Some(oldest)) = (self.first_arrival, self.packets.first_ts()) else {
                     return Playout::Empty;
                 };
                 if now.saturating_duration_since(first) + self.cfg.frame <= self.target_delay() {
@@ -254,10 +315,10 @@ impl JitterBuffer {
         self.empty_ticks = 0;
         // Too much buffered: drop the oldest frame to bring the delay down.
         if self.buffered() > self.target_delay() + 2 * self.cfg.frame {
-            if let Some((&ts, _)) = self.packets.first_key_value()
-                && ts <= playout
+            if self.packets.first_ts().is_some_and(|ts| ts <= playout)
+                && let Some(p) = self.packets.pop_first()
             {
-                self.packets.remove(&ts);
+                self.recycle(p);
             }
             self.stats.shrunk += 1;
             self.playout = Some(playout + self.frame_ts);
@@ -269,31 +330,27 @@ impl JitterBuffer {
     fn pop_at(&mut self, playout: i64) -> Playout {
         self.playout = Some(playout + self.frame_ts);
         // Anything older than the playout point is stale.
-        while let Some((&ts, _)) = self.packets.first_key_value() {
-            if ts < playout {
-                if let Some((_, p)) = self.packets.pop_first() {
-                    self.recycle(p.payload);
-                }
-            } else {
-                break;
+        while self.packets.first_ts().is_some_and(|ts| ts < playout) {
+            if let Some(p) = self.packets.pop_first() {
+                self.recycle(p);
             }
         }
-        match self.packets.remove(&playout) {
+        match self.packets.remove(playout) {
             Some(p) => {
                 self.stats.played += 1;
-                Playout::Frame(p.payload)
+                Playout::Frame(p)
             }
             None => {
                 // A gap longer than a few frames is a silence in the timestamps (DTX, the
                 // start of a new talkspurt), not loss: skip to the next packet.
-                if let Some((&next_ts, _)) = self.packets.first_key_value()
+                if let Some(next_ts) = self.packets.first_ts()
                     && next_ts - playout > SILENCE_GAP_FRAMES * self.frame_ts
                 {
                     self.playout = Some(next_ts);
                     return Playout::Empty;
                 }
                 self.stats.lost += 1;
-                let next = self.packets.get(&(playout + self.frame_ts)).map(|p| p.payload.clone());
+                let next = self.packets.get(playout + self.frame_ts).map(<[u8]>::to_vec);
                 Playout::Lost { next }
             }
         }
@@ -416,6 +473,40 @@ mod tests {
         assert!(sent_lost <= 5, "played {} lost {}", st.played, st.lost);
         assert!((60..=140).contains(&st.lost), "about 5% of 2000 lost: {}", st.lost);
         assert!(s.events.iter().any(|e| matches!(e, Playout::Lost { next: Some(_) })));
+    }
+
+    #[test]
+    fn the_queue_keeps_timestamp_order_like_a_sorted_map() {
+        // Random inserts (mostly in order, some reordered and repeated), removals and pops,
+        // checked against a BTreeMap as the model.
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut q = Queue::with_capacity(8);
+        let mut model = std::collections::BTreeMap::new();
+        let mut ts = 0i64;
+        for _ in 0..20_000 {
+            match rng.u8(..10) {
+                0..=5 => {
+                    ts += 160;
+                    let t = ts - 160 * rng.i64(0..4);
+                    if !q.contains(t) {
+                        q.insert(t, t.to_le_bytes().to_vec());
+                    }
+                    model.entry(t).or_insert_with(|| t.to_le_bytes().to_vec());
+                }
+                6 | 7 => assert_eq!(q.pop_first(), model.pop_first().map(|e| e.1)),
+                8 => {
+                    let t = ts - 160 * rng.i64(0..6);
+                    assert_eq!(q.remove(t), model.remove(&t));
+                }
+                _ => {
+                    let t = ts - 160 * rng.i64(0..6);
+                    assert_eq!(q.get(t), model.get(&t).map(|v| &v[..]));
+                }
+            }
+            assert_eq!(q.len(), model.len());
+            assert_eq!(q.first_ts(), model.keys().next().copied());
+            assert_eq!(q.last_ts(), model.keys().next_back().copied());
+        }
     }
 
     #[test]

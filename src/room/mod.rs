@@ -8,10 +8,12 @@
 pub mod batch;
 pub mod conference;
 pub mod mixer;
+pub mod pins;
 pub mod recording;
 pub mod scheduler;
 pub mod settings;
 
+use pins::Pins;
 use scheduler::{Command, MemberChange, Scheduler, Shard};
 use settings::RoomSettings;
 use std::collections::{BTreeMap, HashMap};
@@ -78,8 +80,22 @@ pub struct Room {
     pub members: Vec<Member>,
 }
 
-/// A room's participant and moderator PINs.
-type Pins = (Option<String>, Option<String>);
+/// Why PINs were not set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinError {
+    /// The request is wrong (the message says how).
+    Invalid(String),
+    /// The PIN file could not be written: nothing changed.
+    NotKept(String),
+}
+
+impl std::fmt::Display for PinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PinError::Invalid(m) | PinError::NotKept(m) => f.write_str(m),
+        }
+    }
+}
 
 /// Why a member could not join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +160,8 @@ pub struct Rooms {
     settings: Arc<Mutex<settings::RoomTable>>,
     /// PINs set through the admin API: kept across dialplan reloads.
     pins: Arc<Mutex<HashMap<String, Pins>>>,
+    /// Where those PINs are kept across restarts ([`pins`]); none in tests.
+    pins_file: Option<Arc<std::path::Path>>,
     /// Why members taken out by someone else left (their flows' `join_conference` returns it).
     reasons: Arc<Mutex<HashMap<u64, &'static str>>>,
     media: Arc<Mutex<RoomMedia>>,
@@ -158,6 +176,7 @@ impl Default for Rooms {
             events: tokio::sync::broadcast::channel(1024).0,
             settings: Arc::new(Mutex::new(settings::table(HashMap::new()))),
             pins: Arc::default(),
+            pins_file: None,
             reasons: Arc::default(),
             media: Arc::default(),
         }
@@ -177,6 +196,16 @@ impl Rooms {
             max_members: Some(max_members),
             ..Rooms::default()
         }
+    }
+
+    /// Keeps the PINs set through the admin API in `path` (`data_dir/rooms/pins.json`) and
+    /// restores those kept there; returns the problems found in the file (each entry that
+    /// could not be restored, with the file named).
+    pub fn keep_pins_in(&mut self, path: std::path::PathBuf) -> Vec<String> {
+        let (kept, problems) = pins::load(&path);
+        *self.pins.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+        self.pins_file = Some(Arc::from(path));
+        problems
     }
 
     /// Room events from now on (a slow reader loses the oldest, and is told so).
@@ -341,22 +370,31 @@ impl Rooms {
     }
 
     /// Sets a room's PINs at run time (the admin API); flows see them at once and they
-    /// outlive dialplan reloads. `None` removes a PIN.
-    pub fn set_pins(&self, room: &str, pin: Option<String>, moderator_pin: Option<String>) -> Result<(), String> {
+    /// outlive dialplan reloads and, once written to the PIN file, restarts. `None` removes a
+    /// PIN. Nothing changes when the file cannot be written.
+    pub fn set_pins(&self, room: &str, pin: Option<String>, moderator_pin: Option<String>) -> Result<(), PinError> {
         for p in pin.iter().chain(moderator_pin.iter()) {
-            settings::valid_pin(p)?;
+            settings::valid_pin(p).map_err(PinError::Invalid)?;
         }
         if pin.is_some() && pin == moderator_pin {
-            return Err("pin and moderator_pin must differ".into());
+            return Err(PinError::Invalid("pin and moderator_pin must differ".into()));
         }
         if room.is_empty() || room == "events" {
-            return Err("give a room name (not `events`)".into());
+            return Err(PinError::Invalid("give a room name (not `events`)".into()));
         }
         let current = self.settings(room);
         if moderator_pin.is_none() && (current.wait_for_moderator || current.end_with_moderator) {
-            return Err("this room waits for or ends with its moderator: it needs a moderator_pin".into());
+            return Err(PinError::Invalid(
+                "this room waits for or ends with its moderator: it needs a moderator_pin".into(),
+            ));
         }
         let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(path) = &self.pins_file {
+            let mut next = pins.clone();
+            next.insert(room.to_string(), (pin.clone(), moderator_pin.clone()));
+            pins::save(path, &next)
+                .map_err(|e| PinError::NotKept(format!("cannot keep the PINs in {}: {e}", path.display())))?;
+        }
         pins.insert(room.to_string(), (pin.clone(), moderator_pin.clone()));
         let table = self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Ok(mut t) = table.write() {
@@ -776,6 +814,43 @@ mod tests {
         rooms.configure(settings::table(HashMap::new()));
         assert_eq!(rooms.settings("x").role_of("55"), Some("participant"));
         assert!(rooms.set_pins("x", Some("1a".into()), None).is_err());
+    }
+
+    #[test]
+    fn pins_set_at_run_time_outlive_a_restart_and_a_failed_write_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("tolk-rooms-{}", fastrand::u64(..)));
+        let file = dir.join("rooms").join("pins.json");
+        let mut rooms = Rooms::default();
+        assert!(rooms.keep_pins_in(file.clone()).is_empty());
+        rooms.set_pins("x", Some("55".into()), Some("66".into())).unwrap();
+        // A restart: a new registry reading the same file, then rooms.toml loaded over it.
+        let mut again = Rooms::default();
+        assert!(again.keep_pins_in(file.clone()).is_empty());
+        again.configure(settings::table(HashMap::from([(
+            "x".to_string(),
+            RoomSettings {
+                pin: Some("1".into()),
+                ..RoomSettings::default()
+            },
+        )])));
+        assert_eq!(again.settings("x").role_of("55"), Some("participant"));
+        assert_eq!(again.settings("x").role_of("66"), Some("moderator"));
+        assert_eq!(
+            again.settings("x").role_of("1"),
+            None,
+            "the API's PIN replaced rooms.toml's"
+        );
+        // Where the file cannot be written (its directory is a file), the PIN is refused.
+        let mut blocked = Rooms::default();
+        std::fs::write(dir.join("not-a-dir"), "").unwrap();
+        blocked.keep_pins_in(dir.join("not-a-dir").join("pins.json"));
+        let err = blocked.set_pins("y", Some("7".into()), None).unwrap_err();
+        assert!(
+            matches!(&err, PinError::NotKept(m) if m.contains("cannot keep the PINs")),
+            "{err}"
+        );
+        assert_eq!(blocked.settings("y").role_of("7"), None);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

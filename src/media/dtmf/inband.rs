@@ -197,6 +197,13 @@ impl InbandDetector {
         if energy <= 0.0 || first < second * 0.5 || second < first * 0.5 {
             return None;
         }
+        // No tone in a block can measure more than N times the block's energy (|X(w)|^2 <=
+        // (sum |x|)^2 <= N * sum x^2, Cauchy-Schwarz): a block too quiet to hold even one tone
+        // at the minimum power (silence, line noise: most frames of most calls) needs no
+        // Goertzel filters at all.
+        if energy * BLOCK as f32 * 1.001 < self.min_power {
+            return None;
+        }
         let rows = self.coeff_rows.map(|c| goertzel(block, c));
         let cols = self.coeff_cols.map(|c| goertzel(block, c));
         let (ri, rp0) = strongest(&rows);

@@ -1,0 +1,140 @@
+//! PINs set through the admin API (`PUT /api/v1/rooms/{room}/pins`), kept in
+//! `data_dir/rooms/pins.json` so that a restart does not fall back to `rooms.toml`'s. The
+//! file is the gateway's own state, not configuration: written whole (a temporary file,
+//! fsync, rename: a crash leaves the old file or the new one) with mode 0600, since PINs are
+//! secrets. A damaged file or entry is reported and left out, never fatal to a start.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+/// A room's participant and moderator PINs (`None`: no PIN of that kind).
+pub type Pins = (Option<String>, Option<String>);
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    pin: Option<String>,
+    moderator_pin: Option<String>,
+}
+
+/// Reads the PINs kept at `path` (none when it does not exist yet). Problems (a damaged file,
+/// an entry that is not a valid PIN) come back as messages naming the file, with the entries
+/// that passed.
+pub fn load(path: &Path) -> (HashMap<String, Pins>, Vec<String>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (HashMap::new(), Vec::new()),
+        Err(e) => return (HashMap::new(), vec![format!("{}: cannot read: {e}", path.display())]),
+    };
+    let entries: BTreeMap<String, Entry> = match serde_json::from_str(&text) {
+        Ok(e) => e,
+        Err(e) => {
+            return (
+                HashMap::new(),
+                vec![format!(
+                    "{}:{}: {e}; the PINs set through the API are not restored",
+                    path.display(),
+                    e.line()
+                )],
+            );
+        }
+    };
+    let mut pins = HashMap::new();
+    let mut problems = Vec::new();
+    for (room, e) in entries {
+        let bad = [&e.pin, &e.moderator_pin]
+            .into_iter()
+            .flatten()
+            .find_map(|p| super::settings::valid_pin(p).err());
+        match bad {
+            Some(why) => problems.push(format!("{}: room `{room}`: {why}; left out", path.display())),
+            None => {
+                pins.insert(room, (e.pin, e.moderator_pin));
+            }
+        }
+    }
+    (pins, problems)
+}
+
+/// Writes `pins` to `path` whole, replacing what was there.
+pub fn save(path: &Path, pins: &HashMap<String, Pins>) -> std::io::Result<()> {
+    let entries: BTreeMap<&str, Entry> = pins
+        .iter()
+        .map(|(room, (pin, moderator_pin))| {
+            (
+                room.as_str(),
+                Entry {
+                    pin: pin.clone(),
+                    moderator_pin: moderator_pin.clone(),
+                },
+            )
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&entries).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    // The rename itself is made durable by syncing the directory.
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_come_back_as_saved_and_bad_entries_are_reported_not_fatal() {
+        let dir = std::env::temp_dir().join(format!("tolk-pins-{}", fastrand::u64(..)));
+        let path = dir.join("rooms").join("pins.json");
+        assert_eq!(load(&path), (HashMap::new(), Vec::new()), "no file yet: no PINs");
+        let mut pins = HashMap::new();
+        pins.insert("demo".to_string(), (Some("4321".to_string()), Some("8765".to_string())));
+        pins.insert("open \"room\"".to_string(), (None, None));
+        save(&path, &pins).unwrap();
+        assert_eq!(load(&path), (pins, Vec::new()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "PINs are secrets");
+        }
+        // A hand-edited entry that is not a PIN is left out; the others stay.
+        std::fs::write(
+            &path,
+            "{\"a\": {\"pin\": \"12x\", \"moderator_pin\": null},\n \"b\": {\"pin\": \"7\", \"moderator_pin\": null}}",
+        )
+        .unwrap();
+        let (pins, problems) = load(&path);
+        assert_eq!(pins.len(), 1);
+        assert_eq!(pins["b"], (Some("7".to_string()), None));
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("room `a`") && problems[0].contains("pins.json"),
+            "{problems:?}"
+        );
+        // A damaged file: nothing restored, the file and line named.
+        std::fs::write(&path, "{\n\"a\": {").unwrap();
+        let (pins, problems) = load(&path);
+        assert!(pins.is_empty());
+        assert!(problems[0].contains("pins.json:2"), "{problems:?}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
