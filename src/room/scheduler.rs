@@ -1173,6 +1173,27 @@ mod tests {
         }
     }
 
+    impl Phone {
+        /// Sends tick `tick`'s 20 ms of a tone (`rate` Hz PCM, RTP clock 8000 as for G.711
+        /// and G.722), encoded with `enc`, as payload type `pt`.
+        #[allow(clippy::too_many_arguments)]
+        fn send_tone(&mut self, enc: &mut dyn Encoder, pt: u8, tick: u64, rate: u32, freq: f64, amp: f64, ssrc: u32) {
+            let n = rate as usize / 50;
+            let pcm: Vec<i16> = (0..n)
+                .map(|k| {
+                    let t = (tick as usize * n + k) as f64 / rate as f64;
+                    (amp * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
+                })
+                .collect();
+            let mut payload = Vec::new();
+            enc.encode(&pcm, &mut payload);
+            let mut pkt = Vec::new();
+            packet::build(&mut pkt, pt, tick == 0, self.seq, tick as u32 * 160, ssrc, &payload);
+            self.seq += 1;
+            self.sock.send_to(&pkt, self.to).unwrap();
+        }
+    }
+
     /// Received RTP payloads, oldest first.
     fn drain(p: &Phone) -> Vec<Vec<u8>> {
         let mut buf = [0u8; 2048];
@@ -1193,30 +1214,19 @@ mod tests {
         phones.extend((8..10).map(|i| member(&mut room, i, Codec::Opus, start)));
         let mut enc = G711Encoder::new(Law::Ulaw);
         let mut scratch = Scratch::default();
-        let mut pkt = Vec::new();
         let mut per_tick = Vec::new();
         for tick in 0..30u64 {
             let now = start + TICK * tick as u32;
             for (i, p) in phones.iter_mut().take(3).enumerate() {
-                let pcm: Vec<i16> = (0..160)
-                    .map(|k| {
-                        let t = (tick as usize * 160 + k) as f64 / 8000.0;
-                        (8000.0 * (2.0 * std::f64::consts::PI * (400.0 + 300.0 * i as f64) * t).sin()) as i16
-                    })
-                    .collect();
-                let mut payload = Vec::new();
-                enc.encode(&pcm, &mut payload);
-                packet::build(
-                    &mut pkt,
+                p.send_tone(
+                    &mut enc,
                     0,
-                    tick == 0,
-                    p.seq,
-                    tick as u32 * 160,
+                    tick,
+                    8000,
+                    400.0 + 300.0 * i as f64,
+                    8000.0,
                     1000 + i as u32,
-                    &payload,
                 );
-                p.seq += 1;
-                p.sock.send_to(&pkt, p.to).unwrap();
             }
             std::thread::sleep(Duration::from_millis(1));
             let before = room.encodes();
@@ -1250,7 +1260,6 @@ mod tests {
         let mut phones: Vec<Phone> = (0..3).map(|i| member(&mut room, i, Codec::G722, start)).collect();
         let mut encoders: Vec<G722Encoder> = (0..3).map(|_| G722Encoder::default()).collect();
         let mut scratch = Scratch::default();
-        let mut pkt = Vec::new();
         let mut per_tick = Vec::new();
         // Member 0 talks until tick 40, member 1 until tick 80, member 2 never.
         let talks = |i: usize, tick: u64| (i == 0 && tick < 40) || (i == 1 && tick < 80);
@@ -1258,25 +1267,8 @@ mod tests {
             let now = start + TICK * tick as u32;
             for (i, p) in phones.iter_mut().enumerate() {
                 let amp = if talks(i, tick) { 8000.0 } else { 0.0 };
-                let pcm: Vec<i16> = (0..320)
-                    .map(|k| {
-                        let t = (tick as usize * 320 + k) as f64 / 16000.0;
-                        (amp * (2.0 * std::f64::consts::PI * (400.0 + 300.0 * i as f64) * t).sin()) as i16
-                    })
-                    .collect();
-                let mut payload = Vec::new();
-                encoders[i].encode(&pcm, &mut payload);
-                packet::build(
-                    &mut pkt,
-                    9,
-                    tick == 0,
-                    p.seq,
-                    tick as u32 * 160,
-                    2000 + i as u32,
-                    &payload,
-                );
-                p.seq += 1;
-                p.sock.send_to(&pkt, p.to).unwrap();
+                let freq = 400.0 + 300.0 * i as f64;
+                p.send_tone(&mut encoders[i], 9, tick, 16_000, freq, amp, 2000 + i as u32);
             }
             std::thread::sleep(Duration::from_millis(1));
             let before = room.encodes();
