@@ -40,9 +40,11 @@ impl Datagram for tokio::net::UdpSocket {
     }
 }
 
+/// The mixer threads' sockets: [`crate::room::batch::send_to`] (no libc cancellation
+/// bookkeeping around each of the thousands of sends a tick).
 impl Datagram for std::net::UdpSocket {
     fn send_now(&self, buf: &[u8], dest: SocketAddr) -> bool {
-        self.send_to(buf, dest).is_ok()
+        crate::room::batch::send_to(self, buf, dest)
     }
 }
 

@@ -195,6 +195,11 @@ impl PromptPlayer {
     pub fn is_done(&self) -> bool {
         self.pos >= self.pcm.len()
     }
+
+    /// What is left to play.
+    pub fn remaining(&self) -> &[i16] {
+        &self.pcm[self.pos.min(self.pcm.len())..]
+    }
 }
 
 #[cfg(test)]

@@ -367,6 +367,16 @@ impl Mixer {
             .map(|g| self.frame(g))
     }
 
+    /// A member's options (None if unknown).
+    pub fn options(&self, id: MemberId) -> Option<MemberOptions> {
+        self.index.get(&id).and_then(|&i| self.members.get(i)).map(|m| m.opts)
+    }
+
+    /// Whether [`Mixer::record_frame`] is being made.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
     /// Makes [`Mixer::record_frame`] each tick from now on (or stops).
     pub fn set_recording(&mut self, on: bool) {
         self.recording = on;

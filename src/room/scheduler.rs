@@ -15,7 +15,7 @@ use super::mixer::{MemberOptions, Mixer, MixerConfig};
 use crate::call::leg::LegReport;
 use crate::call::stream::{self, MediaStream, Pull};
 use crate::media::codec::Encoder;
-use crate::media::prompt::PromptPlayer;
+use crate::media::prompt::{PromptPlayer, resampled};
 use crate::media::resample::Resampler;
 use crate::sip::sdp::{Codec, NegotiatedMedia};
 use std::collections::HashMap;
@@ -404,7 +404,13 @@ struct SharedEncoder {
 /// encoders. Public so benches can drive a tick without a thread.
 pub struct Room {
     name: Arc<str>,
+    /// The configured mixer settings; `cfg.rate` is the rate of a room with a wideband
+    /// member, prompts arrive at it and recordings are made at it.
+    cfg: MixerConfig,
+    /// Mixes at `cfg.rate`, or at 8 kHz while every member is narrowband ([`Room::retune`]).
     mixer: Mixer,
+    /// Brings the mix up to `cfg.rate` for the recording while the room mixes at 8 kHz.
+    record_up: Option<Resampler>,
     members: Vec<Member>,
     index: HashMap<u64, usize>,
     shared: Vec<SharedEncoder>,
@@ -428,7 +434,9 @@ impl Room {
     pub fn new(name: &str, cfg: MixerConfig) -> Room {
         Room {
             name: Arc::from(name),
+            cfg,
             mixer: Mixer::new(cfg),
+            record_up: None,
             members: Vec::new(),
             index: HashMap::new(),
             shared: Vec::new(),
@@ -445,7 +453,8 @@ impl Room {
 
     /// Starts recording the room's mix to `path` (a new file).
     pub fn record(&mut self, path: std::path::PathBuf, on_done: super::recording::OnDone) {
-        let rate = self.mixer.config().rate;
+        // Recordings are at the configured rate whatever the room mixes at now.
+        let rate = self.cfg.rate;
         // A recording already running is finalised first.
         self.recorder = None;
         // A writer thread that cannot start leaves the room unrecorded (on_done is dropped
@@ -475,7 +484,8 @@ impl Room {
 
     /// Adds a member with its stream.
     pub fn join(&mut self, seat: Box<Seat>, mut opts: MemberOptions) {
-        let cfg = *self.mixer.config();
+        let cfg = self.cfg;
+        let room_rate = self.rate();
         let mut seat = seat;
         seat.stream.set_opus_rate(cfg.rate, Some(cfg.opus_complexity));
         let call = seat.stream.call().0;
@@ -483,8 +493,8 @@ impl Room {
         let held = seat.stream.held();
         let member = Member {
             call,
-            to_room: Resampler::new(rate, cfg.rate),
-            from_room: Resampler::new(cfg.rate, rate),
+            to_room: Resampler::new(rate, room_rate),
+            from_room: Resampler::new(room_rate, rate),
             playback: None,
             muted: opts.muted,
             deaf: opts.deaf,
@@ -501,6 +511,65 @@ impl Room {
         self.reindex();
         let i = self.members.len() - 1;
         self.apply(i);
+        self.retune();
+    }
+
+    /// The rate the room mixes at now.
+    pub fn rate(&self) -> u32 {
+        self.mixer.config().rate
+    }
+
+    /// Mixes at 8 kHz while every member is narrowband (G.711), at the configured rate
+    /// otherwise, as Asterisk's softmix picks its mixing rate from its members: a room of
+    /// telephone callers then resamples nothing and mixes half the samples (resampling was
+    /// the largest single cost of a 16 kHz G.711 room). Called when members come and go or
+    /// change codec; a change rebuilds the room's rate-dependent state between ticks.
+    fn retune(&mut self) {
+        let narrowband = !self.members.is_empty() && self.members.iter().all(|m| m.seat.stream.pcm_rate() == 8000);
+        let want = if narrowband { 8000 } else { self.cfg.rate };
+        if want != self.rate() {
+            self.set_rate(want);
+        }
+    }
+
+    fn set_rate(&mut self, rate: u32) {
+        let old = self.rate();
+        let mut mixer = Mixer::new(MixerConfig { rate, ..self.cfg });
+        for m in &self.members {
+            if let Some(opts) = self.mixer.options(m.call) {
+                mixer.add(m.call, opts);
+            }
+        }
+        mixer.set_recording(self.mixer.is_recording());
+        self.mixer = mixer;
+        for m in &mut self.members {
+            let own = m.seat.stream.pcm_rate();
+            m.to_room = Resampler::new(own, rate);
+            m.from_room = Resampler::new(rate, own);
+            if let Some((p, what)) = m.playback.take() {
+                m.playback = Some((PromptPlayer::new(resampled(p.remaining(), old, rate)), what));
+            }
+        }
+        // Shared encodings start afresh (their resamplers are rate-bound).
+        self.shared.clear();
+        self.playback = self
+            .playback
+            .take()
+            .map(|p| PromptPlayer::new(resampled(p.remaining(), old, rate)));
+        self.music = None;
+        if self.waiting.is_some() {
+            self.set_waiting(true);
+        }
+        self.record_up = (rate != self.cfg.rate).then(|| Resampler::new(rate, self.cfg.rate));
+    }
+
+    /// A prompt rendered at the configured rate, at the rate the room mixes at now.
+    fn at_room_rate(&self, pcm: Arc<[i16]>) -> Arc<[i16]> {
+        if self.rate() == self.cfg.rate {
+            pcm
+        } else {
+            resampled(&pcm, self.cfg.rate, self.rate())
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -738,7 +807,7 @@ fn apply(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
                 r.record(path, on_done);
                 // Everyone hears that the room is being recorded.
                 if let Some(pcm) = notice {
-                    r.playback = Some(PromptPlayer::new(pcm));
+                    r.playback = Some(PromptPlayer::new(r.at_room_rate(pcm)));
                 }
             }
         }
@@ -776,6 +845,8 @@ fn apply(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
             if r.members.is_empty() {
                 rooms.remove(ri);
                 TICK_STATS.rooms.fetch_sub(1, Ordering::Relaxed);
+            } else {
+                r.retune();
             }
         }
         Command::Media { call, media } => {
@@ -787,10 +858,13 @@ fn apply(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
                 m.held = m.seat.stream.held();
                 let rate = m.seat.stream.pcm_rate();
                 if rate != old_rate {
-                    m.to_room = Resampler::new(rate, cfg.rate);
-                    m.from_room = Resampler::new(cfg.rate, rate);
+                    let room_rate = r.rate();
+                    let m = &mut r.members[i];
+                    m.to_room = Resampler::new(rate, room_rate);
+                    m.from_room = Resampler::new(room_rate, rate);
                 }
                 r.apply(i);
+                r.retune();
             }
         }
         Command::Change { call, change } => {
@@ -811,6 +885,7 @@ fn apply(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
         }
         Command::PlayTo { call, pcm, what } => {
             if let Some((r, i)) = find(rooms, call) {
+                let pcm = r.at_room_rate(pcm);
                 let m = &mut r.members[i];
                 end_playback(m);
                 m.playback = Some((PromptPlayer::new(pcm), what));
@@ -823,7 +898,7 @@ fn apply(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
         }
         Command::PlayRoom { room, pcm } => {
             if let Some(r) = rooms.iter_mut().find(|r| r.name == room) {
-                r.playback = Some(PromptPlayer::new(pcm));
+                r.playback = Some(PromptPlayer::new(r.at_room_rate(pcm)));
             }
         }
     }
@@ -844,7 +919,6 @@ fn convert(r: &mut Resampler, input: &[i16], out: &mut Vec<i16>, want: usize) {
 }
 
 fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
-    let room_frame = room.mixer.config().frame_len();
     // A member whose leg is gone (its call ended and the Leave was lost) is dropped; looked
     // for every tenth tick (an atomic load per member, 1% of a tick when done every tick).
     if tick_no.is_multiple_of(10) && room.members.iter().any(|m| m.seat.give_back.is_closed()) {
@@ -860,7 +934,9 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
             TICK_STATS.members.fetch_sub(1, Ordering::Relaxed);
         }
         room.reindex();
+        room.retune();
     }
+    let room_frame = room.mixer.config().frame_len();
     let mut buf = [0u8; 2048];
     let (mut decodes, mut skipped) = (0u64, 0u64);
     // 1. Receive and play out one frame per member.
@@ -943,7 +1019,13 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         for (o, t) in s.mixed.iter_mut().zip(&s.room_tone) {
             *o = o.saturating_add(*t);
         }
-        rec.push(&s.mixed);
+        match room.record_up.as_mut() {
+            Some(up) => {
+                convert(up, &s.mixed, &mut s.codec_pcm, room.cfg.frame_len());
+                rec.push(&s.codec_pcm);
+            }
+            None => rec.push(&s.mixed),
+        }
     }
     // While the room waits for a moderator, everyone hears the same music instead.
     let mut music = std::mem::take(&mut s.music);
@@ -1286,6 +1368,68 @@ mod tests {
         let last = |i: usize| heard[i][heard[i].len() - 1].clone();
         assert_eq!(last(0), last(2));
         assert_eq!(last(1), last(2));
+    }
+
+    #[test]
+    fn a_room_of_g711_callers_mixes_at_8_khz_until_a_wideband_member_joins() {
+        use crate::media::analysis::tone_power;
+        use crate::media::codec::Decoder;
+        use crate::media::codec::g711::G711Decoder;
+        use crate::media::codec::g722::{G722Decoder, G722Encoder};
+        let cfg = MixerConfig::default();
+        assert_eq!(cfg.rate, 16_000);
+        let mut rooms = vec![Room::new("r", cfg)];
+        let start = Instant::now();
+        let mut phones: Vec<Phone> = (0..2).map(|i| member(&mut rooms[0], i, Codec::Pcmu, start)).collect();
+        assert_eq!(rooms[0].rate(), 8000, "only narrowband members: no resampling at all");
+        let mut ulaw = [G711Encoder::new(Law::Ulaw), G711Encoder::new(Law::Ulaw)];
+        let mut wide = G722Encoder::default();
+        let mut scratch = Scratch::default();
+        let tones = [500.0, 1100.0, 1700.0];
+        let mut run = |rooms: &mut Vec<Room>, phones: &mut Vec<Phone>, ticks: std::ops::Range<u64>| {
+            for tick in ticks {
+                for (i, p) in phones.iter_mut().enumerate() {
+                    match i {
+                        2 => p.send_tone(&mut wide, 9, tick, 16_000, tones[2], 8000.0, 3002),
+                        _ => p.send_tone(&mut ulaw[i], 0, tick, 8000, tones[i], 8000.0, 3000 + i as u32),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                rooms[0].tick(start + TICK * tick as u32, tick, &mut scratch);
+            }
+        };
+        // What a phone heard in its last 10 frames, decoded; the power of each tone in it.
+        let heard = |p: &Phone, dec: &mut dyn Decoder, rate: u32| -> Vec<f64> {
+            let mut pcm = Vec::new();
+            for payload in drain(p) {
+                dec.decode(&payload, &mut pcm);
+            }
+            let tail = &pcm[pcm.len() - 10 * rate as usize / 50..];
+            tones.iter().map(|&f| tone_power(tail, f, rate)).collect()
+        };
+        run(&mut rooms, &mut phones, 0..30);
+        let p1 = heard(&phones[1], &mut G711Decoder::new(Law::Ulaw), 8000);
+        assert!(p1[0] > 100.0 * p1[1], "caller 1 hears caller 0, not itself: {p1:?}");
+        // A G.722 caller joins: the room mixes at 16 kHz from now on.
+        phones.push(member(&mut rooms[0], 2, Codec::G722, start + TICK * 30));
+        assert_eq!(rooms[0].rate(), 16_000);
+        run(&mut rooms, &mut phones, 30..60);
+        let p1 = heard(&phones[1], &mut G711Decoder::new(Law::Ulaw), 8000);
+        assert!(p1[0] > 100.0 * p1[1], "{p1:?}");
+        let p2 = heard(&phones[2], &mut G722Decoder::default(), 16_000);
+        assert!(
+            p2[0] > 100.0 * p2[2] && p2[1] > 100.0 * p2[2],
+            "the G.722 caller hears both others, not itself: {p2:?}"
+        );
+        // Caller 1 hears the wideband caller too (below its 4 kHz band: 1700 Hz passes).
+        assert!(p1[2] > 100.0 * p1[1], "{p1:?}");
+        // It leaves: back to 8 kHz, and the two still hear each other.
+        apply(Command::Leave { call: 2 }, &mut rooms, cfg);
+        assert_eq!(rooms[0].rate(), 8000);
+        phones.pop();
+        run(&mut rooms, &mut phones, 60..90);
+        let p0 = heard(&phones[0], &mut G711Decoder::new(Law::Ulaw), 8000);
+        assert!(p0[1] > 100.0 * p0[0], "{p0:?}");
     }
 
     #[test]
