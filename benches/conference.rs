@@ -288,6 +288,54 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
     silent_legs
 }
 
+/// The machine's own noise on tolk's core, before any load: the same fixed work (calibrated
+/// to ~12 ms) every 20 ms for `secs` on CPU 1, and how long it took, tick by tick. On a
+/// quiet machine the spread is small; on a shared one it says how much of a tick's tail
+/// is the machine's (its figure goes with each run's results in docs/PERFORMANCE.md).
+fn machine_noise(secs: u64) -> String {
+    std::thread::spawn(move || {
+        // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity take it by
+        // pointer for this thread only.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(1, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+        let work = |n: u64| {
+            let mut x = 0u64;
+            for i in 0..n {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+            }
+            x
+        };
+        let t = Instant::now();
+        work(1_000_000);
+        let n = (1_000_000.0 * 0.012 / t.elapsed().as_secs_f64()) as u64;
+        let mut took = Vec::new();
+        let start = Instant::now();
+        for tick in 0..secs * 50 {
+            if let Some(wait) = (start + Duration::from_millis(20 * tick)).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let t = Instant::now();
+            work(n);
+            took.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        took.sort_by(f64::total_cmp);
+        let q = |p: f64| took[((took.len() - 1) as f64 * p) as usize];
+        format!(
+            "machine noise on CPU 1 (fixed ~12 ms of work every 20 ms, {secs} s, no load): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} of {} over 20 ms",
+            q(0.5),
+            q(0.99),
+            q(1.0),
+            took.iter().filter(|&&d| d > 20.0).count(),
+            took.len()
+        )
+    })
+    .join()
+    .unwrap_or_default()
+}
+
 fn main() {
     // `cargo bench` passes --bench. Without it (`cargo test --all-targets`, a debug build)
     // this is a smoke run: a few legs for two seconds, every leg must hear its room.
@@ -306,6 +354,7 @@ fn main() {
         "250 500 1000 1500"
     };
     let legs = env_list("LEGS", default_legs);
+    println!("{}", machine_noise(10));
     println!(
         "date: {}  machine: {} cores; tolk with one mixer thread; generator on the same machine",
         std::process::Command::new("date")

@@ -137,10 +137,21 @@ async fn set_pins(
     Json(b): Json<PinsBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_token(&s, &headers)?;
-    s.rooms.set_pins(&room, b.pin, b.moderator_pin).map_err(|e| match e {
-        PinError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
-        PinError::NotKept(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
-    })?;
+    // Off the async workers: setting PINs writes and fsyncs the PIN file.
+    let rooms = s.rooms.clone();
+    let name = room.clone();
+    tokio::task::spawn_blocking(move || rooms.set_pins(&name, b.pin, b.moderator_pin))
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("setting the PINs failed: {e}"),
+            )
+        })?
+        .map_err(|e| match e {
+            PinError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
+            PinError::NotKept(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+        })?;
     // PINs are not echoed back.
     Ok(Json(serde_json::json!({ "room": room, "pins": "set" })))
 }

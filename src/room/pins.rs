@@ -33,10 +33,13 @@ pub fn load(path: &Path) -> (HashMap<String, Pins>, Vec<String>) {
         Err(e) => {
             return (
                 HashMap::new(),
+                // Position and kind only: serde's message can quote the value (a PIN).
                 vec![format!(
-                    "{}:{}: {e}; the PINs set through the API are not restored",
+                    "{}:{}:{}: not valid JSON ({:?}); the PINs set through the API are not restored",
                     path.display(),
-                    e.line()
+                    e.line(),
+                    e.column(),
+                    e.classify()
                 )],
             );
         }
@@ -47,12 +50,15 @@ pub fn load(path: &Path) -> (HashMap<String, Pins>, Vec<String>) {
         let bad = [&e.pin, &e.moderator_pin]
             .into_iter()
             .flatten()
-            .find_map(|p| super::settings::valid_pin(p).err());
-        match bad {
-            Some(why) => problems.push(format!("{}: room `{room}`: {why}; left out", path.display())),
-            None => {
-                pins.insert(room, (e.pin, e.moderator_pin));
-            }
+            .any(|p| super::settings::valid_pin(p).is_err());
+        if bad {
+            // The PIN itself is not repeated into the log.
+            problems.push(format!(
+                "{}: room `{room}`: a PIN that is not 1 to 16 digits; left out",
+                path.display()
+            ));
+        } else {
+            pins.insert(room, (e.pin, e.moderator_pin));
         }
     }
     (pins, problems)
@@ -130,11 +136,17 @@ mod tests {
             problems[0].contains("room `a`") && problems[0].contains("pins.json"),
             "{problems:?}"
         );
+        assert!(!problems[0].contains("12x"), "a PIN is never logged: {problems:?}");
         // A damaged file: nothing restored, the file and line named.
         std::fs::write(&path, "{\n\"a\": {").unwrap();
         let (pins, problems) = load(&path);
         assert!(pins.is_empty());
         assert!(problems[0].contains("pins.json:2"), "{problems:?}");
+        // A PIN of the wrong type: serde's message would quote it; this one does not.
+        std::fs::write(&path, "{\"a\": {\"pin\": 98765, \"moderator_pin\": null}}").unwrap();
+        let (pins, problems) = load(&path);
+        assert!(pins.is_empty());
+        assert!(!problems[0].contains("98765"), "{problems:?}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }
