@@ -367,14 +367,19 @@ impl Mixer {
             .map(|g| self.frame(g))
     }
 
-    /// A member's options (None if unknown).
-    pub fn options(&self, id: MemberId) -> Option<MemberOptions> {
-        self.index.get(&id).and_then(|&i| self.members.get(i)).map(|m| m.opts)
-    }
-
-    /// Whether [`Mixer::record_frame`] is being made.
-    pub fn is_recording(&self) -> bool {
-        self.recording
+    /// A mixer like this one at another rate (`cfg`): the same members with their options,
+    /// talk state (no talk events repeat) and recording flag; frames start silent.
+    pub fn at_rate(&self, cfg: MixerConfig) -> Mixer {
+        let mut m = Mixer::new(cfg);
+        for old in &self.members {
+            m.add(old.id, old.opts);
+            if let Some(new) = m.members.last_mut() {
+                new.talking = old.talking;
+                new.hangover = old.hangover;
+            }
+        }
+        m.recording = self.recording;
+        m
     }
 
     /// Makes [`Mixer::record_frame`] each tick from now on (or stops).
@@ -483,6 +488,28 @@ mod tests {
             let got: Vec<i32> = heard[id as usize].iter().map(|&s| s as i32).collect();
             assert_eq!(got, expect, "member {id}");
         }
+    }
+
+    #[test]
+    fn a_mixer_moved_to_another_rate_keeps_who_is_talking() {
+        let mut m = mixer();
+        m.add(1, MemberOptions::default());
+        m.add(2, MemberOptions::default());
+        m.push(1, &tone(440.0, 6000.0, 0));
+        m.mix();
+        assert!(m.talk_changes().iter().any(|c| c.member == 1 && c.talking));
+        let mut m8 = m.at_rate(MixerConfig {
+            rate: 8000,
+            ..MixerConfig::default()
+        });
+        assert_eq!(m8.config().frame_len(), 160);
+        assert!(m8.is_talking(1) && !m8.is_talking(2));
+        // Still talking at the new rate: no second "started talking".
+        let loud: Vec<i16> = (0..160).map(|i| if i % 2 == 0 { 6000 } else { -6000 }).collect();
+        m8.push(1, &loud);
+        m8.mix();
+        assert!(m8.talk_changes().is_empty(), "{:?}", m8.talk_changes());
+        assert_eq!(m8.output_of(2).map(<[i16]>::len), Some(160));
     }
 
     #[test]

@@ -537,14 +537,7 @@ impl Room {
 
     fn set_rate(&mut self, rate: u32) {
         let old = self.rate();
-        let mut mixer = Mixer::new(MixerConfig { rate, ..self.cfg });
-        for m in &self.members {
-            if let Some(opts) = self.mixer.options(m.call) {
-                mixer.add(m.call, opts);
-            }
-        }
-        mixer.set_recording(self.mixer.is_recording());
-        self.mixer = mixer;
+        self.mixer = self.mixer.at_rate(MixerConfig { rate, ..self.cfg });
         for m in &mut self.members {
             let own = m.seat.stream.pcm_rate();
             m.to_room = Resampler::new(own, rate);
