@@ -55,7 +55,11 @@ pub fn read_wav(path: &Path) -> (Vec<i16>, u32) {
 /// `rate` with `channels`) as the microphone, what it decodes dumped by the sndfile module,
 /// one account `user` offering `codec`, and the console on `console` when given.
 pub fn write_config(dir: &Path, codec: &str, tone: &Path, rate: u32, channels: u16, user: &str, console: Option<u16>) {
-    let sip_port = super::free_port();
+    // baresip also listens for SIP over TLS on the next port up: that one must be free too.
+    let sip_port = (0..100)
+        .map(|_| super::free_port())
+        .find(|&p| p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
+        .expect("a free SIP port with a free TLS port after it");
     let console = console
         .map(|p| format!("module cons.so\ncons_listen 127.0.0.1:{p}\n"))
         .unwrap_or_default();
