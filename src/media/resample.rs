@@ -123,6 +123,16 @@ impl Resampler {
         (self.from, self.to)
     }
 
+    /// Forgets the input so far, as if new: for a stream that resumes after a gap (a member
+    /// who starts talking after frames that were not resampled), whose old history would
+    /// otherwise be joined to the new audio.
+    pub fn restart(&mut self) {
+        self.history.clear();
+        self.history.resize(TAPS, 0.0);
+        self.base = 0;
+        self.j = 0;
+    }
+
     /// Converts `input`, appending to `out`. Output length follows the rate ratio; the
     /// fractional remainder carries over to the next call.
     pub fn process(&mut self, input: &[i16], out: &mut Vec<i16>) {
@@ -204,6 +214,22 @@ mod tests {
             r.process(c, &mut out);
         }
         out
+    }
+
+    #[test]
+    fn a_restarted_resampler_is_a_fresh_one() {
+        for (from, to) in [(8000u32, 16000u32), (16000, 8000), (48000, 16000)] {
+            let mut used = Resampler::new(from, to);
+            run(&mut used, &tone(700.0, from, 777, 9000.0), 333);
+            used.restart();
+            let input = tone(300.0, from, 1000, 6000.0);
+            let frame = (from / 50) as usize;
+            assert_eq!(
+                run(&mut used, &input, frame),
+                run(&mut Resampler::new(from, to), &input, frame),
+                "{from}->{to}"
+            );
+        }
     }
 
     #[test]

@@ -382,6 +382,8 @@ struct Member {
     own_last_tick: bool,
     /// Ticks spent on the own encoder since the member could have joined a shared encoding.
     handover_ticks: u16,
+    /// Whether last tick's frame went through `to_room` into the mix.
+    pushed_last_tick: bool,
 }
 
 /// Ticks between a member's RTCP reads and sends (and RTP-timeout checks): 500 ms.
@@ -505,6 +507,7 @@ impl Room {
             timed_out: false,
             own_last_tick: false,
             handover_ticks: 0,
+            pushed_last_tick: false,
             seat,
         };
         opts.codec = member.seat.stream.codec().map(codec_id).unwrap_or(0);
@@ -971,10 +974,17 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
             Pull::Skipped => skipped += 1,
             Pull::Nothing => {}
         }
-        if pulled == Pull::Decoded && !m.held && (talking || room.mixer.is_loud(st.pcm())) {
+        let pushed = pulled == Pull::Decoded && !m.held && (talking || room.mixer.is_loud(st.pcm()));
+        if pushed {
+            // After frames that were not resampled (quiet), the resampler's history is old
+            // audio (the end of the last talk spurt): start it afresh rather than join them.
+            if !m.pushed_last_tick {
+                m.to_room.restart();
+            }
             convert(&mut m.to_room, st.pcm(), &mut s.room_pcm, room_frame);
             room.mixer.push(m.call, &s.room_pcm);
         }
+        m.pushed_last_tick = pushed;
     }
     TICK_STATS.decodes.fetch_add(decodes, Ordering::Relaxed);
     TICK_STATS.decodes_skipped.fetch_add(skipped, Ordering::Relaxed);
