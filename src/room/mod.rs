@@ -357,7 +357,13 @@ impl Rooms {
             for (room, (pin, moderator_pin)) in pins.iter() {
                 let s = t.entry(room.clone()).or_default();
                 s.pin = pin.clone();
-                s.moderator_pin = moderator_pin.clone();
+                // A room rooms.toml now makes wait for (or end with) its moderator keeps
+                // rooms.toml's moderator PIN over an API-set "none": without one nobody
+                // could ever be its moderator.
+                let needs_moderator = s.wait_for_moderator || s.end_with_moderator;
+                if moderator_pin.is_some() || !needs_moderator {
+                    s.moderator_pin = moderator_pin.clone();
+                }
             }
         }
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = table;
@@ -814,6 +820,18 @@ mod tests {
         rooms.configure(settings::table(HashMap::new()));
         assert_eq!(rooms.settings("x").role_of("55"), Some("participant"));
         assert!(rooms.set_pins("x", Some("1a".into()), None).is_err());
+        // rooms.toml later makes x wait for its moderator: its moderator PIN stands over the
+        // API's "none" (else nobody could be x's moderator).
+        rooms.configure(settings::table(HashMap::from([(
+            "x".to_string(),
+            RoomSettings {
+                moderator_pin: Some("9".into()),
+                wait_for_moderator: true,
+                ..RoomSettings::default()
+            },
+        )])));
+        assert_eq!(rooms.settings("x").role_of("9"), Some("moderator"));
+        assert_eq!(rooms.settings("x").role_of("55"), Some("participant"));
     }
 
     #[test]

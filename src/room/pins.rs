@@ -51,7 +51,14 @@ pub fn load(path: &Path) -> (HashMap<String, Pins>, Vec<String>) {
             .into_iter()
             .flatten()
             .any(|p| super::settings::valid_pin(p).is_err());
-        if bad {
+        let same = e.pin.is_some() && e.pin == e.moderator_pin;
+        if same {
+            // Everyone would join as the moderator (the moderator PIN is tried first).
+            problems.push(format!(
+                "{}: room `{room}`: the same PIN for participants and moderators; left out",
+                path.display()
+            ));
+        } else if bad {
             // The PIN itself is not repeated into the log.
             problems.push(format!(
                 "{}: room `{room}`: a PIN that is not 1 to 16 digits; left out",
@@ -83,8 +90,11 @@ pub fn save(path: &Path, pins: &HashMap<String, Pins>) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
+    // A leftover temporary file (a crash mid-write) is removed and the new one created
+    // exclusively: its mode is then ours, and a link planted there is not followed.
+    let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut f = opts.open(&tmp)?;
@@ -137,6 +147,21 @@ mod tests {
             "{problems:?}"
         );
         assert!(!problems[0].contains("12x"), "a PIN is never logged: {problems:?}");
+        // The same PIN for both roles would make everyone a moderator: left out.
+        std::fs::write(&path, "{\"a\": {\"pin\": \"5\", \"moderator_pin\": \"5\"}}").unwrap();
+        let (pins, problems) = load(&path);
+        assert!(pins.is_empty() && problems[0].contains("same PIN"), "{problems:?}");
+        // A leftover temporary file with a wide mode does not pass its mode on.
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, "old").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o666)).unwrap();
+            save(&path, &HashMap::new()).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
         // A damaged file: nothing restored, the file and line named.
         std::fs::write(&path, "{\n\"a\": {").unwrap();
         let (pins, problems) = load(&path);

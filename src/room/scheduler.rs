@@ -458,8 +458,12 @@ impl Room {
 
     /// Starts recording the room's mix to `path` (a new file).
     pub fn record(&mut self, path: std::path::PathBuf, on_done: super::recording::OnDone) {
-        // Recordings are at the configured rate whatever the room mixes at now.
+        // Recordings are at the configured rate whatever the room mixes at now (a new one
+        // starts without the last one's audio in the upsampler).
         let rate = self.cfg.rate;
+        if let Some(up) = self.record_up.as_mut() {
+            up.restart();
+        }
         // A recording already running is finalised first.
         self.recorder = None;
         // A writer thread that cannot start leaves the room unrecorded (on_done is dropped
@@ -1085,7 +1089,12 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                 && m.handover_ticks < HANDOVER_MAX_TICKS
                 && *loud.get_or_insert_with(|| mixer.is_loud(&s.mixed));
             if m.playback.is_some() || (!g.is_shared() && !waiting) || hand_over_later {
-                m.handover_ticks = if hand_over_later { m.handover_ticks + 1 } else { 0 };
+                // Only ticks spent waiting for the quiet moment count (not those of a prompt).
+                if !hand_over_later {
+                    m.handover_ticks = 0;
+                } else if m.playback.is_none() {
+                    m.handover_ticks += 1;
+                }
                 m.own_last_tick = true;
                 // Heard alone: this member's own encoder (and its prompt over the room).
                 let mut own = std::mem::take(&mut s.codec_pcm);
