@@ -226,12 +226,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn more_than_a_batch_waits_for_the_next_call_and_oversized_ones_are_dropped() {
+    /// A non-blocking receiver on IPv4 loopback, a sender, and the receiver's address.
+    fn loopback_pair() -> (UdpSocket, UdpSocket, SocketAddr) {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
         rx.set_nonblocking(true).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         let to = rx.local_addr().unwrap();
+        (rx, tx, to)
+    }
+
+    #[test]
+    fn more_than_a_batch_waits_for_the_next_call_and_oversized_ones_are_dropped() {
+        let (rx, tx, to) = loopback_pair();
         tx.send_to(&[1u8; DATAGRAM + 100], to).unwrap();
         for i in 0..BATCH as u8 + 3 {
             tx.send_to(&[i], to).unwrap();
@@ -247,10 +253,7 @@ mod tests {
 
     #[test]
     fn a_batch_that_moved_reads_into_its_new_place_and_lengths_do_not_linger() {
-        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_nonblocking(true).unwrap();
-        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let to = rx.local_addr().unwrap();
+        let (rx, tx, to) = loopback_pair();
         let wait_for = |batch: &mut RecvBatch| {
             for _ in 0..100 {
                 let n = batch.recv(&rx);

@@ -798,17 +798,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn pins_set_at_run_time_survive_a_reload_and_keep_a_moderator_where_needed() {
-        let rooms = Rooms::default();
-        rooms.configure(settings::table(HashMap::from([(
-            "w".to_string(),
+    /// rooms.toml with one room that waits for its moderator (PIN 9).
+    fn waits_for_moderator_9(room: &str) -> settings::RoomTable {
+        settings::table(HashMap::from([(
+            room.to_string(),
             RoomSettings {
                 moderator_pin: Some("9".into()),
                 wait_for_moderator: true,
                 ..RoomSettings::default()
             },
-        )])));
+        )]))
+    }
+
+    #[test]
+    fn pins_set_at_run_time_survive_a_reload_and_keep_a_moderator_where_needed() {
+        let rooms = Rooms::default();
+        rooms.configure(waits_for_moderator_9("w"));
         assert!(
             rooms.set_pins("w", Some("1".into()), None).is_err(),
             "w needs a moderator PIN"
@@ -822,14 +827,7 @@ mod tests {
         assert!(rooms.set_pins("x", Some("1a".into()), None).is_err());
         // rooms.toml later makes x wait for its moderator: its moderator PIN stands over the
         // API's "none" (else nobody could be x's moderator).
-        rooms.configure(settings::table(HashMap::from([(
-            "x".to_string(),
-            RoomSettings {
-                moderator_pin: Some("9".into()),
-                wait_for_moderator: true,
-                ..RoomSettings::default()
-            },
-        )])));
+        rooms.configure(waits_for_moderator_9("x"));
         assert_eq!(rooms.settings("x").role_of("9"), Some("moderator"));
         assert_eq!(rooms.settings("x").role_of("55"), Some("participant"));
     }

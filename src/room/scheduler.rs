@@ -386,6 +386,15 @@ struct Member {
     pushed_last_tick: bool,
 }
 
+impl Member {
+    /// Resamplers between the member's codec rate and the room's `room_rate`, fresh.
+    fn fit_resamplers(&mut self, room_rate: u32) {
+        let own = self.seat.stream.pcm_rate();
+        self.to_room = Resampler::new(own, room_rate);
+        self.from_room = Resampler::new(room_rate, own);
+    }
+}
+
 /// Ticks between a member's RTCP reads and sends (and RTP-timeout checks): 500 ms.
 const RTCP_EVERY: u64 = 25;
 
@@ -546,9 +555,7 @@ impl Room {
         let old = self.rate();
         self.mixer = self.mixer.at_rate(MixerConfig { rate, ..self.cfg });
         for m in &mut self.members {
-            let own = m.seat.stream.pcm_rate();
-            m.to_room = Resampler::new(own, rate);
-            m.from_room = Resampler::new(rate, own);
+            m.fit_resamplers(rate);
             if let Some((p, what)) = m.playback.take() {
                 m.playback = Some((PromptPlayer::new(resampled(p.remaining(), old, rate)), what));
             }
@@ -857,14 +864,11 @@ fn apply(cmd: Command, rooms: &mut Vec<Room>, cfg: MixerConfig) {
                 let m = &mut r.members[i];
                 let old_rate = m.seat.stream.pcm_rate();
                 m.seat.stream.set_media(media);
-                m.seat.stream.set_opus_rate(cfg.rate, Some(cfg.opus_complexity));
+                m.seat.stream.set_opus_rate(r.cfg.rate, Some(r.cfg.opus_complexity));
                 m.held = m.seat.stream.held();
-                let rate = m.seat.stream.pcm_rate();
-                if rate != old_rate {
+                if m.seat.stream.pcm_rate() != old_rate {
                     let room_rate = r.rate();
-                    let m = &mut r.members[i];
-                    m.to_room = Resampler::new(rate, room_rate);
-                    m.from_room = Resampler::new(room_rate, rate);
+                    r.members[i].fit_resamplers(room_rate);
                 }
                 r.apply(i);
                 r.retune();
