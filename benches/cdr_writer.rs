@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tolk::cdr::db::DbTarget;
 use tolk::cdr::journal::Journal;
-use tolk::cdr::model::{
-    CallRecord, CallerIdentity, DialledKind, Disposition, HangupBy, JournalEntry, Quality, now_micros,
-};
+use tolk::cdr::model::{CallRecord, CallerIdentity, Disposition, HangupBy, JournalEntry, Quality, now_micros};
 use tolk::cdr::writer::{CdrSink, Writer, WriterConfig};
+use tolk::number::DialledKind;
 
 const DATABASE: &str = "tolk_bench_cdr";
 

@@ -3,6 +3,7 @@
 //!
 //! Every setting has a default, so `tolk serve` runs with no file at all.
 
+use crate::file_text::line_of;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,72 @@ pub struct ConfigError {
     pub origin: String,
     pub key: String,
     pub message: String,
+}
+
+/// A SIP transport (`sip.transports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// A codec name as the configuration spells it (`rtp.codecs`); the media layer maps it to
+/// its codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodecName {
+    Pcmu,
+    Pcma,
+    G722,
+    Opus,
+}
+
+/// The container of room recordings (`room.record_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// PCM16 WAV.
+    #[default]
+    Wav,
+    /// Ogg Opus (RFC 7845), about a tenth of the size.
+    Ogg,
+}
+
+impl RecordFormat {
+    /// The file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            RecordFormat::Wav => "wav",
+            RecordFormat::Ogg => "ogg",
+        }
+    }
+}
+
+/// What happens to a record whose time is up or whose caller asked for erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionAction {
+    Delete,
+    Anonymise,
+}
+
+impl RetentionAction {
+    /// The name stored in `retention_policies.action` and accepted by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetentionAction::Delete => "delete",
+            RetentionAction::Anonymise => "anonymise",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RetentionAction> {
+        match name {
+            "delete" => Some(RetentionAction::Delete),
+            "anonymise" => Some(RetentionAction::Anonymise),
+            _ => None,
+        }
+    }
 }
 
 /// The whole configuration.
@@ -35,6 +102,24 @@ pub struct Config {
     pub cdr: CdrConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    /// Where the values came from, for errors found after loading ([`Config::error_at`]).
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// The file and environment a configuration was read from.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Source {
+    file: String,
+    text: String,
+    /// Dotted keys set by `TOLK_*` variables, with the variable's name.
+    env_keys: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", if self.file.is_empty() { "(defaults)" } else { &self.file })
+    }
 }
 
 impl Default for Config {
@@ -52,6 +137,7 @@ impl Default for Config {
             cdr: CdrConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            source: Source::default(),
         }
     }
 }
@@ -63,7 +149,7 @@ pub struct SipConfig {
     /// Addresses to listen on, each on every transport in `transports` (IPv4 and IPv6).
     pub listen: Vec<String>,
     /// `udp`, `tcp`.
-    pub transports: Vec<String>,
+    pub transports: Vec<Transport>,
     /// Largest SIP message accepted, bytes.
     pub max_message_bytes: usize,
     /// Largest number of header lines in a message.
@@ -91,7 +177,7 @@ impl Default for SipConfig {
     fn default() -> Self {
         SipConfig {
             listen: vec!["0.0.0.0:5060".into()],
-            transports: vec!["udp".into(), "tcp".into()],
+            transports: vec![Transport::Udp, Transport::Tcp],
             max_message_bytes: 65_535,
             max_headers: 128,
             max_header_bytes: 8_192,
@@ -117,7 +203,7 @@ pub struct RtpConfig {
     /// Address to put in SDP, when the bind address is not reachable as it is.
     pub advertise: Option<String>,
     /// Codecs in preference order.
-    pub codecs: Vec<String>,
+    pub codecs: Vec<CodecName>,
     /// Hang up a call whose RTP stops for this many seconds.
     pub timeout_secs: u64,
 }
@@ -128,7 +214,7 @@ impl Default for RtpConfig {
             ports: "20000-30000".into(),
             bind: "0.0.0.0".into(),
             advertise: None,
-            codecs: vec!["pcmu".into(), "pcma".into(), "g722".into(), "opus".into()],
+            codecs: vec![CodecName::Pcmu, CodecName::Pcma, CodecName::G722, CodecName::Opus],
             timeout_secs: 60,
         }
     }
@@ -202,26 +288,6 @@ impl Default for FlowConfig {
     }
 }
 
-impl FlowConfig {
-    pub fn limits(&self) -> crate::flow::engine::Limits {
-        crate::flow::engine::Limits {
-            max_operations: self.max_operations,
-            max_call_levels: self.max_call_levels,
-            step_budget: std::time::Duration::from_millis(self.step_budget_ms),
-            http_allow: self.http_allow.clone(),
-            ..Default::default()
-        }
-    }
-
-    pub fn stack_bytes(&self) -> usize {
-        match self.stack_kib {
-            // The default is sized for 32 levels; deeper limits get proportionally more.
-            0 => crate::flow::runner::DEFAULT_STACK_BYTES * self.max_call_levels.div_ceil(32),
-            k => k * 1024,
-        }
-    }
-}
-
 /// `[room]`: conference rooms and their mixer threads (`docs/conference.md`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -245,7 +311,7 @@ pub struct RoomConfig {
     /// misjudges (a member would then be heard up to 320 ms late).
     pub skip_quiet_opus: bool,
     /// Room recordings: "wav" (PCM16) or "ogg" (Ogg Opus, about a tenth of the size).
-    pub record_format: String,
+    pub record_format: RecordFormat,
     /// Tone played to the room when a member joins / leaves ("" for none).
     pub join_tone: String,
     pub leave_tone: String,
@@ -263,21 +329,9 @@ impl Default for RoomConfig {
             max_members: 1000,
             opus_complexity: 1,
             skip_quiet_opus: true,
-            record_format: "wav".into(),
+            record_format: RecordFormat::Wav,
             join_tone: "join".into(),
             leave_tone: "leave".into(),
-        }
-    }
-}
-
-impl RoomConfig {
-    pub fn mixer(&self) -> crate::room::mixer::MixerConfig {
-        crate::room::mixer::MixerConfig {
-            rate: self.rate,
-            talk_threshold_dbfs: self.talk_threshold_dbfs,
-            opus_complexity: self.opus_complexity,
-            skip_quiet_opus: self.skip_quiet_opus,
-            ..Default::default()
         }
     }
 }
@@ -311,7 +365,7 @@ pub struct CdrConfig {
     /// by hand).
     pub sweep_interval_secs: u64,
     /// What erasure by number does to the caller's records: `delete` or `anonymise`.
-    pub erasure_action: String,
+    pub erasure_action: RetentionAction,
 }
 
 impl Default for CdrConfig {
@@ -324,7 +378,7 @@ impl Default for CdrConfig {
             key_file: None,
             policies: Vec::new(),
             sweep_interval_secs: 3600,
-            erasure_action: "delete".into(),
+            erasure_action: RetentionAction::Delete,
         }
     }
 }
@@ -336,7 +390,7 @@ pub struct RetentionPolicyConfig {
     pub name: String,
     pub keep_days: u32,
     /// `delete` or `anonymise`.
-    pub action: String,
+    pub action: RetentionAction,
     /// Whether records of this class may hold the caller's number in clear (else only the
     /// pseudonym and the masked form).
     #[serde(default)]
@@ -406,13 +460,25 @@ impl Config {
 
     /// Parses `text` (named `file` in errors), applies `TOLK_*` pairs from `env`, validates.
     pub fn from_parts(file: &str, text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        // The file alone first: the TOML deserializer knows the span of a bad value, so the
+        // error names its line and its key exactly.
+        if let Err(e) = toml::from_str::<Config>(text) {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
-            ConfigError {
+            let msg = e.message().to_string();
+            let key = match guess_unknown_field(&msg) {
+                Some(field) => field,
+                None => key_at_line(text, line),
+            };
+            return Err(ConfigError {
                 origin: format!("{file}:{line}"),
-                key: "-".into(),
-                message: e.message().to_string(),
-            }
+                key: if key.is_empty() { "-".into() } else { key },
+                message: msg,
+            });
+        }
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError {
+            origin: format!("{file}:{}", e.span().map(|s| line_of(text, s.start)).unwrap_or(1)),
+            key: "-".into(),
+            message: e.message().to_string(),
         })?;
         let mut env_keys: Vec<(String, String)> = Vec::new();
         for (k, v) in env {
@@ -446,6 +512,14 @@ impl Config {
                 None => &mut table,
             };
             target.insert(key, value);
+            // The file parsed, so a value that does not now is this variable's.
+            if let Err(e) = Config::deserialize(toml::Value::Table(table.clone())) {
+                return Err(ConfigError {
+                    origin: format!("env {k}"),
+                    key: dotted,
+                    message: e.message().to_string(),
+                });
+            }
             env_keys.push((dotted, k.clone()));
         }
         if let Some(url) = env.iter().find(|(k, _)| k == "DATABASE_URL").map(|(_, v)| v.clone())
@@ -456,23 +530,32 @@ impl Config {
         {
             db.entry("url".to_string()).or_insert(toml::Value::String(url));
         }
-        let config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| {
-            // Find which key failed: serde's message names it; locate it in the file or env.
-            let msg = e.message().to_string();
-            let key = guess_key(&msg);
-            let origin = origin_of(file, text, &key, &env_keys);
-            ConfigError {
-                origin,
-                key: if key.is_empty() { "-".into() } else { key },
-                message: msg,
-            }
+        let mut config: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError {
+            origin: file.to_string(),
+            key: "-".into(),
+            message: e.message().to_string(),
         })?;
-        config.validate().map_err(|(key, message)| ConfigError {
-            origin: origin_of(file, text, &key, &env_keys),
-            key,
-            message,
-        })?;
+        config.source = Source {
+            file: file.to_string(),
+            text: text.to_string(),
+            env_keys,
+        };
+        config
+            .validate()
+            .map_err(|(key, message)| config.error_at(&key, message))?;
         Ok(config)
+    }
+
+    /// An error about `key` (dotted, `room.join_tone`) naming where it was set: the file's
+    /// line or the environment variable. Layers that check their own settings against what
+    /// only they know (tone names, codecs) report through it.
+    pub fn error_at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let s = &self.source;
+        ConfigError {
+            origin: origin_of(&s.file, &s.text, key, &s.env_keys),
+            key: key.to_string(),
+            message: message.into(),
+        }
     }
 
     /// Checks values that parse but make no sense.
@@ -480,30 +563,11 @@ impl Config {
         if ![8_000, 16_000, 48_000].contains(&self.room.rate) {
             return Err(("room.rate".into(), "must be 8000, 16000 or 48000".into()));
         }
-        if !["wav", "ogg"].contains(&self.room.record_format.as_str()) {
-            return Err(("room.record_format".into(), "must be wav or ogg".into()));
-        }
         if !(0..=10).contains(&self.room.opus_complexity) {
             return Err(("room.opus_complexity".into(), "must be 0 to 10".into()));
         }
         if self.room.max_members == 0 {
             return Err(("room.max_members".into(), "must be at least 1".into()));
-        }
-        for (key, tone) in [
-            ("room.join_tone", &self.room.join_tone),
-            ("room.leave_tone", &self.room.leave_tone),
-        ] {
-            if !tone.is_empty()
-                && crate::media::tone::ToneGenerator::new(
-                    crate::media::tone::named(tone).unwrap_or(tone),
-                    16_000,
-                    -10.0,
-                    false,
-                )
-                .is_err()
-            {
-                return Err((key.into(), format!("`{tone}` is not a tone name or specification")));
-            }
         }
         if self.flow.max_concurrent == 0 {
             return Err(("flow.max_concurrent".into(), "must be at least 1".into()));
@@ -547,11 +611,6 @@ impl Config {
         if self.sip.transports.is_empty() {
             return Err(("sip.transports".into(), "needs udp, tcp or both".into()));
         }
-        for t in &self.sip.transports {
-            if t != "udp" && t != "tcp" {
-                return Err(("sip.transports".into(), format!("`{t}` is not one of udp, tcp")));
-            }
-        }
         if self.sip.max_message_bytes < 1024 || self.sip.max_message_bytes > 1 << 20 {
             return Err((
                 "sip.max_message_bytes".into(),
@@ -584,14 +643,6 @@ impl Config {
         if self.rtp.codecs.is_empty() {
             return Err(("rtp.codecs".into(), "needs at least one codec".into()));
         }
-        for c in &self.rtp.codecs {
-            if crate::sip::sdp::Codec::from_name(c).is_none() {
-                return Err((
-                    "rtp.codecs".into(),
-                    format!("`{c}` is not one of pcmu, pcma, g722, opus"),
-                ));
-            }
-        }
         self.admin.listen.parse::<SocketAddr>().map_err(|_| {
             (
                 "admin.listen".to_string(),
@@ -606,17 +657,6 @@ impl Config {
         }
         if self.admin.tokens.iter().any(|t| t.len() < 16) {
             return Err(("admin.tokens".into(), "each token needs at least 16 characters".into()));
-        }
-        if self.cdr.erasure_action != "delete" && self.cdr.erasure_action != "anonymise" {
-            return Err(("cdr.erasure_action".into(), "must be delete or anonymise".into()));
-        }
-        for p in &self.cdr.policies {
-            if p.action != "delete" && p.action != "anonymise" {
-                return Err((
-                    "cdr.policies.action".into(),
-                    format!("`{}` (policy {}) is not one of delete, anonymise", p.action, p.name),
-                ));
-            }
         }
         let policies = self.retention_policies();
         if !policies.iter().any(|p| p.name == self.cdr.default_retention) {
@@ -654,10 +694,10 @@ impl Config {
         if !self.cdr.policies.is_empty() {
             return self.cdr.policies.clone();
         }
-        let p = |name: &str, keep_days, action: &str, clear_number, description: &str| RetentionPolicyConfig {
+        let p = |name: &str, keep_days, action, clear_number, description: &str| RetentionPolicyConfig {
             name: name.into(),
             keep_days,
-            action: action.into(),
+            action,
             clear_number,
             description: description.into(),
         };
@@ -665,25 +705,31 @@ impl Config {
             p(
                 "standard",
                 395,
-                "anonymise",
+                RetentionAction::Anonymise,
                 false,
                 "communications data: 13 months, then anonymised",
             ),
             p(
                 "billing",
                 3650,
-                "anonymise",
+                RetentionAction::Anonymise,
                 false,
                 "invoiced calls: 10 years, then anonymised",
             ),
             p(
                 "identifiable",
                 30,
-                "delete",
+                RetentionAction::Delete,
                 true,
                 "records that keep the number in clear: deleted after 30 days",
             ),
-            p("feedback", 365, "delete", false, "feedback scores: 12 months"),
+            p(
+                "feedback",
+                365,
+                RetentionAction::Delete,
+                false,
+                "feedback scores: 12 months",
+            ),
         ]
     }
 
@@ -714,18 +760,33 @@ fn parse_env_value(v: &str) -> toml::Value {
     }
 }
 
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// The field named by serde's ``unknown field `foo` `` message.
+fn guess_unknown_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_string())
 }
 
-/// Pulls a key name out of a serde message (``unknown field `foo` ``, ``invalid type ... for key `sip.listen` ``).
-fn guess_key(msg: &str) -> String {
-    if let Some(start) = msg.find('`')
-        && let Some(len) = msg[start + 1..].find('`')
-    {
-        return msg[start + 1..start + 1 + len].to_string();
+/// The dotted key (`sip.transports`) set on `line` (1-based) of `text`: the nearest section
+/// header above it and the key before its `=`. Empty when the line sets no key.
+fn key_at_line(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(here) = lines.get(line.saturating_sub(1)) else {
+        return String::new();
+    };
+    let Some((key, _)) = here.split_once('=') else {
+        return String::new();
+    };
+    let key = key.trim().trim_matches('"');
+    let section = lines[..line.saturating_sub(1)]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('[') && l.ends_with(']'))
+        .map(|l| l.trim_matches(['[', ']']).trim());
+    match section {
+        Some(sec) => format!("{sec}.{key}"),
+        None => key.to_string(),
     }
-    String::new()
 }
 
 /// `file:line` of the key's line in the file, or `env NAME` when the environment set it.
@@ -796,6 +857,42 @@ mod tests {
         assert_eq!(err.origin, "tolk.toml:2");
         let err = Config::from_parts("tolk.toml", "[sip]\nlisten = [\"nowhere\"]\n", &[]).unwrap_err();
         assert_eq!((err.origin.as_str(), err.key.as_str()), ("tolk.toml:2", "sip.listen"));
+    }
+
+    #[test]
+    fn a_word_outside_a_vocabulary_is_named_with_file_line_and_key() {
+        let text = "[sip]\nlisten = [\"127.0.0.1:5060\"]\n\n[rtp]\ncodecs = [\"pcmu\", \"g729\"]\n";
+        let err = Config::from_parts("tolk.toml", text, &[]).unwrap_err();
+        assert_eq!(
+            (err.origin.as_str(), err.key.as_str()),
+            ("tolk.toml:5", "rtp.codecs"),
+            "{err}"
+        );
+        assert!(err.message.contains("g729"), "{err}");
+        let err = Config::from_parts("tolk.toml", "[sip]\ntransports = [\"quic\"]\n", &[]).unwrap_err();
+        assert_eq!(
+            (err.origin.as_str(), err.key.as_str()),
+            ("tolk.toml:2", "sip.transports"),
+            "{err}"
+        );
+        let env = vec![("TOLK_ROOM_RECORD_FORMAT".to_string(), "mp3".to_string())];
+        let err = Config::from_parts("tolk.toml", "", &env).unwrap_err();
+        assert_eq!(
+            (err.origin.as_str(), err.key.as_str()),
+            ("env TOLK_ROOM_RECORD_FORMAT", "room.record_format")
+        );
+        let c = Config::from_parts("tolk.toml", "[room]\nrecord_format = \"ogg\"\n", &[]).unwrap();
+        assert_eq!(c.room.record_format, RecordFormat::Ogg);
+    }
+
+    #[test]
+    fn a_layer_reports_a_bad_setting_where_it_was_set() {
+        let c = Config::from_parts("tolk.toml", "[room]\n\njoin_tone = \"kazoo\"\n", &[]).unwrap();
+        let err = c.error_at("room.join_tone", "not a tone");
+        assert_eq!(
+            (err.origin.as_str(), err.key.as_str()),
+            ("tolk.toml:3", "room.join_tone")
+        );
     }
 
     #[test]

@@ -7,11 +7,13 @@
 
 use crate::call::flow_call::{Ctx, FlowCalls, FlowMsg, GatewayPort, LegSetup, MediaSlot};
 use crate::call::{DigitSource, LegHandle, LegReport, PortPool};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, Transport};
 use crate::flow::dialplan::{Dialplan, Target};
+use crate::flow::engine::Limits as FlowLimits;
 use crate::flow::runner::Runner;
 use crate::privacy::mask_opt;
 use crate::room::Rooms;
+use crate::room::mixer::MixerConfig;
 use crate::sip::dialog::{CallRef, IncomingCall, UasConfig, UasCore, UasEvent};
 use crate::sip::msg::{Limits, SipMessage};
 use crate::sip::sdp::{Codec, LocalMedia};
@@ -31,12 +33,27 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
+/// Checks the settings that only a layer above the configuration can judge (tone names are
+/// the media layer's), naming where each was set. `serve` and `check-config` run it.
+pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
+    for (key, tone) in [
+        ("room.join_tone", &cfg.room.join_tone),
+        ("room.leave_tone", &cfg.room.leave_tone),
+    ] {
+        if !tone.is_empty() && crate::media::tone::check(tone).is_err() {
+            return Err(cfg.error_at(key, format!("`{tone}` is not a tone name or specification")));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the gateway until `shutdown` turns true (SIGTERM/SIGINT in `main`), then drains.
 pub async fn run(
     cfg: Config,
     mut shutdown: watch::Receiver<bool>,
     bound_tx: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> anyhow::Result<()> {
+    check_config(&cfg)?;
     let metrics = crate::metrics::install();
     recover_recordings(&cfg.data_dir.join("recordings"));
     // CDRs first: calls must have somewhere to be accounted before any can arrive.
@@ -70,14 +87,14 @@ pub async fn run(
         admin: cfg.admin_listen(),
     };
     for addr in cfg.sip_listen() {
-        if cfg.sip.transports.iter().any(|t| t == "udp") {
+        if cfg.sip.transports.contains(&Transport::Udp) {
             let a = spawn_udp_listener(addr, transports.clone(), in_tx.clone(), rcfg)
                 .await
                 .map_err(|e| anyhow::anyhow!("sip.listen: cannot bind UDP {addr}: {e}"))?;
             tracing::info!(addr = %a, "SIP listening on UDP");
             bound.sip_udp.push(a);
         }
-        if cfg.sip.transports.iter().any(|t| t == "tcp") {
+        if cfg.sip.transports.contains(&Transport::Tcp) {
             // Same port as UDP when the configured port was 0 (tests).
             let tcp_addr = match bound.sip_udp.last() {
                 Some(u) if addr.port() == 0 => SocketAddr::new(addr.ip(), u.port()),
@@ -96,7 +113,7 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("admin.listen: cannot bind {}: {e}", cfg.admin_listen()))?;
     bound.admin = admin.local_addr()?;
     tracing::info!(addr = %bound.admin, "admin API and /metrics listening");
-    let scheduler = crate::room::scheduler::Scheduler::start(cfg.room.mixer_threads, cfg.room.mixer())
+    let scheduler = crate::room::scheduler::Scheduler::start(cfg.room.mixer_threads, MixerConfig::from(&cfg.room))
         .map_err(|e| anyhow::anyhow!("cannot start the mixer threads: {e}"))?;
     let mut rooms = Rooms::with_scheduler(scheduler, cfg.room.max_members);
     // PINs set through the admin API outlive restarts (room::pins).
@@ -114,7 +131,7 @@ pub async fn run(
             key: c.policy.key.clone(),
             sink: c.sink.clone(),
             recordings_dir: cfg.data_dir.join("recordings"),
-            erasure_action: cfg.cdr.erasure_action.clone(),
+            erasure_action: cfg.cdr.erasure_action,
         }),
     });
     let router = crate::admin::router(metrics, api);
@@ -131,7 +148,7 @@ pub async fn run(
     let rtp_bind: IpAddr = cfg.rtp.bind.parse()?;
     let ports = PortPool::new(rtp_bind, first, last);
     let rtp_advertise: Option<IpAddr> = cfg.rtp.advertise.as_deref().and_then(|a| a.parse().ok());
-    let codecs: Vec<Codec> = cfg.rtp.codecs.iter().filter_map(|c| Codec::from_name(c)).collect();
+    let codecs: Vec<Codec> = cfg.rtp.codecs.iter().map(|&c| Codec::from(c)).collect();
     let mut core = UasCore::new(UasConfig {
         timers: TimerConfig {
             t1: Duration::from_millis(cfg.sip.t1_ms),
@@ -159,18 +176,18 @@ pub async fn run(
     rooms.set_media(crate::room::RoomMedia {
         prompts: prompts.clone(),
         recordings_dir: cfg.data_dir.join("recordings"),
-        format: cfg.room.record_format.clone(),
+        format: cfg.room.record_format,
     });
     let classes: Vec<String> = cfg.retention_policies().into_iter().map(|p| p.name).collect();
     let dialplan_dir = dialplan_dir(&cfg)?;
     let mut dialplan = Arc::new(
-        Dialplan::load(&dialplan_dir, cfg.flow.limits(), &classes)
+        Dialplan::load(&dialplan_dir, FlowLimits::from(&cfg.flow), &classes)
             .map_err(|errors| anyhow::anyhow!("dialplan:\n{}", join_errors(&errors)))?,
     );
     tracing::info!(dir = %dialplan_dir.display(), flows = ?dialplan.flows.names(), rooms = dialplan.flows.rooms.read().map(|r| r.len()).unwrap_or(0), "dialplan loaded");
     rooms.configure(dialplan.flows.rooms.clone());
     spawn_sighup_reload(reload_tx);
-    let runner = Runner::new(cfg.flow.max_concurrent, cfg.flow.stack_bytes());
+    let runner = Runner::new(cfg.flow.max_concurrent, crate::flow::runner::stack_bytes(&cfg.flow));
     let (flow_tx, mut flow_rx) = mpsc::channel::<FlowMsg>(4096);
     // How long the last flow request waited for this task (an overload signal).
     let mut flow_lag = Duration::ZERO;
@@ -244,7 +261,7 @@ pub async fn run(
             }
             Some(done) = reload_rx.recv() => {
                 let dir = dialplan_dir.clone();
-                let limits = cfg.flow.limits();
+                let limits = FlowLimits::from(&cfg.flow);
                 let classes = classes.clone();
                 let loaded = tokio::task::spawn_blocking(move || Dialplan::load(&dir, limits, &classes)).await;
                 let outcome = match loaded {
@@ -518,7 +535,7 @@ fn route_incoming(
     let (masked, pseudonym, anonymous) = accounting
         .as_deref()
         .and_then(|a| a.caller_view(inc.call))
-        .unwrap_or_else(|| match caller.and_then(crate::sip::number::normalise) {
+        .unwrap_or_else(|| match caller.and_then(crate::number::normalise) {
             Some(n) => (crate::privacy::mask_number(&n), String::new(), false),
             None => ("anonymous".into(), String::new(), true),
         });
@@ -527,7 +544,7 @@ fn route_incoming(
         masked,
         pseudonym,
         anonymous,
-        toll_free: route.kind == crate::cdr::model::DialledKind::TollFree,
+        toll_free: route.kind == crate::number::DialledKind::TollFree,
         dialled: route.dialled.clone(),
         trunk: String::new(),
         tenant: route.tenant.clone().unwrap_or_default(),
@@ -542,7 +559,7 @@ fn digit_received(call: CallRef, digit: char, source: DigitSource) {
     tracing::debug!(call = call.0, %digit, source = source.label(), "digit");
 }
 
-fn join_errors(errors: &[crate::flow::FlowError]) -> String {
+fn join_errors(errors: &[crate::file_text::FileError]) -> String {
     errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
 }
 

@@ -310,8 +310,7 @@ impl Db {
     }
 
     fn pseudonym(&self, number: &str) -> anyhow::Result<String> {
-        let n =
-            tolk::sip::number::normalise(number).ok_or_else(|| anyhow::anyhow!("`{number}` is not a phone number"))?;
+        let n = tolk::number::normalise(number).ok_or_else(|| anyhow::anyhow!("`{number}` is not a phone number"))?;
         Ok(self.key.pseudonym(&n))
     }
 
@@ -356,7 +355,7 @@ fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
                     format,
                 } => {
                     let caller_pseudonym = number.as_deref().map(|n| db.pseudonym(n)).transpose()?;
-                    let dialled = dialled.map(|d| tolk::sip::number::normalise(&d).unwrap_or(d));
+                    let dialled = dialled.map(|d| tolk::number::normalise(&d).unwrap_or(d));
                     let rows = query::list(
                         &db.pool,
                         &query::ListFilter {
@@ -442,7 +441,7 @@ async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result
                     let r = tolk::cdr::subject::erase(
                         &db.pool,
                         &p,
-                        &cfg.cdr.erasure_action,
+                        cfg.cdr.erasure_action,
                         requested_by,
                         &cfg.data_dir.join("recordings"),
                         spooled,
@@ -632,7 +631,9 @@ fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()> {
 }
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
-    Config::load(path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))
+    let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    tolk::gateway::check_config(&cfg).map_err(|e| anyhow::anyhow!("configuration error: {e}"))?;
+    Ok(cfg)
 }
 
 /// `10s`, `500ms`, `2m`, or plain seconds.
@@ -659,7 +660,7 @@ fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
 
 fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
     use tolk::flow::{FlowLibrary, dialplan::Dialplan, engine::FlowEnd, port::CallInfo, sim};
-    let limits = cfg.flow.limits();
+    let limits = tolk::flow::engine::Limits::from(&cfg.flow);
     match command {
         FlowCommand::Check { files } => {
             let mut failed = false;
@@ -713,9 +714,9 @@ fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
                 })?;
                 lib.rooms = tolk::room::settings::table(rooms);
             }
-            let dialled = tolk::sip::number::normalise(&number)
+            let dialled = tolk::number::normalise(&number)
                 .ok_or_else(|| anyhow::anyhow!("--number `{number}` is not a phone number"))?;
-            let caller_e164 = tolk::sip::number::normalise(&caller);
+            let caller_e164 = tolk::number::normalise(&caller);
             let info = CallInfo {
                 masked: caller_e164
                     .as_deref()
@@ -727,7 +728,7 @@ fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
                     String::new()
                 },
                 anonymous: caller_e164.is_none(),
-                toll_free: tolk::sip::number::classify(&dialled) == tolk::cdr::model::DialledKind::TollFree,
+                toll_free: tolk::number::classify(&dialled) == tolk::number::DialledKind::TollFree,
                 dialled,
                 trunk: "simulator".into(),
                 tenant: String::new(),

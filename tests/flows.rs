@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
-use tolk::cdr::model::DialledKind;
 use tolk::flow::FlowLibrary;
 use tolk::flow::dialplan::{Dialplan, Target};
 use tolk::flow::engine::{FlowEnd, Limits};
@@ -13,6 +12,7 @@ use tolk::flow::port::{CallInfo, Note};
 use tolk::flow::runner::Runner;
 use tolk::flow::sim::{SimReport, SimulatedCall, simulate};
 use tolk::media::prompt::PromptCatalog;
+use tolk::number::DialledKind;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -184,7 +184,7 @@ fn echo_flow_beeps_then_echoes() {
     );
 }
 
-fn lib_with(script: &str, limits: Limits) -> Result<FlowLibrary, Vec<tolk::flow::FlowError>> {
+fn lib_with(script: &str, limits: Limits) -> Result<FlowLibrary, Vec<tolk::file_text::FileError>> {
     let dir = std::env::temp_dir().join(format!("tolk-flow-{}-{}", std::process::id(), fastrand_id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("f.rhai"), script).unwrap();
@@ -543,7 +543,7 @@ impl tolk::flow::port::CallPort for Blocking {
     }
 }
 
-fn plan(text: &str) -> Result<Dialplan, Vec<tolk::flow::FlowError>> {
+fn plan(text: &str) -> Result<Dialplan, Vec<tolk::file_text::FileError>> {
     Dialplan::from_text(
         Path::new("dialplans"),
         Path::new("numbers.toml"),

@@ -15,9 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let lib = LIB.get_or_init(|| Arc::new(FlowLibrary::empty(Limits::default())));
     let _ = tolk::flow::http::parse_response(data);
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Some(n) = tolk::sip::number::normalise(text) {
+    if let Some(n) = tolk::number::normalise(text) {
         assert!(n.starts_with('+'));
-        let _ = tolk::sip::number::classify(&n);
+        let _ = tolk::number::classify(&n);
     }
     if let Ok(plan) = Dialplan::from_text(Path::new("d"), Path::new("numbers.toml"), text, lib.clone(), &[]) {
         let _ = plan.route(text, Some("t"));

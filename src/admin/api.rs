@@ -25,7 +25,7 @@ pub struct CdrApi {
     pub key: PseudonymKey,
     pub sink: CdrSink,
     pub recordings_dir: PathBuf,
-    pub erasure_action: String,
+    pub erasure_action: crate::config::RetentionAction,
 }
 
 /// Asks the gateway to reload the dialplan; answered with a summary or the errors.
@@ -285,7 +285,7 @@ async fn reload_dialplan(State(s): State<Shared>, headers: HeaderMap) -> Result<
 
 /// A number from a request, as E.164, or 400.
 fn number(n: &str) -> Result<String, ApiError> {
-    crate::sip::number::normalise(n)
+    crate::number::normalise(n)
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "`number` is not a phone number".into()))
 }
 
@@ -378,7 +378,7 @@ async fn erase(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<Subjec
     let report = subject::erase(
         &api.pool,
         &p,
-        &api.erasure_action,
+        api.erasure_action,
         b.requested_by.as_deref().unwrap_or("admin api"),
         &api.recordings_dir,
         spooled,

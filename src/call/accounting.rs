@@ -54,7 +54,7 @@ impl Accounting {
             .caller
             .as_deref()
             .filter(|_| !inc.privacy_requested)
-            .and_then(crate::sip::number::normalise);
+            .and_then(crate::number::normalise);
         let mut record = self
             .policy
             .inbound(dialled, caller_e164.as_deref(), &inc.sip_call_id, now);

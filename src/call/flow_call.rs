@@ -594,7 +594,7 @@ impl FlowCalls {
                     return done(tx, failed("transfer: answer the call first"));
                 }
                 // A number goes back to the carrier in E.164; URIs are used as given.
-                let target = crate::sip::number::normalise(&target).unwrap_or(target);
+                let target = crate::number::normalise(&target).unwrap_or(target);
                 match ctx.core.refer(call, &target, now) {
                     Ok(()) => {
                         if let Some(a) = ctx.accounting.as_deref_mut() {

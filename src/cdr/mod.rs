@@ -141,7 +141,7 @@ impl RecordPolicy {
             trunk: None,
             direction: "inbound".into(),
             caller,
-            dialled_kind: crate::sip::number::classify(&dialled),
+            dialled_kind: crate::number::classify(&dialled),
             dialled,
             sip_call_id: sip_call_id.to_string(),
             started_at,

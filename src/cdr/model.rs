@@ -5,6 +5,7 @@
 //! `revision`; the database keeps the highest, so replays and out-of-order writes never move a
 //! record backwards and never duplicate it (the id is stable).
 
+use crate::number::DialledKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -65,27 +66,6 @@ impl HangupBy {
         match self {
             HangupBy::Caller => "caller",
             HangupBy::Gateway => "gateway",
-        }
-    }
-}
-
-/// What kind of number was dialled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DialledKind {
-    TollFree,
-    Geographic,
-    Mobile,
-    Other,
-}
-
-impl DialledKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DialledKind::TollFree => "toll_free",
-            DialledKind::Geographic => "geographic",
-            DialledKind::Mobile => "mobile",
-            DialledKind::Other => "other",
         }
     }
 }

@@ -29,7 +29,7 @@ pub async fn sync_policies(pool: &PgPool, policies: &[RetentionPolicyConfig]) ->
         )
         .bind(&p.name)
         .bind(p.keep_days as i32)
-        .bind(&p.action)
+        .bind(p.action.as_str())
         .bind(&p.description)
         .execute(pool)
         .await?;

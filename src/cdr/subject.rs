@@ -3,6 +3,7 @@
 //! the audit trail (`erasure_requests`) holds only the pseudonym.
 
 use super::query::{QueryError, json_rows};
+use crate::config::RetentionAction;
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -140,14 +141,11 @@ pub struct ErasureReport {
 pub async fn erase(
     pool: &PgPool,
     pseudonym: &str,
-    action: &str,
+    action: RetentionAction,
     requested_by: &str,
     recordings_dir: &Path,
     spool_entries: u64,
 ) -> Result<ErasureReport, QueryError> {
-    if action != "delete" && action != "anonymise" {
-        return Err(QueryError::Invalid(format!("`{action}`: erase by delete or anonymise")));
-    }
     let id = uuid::Uuid::now_v7();
     let mut tx = pool.begin().await?;
     let held: (i64,) = sqlx::query_as("SELECT count(*) FROM calls WHERE caller_pseudonym = $1 AND legal_hold")
@@ -174,7 +172,7 @@ pub async fn erase(
             .bind(pseudonym)
             .fetch_all(&mut *tx)
             .await?;
-    let calls = if action == "delete" {
+    let calls = if action == RetentionAction::Delete {
         sqlx::query("DELETE FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold")
             .bind(pseudonym)
             .execute(&mut *tx)
@@ -199,7 +197,7 @@ pub async fn erase(
     .bind(id)
     .bind(pseudonym)
     .bind(requested_by)
-    .bind(action)
+    .bind(action.as_str())
     .bind(calls as i32)
     .bind(events as i32)
     .bind(paths.len() as i32)
@@ -220,7 +218,7 @@ pub async fn erase(
     }
     Ok(ErasureReport {
         request_id: id.to_string(),
-        action: action.to_string(),
+        action: action.as_str().to_string(),
         calls,
         events,
         recordings: paths.len() as u64,

@@ -8,11 +8,12 @@
 //! within those, an exact number before a pattern, and a pattern with more fixed digits before
 //! one with fewer; then `[default]`.
 
+use super::FlowLibrary;
 use super::engine::Limits;
-use super::{FlowError, FlowLibrary};
-use crate::cdr::model::DialledKind;
-use crate::config::line_of;
-use crate::sip::number;
+use crate::file_text::FileError;
+use crate::file_text::line_of;
+use crate::number;
+use crate::number::DialledKind;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -184,11 +185,11 @@ fn rank(route: &Route) -> (bool, u8, usize) {
 impl Dialplan {
     /// Loads `dir/numbers.toml` and compiles `dir/flows/*.rhai`. `classes` are the retention
     /// classes routes may name (empty: any).
-    pub fn load(dir: &Path, limits: Limits, classes: &[String]) -> Result<Dialplan, Vec<FlowError>> {
+    pub fn load(dir: &Path, limits: Limits, classes: &[String]) -> Result<Dialplan, Vec<FileError>> {
         let flows = FlowLibrary::compile_dir(&dir.join("flows"), limits)?;
         let file = dir.join("numbers.toml");
         let text = std::fs::read_to_string(&file).map_err(|e| {
-            vec![FlowError {
+            vec![FileError {
                 file: file.clone(),
                 line: 0,
                 reason: format!("cannot read: {e}"),
@@ -204,13 +205,13 @@ impl Dialplan {
         text: &str,
         flows: Arc<FlowLibrary>,
         classes: &[String],
-    ) -> Result<Dialplan, Vec<FlowError>> {
-        let at = |line: usize, reason: String| FlowError {
+    ) -> Result<Dialplan, Vec<FileError>> {
+        let at = |line: usize, reason: String| FileError {
             file: file.to_path_buf(),
             line,
             reason,
         };
-        let plan: PlanToml = super::parse_toml(file, text)?;
+        let plan: PlanToml = crate::file_text::parse_toml(file, text)?;
         let mut errors = Vec::new();
         let region = match plan.region.as_deref() {
             None => None,

@@ -32,6 +32,19 @@ pub struct Limits {
     pub http_allow: Vec<String>,
 }
 
+/// `[flow]` as the engine applies it.
+impl From<&crate::config::FlowConfig> for Limits {
+    fn from(cfg: &crate::config::FlowConfig) -> Limits {
+        Limits {
+            max_operations: cfg.max_operations,
+            max_call_levels: cfg.max_call_levels,
+            step_budget: Duration::from_millis(cfg.step_budget_ms),
+            http_allow: cfg.http_allow.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

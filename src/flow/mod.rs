@@ -20,35 +20,12 @@ pub mod port;
 pub mod runner;
 pub mod sim;
 
+use crate::file_text::FileError;
 use engine::Limits;
 use rhai::{AST, Engine};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// A flow that does not compile or lint, with where.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}: {reason}", file.display())]
-pub struct FlowError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub reason: String,
-}
-
-/// Deserialises a dialplan TOML file's text (`numbers.toml`, `rooms.toml`); a syntax or
-/// shape error names the file and the line.
-pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
-    file: &std::path::Path,
-    text: &str,
-) -> Result<T, Vec<FlowError>> {
-    toml::from_str(text).map_err(|e: toml::de::Error| {
-        vec![FlowError {
-            file: file.to_path_buf(),
-            line: e.span().map(|s| crate::config::line_of(text, s.start)).unwrap_or(1),
-            reason: e.message().to_string(),
-        }]
-    })
-}
 
 /// The compiled flows of a dialplan directory (`flows/*.rhai`), sharing one engine.
 pub struct FlowLibrary {
@@ -71,13 +48,13 @@ impl FlowLibrary {
 
     /// Compiles and lints every `*.rhai` in `dir`; the flow's name is the file stem. All
     /// errors are returned (a reload is all or nothing).
-    pub fn compile_dir(dir: &Path, limits: Limits) -> Result<FlowLibrary, Vec<FlowError>> {
+    pub fn compile_dir(dir: &Path, limits: Limits) -> Result<FlowLibrary, Vec<FileError>> {
         let mut lib = FlowLibrary::empty(limits);
         let mut errors = Vec::new();
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                return Err(vec![FlowError {
+                return Err(vec![FileError {
                     file: dir.to_path_buf(),
                     line: 0,
                     reason: format!("cannot read the flows directory: {e}"),
@@ -109,16 +86,16 @@ impl FlowLibrary {
     }
 
     /// Compiles and lints one file with this library's engine.
-    pub fn compile_file(&self, path: &Path) -> Result<AST, Vec<FlowError>> {
+    pub fn compile_file(&self, path: &Path) -> Result<AST, Vec<FileError>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![FlowError {
+            vec![FileError {
                 file: path.to_path_buf(),
                 line: 0,
                 reason: format!("cannot read: {e}"),
             }]
         })?;
         let ast = self.engine.compile(&text).map_err(|e| {
-            vec![FlowError {
+            vec![FileError {
                 file: path.to_path_buf(),
                 line: e.1.line().unwrap_or(0),
                 reason: e.0.to_string(),
@@ -130,7 +107,7 @@ impl FlowLibrary {
         } else {
             Err(problems
                 .into_iter()
-                .map(|(line, reason)| FlowError {
+                .map(|(line, reason)| FileError {
                     file: path.to_path_buf(),
                     line,
                     reason,

@@ -20,6 +20,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// room to spare; unoptimised builds need several times more.
 pub const DEFAULT_STACK_BYTES: usize = if cfg!(debug_assertions) { 8 << 20 } else { 1 << 20 };
 
+/// The stack of each flow thread for `[flow]`: `stack_kib`, or the default sized for
+/// `max_call_levels` (it is sized for 32 levels; deeper limits get proportionally more).
+pub fn stack_bytes(cfg: &crate::config::FlowConfig) -> usize {
+    match cfg.stack_kib {
+        0 => DEFAULT_STACK_BYTES * cfg.max_call_levels.div_ceil(32),
+        k => k * 1024,
+    }
+}
+
 /// The prompt a caller hears when their flow fails.
 pub const APOLOGY_PROMPT: &str = "sorry";
 /// Q.850 41 (temporary failure) when a flow fails.

@@ -32,6 +32,11 @@ pub struct ToneGenerator {
     done: bool,
 }
 
+/// Whether `spec` is a named tone or a tone specification this generator can play.
+pub fn check(spec: &str) -> Result<(), ToneError> {
+    ToneGenerator::new(named(spec).unwrap_or(spec), 16_000, -10.0, false).map(|_| ())
+}
+
 /// Named tones.
 pub fn named(name: &str) -> Option<&'static str> {
     Some(match name {

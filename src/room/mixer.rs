@@ -41,6 +41,19 @@ impl Default for MixerConfig {
     }
 }
 
+/// `[room]` as the mixer applies it.
+impl From<&crate::config::RoomConfig> for MixerConfig {
+    fn from(cfg: &crate::config::RoomConfig) -> MixerConfig {
+        MixerConfig {
+            rate: cfg.rate,
+            talk_threshold_dbfs: cfg.talk_threshold_dbfs,
+            opus_complexity: cfg.opus_complexity,
+            skip_quiet_opus: cfg.skip_quiet_opus,
+            ..Default::default()
+        }
+    }
+}
+
 impl MixerConfig {
     /// Samples in one 20 ms frame.
     pub fn frame_len(&self) -> usize {

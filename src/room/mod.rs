@@ -135,7 +135,7 @@ pub struct RoomMedia {
     pub prompts: Option<Arc<crate::media::prompt::PromptCatalog>>,
     pub recordings_dir: std::path::PathBuf,
     /// "wav" or "ogg".
-    pub format: String,
+    pub format: crate::config::RecordFormat,
 }
 
 /// Why a recording could not start.
@@ -247,7 +247,7 @@ impl Rooms {
         }
         let media = self.media.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let id = uuid::Uuid::now_v7().to_string();
-        let ext = if media.format == "ogg" { "ogg" } else { "wav" };
+        let ext = media.format.extension();
         let file = format!("room-{id}.{ext}");
         {
             let mut rooms = self.lock();

@@ -13,8 +13,8 @@
 //! keys = { "*" = "head_count", "#" = "none" }   # changes to the keypad map
 //! ```
 
-use crate::config::line_of;
-use crate::flow::FlowError;
+use crate::file_text::FileError;
+use crate::file_text::line_of;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -105,13 +105,13 @@ fn check_pin(what: &str, pin: &Option<String>) -> Result<(), String> {
 }
 
 /// Parses a rooms file's text (named `file` in errors).
-pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, Vec<FlowError>> {
-    let at = |line: usize, reason: String| FlowError {
+pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, Vec<FileError>> {
+    let at = |line: usize, reason: String| FileError {
         file: file.to_path_buf(),
         line,
         reason,
     };
-    let parsed: RoomsToml = crate::flow::parse_toml(file, text)?;
+    let parsed: RoomsToml = crate::file_text::parse_toml(file, text)?;
     let mut errors = Vec::new();
     let mut rooms = HashMap::new();
     for (name, spanned) in parsed.room {
@@ -159,12 +159,12 @@ pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, V
 }
 
 /// Loads `dir/rooms.toml`; a missing file is no settings.
-pub fn load(dir: &Path) -> Result<HashMap<String, RoomSettings>, Vec<FlowError>> {
+pub fn load(dir: &Path) -> Result<HashMap<String, RoomSettings>, Vec<FileError>> {
     let file = dir.join("rooms.toml");
     match std::fs::read_to_string(&file) {
         Ok(text) => parse(&file, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
-        Err(e) => Err(vec![FlowError {
+        Err(e) => Err(vec![FileError {
             file,
             line: 0,
             reason: format!("cannot read: {e}"),

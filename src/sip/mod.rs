@@ -5,7 +5,6 @@
 
 pub mod dialog;
 pub mod msg;
-pub mod number;
 pub mod sdp;
 pub mod transport;
 pub mod txn;

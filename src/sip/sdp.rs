@@ -50,15 +50,17 @@ impl Codec {
             _ => 8_000,
         }
     }
+}
 
-    /// Parses a codec name as used in configuration (`pcmu`, `PCMA`, `g722`, `opus`).
-    pub fn from_name(name: &str) -> Option<Codec> {
-        match name.to_ascii_lowercase().as_str() {
-            "pcmu" => Some(Codec::Pcmu),
-            "pcma" => Some(Codec::Pcma),
-            "g722" => Some(Codec::G722),
-            "opus" => Some(Codec::Opus),
-            _ => None,
+/// `rtp.codecs` as negotiation offers them.
+impl From<crate::config::CodecName> for Codec {
+    fn from(name: crate::config::CodecName) -> Codec {
+        use crate::config::CodecName;
+        match name {
+            CodecName::Pcmu => Codec::Pcmu,
+            CodecName::Pcma => Codec::Pcma,
+            CodecName::G722 => Codec::G722,
+            CodecName::Opus => Codec::Opus,
         }
     }
 }

@@ -12,10 +12,12 @@ mod method;
 mod name;
 mod parse;
 mod print;
+mod rejection;
 pub mod stream;
 
 pub use headers::{HeaderLookup, Via, addr_spec_user, param_of, uri_of_name_addr};
-pub use parse::{Limits, ParseError, Rejection, parse_datagram, parse_message};
+pub use parse::{Limits, ParseError, parse_datagram, parse_message};
+pub use rejection::Rejection;
 
 use bytes::Bytes;
 pub use method::Method;

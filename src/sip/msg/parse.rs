@@ -6,13 +6,12 @@
 
 use super::Method;
 use super::headers::{Via, find_unquoted, is_balanced, split_outside_quotes};
-use super::print::write_raw_response;
+use super::rejection::Rejection;
 use super::{CSeq, CoreHeaders, Framing, Request, RequestUri, Response, SipMessage};
 use super::{Headers, Name};
 use bytes::Bytes;
 use ezk_sip_types::msg::PullParser;
 use ezk_sip_types::uri::SipUri;
-use std::net::SocketAddr;
 
 /// Size limits applied before and during parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,39 +65,6 @@ impl std::fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
-
-/// A request that is malformed but answerable: the raw core headers to echo (RFC 3261
-/// §8.2.6.2) and the status to send.
-#[derive(Debug, Clone)]
-pub struct Rejection {
-    pub status: u16,
-    /// What was wrong, sent in the reason phrase after the standard one.
-    pub detail: &'static str,
-    pub method: String,
-    pub vias: Vec<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub call_id: Option<String>,
-    pub cseq: Option<String>,
-}
-
-impl Rejection {
-    /// The error response, with the top Via stamped for `source` (RFC 3581 §4).
-    pub fn response_bytes(&self, source: SocketAddr) -> Bytes {
-        let mut vias = self.vias.clone();
-        if let Some(top) = vias.first_mut()
-            && let Some(parsed) = Via::parse(top)
-        {
-            *top = super::headers::stamp_via(top, &parsed, source.ip(), source.port());
-        }
-        write_raw_response(self, &vias)
-    }
-
-    /// The parsed top Via, for routing the response (RFC 3261 §18.2.2).
-    pub fn top_via(&self) -> Option<Via> {
-        self.vias.first().and_then(|v| Via::parse(v))
-    }
-}
 
 /// Parses one UDP datagram. Trailing bytes beyond Content-Length are ignored (RFC 3261 §18.3,
 /// RFC 4475 §3.1.1.8); a Content-Length larger than the datagram is an error (400).

@@ -1,16 +1,15 @@
 //! Printing messages to the wire (RFC 3261 §7). Content-Length is always computed from the body.
 
 use super::Headers;
-use super::parse::Rejection;
-use super::{CoreHeaders, Request, Response, default_reason};
+use super::{CoreHeaders, Request, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::fmt::Write as _;
 
-fn put(buf: &mut BytesMut, s: &str) {
+pub(super) fn put(buf: &mut BytesMut, s: &str) {
     buf.put_slice(s.as_bytes());
 }
 
-fn put_header(buf: &mut BytesMut, name: &str, value: &str) {
+pub(super) fn put_header(buf: &mut BytesMut, name: &str, value: &str) {
     put(buf, name);
     put(buf, ": ");
     put(buf, value);
@@ -68,40 +67,4 @@ impl Response {
         put_rest(&mut buf, &self.headers, &self.body);
         buf.freeze()
     }
-}
-
-/// An error response to a request that did not parse, from its raw core headers.
-pub(super) fn write_raw_response(r: &Rejection, vias: &[String]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(512);
-    put(&mut buf, "SIP/2.0 ");
-    put(&mut buf, &r.status.to_string());
-    put(&mut buf, " ");
-    put(&mut buf, default_reason(r.status));
-    put(&mut buf, " (");
-    put(&mut buf, r.detail);
-    put(&mut buf, ")\r\n");
-    for via in vias {
-        put_header(&mut buf, "Via", via);
-    }
-    // RFC 3261 §8.2.6.2: a final response carries a To tag.
-    let to = r.to.as_ref().map(|to| match super::param_of(to, "tag") {
-        Some(_) => to.clone(),
-        None => format!("{to};tag={}", super::new_tag()),
-    });
-    for (name, value) in [
-        ("From", &r.from),
-        ("To", &to),
-        ("Call-ID", &r.call_id),
-        ("CSeq", &r.cseq),
-    ] {
-        if let Some(v) = value {
-            put_header(&mut buf, name, v);
-        }
-    }
-    if r.status == 505 {
-        put_header(&mut buf, "Warning", "399 tolk \"only SIP/2.0 is supported\"");
-    }
-    put_header(&mut buf, "Content-Length", "0");
-    put(&mut buf, "\r\n");
-    buf.freeze()
 }

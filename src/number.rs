@@ -2,9 +2,30 @@
 //! used for routing, pseudonyms and CDRs, and the kind of a dialled number, from
 //! libphonenumber's metadata (the `phonenumber` crate).
 
-use crate::cdr::model::DialledKind;
 use phonenumber::country::Id;
 use phonenumber::{Mode, Type};
+use serde::{Deserialize, Serialize};
+
+/// What kind of number was dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialledKind {
+    TollFree,
+    Geographic,
+    Mobile,
+    Other,
+}
+
+impl DialledKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialledKind::TollFree => "toll_free",
+            DialledKind::Geographic => "geographic",
+            DialledKind::Mobile => "mobile",
+            DialledKind::Other => "other",
+        }
+    }
+}
 
 /// Reduces a dialled user part (or a `tel:` number) to `+digits`, reading national forms
 /// as numbers of `region` (NANP when `None`). Returns `None` for users that are not numbers
