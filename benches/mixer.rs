@@ -11,14 +11,13 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
-use tolk::call::stream::MediaStream;
 use tolk::media::codec::Encoder;
 use tolk::media::codec::g711::{G711Encoder, Law};
 use tolk::media::codec::opus::OpusEncoder;
+use tolk::media::session::{Codec, Direction, NegotiatedMedia};
+use tolk::media::stream::{MediaStream, StreamStart};
 use tolk::room::mixer::{MemberOptions, Mixer, MixerConfig};
 use tolk::room::scheduler::{Room, Scratch, Seat, TICK};
-use tolk::sip::dialog::CallRef;
-use tolk::sip::sdp::{Codec, Direction, NegotiatedMedia};
 
 fn voice(v: usize, n: usize, rate: f64) -> Vec<i16> {
     (0..n)
@@ -85,12 +84,20 @@ fn room_with(members: usize, codec: Codec) -> (Room, Vec<Far>) {
         };
         let to = gw.local_addr().unwrap();
         let (give_back, back) = tokio::sync::oneshot::channel();
+        let start = StreamStart {
+            id: call,
+            local_port: to.port(),
+            now,
+            ntp: 0,
+            seed: call,
+        };
         let seat = Seat {
-            stream: Box::new(MediaStream::new(CallRef(call), to.port(), Some(media), now)),
+            call,
+            stream: Box::new(MediaStream::new(start, Some(media))),
             rtp: gw,
             rtcp,
             give_back,
-            reports: tokio::sync::mpsc::channel(1 << 16).0,
+            reports: Box::new(|_| true),
             rtp_timeout: Duration::from_secs(3600),
         };
         room.join(Box::new(seat), MemberOptions::default());

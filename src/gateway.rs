@@ -8,7 +8,7 @@
 use crate::call::flow_call::{Ctx, FlowCalls, FlowMsg, GatewayPort, LegSetup, MediaSlot};
 use crate::call::{DigitSource, LegHandle, LegReport, PortPool};
 use crate::config::{Config, ConfigError, Transport};
-use crate::flow::dialplan::{Dialplan, Target};
+use crate::dialplan::{Dialplan, Target};
 use crate::flow::engine::Limits as FlowLimits;
 use crate::flow::runner::Runner;
 use crate::privacy::mask_opt;
@@ -184,8 +184,8 @@ pub async fn run(
         Dialplan::load(&dialplan_dir, FlowLimits::from(&cfg.flow), &classes)
             .map_err(|errors| anyhow::anyhow!("dialplan:\n{}", join_errors(&errors)))?,
     );
-    tracing::info!(dir = %dialplan_dir.display(), flows = ?dialplan.flows.names(), rooms = dialplan.flows.rooms.read().map(|r| r.len()).unwrap_or(0), "dialplan loaded");
-    rooms.configure(dialplan.flows.rooms.clone());
+    tracing::info!(dir = %dialplan_dir.display(), flows = ?dialplan.flows.names(), rooms = dialplan.rooms.read().map(|r| r.len()).unwrap_or(0), "dialplan loaded");
+    rooms.configure(dialplan.rooms.clone());
     spawn_sighup_reload(reload_tx);
     let runner = Runner::new(cfg.flow.max_concurrent, crate::flow::runner::stack_bytes(&cfg.flow));
     let (flow_tx, mut flow_rx) = mpsc::channel::<FlowMsg>(4096);
@@ -268,7 +268,7 @@ pub async fn run(
                     Ok(Ok(plan)) => {
                         let msg = format!("dialplan reloaded: flows {}", plan.flows.names().join(", "));
                         tracing::info!("{msg}");
-                        rooms.configure(plan.flows.rooms.clone());
+                        rooms.configure(plan.rooms.clone());
                         dialplan = Arc::new(plan);
                         Ok(msg)
                     }

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod call;
 pub mod cdr;
 pub mod config;
+pub mod dialplan;
 pub mod file_text;
 pub mod flow;
 pub mod gateway;

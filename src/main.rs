@@ -659,7 +659,8 @@ fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
 }
 
 fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
-    use tolk::flow::{FlowLibrary, dialplan::Dialplan, engine::FlowEnd, port::CallInfo, sim};
+    use tolk::dialplan::Dialplan;
+    use tolk::flow::{FlowLibrary, engine::FlowEnd, port::CallInfo, sim};
     let limits = tolk::flow::engine::Limits::from(&cfg.flow);
     match command {
         FlowCommand::Check { files } => {
@@ -697,6 +698,7 @@ fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
             hangup_after,
         } => {
             let mut lib = FlowLibrary::empty(limits);
+            let mut room_roles = None;
             let ast = lib.compile_file(&file).map_err(|errors| {
                 anyhow::anyhow!(
                     "{}",
@@ -712,7 +714,7 @@ fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
                         errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
                     )
                 })?;
-                lib.rooms = tolk::room::settings::table(rooms);
+                room_roles = Some(tolk::dialplan::room_roles(tolk::room::settings::table(rooms)));
             }
             let dialled = tolk::number::normalise(&number)
                 .ok_or_else(|| anyhow::anyhow!("--number `{number}` is not a phone number"))?;
@@ -738,7 +740,11 @@ fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
                 .map_err(|e| eprintln!("warning: {e}; every prompt takes one second"))
                 .ok();
             let hangup = hangup_after.as_deref().map(parse_duration).transpose()?;
-            let (end, _) = sim::simulate(&lib, "main", info, &digits, hangup, catalog, true);
+            let (mut caller, _) = sim::SimulatedCall::new(&digits, hangup, catalog, true);
+            if let Some(roles) = room_roles {
+                caller = caller.with_room_roles(roles);
+            }
+            let (end, _) = sim::simulate(&lib, "main", info, caller);
             match end {
                 FlowEnd::Completed => println!("flow completed"),
                 FlowEnd::CallerHungUp => println!("flow ended: the caller hung up"),

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
+use tolk::dialplan::{Dialplan, Target};
 use tolk::flow::FlowLibrary;
-use tolk::flow::dialplan::{Dialplan, Target};
 use tolk::flow::engine::{FlowEnd, Limits};
 use tolk::flow::port::{CallInfo, Note};
 use tolk::flow::runner::Runner;
@@ -47,15 +47,14 @@ fn steps(r: &SimReport) -> Vec<String> {
 }
 
 fn run(lib: &FlowLibrary, flow: &str, keys: &str, hangup_after: Option<u64>) -> (FlowEnd, SimReport) {
-    simulate(
-        lib,
-        flow,
-        info(),
-        keys,
-        hangup_after.map(Duration::from_secs),
-        catalog(),
-        false,
-    )
+    let (caller, _) = SimulatedCall::new(keys, hangup_after.map(Duration::from_secs), catalog(), false);
+    simulate(lib, flow, info(), caller.with_room_roles(shipped_room_roles()))
+}
+
+/// `room_role` as the shipped rooms.toml answers it.
+fn shipped_room_roles() -> tolk::flow::sim::RoomRoles {
+    let rooms = tolk::room::settings::load(&root().join("dialplans")).expect("shipped rooms.toml");
+    tolk::dialplan::room_roles(tolk::room::settings::table(rooms))
 }
 
 /// Prompt lines carry their length (`play x (2.9 s)`): compare names only.
@@ -457,6 +456,7 @@ fn a_runaway_flow_does_not_disturb_other_calls() {
             (good.clone(), "conference", "1234#")
         };
         let (call, report) = SimulatedCall::new(keys, Some(Duration::from_secs(60)), catalog(), false);
+        let call = call.with_room_roles(shipped_room_roles());
         reports.push((flow, report));
         let tx = tx.clone();
         runner

@@ -3,10 +3,10 @@
 //! mid-call still leaves a record, and again when it ends; calls refused at once are written
 //! once. Nothing here waits on the database: the sink appends to the local journal.
 
-use super::leg::LegSummary;
 use crate::cdr::RecordPolicy;
 use crate::cdr::model::{CallRecord, Disposition, HangupBy, JournalEntry, Micros, Quality, q850_for_status};
 use crate::cdr::writer::CdrSink;
+use crate::media::stream::StreamSummary;
 use crate::sip::dialog::{CallRef, EndReason, IncomingCall};
 use std::collections::HashMap;
 
@@ -46,7 +46,7 @@ impl Accounting {
         &mut self,
         inc: &IncomingCall,
         dialled: Option<&str>,
-        route: Option<&crate::flow::dialplan::RouteMatch>,
+        route: Option<&crate::dialplan::RouteMatch>,
         now: Micros,
     ) {
         let dialled = dialled.or(inc.dialled.as_deref());
@@ -61,7 +61,7 @@ impl Accounting {
         if let Some(route) = route {
             record.dialled_kind = route.kind;
             record.tenant = route.tenant.clone();
-            if let crate::flow::dialplan::Target::Flow(f) = &route.target {
+            if let crate::dialplan::Target::Flow(f) = &route.target {
                 record.flow = Some(f.clone());
             }
             if !route.tags.is_empty() {
@@ -209,7 +209,7 @@ impl Accounting {
     }
 
     /// The media leg's summary: the call's quality; the record is complete.
-    pub fn summary(&mut self, call: CallRef, s: &LegSummary) {
+    pub fn summary(&mut self, call: CallRef, s: &StreamSummary) {
         let Some(state) = self.calls.get_mut(&call) else { return };
         state.record.quality = Some(Quality {
             packets_received: s.packets_received,

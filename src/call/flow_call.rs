@@ -631,6 +631,10 @@ impl FlowCalls {
                     Err(_) => done(tx, Err(PortError::HungUp)),
                 }
             }
+            Request::RoomRole { room, pin } => {
+                let role = ctx.rooms.role_of(&room, &pin).unwrap_or("");
+                done(tx, Ok(Reply::Role(role.to_string())))
+            }
             Request::Note(note) => done(tx, Self::note(setup, call, note, ctx)),
             Request::Log(text) => {
                 tracing::info!(call = call.0, "flow log: {text}");

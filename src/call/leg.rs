@@ -1,22 +1,22 @@
-//! The media leg of a call (I/O shell around the sans-IO media parts): one RTP/RTCP socket
-//! pair, source latching, RFC 3550 statistics, the jitter buffer, the codec, DTMF from RFC 4733 events and
-//! (for G.711 without telephone-event) from in-band tones, and 20 ms frames out.
-//!
-//! Today the leg's consumer is the echo: every decoded frame is encoded again and sent back,
-//! so the echo number exercises the whole receive and send path for every codec. The flow
-//! engine and the rooms take the frames instead when they land.
+//! The media leg of a call: the I/O shell that drives the call's [`MediaStream`] (sans-IO,
+//! [`crate::media::stream`]) on one RTP/RTCP socket pair while the call is on its own, and
+//! hands it to a room's mixer thread while the call is in a room. It plays prompts and tones,
+//! records, sends digits, and echoes for the echo flow; what it finds goes to the gateway as
+//! [`LegReport`]s.
 
 use super::ports::RtpPort;
-pub use super::stream::pcm_rate;
-use super::stream::{MediaStream, Received};
+pub use crate::media::codec::pair::pcm_rate;
 use crate::media::dtmf::inband;
 use crate::media::prompt::{PromptCatalog, PromptPlayer};
 use crate::media::record::{RecordFormat, Recorder};
+pub use crate::media::stream::DigitSource;
+use crate::media::stream::{Datagram, MediaStream, Received, StreamEvent, StreamStart, StreamSummary};
 use crate::media::tone::ToneGenerator;
 use crate::room::mixer::MemberOptions;
-use crate::room::scheduler::{Command, Seat, Shard};
+use crate::room::scheduler::{Command, MemberReport, Seat, Shard};
 use crate::sip::dialog::CallRef;
 use crate::sip::sdp::NegotiatedMedia;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,24 +24,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// A leg with no packet for this long and nothing to play stops ticking until one arrives.
 const IDLE_AFTER: Duration = Duration::from_millis(500);
-
-/// Where a digit came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DigitSource {
-    Rfc4733,
-    Inband,
-    SipInfo,
-}
-
-impl DigitSource {
-    pub fn label(self) -> &'static str {
-        match self {
-            DigitSource::Rfc4733 => "rfc4733",
-            DigitSource::Inband => "inband",
-            DigitSource::SipInfo => "sip_info",
-        }
-    }
-}
 
 /// What a leg reports to the gateway.
 #[derive(Debug, Clone)]
@@ -72,21 +54,40 @@ pub enum LegReport {
     /// The room's mixer thread could not take the member (queue full or gone).
     RoomRefused { call: CallRef },
     /// The leg ended; its quality summary.
-    Summary { call: CallRef, summary: LegSummary },
+    Summary { call: CallRef, summary: StreamSummary },
 }
 
-/// Quality of the received stream over the call (for logs now, CDRs later).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct LegSummary {
-    pub packets_received: u32,
-    pub packets_lost: i32,
-    pub jitter_ms: f64,
-    pub mos: f64,
-    pub foreign_packets: u64,
-    /// Round-trip time from RTCP (RFC 3550 §6.4.1), when the peer reported one.
-    pub rtt_ms: Option<f64>,
-    /// RTCP compound packets received from the peer.
-    pub rtcp_received: u32,
+impl LegReport {
+    /// What a room said about `call`'s member, as the gateway hears it from a leg.
+    pub fn from_room(call: CallRef, report: MemberReport) -> LegReport {
+        match report {
+            MemberReport::Digit { digit, source } => LegReport::Digit { call, digit, source },
+            MemberReport::DigitsSent { digits } => LegReport::DigitsSent { call, digits },
+            MemberReport::PlaybackDone { what, ok } => LegReport::PlaybackDone { call, what, ok },
+            MemberReport::Talking(talking) => LegReport::Talking { call, talking },
+            MemberReport::TimedOut => LegReport::TimedOut { call },
+        }
+    }
+
+    fn from_stream(call: CallRef, event: StreamEvent) -> LegReport {
+        match event {
+            StreamEvent::Digit { digit, source } => LegReport::Digit { call, digit, source },
+            StreamEvent::DigitsSent { digits } => LegReport::DigitsSent { call, digits },
+        }
+    }
+}
+
+/// Passes on what the stream found.
+fn forward_events(stream: &mut MediaStream, call: CallRef, reports: &mpsc::Sender<LegReport>) {
+    while let Some(e) = stream.poll_event() {
+        let _ = reports.try_send(LegReport::from_stream(call, e));
+    }
+}
+
+impl Datagram for tokio::net::UdpSocket {
+    fn send_now(&self, buf: &[u8], dest: SocketAddr) -> bool {
+        self.try_send_to(buf, dest).is_ok()
+    }
 }
 
 /// The gateway's handle on a leg: media updates and commands in; dropping it ends the leg.
@@ -228,7 +229,14 @@ async fn run_leg(
     let mut buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 1500];
     let initial = media_rx.borrow().clone();
-    let mut stream = Some(Box::new(MediaStream::new(call, port.port, initial, Instant::now())));
+    let start = StreamStart {
+        id: call.0,
+        local_port: port.port,
+        now: Instant::now(),
+        ntp: crate::media::stream::ntp_timestamp(std::time::SystemTime::now()),
+        seed: fastrand::u64(..),
+    };
+    let mut stream = Some(Box::new(MediaStream::new(start, initial)));
     let mut in_room: Option<InRoom> = None;
     let mut recording: Option<(Recorder, PathBuf, u64)> = None;
     let mut record_frame: Vec<i16> = Vec::with_capacity(960);
@@ -344,7 +352,9 @@ async fn run_leg(
                     LegCommand::Mode(m) => mode = m,
                     LegCommand::SendDigits(digits) => {
                         wake(&mut tick, playback.is_some() || recording.is_some());
-                        if !st.queue_digits(&digits, &reports) {
+                        let queued = st.queue_digits(&digits);
+                        forward_events(st, call, &reports);
+                        if !queued {
                             // No telephone-event: DTMF tones in the audio.
                             match inband::tone_spec(&digits, 100, 60).map(|s| ToneGenerator::new(&s, rate, -8.0, false)) {
                                 Some(Ok(g)) => {
@@ -383,12 +393,14 @@ async fn run_leg(
                         match dup_sockets(&port) {
                             Ok((rtp, rtcp)) => {
                                 let (give_back, back) = oneshot::channel();
+                                let to_gateway = reports.clone();
                                 let seat = Box::new(Seat {
+                                    call: call.0,
                                     stream: stream.take().expect("the leg holds its stream"),
                                     rtp,
                                     rtcp,
                                     give_back,
-                                    reports: reports.clone(),
+                                    reports: Box::new(move |r| to_gateway.try_send(LegReport::from_room(call, r)).is_ok()),
                                     rtp_timeout,
                                 });
                                 match shard.send(Command::Join { room, seat, opts, waiting }) {
@@ -417,7 +429,9 @@ async fn run_leg(
             }
             got = sock.rtp.recv_from(&mut buf) => {
                 let Ok((n, from)) = got else { continue };
-                if st.on_rtp(Instant::now(), from, &buf[..n], &reports) != Received::Ignored && idle {
+                let received = st.on_rtp(Instant::now(), from, &buf[..n]);
+                forward_events(st, call, &reports);
+                if received != Received::Ignored && idle {
                     // Waking from idle: restart the tick instead of bursting the missed ones.
                     tick.reset();
                 }
@@ -439,7 +453,8 @@ async fn run_leg(
                 }
                 if st.codec().is_none() { continue }
                 let frame_samples = st.frame_samples();
-                let received = st.pull(now, &reports);
+                let received = st.pull(now);
+                forward_events(st, call, &reports);
                 // What goes out: a prompt or tone if one plays, else the echo (or nothing).
                 out_frame.clear();
                 if let Some((pb, what)) = playback.as_mut() {
@@ -467,14 +482,16 @@ async fn run_leg(
                     }
                 }
                 // RFC 4733 digits replace the audio while a press is in progress.
-                if st.send_digit_events(&sock.rtp, &reports) {
+                let sent_digits = st.send_digit_events(&sock.rtp);
+                forward_events(st, call, &reports);
+                if sent_digits {
                     continue;
                 }
                 if out_frame.is_empty() && received && mode == LegMode::Echo {
                     out_frame.extend_from_slice(st.pcm());
                 }
                 if !out_frame.is_empty() {
-                    st.send_pcm(&out_frame, &sock.rtp);
+                    st.send_pcm(now, &out_frame, &sock.rtp);
                 }
             }
         }
@@ -485,7 +502,7 @@ async fn run_leg(
     }
     let summary = match stream {
         Some(s) => s.finish(Instant::now(), &port.rtcp),
-        None => LegSummary::default(),
+        None => StreamSummary::default(),
     };
     let _ = reports.try_send(LegReport::Summary { call, summary });
 }

@@ -8,8 +8,7 @@ pub mod accounting;
 pub mod flow_call;
 pub mod leg;
 mod ports;
-pub mod stream;
 
 pub use accounting::Accounting;
-pub use leg::{DigitSource, LegHandle, LegReport, LegSummary, spawn_leg};
+pub use leg::{DigitSource, LegHandle, LegReport, spawn_leg};
 pub use ports::{PortPool, RtpPort};

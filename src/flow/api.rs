@@ -49,18 +49,6 @@ pub(crate) fn with_port<T>(f: impl FnOnce(&mut dyn CallPort) -> T) -> Res<T> {
     })
 }
 
-use crate::room::settings::RoomTable;
-
-thread_local! {
-    /// `rooms.toml` of the library this thread's flow came from.
-    static ROOMS: std::cell::RefCell<RoomTable> = std::cell::RefCell::default();
-}
-
-/// Sets the room settings `room_role` reads on this flow thread.
-pub(crate) fn set_rooms(rooms: RoomTable) {
-    ROOMS.with(|r| *r.borrow_mut() = rooms);
-}
-
 /// One request to the call: the script's step pauses while the call works.
 fn call(req: Request) -> Res<Reply> {
     engine::pause_step();
@@ -440,16 +428,17 @@ pub(crate) fn register(engine: &mut Engine) {
             _ => Ok(String::new()),
         }
     });
-    // The role a PIN gives in a room of rooms.toml: "moderator", "participant" or "".
-    engine.register_fn("room_role", |room: &str, pin: &str| -> String {
-        ROOMS.with(|r| {
-            r.borrow()
-                .read()
-                .ok()
-                .and_then(|t| t.get(room).and_then(|s| s.role_of(pin)))
-                .unwrap_or("")
-                .to_string()
-        })
+    // The role a PIN gives in a room (rooms.toml, or PINs set through the admin API):
+    // "moderator", "participant" or "" (no such PIN). The call answers: the flow holds no
+    // room table of its own.
+    engine.register_fn("room_role", |room: &str, pin: &str| -> Res<String> {
+        match call(Request::RoomRole {
+            room: room.to_string(),
+            pin: pin.to_string(),
+        })? {
+            Reply::Role(role) => Ok(role),
+            _ => Ok(String::new()),
+        }
     });
     engine.register_fn("transfer", |target: &str| -> Res<()> {
         if target.is_empty() {

@@ -8,12 +8,10 @@
 //! | [`engine`] | the sandboxed Rhai engine, limits, the per-step time budget |
 //! | [`runner`] | flow threads from a capped pool; what happens when a flow fails |
 //! | [`sim`] | a simulated caller for `tolk flow run` and tests |
-//! | [`dialplan`] | `numbers.toml`: dialled number (and trunk) to flow, tenant, retention, tags |
 //!
 //! Flows never touch sockets, files or the database: everything goes through the port.
 
 pub mod api;
-pub mod dialplan;
 pub mod engine;
 pub mod http;
 pub mod port;
@@ -32,8 +30,6 @@ pub struct FlowLibrary {
     pub engine: Arc<Engine>,
     pub limits: Limits,
     flows: HashMap<String, Arc<AST>>,
-    /// `rooms.toml` next to the flows directory: room PINs (`room_role`) and behaviour.
-    pub rooms: crate::room::settings::RoomTable,
 }
 
 impl FlowLibrary {
@@ -42,7 +38,6 @@ impl FlowLibrary {
             engine: Arc::new(engine::build(&limits)),
             limits,
             flows: HashMap::new(),
-            rooms: Arc::default(),
         }
     }
 
@@ -76,11 +71,6 @@ impl FlowLibrary {
                 }
                 Err(e) => errors.extend(e),
             }
-        }
-        // rooms.toml lives beside flows/ (dialplans/rooms.toml).
-        match crate::room::settings::load(dir.parent().unwrap_or(dir)) {
-            Ok(rooms) => lib.rooms = crate::room::settings::table(rooms),
-            Err(e) => errors.extend(e),
         }
         if errors.is_empty() { Ok(lib) } else { Err(errors) }
     }

@@ -44,6 +44,8 @@ pub enum Request {
     Echo { max: Duration },
     /// Join a conference room; answered when the member leaves it.
     JoinConference { room: String, role: String, muted: bool },
+    /// The role `pin` gives in `room`: answered with [`Reply::Role`].
+    RoomRole { room: String, pin: String },
     /// Transfer the call (SIP REFER, RFC 3515) to a number or URI.
     Transfer { target: String },
     /// Hang up with this SIP status (before answer) or a BYE (after), Q.850 `cause`.
@@ -86,6 +88,8 @@ pub enum Reply {
         id: String,
         seconds: f64,
     },
+    /// `moderator`, `participant`, or empty when the PIN opens nothing.
+    Role(String),
     /// Left the room: `left` (keypad), `ended` (room closed), `ejected`.
     Left {
         reason: String,

@@ -48,7 +48,6 @@ pub fn run_flow(
         fail(port.as_mut(), &end);
         return (end, port);
     };
-    super::api::set_rooms(lib.rooms.clone());
     let (end, mut port) = engine::run(&lib.engine, &ast, &lib.limits, port, info, hung_up);
     match &end {
         FlowEnd::Completed => {

@@ -31,6 +31,9 @@ pub struct SimReport {
     pub elapsed: Duration,
 }
 
+/// Answers `room_role(room, pin)` for a simulated call: the role, if the PIN opens the room.
+pub type RoomRoles = Arc<dyn Fn(&str, &str) -> Option<&'static str> + Send + Sync>;
+
 /// A simulated call.
 pub struct SimulatedCall {
     now: Duration,
@@ -40,6 +43,8 @@ pub struct SimulatedCall {
     report: Arc<Mutex<SimReport>>,
     echo: bool,
     ended: bool,
+    /// Without it no PIN opens any room.
+    room_roles: Option<RoomRoles>,
 }
 
 impl SimulatedCall {
@@ -62,9 +67,16 @@ impl SimulatedCall {
                 report: report.clone(),
                 echo,
                 ended: false,
+                room_roles: None,
             },
             report,
         )
+    }
+
+    /// Room PINs this caller's flow may check (`room_role`), as rooms.toml would give them.
+    pub fn with_room_roles(mut self, roles: RoomRoles) -> SimulatedCall {
+        self.room_roles = Some(roles);
+        self
     }
 
     fn line(&mut self, text: String) {
@@ -283,6 +295,10 @@ impl CallPort for SimulatedCall {
                 self.spend(max)?;
                 Ok(Reply::Done)
             }
+            Request::RoomRole { room, pin } => {
+                let role = self.room_roles.as_ref().and_then(|f| f(&room, &pin)).unwrap_or("");
+                Ok(Reply::Role(role.to_string()))
+            }
             Request::JoinConference { room, role, muted } => {
                 self.line(format!(
                     "join_conference {room} as {role}{}",
@@ -323,20 +339,17 @@ impl CallPort for SimulatedCall {
     }
 }
 
-/// Runs `flow` from `lib` against a simulated caller (the harness behind `tolk flow run`):
-/// the caller presses `keys` and hangs up after `hangup_after`.
+/// Runs `flow` from `lib` against `caller` (the harness behind `tolk flow run`); returns how
+/// the flow ended and what the caller saw.
 pub fn simulate(
     lib: &super::FlowLibrary,
     flow: &str,
     info: super::port::CallInfo,
-    keys: &str,
-    hangup_after: Option<Duration>,
-    catalog: Option<Arc<PromptCatalog>>,
-    echo: bool,
+    caller: SimulatedCall,
 ) -> (super::engine::FlowEnd, SimReport) {
-    let (call, report) = SimulatedCall::new(keys, hangup_after, catalog, echo);
+    let report = caller.report.clone();
     let hung_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (end, _port) = super::runner::run_flow(lib, flow, Box::new(call), info, hung_up);
+    let (end, _port) = super::runner::run_flow(lib, flow, Box::new(caller), info, hung_up);
     let report = report.lock().map(|r| r.clone()).unwrap_or_default();
     (end, report)
 }

@@ -13,4 +13,6 @@ pub mod prompt;
 pub mod quality;
 pub mod record;
 pub mod resample;
+pub mod session;
+pub mod stream;
 pub mod tone;

@@ -115,6 +115,14 @@ impl RecvBatch {
     }
 }
 
+/// The mixer threads' sockets send through [`send_to`] (no libc cancellation bookkeeping
+/// around each of the thousands of sends a tick).
+impl crate::media::stream::Datagram for UdpSocket {
+    fn send_now(&self, buf: &[u8], dest: SocketAddr) -> bool {
+        send_to(self, buf, dest)
+    }
+}
+
 /// Sends one datagram without waiting (`MSG_DONTWAIT`); false if it could not be sent now.
 /// The `sendto(2)` system call made directly: glibc's wrapper marks each call as a thread
 /// cancellation point (two calls around every send into libc's cancellation state, 1.6% of

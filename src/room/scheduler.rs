@@ -7,24 +7,25 @@
 //! (per codec), and sends. Leaving hands the stream back to the call's leg task.
 //!
 //! Control reaches a thread through a bounded queue read with `try_recv` at the start of a
-//! tick; reports go out through the gateway's bounded channel with `try_send`. Nothing in a
+//! tick; what a member's call must know ([`MemberReport`]) goes out through the seat's sink,
+//! which must not block (the call's leg gives a bounded channel's `try_send`). Nothing in a
 //! tick blocks or logs; buffers are kept and reused, so a steady room does not allocate
 //! (membership changes do). Tick lateness and tick duration are histograms at `/metrics`.
 
 use super::mixer::{MemberOptions, Mixer, MixerConfig};
-use crate::call::leg::LegReport;
-use crate::call::stream::{self, MediaStream, Pull};
 use crate::media::codec::Encoder;
+use crate::media::codec::pair::{encoder, rate_in_room};
 use crate::media::prompt::{PromptPlayer, resampled};
 use crate::media::resample::Resampler;
-use crate::sip::sdp::{Codec, NegotiatedMedia};
+use crate::media::session::{Codec, NegotiatedMedia};
+use crate::media::stream::{self, DigitSource, MediaStream, Pull, StreamEvent};
 use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// The tick period.
 pub const TICK: Duration = Duration::from_millis(20);
@@ -52,15 +53,36 @@ fn after_tick(next: u64, done: u64, period: u64) -> (u64, u64) {
     }
 }
 
+/// What a room tells a member's call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberReport {
+    /// The member pressed a key.
+    Digit { digit: char, source: DigitSource },
+    /// Digits sent to the member's far end (RFC 4733) are all out.
+    DigitsSent { digits: String },
+    /// A prompt to the member finished.
+    PlaybackDone { what: String, ok: bool },
+    /// The member started or stopped talking.
+    Talking(bool),
+    /// No RTP from the member for the seat's `rtp_timeout`.
+    TimedOut,
+}
+
+/// Takes a member's reports without blocking; false when one could not be taken (it is
+/// offered again where that matters: the RTP timeout).
+pub type ReportSink = Box<dyn Fn(MemberReport) -> bool + Send>;
+
 /// A call's media, handed to a room.
 pub struct Seat {
+    /// The member's call (the key of every command about it).
+    pub call: u64,
     pub stream: Box<MediaStream>,
     /// Duplicates of the leg's RTP and RTCP sockets, non-blocking.
     pub rtp: UdpSocket,
     pub rtcp: UdpSocket,
     /// Where the stream goes back when the member leaves.
     pub give_back: oneshot::Sender<Box<MediaStream>>,
-    pub reports: mpsc::Sender<LegReport>,
+    pub reports: ReportSink,
     pub rtp_timeout: Duration,
 }
 
@@ -506,7 +528,7 @@ impl Room {
         let room_rate = self.rate();
         let mut seat = seat;
         seat.stream.set_opus_rate(cfg.rate, Some(cfg.opus_complexity));
-        let call = seat.stream.call().0;
+        let call = seat.call;
         let rate = seat.stream.pcm_rate();
         let held = seat.stream.held();
         let member = Member {
@@ -736,20 +758,19 @@ fn find(rooms: &mut [Room], call: u64) -> Option<(&mut Room, usize)> {
         .find_map(|r| r.index.get(&call).copied().map(|i| (r, i)))
 }
 
-fn report(m: &Member, r: LegReport) {
-    let _ = m.seat.reports.try_send(r);
-}
-
 fn end_playback(m: &mut Member) {
     if let Some((_, what)) = m.playback.take() {
-        report(
-            m,
-            LegReport::PlaybackDone {
-                call: m.seat.stream.call(),
-                what,
-                ok: true,
-            },
-        );
+        (m.seat.reports)(MemberReport::PlaybackDone { what, ok: true });
+    }
+}
+
+/// Passes on what a member's stream found (digits pressed, digits sent).
+fn forward_events(seat: &mut Seat) {
+    while let Some(e) = seat.stream.poll_event() {
+        (seat.reports)(match e {
+            StreamEvent::Digit { digit, source } => MemberReport::Digit { digit, source },
+            StreamEvent::DigitsSent { digits } => MemberReport::DigitsSent { digits },
+        });
     }
 }
 
@@ -765,7 +786,7 @@ fn handle(cmd: Command, rooms: &mut Vec<Room>, pending: &mut PendingRecords, cfg
         return;
     }
     let joined = match &cmd {
-        Command::Join { room, seat, .. } => Some((room.clone(), seat.stream.call().0)),
+        Command::Join { room, seat, .. } => Some((room.clone(), seat.call)),
         _ => None,
     };
     apply(cmd, rooms, cfg);
@@ -952,7 +973,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         // Everything waiting, in one system call (a burst beyond a batch waits a tick).
         for k in 0..s.batch.recv(&m.seat.rtp) {
             if let Some((bytes, from)) = s.batch.get(k) {
-                st.on_rtp(now, from, bytes, &m.seat.reports);
+                st.on_rtp(now, from, bytes);
             }
         }
         // RTCP is read and sent every RTCP_EVERY ticks, staggered over the members (its
@@ -966,7 +987,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
             st.poll_rtcp(now, &m.seat.rtcp);
             // Reported once it gets through (the gateway hangs the call up).
             if !m.timed_out && now.duration_since(st.last_packet()) > m.seat.rtp_timeout {
-                m.timed_out = m.seat.reports.try_send(LegReport::TimedOut { call: st.call() }).is_ok();
+                m.timed_out = (m.seat.reports)(MemberReport::TimedOut);
             }
         }
         // A member who is not talking may not need decoding at all (Opus packets flagged as
@@ -976,7 +997,9 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         // Quiet members' checks are staggered over the members, like the RTCP work.
         let quiet = (!talking && room.mixer.config().skip_quiet_opus)
             .then(|| (tick_no + i as u64).is_multiple_of(stream::QUIET_CHECK_EVERY));
-        let pulled = st.pull_for_mix(now, &m.seat.reports, quiet);
+        let pulled = st.pull_for_mix(now, quiet);
+        forward_events(&mut m.seat);
+        let st = &mut m.seat.stream;
         match pulled {
             Pull::Decoded => decodes += 1,
             Pull::Skipped => skipped += 1,
@@ -1013,10 +1036,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
     for c in room.mixer.talk_changes() {
         if let Some(&i) = room.index.get(&c.member) {
             let m = &room.members[i];
-            let _ = m.seat.reports.try_send(LegReport::Talking {
-                call: m.seat.stream.call(),
-                talking: c.talking,
-            });
+            (m.seat.reports)(MemberReport::Talking(c.talking));
         }
     }
     // A tone or prompt for the whole room (join and leave tones) goes over every mix.
@@ -1117,7 +1137,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                 } else {
                     convert(&mut m.from_room, &s.mixed, &mut own, want);
                 }
-                m.seat.stream.send_pcm(&own, &m.seat.rtp);
+                m.seat.stream.send_pcm(now, &own, &m.seat.rtp);
                 s.codec_pcm = own;
                 *encodes += 1;
                 sends += 1;
@@ -1128,8 +1148,8 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
                 let ei = match shared.iter().position(|e| e.codec == codec && e.listen_gain == gain) {
                     Some(ei) => ei,
                     None => {
-                        let rate = stream::rate_in_room(codec, mixer.config().rate);
-                        let Some(mut enc) = stream::encoder(codec, rate, Some(mixer.config().opus_complexity)) else {
+                        let rate = rate_in_room(codec, mixer.config().rate);
+                        let Some(mut enc) = encoder(codec, rate, Some(mixer.config().opus_complexity)) else {
                             continue;
                         };
                         enc.set_expected_loss(*shared_loss);
@@ -1157,7 +1177,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
             let Some(ei) = encoded else { continue };
             m.own_last_tick = false;
             m.handover_ticks = 0;
-            m.seat.stream.send_payload(&shared[ei].payload, &m.seat.rtp);
+            m.seat.stream.send_payload(now, &shared[ei].payload, &m.seat.rtp);
             sends += 1;
         }
     }
@@ -1176,7 +1196,7 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
         convert(&mut m.from_room, &s.mixed, &mut s.codec_pcm, want);
         let pcm = std::mem::take(&mut s.codec_pcm);
         m.own_last_tick = true;
-        m.seat.stream.send_pcm(&pcm, &m.seat.rtp);
+        m.seat.stream.send_pcm(now, &pcm, &m.seat.rtp);
         s.codec_pcm = pcm;
         *encodes += 1;
         sends += 1;
@@ -1192,11 +1212,10 @@ fn tick_room(room: &mut Room, now: Instant, tick_no: u64, s: &mut Scratch) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::stream::MediaStream;
     use crate::media::codec::g711::{G711Encoder, Law};
+    use crate::media::session::Direction;
+    use crate::media::stream::{MediaStream, StreamStart};
     use crate::rtp::packet;
-    use crate::sip::dialog::CallRef;
-    use crate::sip::sdp::Direction;
 
     #[test]
     fn a_slow_tick_is_caught_up_on_and_a_thread_far_behind_skips_to_the_present() {
@@ -1257,14 +1276,22 @@ mod tests {
             fmtp: None,
         };
         let to = gw.local_addr().unwrap();
-        let stream = MediaStream::new(CallRef(call), to.port(), Some(media), now);
+        let start = StreamStart {
+            id: call,
+            local_port: to.port(),
+            now,
+            ntp: 0,
+            seed: call,
+        };
+        let stream = MediaStream::new(start, Some(media));
         let (give_back, back) = oneshot::channel();
         let seat = Seat {
+            call,
             stream: Box::new(stream),
             rtp: gw,
             rtcp,
             give_back,
-            reports: mpsc::channel(1024).0,
+            reports: Box::new(|_| true),
             rtp_timeout: Duration::from_secs(60),
         };
         room.join(Box::new(seat), MemberOptions::default());

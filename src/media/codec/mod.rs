@@ -5,6 +5,7 @@ pub mod g711;
 pub mod g722;
 pub mod opus;
 pub mod opus_packet;
+pub mod pair;
 pub mod plc;
 
 /// Encodes PCM frames into RTP payloads.

@@ -1,143 +1,114 @@
-//! One call's RTP stream, both directions, without the task that drives it: source latching,
-//! RFC 3550 statistics, the jitter buffer and codec, RFC 4733 and in-band digits, RTCP, and
-//! the RTP send state (SSRC, sequence, media-clock timestamps). The leg task drives it while
-//! the call is on its own (prompts, echo); a mixer thread drives it while the call is in a
-//! room ([`crate::room::scheduler`]). The stream moves between them whole, so the far end sees
-//! one continuous RTP session (same SSRC, sequence numbers in order).
+//! One call's RTP stream, both directions, sans-IO: source latching, RFC 3550 statistics,
+//! the jitter buffer and codec, RFC 4733 and in-band digits, RTCP, and the RTP send state
+//! (SSRC, sequence, media-clock timestamps). Whoever holds the stream drives it: the call's
+//! leg task while the call is on its own (prompts, echo), a room's mixer thread while the
+//! call is in a room. The stream moves between them whole, so the far end sees one continuous
+//! RTP session (same SSRC, sequence numbers in order).
 //!
-//! Sockets are passed in per call ([`Datagram`]): a tokio socket in the leg task, a duplicate
-//! of the same descriptor as a non-blocking std socket on the mixer thread.
+//! Owns: the stream's state. Time comes in as an `Instant` argument (and the wallclock once,
+//! as an NTP timestamp at creation, for RTCP), randomness from a seed; what the stream finds
+//! (digits, digits sent) comes out through [`MediaStream::poll_event`]. Sockets are passed in
+//! per call as a [`Datagram`]. Must not: read a clock, own a socket, or know about calls,
+//! rooms or SIP.
 
-use super::leg::{DigitSource, LegReport, LegSummary};
-use crate::media::codec::g711::{G711Decoder, G711Encoder, Law};
-use crate::media::codec::g722::{G722Decoder, G722Encoder};
-use crate::media::codec::opus::{OpusDecoder, OpusEncoder};
 use crate::media::codec::opus_packet::{self, Activity};
-use crate::media::codec::{Decoder, Encoder};
+use crate::media::codec::pair::{CodecPair, codec_pair, opus_pair};
 use crate::media::dtmf::inband::InbandDetector;
 use crate::media::dtmf::rfc4733::{DigitEvent, DigitSequence, EventReceiver, SequenceTick};
 use crate::media::jitter::{JitterBuffer, JitterConfig, Playout};
-use crate::media::quality::{CodecImpairment, QualityInputs, mos, rating};
+use crate::media::quality::{QualityInputs, mos, rating};
+use crate::media::session::{Codec, Direction, NegotiatedMedia};
 use crate::rtp::latch::{LatchVerdict, SourceLatch};
 use crate::rtp::packet;
 use crate::rtp::rtcp::RtcpSession;
 use crate::rtp::stats::ReceiveStats;
-use crate::sip::dialog::CallRef;
-use crate::sip::sdp::{Codec, Direction, NegotiatedMedia};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
 
-/// A socket a stream can send on without blocking.
+/// A socket a stream can send on without blocking (the I/O shells implement it for their
+/// sockets).
 pub trait Datagram {
     /// Sends one datagram; false if it could not be sent now (dropped, as RTP may be).
     fn send_now(&self, buf: &[u8], dest: SocketAddr) -> bool;
 }
 
-impl Datagram for tokio::net::UdpSocket {
-    fn send_now(&self, buf: &[u8], dest: SocketAddr) -> bool {
-        self.try_send_to(buf, dest).is_ok()
-    }
+/// Where a digit came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigitSource {
+    /// An RFC 4733 telephone-event.
+    Rfc4733,
+    /// DTMF tones in the audio (G.711 callers without telephone-event).
+    Inband,
+    /// SIP INFO (`application/dtmf-relay`), found by the call, not the stream.
+    SipInfo,
 }
 
-/// The mixer threads' sockets: [`crate::room::batch::send_to`] (no libc cancellation
-/// bookkeeping around each of the thousands of sends a tick).
-impl Datagram for std::net::UdpSocket {
-    fn send_now(&self, buf: &[u8], dest: SocketAddr) -> bool {
-        crate::room::batch::send_to(self, buf, dest)
-    }
-}
-
-/// The encoder and decoder of one codec with its RTP framing.
-pub(crate) struct CodecPair {
-    pub enc: Box<dyn Encoder>,
-    pub dec: Box<dyn Decoder>,
-    /// RTP clock rate.
-    pub clock: u32,
-    /// PCM samples per 20 ms at the codec's PCM rate.
-    pub frame_samples: usize,
-    /// RTP timestamp units per 20 ms.
-    pub frame_ts: u32,
-    pub impairment: CodecImpairment,
-}
-
-/// The PCM rate a leg of `codec` decodes to and encodes from.
-pub fn pcm_rate(codec: Codec) -> u32 {
-    match codec {
-        Codec::Pcmu | Codec::Pcma => 8_000,
-        Codec::G722 => 16_000,
-        Codec::Opus => 48_000,
-    }
-}
-
-/// A fresh encoder for `codec` taking PCM at `rate` (the mixer keeps one per codec for shared
-/// mixes). `rate` matters for Opus only, which libopus encodes from 8, 12, 16, 24 or 48 kHz;
-/// the other codecs take their own rate ([`pcm_rate`]).
-pub fn encoder(codec: Codec, rate: u32, opus_complexity: Option<i32>) -> Option<Box<dyn Encoder>> {
-    Some(match codec {
-        Codec::Pcmu => Box::new(G711Encoder::new(Law::Ulaw)),
-        Codec::Pcma => Box::new(G711Encoder::new(Law::Alaw)),
-        Codec::G722 => Box::new(G722Encoder::default()),
-        Codec::Opus => Box::new(opus_encoder(rate, opus_complexity)?),
-    })
-}
-
-fn opus_encoder(rate: u32, complexity: Option<i32>) -> Option<OpusEncoder> {
-    let mut enc = OpusEncoder::new(rate).ok()?;
-    if let Some(c) = complexity {
-        enc.set_complexity(c).ok()?;
-    }
-    Some(enc)
-}
-
-/// The PCM rate `codec` is worked at in a room mixing at `room_rate`: Opus at the room's
-/// rate (libopus decodes and encodes at it, so nothing is resampled), others at their own.
-pub fn rate_in_room(codec: Codec, room_rate: u32) -> u32 {
-    match codec {
-        Codec::Opus => room_rate,
-        _ => pcm_rate(codec),
-    }
-}
-
-/// An Opus pair whose PCM is at `rate` (the RTP clock stays 48 kHz, RFC 7587 §4.1).
-fn opus_pair(rate: u32, complexity: Option<i32>) -> Option<CodecPair> {
-    Some(CodecPair {
-        enc: Box::new(opus_encoder(rate, complexity)?),
-        dec: Box::new(OpusDecoder::new(rate).ok()?),
-        clock: 48_000,
-        frame_samples: rate as usize / 50,
-        frame_ts: 960,
-        impairment: CodecImpairment::WIDEBAND,
-    })
-}
-
-pub(crate) fn codec_pair(codec: Codec) -> Option<CodecPair> {
-    if codec == Codec::Opus {
-        return opus_pair(48_000, None);
-    }
-    let enc = encoder(codec, pcm_rate(codec), None)?;
-    Some(match codec {
-        Codec::Pcmu | Codec::Pcma => {
-            let law = if codec == Codec::Pcmu { Law::Ulaw } else { Law::Alaw };
-            CodecPair {
-                enc,
-                dec: Box::new(G711Decoder::new(law)),
-                clock: 8000,
-                frame_samples: 160,
-                frame_ts: 160,
-                impairment: CodecImpairment::G711_PLC,
-            }
+impl DigitSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            DigitSource::Rfc4733 => "rfc4733",
+            DigitSource::Inband => "inband",
+            DigitSource::SipInfo => "sip_info",
         }
-        Codec::G722 => CodecPair {
-            enc,
-            dec: Box::new(G722Decoder::default()),
-            clock: 8000,
-            frame_samples: 320,
-            frame_ts: 160,
-            impairment: CodecImpairment::WIDEBAND,
-        },
-        Codec::Opus => return opus_pair(48_000, None),
-    })
+    }
+}
+
+/// What a stream found, read out with [`MediaStream::poll_event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The far end pressed a key.
+    Digit { digit: char, source: DigitSource },
+    /// Digits queued with [`MediaStream::queue_digits`] have all been sent (empty: there
+    /// were none to send).
+    DigitsSent { digits: String },
+}
+
+/// Events kept for the driver at most; more are dropped (a driver polls every tick).
+const MAX_EVENTS: usize = 64;
+
+/// Quality of the received stream over the call (for logs and CDRs).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamSummary {
+    pub packets_received: u32,
+    pub packets_lost: i32,
+    pub jitter_ms: f64,
+    pub mos: f64,
+    pub foreign_packets: u64,
+    /// Round-trip time from RTCP (RFC 3550 §6.4.1), when the peer reported one.
+    pub rtt_ms: Option<f64>,
+    /// RTCP compound packets received from the peer.
+    pub rtcp_received: u32,
+}
+
+/// How a stream starts: who it is, the wallclock, and its randomness.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamStart {
+    /// Names the stream in its RTCP CNAME (`tolk-ID@PORT`).
+    pub id: u64,
+    pub local_port: u16,
+    pub now: Instant,
+    /// The wallclock at `now` as an NTP timestamp ([`ntp_timestamp`]); RTCP sender reports
+    /// carry it forward on the monotonic clock.
+    pub ntp: u64,
+    /// Seeds the SSRC, first sequence number and first timestamp (RFC 3550 §5.1: random).
+    pub seed: u64,
+}
+
+/// A wallclock time as a 64-bit NTP timestamp (RFC 3550 §4: seconds since 1900 . fraction).
+pub fn ntp_timestamp(at: SystemTime) -> u64 {
+    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
+    let d = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    ((d.as_secs() + NTP_UNIX_OFFSET) << 32).wrapping_add(ntp_fraction(d.subsec_nanos()))
+}
+
+fn ntp_fraction(nanos: u32) -> u64 {
+    ((nanos as u64) << 32) / 1_000_000_000
+}
+
+/// A duration in NTP's 32.32 fixed point.
+fn ntp_duration(d: Duration) -> u64 {
+    (d.as_secs() << 32).wrapping_add(ntp_fraction(d.subsec_nanos()))
 }
 
 /// A quiet member's inactive Opus packets are decoded anyway one tick in this many (see
@@ -175,16 +146,17 @@ pub enum Received {
 
 /// One call's RTP stream (see the module doc).
 pub struct MediaStream {
-    call: CallRef,
     media: Option<NegotiatedMedia>,
     latch: SourceLatch,
     codec: Option<CodecPair>,
     jitter: Option<JitterBuffer>,
     stats: Option<ReceiveStats>,
     current_ssrc: Option<u32>,
-    events: EventReceiver,
+    rfc4733: EventReceiver,
     inband: InbandDetector,
     started: Instant,
+    /// The wallclock (NTP) at `started`.
+    ntp_start: u64,
     last_packet: Instant,
     rtcp: RtcpSession,
     rtcp_peer: Option<SocketAddr>,
@@ -206,30 +178,39 @@ pub struct MediaStream {
     /// The last Opus packet [`MediaStream::pull_for_mix`] left undecoded (empty: none).
     undecoded: Vec<u8>,
     peer_loss_percent: u8,
+    events: VecDeque<StreamEvent>,
 }
 
 impl MediaStream {
-    pub fn new(call: CallRef, local_port: u16, media: Option<NegotiatedMedia>, now: Instant) -> MediaStream {
-        let ssrc: u32 = fastrand::u32(..);
-        let out_ts = fastrand::u32(..);
+    pub fn new(start: StreamStart, media: Option<NegotiatedMedia>) -> MediaStream {
+        let StreamStart {
+            id,
+            local_port,
+            now,
+            ntp,
+            seed,
+        } = start;
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let ssrc: u32 = rng.u32(..);
+        let out_ts = rng.u32(..);
         let codec = media.as_ref().and_then(|m| codec_pair(m.codec));
         MediaStream {
-            call,
             latch: SourceLatch::new(media.as_ref().and_then(|m| m.remote_rtp)),
             jitter: codec.as_ref().map(|c| JitterBuffer::new(JitterConfig::new(c.clock))),
             codec,
             media,
             stats: None,
             current_ssrc: None,
-            events: EventReceiver::new(),
+            rfc4733: EventReceiver::new(),
             inband: InbandDetector::default(),
             started: now,
+            ntp_start: ntp,
             last_packet: now,
-            rtcp: RtcpSession::new(ssrc, &format!("tolk-{}@{}", call.0, local_port), now),
+            rtcp: RtcpSession::new(ssrc, &format!("tolk-{id}@{local_port}"), now),
             rtcp_peer: None,
             rtcp_received: 0,
             ssrc,
-            out_seq: fastrand::u16(..),
+            out_seq: rng.u16(..),
             out_ts,
             first_send: true,
             ts_origin: now,
@@ -240,11 +221,25 @@ impl MediaStream {
             pkt: Vec::with_capacity(1500),
             undecoded: Vec::with_capacity(1500),
             peer_loss_percent: 0,
+            events: VecDeque::new(),
         }
     }
 
-    pub fn call(&self) -> CallRef {
-        self.call
+    /// The next thing the stream found (a digit, digits sent), oldest first.
+    pub fn poll_event(&mut self) -> Option<StreamEvent> {
+        self.events.pop_front()
+    }
+
+    fn emit(&mut self, event: StreamEvent) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(event);
+        }
+    }
+
+    /// The wallclock at `now`, carried forward from the start on the monotonic clock.
+    fn ntp_at(&self, now: Instant) -> u64 {
+        self.ntp_start
+            .wrapping_add(ntp_duration(now.saturating_duration_since(self.started)))
     }
 
     pub fn media(&self) -> Option<&NegotiatedMedia> {
@@ -322,13 +317,7 @@ impl MediaStream {
     }
 
     /// An RTP packet arrived from `from`. Digits it carries are reported.
-    pub fn on_rtp(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        bytes: &[u8],
-        reports: &mpsc::Sender<LegReport>,
-    ) -> Received {
+    pub fn on_rtp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Received {
         let Some(m) = self.media.as_ref() else {
             return Received::Ignored;
         };
@@ -341,10 +330,9 @@ impl MediaStream {
         }
         self.last_packet = now;
         if Some(p.payload_type) == m.telephone_event {
-            for e in self.events.receive(p.timestamp, p.marker, p.payload) {
+            for e in self.rfc4733.receive(p.timestamp, p.marker, p.payload) {
                 if let DigitEvent::Pressed { digit, .. } = e {
-                    let _ = reports.try_send(LegReport::Digit {
-                        call: self.call,
+                    self.emit(StreamEvent::Digit {
                         digit,
                         source: DigitSource::Rfc4733,
                     });
@@ -380,7 +368,8 @@ impl MediaStream {
         if self.latch.peer().is_none_or(|l| l.ip() != from.ip()) {
             return;
         }
-        if let Ok(info) = self.rtcp.on_rtcp(now, ntp_now(), bytes) {
+        let ntp = self.ntp_at(now);
+        if let Ok(info) = self.rtcp.on_rtcp(now, ntp, bytes) {
             self.rtcp_peer = Some(from);
             self.rtcp_received += 1;
             // The far end's loss of our stream drives how much in-band FEC we spend on it
@@ -408,8 +397,9 @@ impl MediaStream {
 
     /// Sends an RTCP report when the RFC 3550 §6.2 schedule says one is due.
     pub fn poll_rtcp(&mut self, now: Instant, rtcp: &impl Datagram) {
+        let ntp = self.ntp_at(now);
         if let Some(dest) = self.rtcp_dest()
-            && let Some(report) = self.rtcp.poll_report(now, ntp_now(), self.out_ts, self.stats.as_mut())
+            && let Some(report) = self.rtcp.poll_report(now, ntp, self.out_ts, self.stats.as_mut())
         {
             let _ = rtcp.send_now(&report, dest);
         }
@@ -417,8 +407,8 @@ impl MediaStream {
 
     /// Plays out this tick's frame: decoded, concealed or rebuilt from FEC into
     /// [`MediaStream::pcm`]; false when nothing was received (no frame). In-band digits of
-    /// G.711 callers without telephone-event are reported.
-    pub fn pull(&mut self, now: Instant, reports: &mpsc::Sender<LegReport>) -> bool {
+    /// G.711 callers without telephone-event become events.
+    pub fn pull(&mut self, now: Instant) -> bool {
         self.pcm.clear();
         let (Some(m), Some(c), Some(jb)) = (self.media.as_ref(), self.codec.as_mut(), self.jitter.as_mut()) else {
             return false;
@@ -442,11 +432,12 @@ impl MediaStream {
         };
         if received && m.telephone_event.is_none() && c.clock == 8000 && c.frame_samples == 160 {
             for digit in self.inband.process(&self.pcm) {
-                let _ = reports.try_send(LegReport::Digit {
-                    call: self.call,
-                    digit,
-                    source: DigitSource::Inband,
-                });
+                if self.events.len() < MAX_EVENTS {
+                    self.events.push_back(StreamEvent::Digit {
+                        digit,
+                        source: DigitSource::Inband,
+                    });
+                }
             }
         }
         received
@@ -464,15 +455,11 @@ impl MediaStream {
     /// starts, the last undecoded packet is decoded first (its audio unused) so the decoder's
     /// state runs on from the packet before. Other codecs (cheap to decode, or stateful like
     /// G.722) decode as usual.
-    pub fn pull_for_mix(&mut self, now: Instant, reports: &mpsc::Sender<LegReport>, quiet: Option<bool>) -> Pull {
+    pub fn pull_for_mix(&mut self, now: Instant, quiet: Option<bool>) -> Pull {
         let check = match quiet {
             Some(check) if self.codec() == Some(Codec::Opus) => check,
             _ => {
-                return if self.pull(now, reports) {
-                    Pull::Decoded
-                } else {
-                    Pull::Nothing
-                };
+                return if self.pull(now) { Pull::Decoded } else { Pull::Nothing };
             }
         };
         self.pcm.clear();
@@ -508,22 +495,19 @@ impl MediaStream {
 
     /// Queues digits to send as RFC 4733 events; false when telephone-event was not
     /// negotiated (the caller must play in-band tones instead).
-    pub fn queue_digits(&mut self, digits: &str, reports: &mpsc::Sender<LegReport>) -> bool {
+    pub fn queue_digits(&mut self, digits: &str) -> bool {
         if self.media.as_ref().is_none_or(|m| m.telephone_event.is_none()) {
             return false;
         }
         if self.digits_out.push(digits) == 0 {
-            let _ = reports.try_send(LegReport::DigitsSent {
-                call: self.call,
-                digits: String::new(),
-            });
+            self.emit(StreamEvent::DigitsSent { digits: String::new() });
         }
         true
     }
 
     /// Sends this tick's RFC 4733 event packets, if a press is in progress; true when the
     /// events replace this tick's audio.
-    pub fn send_digit_events(&mut self, rtp: &impl Datagram, reports: &mpsc::Sender<LegReport>) -> bool {
+    pub fn send_digit_events(&mut self, rtp: &impl Datagram) -> bool {
         let (Some(m), Some(c)) = (self.media.as_ref(), self.codec.as_ref()) else {
             return false;
         };
@@ -534,11 +518,8 @@ impl MediaStream {
         let dest = self.latch.peer().or(m.remote_rtp);
         match self.digits_out.tick(self.out_ts, c.clock) {
             SequenceTick::Idle => false,
-            SequenceTick::Done(d) => {
-                let _ = reports.try_send(LegReport::DigitsSent {
-                    call: self.call,
-                    digits: d,
-                });
+            SequenceTick::Done(digits) => {
+                self.emit(StreamEvent::DigitsSent { digits });
                 false
             }
             SequenceTick::Event(packets) => {
@@ -566,18 +547,18 @@ impl MediaStream {
     }
 
     /// Encodes one frame of PCM at the codec's rate with this stream's own encoder and sends it.
-    pub fn send_pcm(&mut self, pcm: &[i16], rtp: &impl Datagram) {
+    pub fn send_pcm(&mut self, now: Instant, pcm: &[i16], rtp: &impl Datagram) {
         let Some(c) = self.codec.as_mut() else { return };
         let mut payload = std::mem::take(&mut self.payload);
         payload.clear();
         c.enc.encode(pcm, &mut payload);
-        self.send_payload(&payload, rtp);
+        self.send_payload(now, &payload, rtp);
         self.payload = payload;
     }
 
     /// Sends one 20 ms payload already encoded for this stream's codec (a mix shared by
     /// several members). Nothing is sent while we are held (RFC 3264 §8.4).
-    pub fn send_payload(&mut self, payload: &[u8], rtp: &impl Datagram) {
+    pub fn send_payload(&mut self, now: Instant, payload: &[u8], rtp: &impl Datagram) {
         let (Some(m), Some(c)) = (self.media.as_ref(), self.codec.as_ref()) else {
             return;
         };
@@ -587,7 +568,7 @@ impl MediaStream {
         let Some(dest) = self.latch.peer().or(m.remote_rtp) else {
             return;
         };
-        let frames = (self.ts_origin.elapsed().as_millis() as u64 / 20) as u32;
+        let frames = (now.saturating_duration_since(self.ts_origin).as_millis() as u64 / 20) as u32;
         let clock_ts = self.ts_base.wrapping_add(frames.wrapping_mul(c.frame_ts));
         // How far the media clock is ahead of the next timestamp in sequence.
         let ahead = clock_ts.wrapping_sub(self.out_ts);
@@ -613,9 +594,10 @@ impl MediaStream {
     }
 
     /// RFC 3550 §6.6: says goodbye and summarises the received stream's quality.
-    pub fn finish(mut self, now: Instant, rtcp: &impl Datagram) -> LegSummary {
+    pub fn finish(mut self, now: Instant, rtcp: &impl Datagram) -> StreamSummary {
         if let Some(dest) = self.rtcp_dest() {
-            let bye = self.rtcp.bye(now, ntp_now(), self.out_ts, self.stats.as_mut());
+            let ntp = self.ntp_at(now);
+            let bye = self.rtcp.bye(now, ntp, self.out_ts, self.stats.as_mut());
             let _ = rtcp.send_now(&bye, dest);
         }
         let rtt = self.rtcp.rtt();
@@ -632,26 +614,17 @@ impl MediaStream {
     }
 }
 
-/// The wallclock as a 64-bit NTP timestamp (RFC 3550 §4: seconds since 1900 . fraction).
-fn ntp_now() -> u64 {
-    const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    ((d.as_secs() + NTP_UNIX_OFFSET) << 32) | (((d.subsec_nanos() as u64) << 32) / 1_000_000_000)
-}
-
 fn summarise(
     stats: Option<&ReceiveStats>,
     jitter: Option<&JitterBuffer>,
     codec: Option<&CodecPair>,
     foreign: u64,
     rtt: Option<Duration>,
-) -> LegSummary {
+) -> StreamSummary {
     let (Some(s), Some(c)) = (stats, codec) else {
-        return LegSummary {
+        return StreamSummary {
             foreign_packets: foreign,
-            ..LegSummary::default()
+            ..StreamSummary::default()
         };
     };
     let expected = s.expected().max(1) as f64;
@@ -666,7 +639,7 @@ fn summarise(
         burst_ratio: 1.0,
         codec: c.impairment,
     });
-    LegSummary {
+    StreamSummary {
         packets_received: s.received(),
         packets_lost: lost,
         jitter_ms,

@@ -1,23 +1,34 @@
-//! The dialplan: `numbers.toml` maps a dialled number (normalised to E.164, classified) and
-//! the trunk a call came in on to a flow, a tenant, a retention class and CDR tags. A plan is
-//! loaded whole or not at all: any error (TOML, an unknown flow, a bad pattern, a flow that
-//! does not compile) rejects the file with `file:line: reason`, and the plan already serving
-//! keeps serving.
+//! The dialplan: a directory holding `numbers.toml`, `flows/*.rhai` and `rooms.toml`.
+//! `numbers.toml` maps a dialled number (normalised to E.164, classified) and the trunk a call
+//! came in on to a flow, a tenant, a retention class and CDR tags; the flows are compiled
+//! ([`crate::flow`]); `rooms.toml` gives rooms their PINs and behaviour ([`crate::room::settings`]).
+//! A plan is loaded whole or not at all: any error (TOML, an unknown flow, a bad pattern, a flow
+//! that does not compile, a bad room) rejects the plan with `file:line: reason`, and the plan
+//! already serving keeps serving.
+//!
+//! Owns: routing and the composition of flows and rooms. It sits above both, so flows never
+//! read room tables (`room_role` is answered by the call, through the flow's port).
 //!
 //! Matching, most specific first: routes for the call's trunk before routes for any trunk;
 //! within those, an exact number before a pattern, and a pattern with more fixed digits before
 //! one with fewer; then `[default]`.
 
-use super::FlowLibrary;
-use super::engine::Limits;
 use crate::file_text::FileError;
 use crate::file_text::line_of;
+use crate::flow::FlowLibrary;
+use crate::flow::engine::Limits;
 use crate::number;
 use crate::number::DialledKind;
+use crate::room::settings::{self as room_settings, RoomTable};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// `room_role` answered from `rooms`, for the flow simulator (a real call asks its rooms).
+pub fn room_roles(rooms: RoomTable) -> crate::flow::sim::RoomRoles {
+    Arc::new(move |room: &str, pin: &str| rooms.read().ok().and_then(|t| t.get(room).and_then(|s| s.role_of(pin))))
+}
 
 /// Where a route sends a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +86,8 @@ pub struct Dialplan {
     routes: Vec<Route>,
     default: Option<(Target, usize)>,
     pub flows: Arc<FlowLibrary>,
+    /// `rooms.toml`: room PINs and behaviour (empty when the file is absent).
+    pub rooms: RoomTable,
 }
 
 #[derive(Deserialize)]
@@ -183,10 +196,21 @@ fn rank(route: &Route) -> (bool, u8, usize) {
 }
 
 impl Dialplan {
-    /// Loads `dir/numbers.toml` and compiles `dir/flows/*.rhai`. `classes` are the retention
-    /// classes routes may name (empty: any).
+    /// Loads `dir/numbers.toml`, compiles `dir/flows/*.rhai` and reads `dir/rooms.toml`.
+    /// `classes` are the retention classes routes may name (empty: any). Errors of the flows
+    /// and of rooms.toml are reported together.
     pub fn load(dir: &Path, limits: Limits, classes: &[String]) -> Result<Dialplan, Vec<FileError>> {
-        let flows = FlowLibrary::compile_dir(&dir.join("flows"), limits)?;
+        let (flows, rooms) = match (
+            FlowLibrary::compile_dir(&dir.join("flows"), limits),
+            room_settings::load(dir),
+        ) {
+            (Ok(flows), Ok(rooms)) => (flows, rooms),
+            (flows, rooms) => {
+                let mut errors = flows.err().unwrap_or_default();
+                errors.extend(rooms.err().unwrap_or_default());
+                return Err(errors);
+            }
+        };
         let file = dir.join("numbers.toml");
         let text = std::fs::read_to_string(&file).map_err(|e| {
             vec![FileError {
@@ -195,7 +219,9 @@ impl Dialplan {
                 reason: format!("cannot read: {e}"),
             }]
         })?;
-        Self::from_text(dir, &file, &text, Arc::new(flows), classes)
+        let mut plan = Self::from_text(dir, &file, &text, Arc::new(flows), classes)?;
+        plan.rooms = room_settings::table(rooms);
+        Ok(plan)
     }
 
     /// Parses a plan's text against compiled `flows`.
@@ -341,6 +367,7 @@ impl Dialplan {
             routes,
             default,
             flows,
+            rooms: RoomTable::default(),
         })
     }
 
