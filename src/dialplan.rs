@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 /// `room_role` answered from `rooms`, for the flow simulator (a real call asks its rooms).
 pub fn room_roles(rooms: RoomTable) -> crate::flow::sim::RoomRoles {
-    Arc::new(move |room: &str, pin: &str| rooms.read().ok().and_then(|t| t.get(room).and_then(|s| s.role_of(pin))))
+    Arc::new(move |room: &str, pin: &str| room_settings::role_in(&rooms, room, pin))
 }
 
 /// Where a route sends a call.

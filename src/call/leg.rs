@@ -61,8 +61,7 @@ impl LegReport {
     /// What a room said about `call`'s member, as the gateway hears it from a leg.
     pub fn from_room(call: CallRef, report: MemberReport) -> LegReport {
         match report {
-            MemberReport::Digit { digit, source } => LegReport::Digit { call, digit, source },
-            MemberReport::DigitsSent { digits } => LegReport::DigitsSent { call, digits },
+            MemberReport::Stream(event) => LegReport::from_stream(call, event),
             MemberReport::PlaybackDone { what, ok } => LegReport::PlaybackDone { call, what, ok },
             MemberReport::Talking(talking) => LegReport::Talking { call, talking },
             MemberReport::TimedOut => LegReport::TimedOut { call },
@@ -312,6 +311,8 @@ async fn run_leg(
         let (Some(st), Some(sock)) = (stream.as_mut(), sockets.as_ref()) else {
             break;
         };
+        // What the stream found on the last turn (digits pressed or sent), before waiting.
+        forward_events(st, call, &reports);
         // An idle leg (nothing received lately, nothing to play) does not tick: thousands of
         // silent or held calls cost no wake-ups. It wakes for a packet, a command, the end of
         // the call, or the RTP timeout. A recording keeps the leg ticking so that silence is
@@ -352,9 +353,7 @@ async fn run_leg(
                     LegCommand::Mode(m) => mode = m,
                     LegCommand::SendDigits(digits) => {
                         wake(&mut tick, playback.is_some() || recording.is_some());
-                        let queued = st.queue_digits(&digits);
-                        forward_events(st, call, &reports);
-                        if !queued {
+                        if !st.queue_digits(&digits) {
                             // No telephone-event: DTMF tones in the audio.
                             match inband::tone_spec(&digits, 100, 60).map(|s| ToneGenerator::new(&s, rate, -8.0, false)) {
                                 Some(Ok(g)) => {
@@ -429,9 +428,7 @@ async fn run_leg(
             }
             got = sock.rtp.recv_from(&mut buf) => {
                 let Ok((n, from)) = got else { continue };
-                let received = st.on_rtp(Instant::now(), from, &buf[..n]);
-                forward_events(st, call, &reports);
-                if received != Received::Ignored && idle {
+                if st.on_rtp(Instant::now(), from, &buf[..n]) != Received::Ignored && idle {
                     // Waking from idle: restart the tick instead of bursting the missed ones.
                     tick.reset();
                 }
@@ -454,7 +451,6 @@ async fn run_leg(
                 if st.codec().is_none() { continue }
                 let frame_samples = st.frame_samples();
                 let received = st.pull(now);
-                forward_events(st, call, &reports);
                 // What goes out: a prompt or tone if one plays, else the echo (or nothing).
                 out_frame.clear();
                 if let Some((pb, what)) = playback.as_mut() {
@@ -482,9 +478,7 @@ async fn run_leg(
                     }
                 }
                 // RFC 4733 digits replace the audio while a press is in progress.
-                let sent_digits = st.send_digit_events(&sock.rtp);
-                forward_events(st, call, &reports);
-                if sent_digits {
+                if st.send_digit_events(&sock.rtp) {
                     continue;
                 }
                 if out_frame.is_empty() && received && mode == LegMode::Echo {
@@ -501,7 +495,10 @@ async fn run_leg(
         let _ = reports.try_send(finish_recording(call, r, path, samples, rate));
     }
     let summary = match stream {
-        Some(s) => s.finish(Instant::now(), &port.rtcp),
+        Some(mut s) => {
+            forward_events(&mut s, call, &reports);
+            s.finish(Instant::now(), &port.rtcp)
+        }
         None => StreamSummary::default(),
     };
     let _ = reports.try_send(LegReport::Summary { call, summary });

@@ -432,12 +432,10 @@ impl MediaStream {
         };
         if received && m.telephone_event.is_none() && c.clock == 8000 && c.frame_samples == 160 {
             for digit in self.inband.process(&self.pcm) {
-                if self.events.len() < MAX_EVENTS {
-                    self.events.push_back(StreamEvent::Digit {
-                        digit,
-                        source: DigitSource::Inband,
-                    });
-                }
+                self.emit(StreamEvent::Digit {
+                    digit,
+                    source: DigitSource::Inband,
+                });
             }
         }
         received

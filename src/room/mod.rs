@@ -372,7 +372,7 @@ impl Rooms {
     /// The role `pin` gives in `room` (rooms.toml with API-set PINs over it), if any.
     pub fn role_of(&self, room: &str, pin: &str) -> Option<&'static str> {
         let table = self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        table.read().ok().and_then(|t| t.get(room).and_then(|s| s.role_of(pin)))
+        settings::role_in(&table, room, pin)
     }
 
     /// A room's settings (the defaults for rooms not in rooms.toml).

@@ -18,7 +18,7 @@ use crate::media::codec::pair::{encoder, rate_in_room};
 use crate::media::prompt::{PromptPlayer, resampled};
 use crate::media::resample::Resampler;
 use crate::media::session::{Codec, NegotiatedMedia};
-use crate::media::stream::{self, DigitSource, MediaStream, Pull, StreamEvent};
+use crate::media::stream::{self, MediaStream, Pull, StreamEvent};
 use std::collections::HashMap;
 use std::net::UdpSocket;
 use std::sync::Arc;
@@ -56,10 +56,8 @@ fn after_tick(next: u64, done: u64, period: u64) -> (u64, u64) {
 /// What a room tells a member's call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberReport {
-    /// The member pressed a key.
-    Digit { digit: char, source: DigitSource },
-    /// Digits sent to the member's far end (RFC 4733) are all out.
-    DigitsSent { digits: String },
+    /// What the member's stream found (digits pressed, digits sent).
+    Stream(StreamEvent),
     /// A prompt to the member finished.
     PlaybackDone { what: String, ok: bool },
     /// The member started or stopped talking.
@@ -767,10 +765,7 @@ fn end_playback(m: &mut Member) {
 /// Passes on what a member's stream found (digits pressed, digits sent).
 fn forward_events(seat: &mut Seat) {
     while let Some(e) = seat.stream.poll_event() {
-        (seat.reports)(match e {
-            StreamEvent::Digit { digit, source } => MemberReport::Digit { digit, source },
-            StreamEvent::DigitsSent { digits } => MemberReport::DigitsSent { digits },
-        });
+        (seat.reports)(MemberReport::Stream(e));
     }
 }
 

@@ -72,6 +72,11 @@ impl RoomSettings {
     }
 }
 
+/// The role `pin` gives in `room` of `table`, if any.
+pub fn role_in(table: &RoomTable, room: &str, pin: &str) -> Option<&'static str> {
+    table.read().ok()?.get(room)?.role_of(pin)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoomsToml {
