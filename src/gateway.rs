@@ -158,6 +158,8 @@ pub async fn run(
         min_se_secs: cfg.sip.min_se_secs,
         // Each call holds an RTP/RTCP port pair: never admit more calls than pairs.
         max_calls: cfg.sip.max_calls.min(((last - first) / 2) as usize),
+        // The shell's randomness for tags and branches: unguessable per process.
+        seed: fastrand::u64(..),
         ..UasConfig::default()
     });
     let (report_tx, mut report_rx) = mpsc::channel::<LegReport>(1024);
@@ -166,7 +168,7 @@ pub async fn run(
     let drain = Duration::from_secs(cfg.shutdown.drain_secs);
     let rtp_timeout = Duration::from_secs(cfg.rtp.timeout_secs);
     let overload_delay = Duration::from_millis(cfg.sip.overload_delay_ms);
-    let prompts = match crate::media::prompt::PromptCatalog::load(&cfg.sounds_dir) {
+    let prompts = match crate::media_files::prompts::PromptCatalog::load(&cfg.sounds_dir) {
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
             tracing::warn!(error = %e, "no prompt catalog: prompts will not play (tones still do)");
@@ -416,7 +418,7 @@ pub async fn run(
                     }
                     let had_leg = legs.remove(&call).is_some();
                     if let Some(a) = accounting.as_mut() {
-                        a.ended(call, reason, had_leg, crate::cdr::model::now_micros());
+                        a.ended(call, reason, had_leg, crate::clock::now_micros());
                     }
                 }
             }
@@ -425,7 +427,7 @@ pub async fn run(
             transports.send(t);
         }
         if let Some(a) = accounting.as_mut() {
-            a.flush_overdue(crate::cdr::model::now_micros());
+            a.flush_overdue(crate::clock::now_micros());
         }
         let stats = core.stats();
         metrics::gauge!("sip_transactions_active").set((stats.server_transactions + stats.client_transactions) as f64);
@@ -486,12 +488,7 @@ fn route_incoming(
     let route = inc.dialled.as_deref().map(|d| dialplan.route(d, None));
     let dialled = route.as_ref().map(|r| r.dialled.clone());
     if let Some(a) = accounting.as_deref_mut() {
-        a.offered(
-            &inc,
-            dialled.as_deref(),
-            route.as_ref(),
-            crate::cdr::model::now_micros(),
-        );
+        a.offered(&inc, dialled.as_deref(), route.as_ref(), crate::clock::now_micros());
     }
     let caller = if inc.privacy_requested {
         None
@@ -695,10 +692,10 @@ fn spawn_sighup_reload(tx: mpsc::Sender<crate::admin::api::ReloadRequest>) {
     });
 }
 
-/// Crash recovery of recordings (media::record): every WAV and Ogg file under `dir` is checked
+/// Crash recovery of recordings (media_files::recorder): every WAV and Ogg file under `dir` is checked
 /// at start-up; torn ones are repaired, foreign ones moved aside, and each case is logged.
 pub fn recover_recordings(dir: &std::path::Path) {
-    use crate::media::record::{RepairOutcome, repair, repair_ogg};
+    use crate::media_files::recorder::{RepairOutcome, repair, repair_ogg};
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();

@@ -735,7 +735,7 @@ fn flow_command(cfg: Config, command: FlowCommand) -> anyhow::Result<()> {
                 trunk: "simulator".into(),
                 tenant: String::new(),
             };
-            let catalog = tolk::media::prompt::PromptCatalog::load(&cfg.sounds_dir)
+            let catalog = tolk::media_files::prompts::PromptCatalog::load(&cfg.sounds_dir)
                 .map(std::sync::Arc::new)
                 .map_err(|e| eprintln!("warning: {e}; every prompt takes one second"))
                 .ok();

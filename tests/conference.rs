@@ -456,7 +456,7 @@ fn the_room_recording_leaves_out_a_caller_who_opted_out() {
         .map(|e| e.path())
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("room-")))
         .expect("a room recording");
-    let (pcm, rate) = tolk::media::prompt::read_mono_wav(&file).unwrap();
+    let (pcm, rate) = tolk::media_files::prompts::read_mono_wav(&file).unwrap();
     assert_eq!(rate, 16_000);
     let last = window(&pcm, rate, 0.2, 2.0);
     let all: Vec<String> = TONES

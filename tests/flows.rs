@@ -11,7 +11,7 @@ use tolk::flow::engine::{FlowEnd, Limits};
 use tolk::flow::port::{CallInfo, Note};
 use tolk::flow::runner::Runner;
 use tolk::flow::sim::{SimReport, SimulatedCall, simulate};
-use tolk::media::prompt::PromptCatalog;
+use tolk::media_files::prompts::PromptCatalog;
 use tolk::number::DialledKind;
 
 fn root() -> PathBuf {

@@ -17,7 +17,7 @@ use tolk::media::codec::Encoder;
 use tolk::media::codec::g711::{G711Decoder, G711Encoder, Law};
 use tolk::media::dtmf::inband::InbandDetector;
 use tolk::media::dtmf::rfc4733::{DigitEvent, EventReceiver};
-use tolk::media::prompt::{PromptCatalog, read_mono_wav};
+use tolk::media_files::prompts::{PromptCatalog, read_mono_wav};
 use tolk::rtp::packet;
 use tolk::sip::dialog::CallRef;
 use tolk::sip::sdp::{Codec, Direction, NegotiatedMedia};

@@ -100,7 +100,7 @@ impl Accounting {
             self.sink.write(JournalEntry::Event(crate::cdr::model::CallEvent {
                 id: uuid::Uuid::now_v7(),
                 call_id: state.record.id,
-                at: crate::cdr::model::now_micros(),
+                at: crate::clock::now_micros(),
                 kind: kind.to_string(),
                 detail,
             }));

@@ -12,7 +12,7 @@ use super::leg::{LegCommand, LegHandle, LegMode, LegReport, spawn_leg};
 use super::ports::RtpPort;
 use crate::flow::engine::FlowEnd;
 use crate::flow::port::{CallPort, Note, PortError, Reply, Request, Source};
-use crate::media::prompt::PromptCatalog;
+use crate::media_files::prompts::PromptCatalog;
 use crate::room::conference::{self, Effect};
 use crate::room::mixer::MemberOptions;
 use crate::room::scheduler::Command;
@@ -325,7 +325,7 @@ impl FlowCalls {
                         metrics::counter!("calls_total", "outcome" => "answered").increment(1);
                         if let Some(a) = ctx.accounting.as_deref_mut() {
                             let codec = media.as_ref().map(|m| m.codec.encoding_name());
-                            a.answered(call, codec, crate::cdr::model::now_micros());
+                            a.answered(call, codec, crate::clock::now_micros());
                         }
                         if let Some(m) = &media {
                             fc.pcm_rate = super::leg::pcm_rate(m.codec);
@@ -505,7 +505,7 @@ impl FlowCalls {
                     .and_then(|a| a.caller_view(call))
                     .map(|(masked, _, _)| masked)
                     .unwrap_or_else(|| "anonymous".into());
-                let member = Member::new(call.0, caller, &role, muted, crate::cdr::model::now_micros());
+                let member = Member::new(call.0, caller, &role, muted, crate::clock::now_micros());
                 // A recording already running (one this join starts by policy is announced to
                 // the whole room and filed on every member's record by the room events).
                 let recording_before = ctx.rooms.get(&room).and_then(|r| r.recording);
@@ -1012,7 +1012,7 @@ fn spawn_tts(
         let target = path.clone();
         let made = tokio::task::spawn_blocking(move || -> Result<Arc<[i16]>, String> {
             let load = |p: &std::path::Path| {
-                crate::media::prompt::read_mono_wav(p)
+                crate::media_files::prompts::read_mono_wav(p)
                     .map(|(samples, from)| crate::media::prompt::resampled(&samples, from, rate))
                     .map_err(|e| e.to_string())
             };

@@ -7,11 +7,12 @@
 use super::ports::RtpPort;
 pub use crate::media::codec::pair::pcm_rate;
 use crate::media::dtmf::inband;
-use crate::media::prompt::{PromptCatalog, PromptPlayer};
-use crate::media::record::{RecordFormat, Recorder};
+use crate::media::prompt::PromptPlayer;
 pub use crate::media::stream::DigitSource;
 use crate::media::stream::{Datagram, MediaStream, Received, StreamEvent, StreamStart, StreamSummary};
 use crate::media::tone::ToneGenerator;
+use crate::media_files::prompts::PromptCatalog;
+use crate::media_files::recorder::{RecordFormat, Recorder};
 use crate::room::mixer::MemberOptions;
 use crate::room::scheduler::{Command, MemberReport, Seat, Shard};
 use crate::sip::dialog::CallRef;

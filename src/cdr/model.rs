@@ -9,17 +9,7 @@ use crate::number::DialledKind;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Microseconds since the Unix epoch (UTC). Kept as an integer so the journal, the binary
-/// COPY encoder and tests need no calendar crate.
-pub type Micros = i64;
-
-/// The current time in [`Micros`] (the I/O shell calls this; cores get time passed in).
-pub fn now_micros() -> Micros {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::{Micros, now_micros};
 
 /// How a call ended, as admins read it in reports (documented in `docs/cdr.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

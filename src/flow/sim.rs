@@ -9,8 +9,8 @@
 //! times out); a `w` waits one second before the next key.
 
 use super::port::{CallPort, Note, PortError, Reply, Request, Source};
-use crate::media::prompt::PromptCatalog;
 use crate::media::tone::{self, ToneGenerator};
+use crate::media_files::prompts::PromptCatalog;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Media processing, sans-IO: codecs, DTMF, the jitter buffer and the E-model quality
-//! estimate, resampling, prompts and tones, and WAV recording.
+//! estimate, resampling, prompt playout and tones. Files (prompts read, recordings written)
+//! are [`crate::media_files`].
 //!
 //! Owns: turning payloads into 20 ms PCM frames and back, and finding keypad digits in them.
 //! Must not: read a clock, touch a socket, allocate per sample on the hot path, or log per
@@ -11,7 +12,6 @@ pub mod dtmf;
 pub mod jitter;
 pub mod prompt;
 pub mod quality;
-pub mod record;
 pub mod resample;
 pub mod session;
 pub mod stream;

@@ -13,8 +13,8 @@
 //! | # | leave the room | | | |
 
 use super::{Member, Rooms};
-use crate::media::prompt::PromptCatalog;
 use crate::media::tone::ToneGenerator;
+use crate::media_files::prompts::PromptCatalog;
 use std::sync::Arc;
 
 /// What a key does.

@@ -132,7 +132,7 @@ pub struct RoomEvent {
 /// What rooms need to record and announce.
 #[derive(Clone, Default)]
 pub struct RoomMedia {
-    pub prompts: Option<Arc<crate::media::prompt::PromptCatalog>>,
+    pub prompts: Option<Arc<crate::media_files::prompts::PromptCatalog>>,
     pub recordings_dir: std::path::PathBuf,
     /// "wav" or "ogg".
     pub format: crate::config::RecordFormat,
@@ -222,7 +222,7 @@ impl Rooms {
             room: room.to_string(),
             call,
             event,
-            at: crate::cdr::model::now_micros(),
+            at: crate::clock::now_micros(),
             detail,
         });
     }
@@ -266,7 +266,7 @@ impl Rooms {
                 room: room_name,
                 call: None,
                 event: "recording_done",
-                at: crate::cdr::model::now_micros(),
+                at: crate::clock::now_micros(),
                 detail: Some(
                     serde_json::json!({ "id": done_id, "file": done_file, "seconds": seconds, "error": error }),
                 ),

@@ -1,10 +1,10 @@
 //! A room's recording (I/O shell): the mixer thread hands each tick's recorded mix to a
 //! writer thread of its own through a bounded queue, and gets the buffers back for reuse, so
 //! the tick neither blocks on the disk nor allocates. The writer streams WAV or Ogg Opus
-//! (`media::record`, by the file's extension) and finalises the file when the recorder is
+//! (`media_files::recorder`, by the file's extension) and finalises the file when the recorder is
 //! dropped (recording stopped, or the room ended), then says how long it is.
 
-use crate::media::record::{RecordFormat, Recorder};
+use crate::media_files::recorder::{RecordFormat, Recorder};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
@@ -110,7 +110,7 @@ mod tests {
         let (secs, err) = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
         assert_eq!(err, None);
         assert!((secs - 1.0).abs() < 1e-9, "{secs}");
-        let (pcm, rate) = crate::media::prompt::read_mono_wav(&path).unwrap();
+        let (pcm, rate) = crate::media_files::prompts::read_mono_wav(&path).unwrap();
         assert_eq!((pcm.len(), rate), (16_000, 16_000));
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -131,10 +131,12 @@ pub(crate) struct Call {
     /// Our own refresh or BYE in flight.
     pub client_txn: Option<ClientKey>,
     pub peer_allows_update: bool,
+    /// Branches and the first CSeq of our in-dialog requests, from a seed the core gave.
+    ids: fastrand::Rng,
 }
 
 impl Call {
-    pub fn new(id: CallRef, req: &Request, peer: Peer, local_tag: String) -> Call {
+    pub fn new(id: CallRef, req: &Request, peer: Peer, local_tag: String, seed: u64) -> Call {
         let remote_target = req
             .headers
             .first(&Name::CONTACT)
@@ -174,6 +176,7 @@ impl Call {
             client_txn: None,
             peer_allows_update,
             invite: req.clone(),
+            ids: fastrand::Rng::with_seed(seed),
         }
     }
 
@@ -191,7 +194,7 @@ impl Call {
     /// target, Route is the route set (the Record-Route as received, for a UAS), CSeq grows.
     pub fn new_request(&mut self, method: Method, cfg: &UasConfig) -> Request {
         if self.local_cseq == 0 {
-            self.local_cseq = fastrand::u32(1..1 << 16);
+            self.local_cseq = self.ids.u32(1..1 << 16);
         } else {
             self.local_cseq += 1;
         }
@@ -199,14 +202,14 @@ impl Call {
             "SIP/2.0/{} {};branch={};rport",
             self.peer.transport.via_token(),
             self.peer.local,
-            new_branch()
+            new_branch(&mut self.ids)
         );
         let top_via = Via::parse(&via_value).unwrap_or(Via {
             transport: self.peer.transport.via_token().to_string(),
             host: self.peer.local.ip().to_string(),
             host_ip: Some(self.peer.local.ip()),
             port: Some(self.peer.local.port()),
-            branch: Some(new_branch()),
+            branch: Some(new_branch(&mut self.ids)),
             received: None,
             rport: Some(None),
             maddr: None,

@@ -103,10 +103,13 @@ pub struct UasCore {
     /// Calls whose TU was told they ended, kept until their BYE can go (RFC 3261 §15).
     hangup_after_ack: HashMap<CallRef, ()>,
     overloaded: bool,
+    /// Tags and per-call seeds, from [`UasConfig::seed`] (sans-IO: no global generator).
+    ids: fastrand::Rng,
 }
 
 impl UasCore {
     pub fn new(cfg: UasConfig) -> Self {
+        let cfg_seed = cfg.seed;
         UasCore {
             cfg,
             next_call: 1,
@@ -121,6 +124,7 @@ impl UasCore {
             events: VecDeque::new(),
             hangup_after_ack: HashMap::new(),
             overloaded: false,
+            ids: fastrand::Rng::with_seed(cfg_seed),
         }
     }
 
@@ -476,7 +480,7 @@ impl UasCore {
                     peer,
                     call: None,
                     merge,
-                    to_tag: new_tag(),
+                    to_tag: new_tag(&mut self.ids),
                 },
             );
         }
@@ -657,8 +661,8 @@ impl UasCore {
         };
         let cref = CallRef(self.next_call);
         self.next_call += 1;
-        let local_tag = new_tag();
-        let mut call = Call::new(cref, &req, peer, local_tag.clone());
+        let local_tag = new_tag(&mut self.ids);
+        let mut call = Call::new(cref, &req, peer, local_tag.clone(), self.ids.u64(..));
         call.require_100rel = req.required().iter().any(|t| t == "100rel");
         call.session_timer = session_timer;
         call.offer = offer.clone();

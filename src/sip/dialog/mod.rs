@@ -76,6 +76,9 @@ pub struct UasConfig {
     pub refuse_new_calls: bool,
     /// Most calls at once; further INVITEs get 503 with Retry-After (admission control).
     pub max_calls: usize,
+    /// Seed for tags, branches and first CSeqs. The shell passes a random one; tests a fixed
+    /// one, so a run can be replayed.
+    pub seed: u64,
 }
 
 impl Default for UasConfig {
@@ -87,6 +90,7 @@ impl Default for UasConfig {
             min_se_secs: 90,
             refuse_new_calls: false,
             max_calls: 10_000,
+            seed: 0x746f_6c6b,
         }
     }
 }

@@ -187,14 +187,15 @@ pub fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// A fresh tag for From/To (RFC 3261 §19.3: at least 32 bits of randomness).
-pub fn new_tag() -> String {
-    format!("{:016x}", fastrand::u64(..))
+/// A fresh tag for From/To (RFC 3261 §19.3: at least 32 bits of randomness), drawn from the
+/// caller's seeded generator (the core is sans-IO: its randomness is passed in as a seed).
+pub fn new_tag(ids: &mut fastrand::Rng) -> String {
+    format!("{:016x}", ids.u64(..))
 }
 
 /// A fresh branch with the RFC 3261 magic cookie (§8.1.1.7).
-pub fn new_branch() -> String {
-    format!("z9hG4bK{:016x}", fastrand::u64(..))
+pub fn new_branch(ids: &mut fastrand::Rng) -> String {
+    format!("z9hG4bK{:016x}", ids.u64(..))
 }
 
 /// Builds a response to `req` per RFC 3261 §8.2.6.2: Via, From, To, Call-ID and CSeq copied;

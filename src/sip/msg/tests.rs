@@ -210,6 +210,21 @@ fn rejection_response_stamps_received_and_rport() {
 }
 
 #[test]
+fn a_retransmitted_bad_request_gets_the_same_to_tag() {
+    // RFC 3261 §8.2.6.2: the tag of a stateless answer is the same for the same request.
+    let msg = INVITE.replace("CSeq: 314159 INVITE", "CSeq: 314159 BYE");
+    let tag_of = |m: &str| {
+        let Err(ParseError::Reject(r)) = parse(m) else { panic!() };
+        let text = String::from_utf8(r.response_bytes("198.51.100.7:40000".parse().unwrap()).to_vec()).unwrap();
+        let to = text.lines().find(|l| l.starts_with("To:")).unwrap().to_string();
+        param_of(&to, "tag").expect("a To tag")
+    };
+    assert_eq!(tag_of(&msg), tag_of(&msg));
+    let other = msg.replace("CSeq: 314159 BYE", "CSeq: 314160 BYE");
+    assert_ne!(tag_of(&msg), tag_of(&other), "another request, another tag");
+}
+
+#[test]
 fn via_parses_ipv6_and_params() {
     let v = Via::parse("SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bKas3;received=2001:db8::9:255").unwrap();
     assert_eq!(v.host, "[2001:db8::9:1]");
