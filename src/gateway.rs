@@ -120,7 +120,7 @@ pub async fn run(
     for problem in rooms.keep_pins_in(cfg.data_dir.join("rooms").join("pins.json")) {
         tracing::warn!("{problem}");
     }
-    let mut room_events = rooms.subscribe();
+    let mut room_events = rooms.ledger();
     let (reload_tx, mut reload_rx) = mpsc::channel::<crate::admin::api::ReloadRequest>(4);
     let api = std::sync::Arc::new(crate::admin::api::ApiState {
         tokens: cfg.admin.tokens.clone(),
@@ -334,10 +334,8 @@ pub async fn run(
                     );
                 }
             },
-            event = room_events.recv() => {
-                if let Ok(e) = event {
-                    room_event_to_cdr(&e, &rooms, accounting.as_mut(), cdr.as_ref().map(|c| &c.pool));
-                }
+            Some(e) = room_events.recv() => {
+                room_event_to_cdr(&e, &rooms, accounting.as_mut());
             }
             changed = shutdown.changed(), if draining.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
@@ -560,34 +558,30 @@ fn join_errors(errors: &[crate::file_text::FileError]) -> String {
     errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
 }
 
-/// What the CDRs keep of room events: member changes (joins and leaves are written by the
-/// flow path) on the member's record; a room recording filed in `recordings` (retention of
-/// the room's first member's record) and named on every member's record.
-fn room_event_to_cdr(
-    e: &crate::room::RoomEvent,
-    rooms: &Rooms,
-    accounting: Option<&mut crate::call::Accounting>,
-    pool: Option<&sqlx::PgPool>,
-) {
+/// What the CDRs keep of room events, all through the CDR journal (so an outage or a crash
+/// loses none): member changes (joins and leaves are written by the flow path) on the
+/// member's record; a room session in `room_sessions` (and its room in `rooms`); a room
+/// recording in `recordings` (retention of the room's first member's record) and named on
+/// every member's record.
+fn room_event_to_cdr(e: &crate::room::RoomEvent, rooms: &Rooms, accounting: Option<&mut crate::call::Accounting>) {
+    use crate::cdr::model::{JournalEntry, RecordingRow, RoomSessionRow};
     let Some(a) = accounting else { return };
+    let detail = e.detail.clone().unwrap_or_default();
+    let uuid_at = |key: &str| detail[key].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok());
     match e.event {
         "session_started" | "session_ended" => {
-            let detail = e.detail.clone().unwrap_or_default();
-            let Some(session) = detail["session"].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok()) else {
-                return;
-            };
-            let peak = detail["peak_members"].as_u64().map(|n| n as usize);
+            let Some(session) = uuid_at("session") else { return };
+            let ended = e.event == "session_ended";
             let tenant = e.call.and_then(|c| a.record(CallRef(c))).and_then(|r| r.tenant.clone());
-            if let Some(pool) = pool.cloned() {
-                let room = e.room.clone();
-                tokio::spawn(async move {
-                    if let Err(err) =
-                        crate::cdr::subject::register_room_session(&pool, &room, tenant.as_deref(), session, peak).await
-                    {
-                        tracing::warn!(error = %err, "room session not filed");
-                    }
-                });
-            }
+            a.journal(JournalEntry::RoomSession(RoomSessionRow {
+                room: e.room.clone(),
+                tenant,
+                session,
+                // The end's entry repeats no start: the upsert keeps the first one's.
+                started_at: e.at,
+                ended_at: ended.then_some(e.at),
+                max_members: detail["peak_members"].as_u64().map(|n| n.min(i32::MAX as u64) as i32),
+            }));
         }
         "muted" | "unmuted" | "held" | "resumed" => {
             if let Some(call) = e.call {
@@ -595,17 +589,14 @@ fn room_event_to_cdr(
             }
         }
         "recording" | "recording_done" => {
-            let detail = e.detail.clone().unwrap_or_default();
-            let Some(id) = detail["id"].as_str().and_then(|i| i.parse::<uuid::Uuid>().ok()) else {
-                return;
-            };
-            let file = detail["file"].as_str().unwrap_or_default().to_string();
+            let Some(id) = uuid_at("id") else { return };
             let room = rooms.get(&e.room);
             let members: Vec<u64> = room
                 .as_ref()
                 .map(|r| r.members.iter().map(|m| m.call).collect())
                 .unwrap_or_default();
-            if e.event == "recording" {
+            let done = e.event == "recording_done";
+            if !done {
                 for &call in &members {
                     a.event(
                         CallRef(call),
@@ -615,23 +606,22 @@ fn room_event_to_cdr(
                 }
             }
             let first = members.first().and_then(|&c| a.record(CallRef(c)));
-            let class = first
-                .map(|r| r.retention_class.clone())
-                .unwrap_or_else(|| "standard".into());
-            let expires = first.and_then(|r| r.expires_at);
-            let seconds = detail["seconds"].as_f64();
-            if let Some(pool) = pool.cloned() {
-                let (room_name, session) = (e.room.clone(), room.map(|r| r.session));
-                tokio::spawn(async move {
-                    if let Err(err) = crate::cdr::subject::register_room_recording(
-                        &pool, id, &room_name, session, &file, seconds, &class, expires,
-                    )
-                    .await
-                    {
-                        tracing::warn!(error = %err, "room recording not filed");
-                    }
-                });
-            }
+            let row = RecordingRow {
+                id,
+                call_id: None,
+                room: Some(e.room.clone()),
+                room_session: room.map(|r| r.session),
+                path: detail["file"].as_str().unwrap_or_default().to_string(),
+                started_at: e.at,
+                ended_at: done.then_some(e.at),
+                seconds: if done { detail["seconds"].as_f64() } else { None },
+                caller_pseudonym: None,
+                retention_class: first
+                    .map(|r| r.retention_class.clone())
+                    .unwrap_or_else(|| "standard".into()),
+                expires_at: first.and_then(|r| r.expires_at),
+            };
+            a.journal(JournalEntry::Recording(Box::new(row)));
         }
         _ => {}
     }

@@ -164,16 +164,23 @@ fn assert_each_call_once(db: &TestDb, at_least: u64) {
     assert!(f[0] >= at_least, "{} records for at least {at_least} calls", f[0]);
 }
 
-#[test]
-fn records_survive_postgresql_going_away_mid_stream() {
-    // A cluster of our own, so stopping it does not disturb other tests.
-    let pg_dir = unique_dir("pg");
-    let pg = tolk::cdr::embedded::EmbeddedPostgres::start(&pg_dir).expect("a private PostgreSQL cluster");
+/// A PostgreSQL cluster of the test's own (so stopping it disturbs no other test): the
+/// cluster, its directory and its URL.
+fn private_postgres(tag: &str) -> (tolk::cdr::embedded::EmbeddedPostgres, std::path::PathBuf, String) {
+    let dir = unique_dir(tag);
+    let pg = tolk::cdr::embedded::EmbeddedPostgres::start(&dir).expect("a private PostgreSQL cluster");
     let socket = match pg.target() {
         tolk::cdr::db::DbTarget::Socket { dir, .. } => dir,
         other => panic!("{other:?}"),
     };
     let url = format!("postgres://tolk@localhost/tolk?host={}", socket.display());
+    (pg, dir, url)
+}
+
+#[test]
+fn records_survive_postgresql_going_away_mid_stream() {
+    // A cluster of our own, so stopping it does not disturb other tests.
+    let (pg, pg_dir, url) = private_postgres("pg");
     let gw = Gateway::start(&[("TOLK_DATABASE_URL", url.as_str())]);
     let stream = sipp_stream(gw.sip, 120, 20);
     std::thread::sleep(Duration::from_secs(2));
@@ -192,6 +199,118 @@ fn records_survive_postgresql_going_away_mid_stream() {
         db.0.query("SELECT count(*) FROM calls WHERE mos IS NOT NULL OR packets_received <> 0"),
         vec!["0".to_string()]
     );
+    drop(gw);
+    pg.stop().ok();
+    let _ = std::fs::remove_dir_all(&pg_dir);
+}
+
+/// Three rooms that record always, each joined straight away by the flow of its number.
+fn recording_rooms_dialplan() -> std::path::PathBuf {
+    let flows: Vec<(String, String)> = (1..=3)
+        .map(|i| {
+            (
+                format!("r{i}"),
+                format!("answer();\njoin_conference(\"r{i}\", #{{ role: \"participant\" }});\nhangup();\n"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = flows.iter().map(|(n, s)| (n.as_str(), s.as_str())).collect();
+    let plan = dialplan_with(&refs);
+    let mut numbers = String::from("region = \"US\"\n");
+    let mut rooms = String::new();
+    for i in 1..=3 {
+        numbers.push_str(&format!(
+            "\n[[route]]\nnumber = \"+1555010040{i}\"\nflow = \"r{i}\"\ntenant = \"t{i}\"\n"
+        ));
+        rooms.push_str(&format!("[room.r{i}]\npin = \"{i}{i}{i}{i}\"\nrecord = \"always\"\n\n"));
+    }
+    numbers.push_str("\n[default]\nreject = 404\n");
+    std::fs::write(plan.join("numbers.toml"), numbers).unwrap();
+    std::fs::write(plan.join("rooms.toml"), rooms).unwrap();
+    plan
+}
+
+#[test]
+fn room_sessions_and_recordings_survive_postgresql_going_away() {
+    // Rooms start and end and recordings are filed while PostgreSQL is down: every room
+    // session and recording row arrives once it is back (through the CDR journal).
+    let (pg, pg_dir, url) = private_postgres("pg-rooms");
+    let plan = recording_rooms_dialplan().display().to_string();
+    let gw = Gateway::start(&[
+        ("TOLK_DATABASE_URL", url.as_str()),
+        ("TOLK_DIALPLAN_DIR", plan.as_str()),
+    ]);
+    const CALLS_PER_ROOM: u32 = 10;
+    let target = gw.sip;
+    // One caller at a time per room: each call is a session of its own, with its recording.
+    let streams: Vec<_> = (1..=3)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let number = format!("+1555010040{i}");
+                let calls = CALLS_PER_ROOM.to_string();
+                run_sipp_at(
+                    target,
+                    "basic_call.xml",
+                    &[
+                        "-s",
+                        &number,
+                        "-m",
+                        &calls,
+                        "-r",
+                        "2",
+                        "-l",
+                        "1",
+                        "-recv_timeout",
+                        "5000",
+                    ],
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    pg.stop().expect("stop PostgreSQL");
+    std::thread::sleep(Duration::from_secs(3));
+    let pg = tolk::cdr::embedded::EmbeddedPostgres::start(&pg_dir).expect("restart PostgreSQL");
+    for s in streams {
+        let run = s.join().unwrap();
+        assert!(run.success && run.failed_calls == 0, "{}", run.output);
+    }
+    let total = (3 * CALLS_PER_ROOM).to_string();
+    let db = ExistingDb::new(&url);
+    let ended = wait_for_url(
+        &db,
+        "SELECT count(*) FROM room_sessions WHERE ended_at IS NOT NULL",
+        &total,
+    );
+    assert_eq!(ended, total, "every session ended and filed; log:\n{}", gw.log_text());
+    let finished = wait_for_url(&db, "SELECT count(*) FROM recordings WHERE seconds IS NOT NULL", &total);
+    assert_eq!(
+        finished,
+        total,
+        "every recording finalised and filed; log:\n{}",
+        gw.log_text()
+    );
+    assert!(gw.log_text().contains("spooled"), "the outage was noticed");
+    // Exactly once: as many rows as sessions and recordings the gateway made, each whole.
+    let sessions = db.0.query(
+        "SELECT count(*), count(DISTINCT id), count(DISTINCT room_id), min(max_members), max(max_members), \
+         count(*) FILTER (WHERE ended_at < started_at) FROM room_sessions",
+    );
+    assert_eq!(sessions, [format!("{total}|{total}|3|1|1|0")]);
+    let recordings = db.0.query(
+        "SELECT count(*), count(DISTINCT id), count(DISTINCT path), count(DISTINCT room_session), \
+         count(*) FILTER (WHERE room_session IN (SELECT id FROM room_sessions)), \
+         count(*) FILTER (WHERE call_id IS NULL AND room IS NOT NULL AND ended_at IS NOT NULL) FROM recordings",
+    );
+    assert_eq!(recordings, [format!("{total}|{total}|{total}|{total}|{total}|{total}")]);
+    assert_eq!(
+        db.0.query("SELECT id || ' ' || coalesce(tenant, '-') FROM rooms ORDER BY id"),
+        ["r1 t1", "r2 t2", "r3 t3"]
+    );
+    // Every file the rows name is on disk.
+    for path in db.0.query("SELECT path FROM recordings") {
+        assert!(gw.data_dir.join("recordings").join(&path).is_file(), "{path} on disk");
+    }
     drop(gw);
     pg.stop().ok();
     let _ = std::fs::remove_dir_all(&pg_dir);

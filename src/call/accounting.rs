@@ -107,6 +107,12 @@ impl Accounting {
         }
     }
 
+    /// Journals a row that is not a call's own (a room session, a recording): written to
+    /// PostgreSQL by the CDR writer, replayed after outages and crashes, applied once.
+    pub fn journal(&self, entry: JournalEntry) {
+        self.sink.write(entry);
+    }
+
     /// Puts the call under another retention class; false when the class is unknown.
     pub fn set_retention(&mut self, call: CallRef, class: &str) -> bool {
         let policy = &self.policy;

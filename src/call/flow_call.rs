@@ -443,31 +443,21 @@ impl FlowCalls {
                 if let Some(a) = ctx.accounting.as_deref_mut() {
                     a.annotate(call, |r| r.recording_id = Some(uuid));
                     a.event(call, "recording", serde_json::json!({ "id": id, "file": file }));
-                    if let (Some(r), Some(pool)) = (a.record(call), setup.pool.clone()) {
-                        let (call_id, pseudonym, class, expires) = (
-                            r.id,
-                            r.caller.pseudonym.clone(),
-                            r.retention_class.clone(),
-                            r.expires_at,
-                        );
-                        let file = file.clone();
-                        tokio::spawn(keep_trying("recording registration", move || {
-                            let (pool, file, pseudonym, class) =
-                                (pool.clone(), file.clone(), pseudonym.clone(), class.clone());
-                            async move {
-                                crate::cdr::subject::register_recording(
-                                    &pool,
-                                    uuid,
-                                    call_id,
-                                    &file,
-                                    None,
-                                    pseudonym.as_deref(),
-                                    &class,
-                                    expires,
-                                )
-                                .await
-                            }
-                        }));
+                    if let Some(r) = a.record(call) {
+                        let row = crate::cdr::model::RecordingRow {
+                            id: uuid,
+                            call_id: Some(r.id),
+                            room: None,
+                            room_session: None,
+                            path: file.clone(),
+                            started_at: crate::clock::now_micros(),
+                            ended_at: None,
+                            seconds: None,
+                            caller_pseudonym: r.caller.pseudonym.clone(),
+                            retention_class: r.retention_class.clone(),
+                            expires_at: r.expires_at,
+                        };
+                        a.journal(crate::cdr::model::JournalEntry::Recording(Box::new(row)));
                     }
                 }
                 if beep {

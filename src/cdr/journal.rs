@@ -433,6 +433,43 @@ mod tests {
     }
 
     #[test]
+    fn room_sessions_and_recordings_come_back_whole() {
+        use crate::cdr::model::{RecordingRow, RoomSessionRow};
+        let d = tmp("rooms");
+        let (mut j, _) = Journal::open(&d).unwrap();
+        let session = JournalEntry::RoomSession(RoomSessionRow {
+            room: "demo".into(),
+            tenant: Some("t".into()),
+            session: uuid::Uuid::now_v7(),
+            started_at: 1,
+            ended_at: Some(2),
+            max_members: Some(3),
+        });
+        let recording = JournalEntry::Recording(Box::new(RecordingRow {
+            id: uuid::Uuid::now_v7(),
+            call_id: None,
+            room: Some("demo".into()),
+            room_session: None,
+            path: "room-x.ogg".into(),
+            started_at: 1,
+            ended_at: None,
+            seconds: Some(1.5),
+            caller_pseudonym: None,
+            retention_class: "standard".into(),
+            expires_at: Some(9),
+        }));
+        j.append(&[session.clone(), recording.clone()]).unwrap();
+        let back: Vec<JournalEntry> = JournalReader::new(&d, load_checkpoint(&d))
+            .read(10)
+            .unwrap()
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect();
+        assert_eq!(back, [session, recording]);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
     fn a_second_appender_is_refused() {
         let d = tmp("lock");
         let (_j, _) = Journal::open(&d).unwrap();

@@ -150,12 +150,54 @@ pub struct CallEvent {
     pub detail: serde_json::Value,
 }
 
+/// A room session's row (and its room's), journalled when the session starts (`ended_at`
+/// None) and again when it ends. Applied as an upsert keyed by `session`, so a replay never
+/// duplicates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomSessionRow {
+    pub room: String,
+    pub tenant: Option<String>,
+    pub session: Uuid,
+    pub started_at: Micros,
+    pub ended_at: Option<Micros>,
+    /// The most members it had at once (known when it ends).
+    pub max_members: Option<i32>,
+}
+
+/// A recording's row in `recordings`: a call's (`call_id`, with the caller's pseudonym so
+/// erasure finds it) or a room's (`room`, `room_session`). Journalled when the file is
+/// opened and again when it is finalised (`seconds`); an upsert keyed by `id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordingRow {
+    pub id: Uuid,
+    pub call_id: Option<Uuid>,
+    pub room: Option<String>,
+    pub room_session: Option<Uuid>,
+    /// The file name under the recordings directory.
+    pub path: String,
+    pub started_at: Micros,
+    pub ended_at: Option<Micros>,
+    pub seconds: Option<f64>,
+    pub caller_pseudonym: Option<String>,
+    pub retention_class: String,
+    pub expires_at: Option<Micros>,
+}
+
+impl RecordingRow {
+    /// "ogg" or "wav", from the file name.
+    pub fn format(&self) -> &'static str {
+        if self.path.ends_with(".ogg") { "ogg" } else { "wav" }
+    }
+}
+
 /// What the journal holds, applied to the database in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
 pub enum JournalEntry {
     Call(Box<CallRecord>),
     Event(CallEvent),
+    RoomSession(RoomSessionRow),
+    Recording(Box<RecordingRow>),
     /// Calls of `node` started before `started_before` and still in progress were cut off by a
     /// crash: close them as interrupted at `alive_at` (the last time the node was alive).
     CloseInterrupted {

@@ -443,6 +443,8 @@ impl Writer {
             JournalEntry::Call(c) => c.id.to_string(),
             JournalEntry::Event(e) => e.id.to_string(),
             JournalEntry::CloseInterrupted { node, .. } => format!("close-interrupted {node}"),
+            JournalEntry::RoomSession(s) => format!("room-session {}", s.session),
+            JournalEntry::Recording(r) => format!("recording {}", r.id),
         };
         tracing::error!(id, error = why, "PostgreSQL refused a CDR; kept in rejected.jsonl");
         Ok(())
@@ -490,6 +492,15 @@ impl Writer {
                     } => {
                         flush(&mut tx, &mut calls, &mut events, &upsert_calls).await?;
                         close_interrupted(&mut tx, node, *started_before, *alive_at).await?;
+                    }
+                    // Rooms and recordings are few beside calls: an upsert each, in order.
+                    JournalEntry::RoomSession(s) => {
+                        flush(&mut tx, &mut calls, &mut events, &upsert_calls).await?;
+                        upsert_room_session(&mut tx, s).await?;
+                    }
+                    JournalEntry::Recording(r) => {
+                        flush(&mut tx, &mut calls, &mut events, &upsert_calls).await?;
+                        upsert_recording(&mut tx, r).await?;
                     }
                 }
             }
@@ -581,6 +592,70 @@ async fn close_interrupted(
     Ok(())
 }
 
+/// A room session and its room (tables of `migrations/0001_cdr.sql`). The
+/// first write of a session sets its start; later ones only fill in the end and the peak.
+async fn upsert_room_session(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    s: &super::model::RoomSessionRow,
+) -> Result<(), WriteError> {
+    sqlx::query(
+        "INSERT INTO rooms (id, tenant, kind) VALUES ($1, $2, 'conference') \
+         ON CONFLICT (id) DO UPDATE SET tenant = coalesce(EXCLUDED.tenant, rooms.tenant)",
+    )
+    .bind(&s.room)
+    .bind(&s.tenant)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    sqlx::query(
+        "INSERT INTO room_sessions (id, room_id, started_at, ended_at, max_members) \
+         VALUES ($1, $2, to_timestamp($3::float8 / 1e6), to_timestamp($4::float8 / 1e6), $5) \
+         ON CONFLICT (id) DO UPDATE SET ended_at = coalesce(EXCLUDED.ended_at, room_sessions.ended_at), \
+         max_members = coalesce(EXCLUDED.max_members, room_sessions.max_members)",
+    )
+    .bind(s.session)
+    .bind(&s.room)
+    .bind(s.started_at as f64)
+    .bind(s.ended_at.map(|t| t as f64))
+    .bind(s.max_members)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+/// A recording's row: the first write files it, a later one adds its length and end.
+async fn upsert_recording(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    r: &super::model::RecordingRow,
+) -> Result<(), WriteError> {
+    sqlx::query(
+        "INSERT INTO recordings (id, call_id, room, room_session, path, format, started_at, ended_at, seconds, \
+           caller_pseudonym, retention_class, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7::float8 / 1e6), to_timestamp($8::float8 / 1e6), $9, \
+           $10, $11, to_timestamp($12::float8 / 1e6)) \
+         ON CONFLICT (id) DO UPDATE SET seconds = coalesce(EXCLUDED.seconds, recordings.seconds), \
+           ended_at = coalesce(EXCLUDED.ended_at, recordings.ended_at), \
+           room_session = coalesce(recordings.room_session, EXCLUDED.room_session)",
+    )
+    .bind(r.id)
+    .bind(r.call_id)
+    .bind(&r.room)
+    .bind(r.room_session)
+    .bind(&r.path)
+    .bind(r.format())
+    .bind(r.started_at as f64)
+    .bind(r.ended_at.map(|t| t as f64))
+    .bind(r.seconds)
+    .bind(&r.caller_pseudonym)
+    .bind(&r.retention_class)
+    .bind(r.expires_at.map(|t| t as f64))
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
 /// A month as a number (year * 12 + month), from Unix micros.
 fn month_index(micros: Micros) -> i64 {
     let days = micros.div_euclid(86_400_000_000);
@@ -603,7 +678,7 @@ fn months_needed(entries: &[JournalEntry], known: &HashSet<i64>) -> Option<(Micr
     let times = entries.iter().filter_map(|e| match e {
         JournalEntry::Call(c) => Some(c.started_at),
         JournalEntry::Event(ev) => Some(ev.at),
-        JournalEntry::CloseInterrupted { .. } => None,
+        JournalEntry::CloseInterrupted { .. } | JournalEntry::RoomSession(_) | JournalEntry::Recording(_) => None,
     });
     let (mut lo, mut hi, mut missing) = (i64::MAX, i64::MIN, false);
     for t in times {
@@ -619,6 +694,8 @@ fn last_time(e: &JournalEntry) -> Option<Micros> {
     match e {
         JournalEntry::Call(c) => Some(c.ended_at.or(c.answered_at).unwrap_or(c.started_at)),
         JournalEntry::Event(ev) => Some(ev.at),
+        JournalEntry::RoomSession(s) => Some(s.ended_at.unwrap_or(s.started_at)),
+        JournalEntry::Recording(r) => Some(r.ended_at.unwrap_or(r.started_at)),
         JournalEntry::CloseInterrupted { .. } => None,
     }
 }

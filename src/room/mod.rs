@@ -129,6 +129,34 @@ pub struct RoomEvent {
     pub detail: Option<serde_json::Value>,
 }
 
+impl RoomEvent {
+    /// Whether the ledger (the call path, which files sessions, recordings and member
+    /// changes in the CDRs) needs it; who is talking is for observers only.
+    pub fn for_ledger(&self) -> bool {
+        !matches!(self.event, "talking" | "quiet")
+    }
+}
+
+/// Where room events go: to observers (the admin event stream; a slow one loses the oldest
+/// and is told how many) and to the one ledger, which must see every event it files, so its
+/// channel never drops one (events come at the rate of joins, leaves and recordings).
+#[derive(Clone)]
+struct EventOut {
+    observers: tokio::sync::broadcast::Sender<RoomEvent>,
+    ledger: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<RoomEvent>>>>,
+}
+
+impl EventOut {
+    fn send(&self, e: RoomEvent) {
+        if e.for_ledger()
+            && let Some(ledger) = self.ledger.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        {
+            let _ = ledger.send(e.clone());
+        }
+        let _ = self.observers.send(e);
+    }
+}
+
 /// What rooms need to record and announce.
 #[derive(Clone, Default)]
 pub struct RoomMedia {
@@ -155,7 +183,7 @@ pub struct Rooms {
     rooms: Arc<Mutex<BTreeMap<String, Room>>>,
     scheduler: Option<Arc<Scheduler>>,
     max_members: Option<usize>,
-    events: tokio::sync::broadcast::Sender<RoomEvent>,
+    events: EventOut,
     /// rooms.toml (the flows' table), replaced on each dialplan (re)load.
     settings: Arc<Mutex<settings::RoomTable>>,
     /// PINs set through the admin API: kept across dialplan reloads.
@@ -173,7 +201,10 @@ impl Default for Rooms {
             rooms: Arc::default(),
             scheduler: None,
             max_members: None,
-            events: tokio::sync::broadcast::channel(1024).0,
+            events: EventOut {
+                observers: tokio::sync::broadcast::channel(1024).0,
+                ledger: Arc::default(),
+            },
             settings: Arc::new(Mutex::new(settings::table(HashMap::new()))),
             pins: Arc::default(),
             pins_file: None,
@@ -210,7 +241,15 @@ impl Rooms {
 
     /// Room events from now on (a slow reader loses the oldest, and is told so).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RoomEvent> {
-        self.events.subscribe()
+        self.events.observers.subscribe()
+    }
+
+    /// Every room event the CDRs file (all but talking and quiet), from now on, losing none.
+    /// There is one ledger: a second call replaces the first.
+    pub fn ledger(&self) -> tokio::sync::mpsc::UnboundedReceiver<RoomEvent> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.events.ledger.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
     }
 
     fn emit(&self, room: &str, call: Option<u64>, event: &'static str) {
@@ -218,7 +257,7 @@ impl Rooms {
     }
 
     fn emit_detail(&self, room: &str, call: Option<u64>, event: &'static str, detail: Option<serde_json::Value>) {
-        let _ = self.events.send(RoomEvent {
+        self.events.send(RoomEvent {
             room: room.to_string(),
             call,
             event,
@@ -262,7 +301,7 @@ impl Rooms {
         let events = self.events.clone();
         let (room_name, done_id, done_file) = (room.to_string(), id.clone(), file.clone());
         let on_done: recording::OnDone = Box::new(move |seconds, error| {
-            let _ = events.send(RoomEvent {
+            events.send(RoomEvent {
                 room: room_name,
                 call: None,
                 event: "recording_done",
