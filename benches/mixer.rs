@@ -17,7 +17,7 @@ use tolk::media::codec::opus::OpusEncoder;
 use tolk::media::session::{Codec, Direction, NegotiatedMedia};
 use tolk::media::stream::{MediaStream, StreamStart};
 use tolk::room::mixer::{MemberOptions, Mixer, MixerConfig};
-use tolk::room::scheduler::{Room, Scratch, Seat, TICK};
+use tolk::room::scheduler::{LiveRoom, Scratch, Seat, TICK};
 
 fn voice(v: usize, n: usize, rate: f64) -> Vec<i16> {
     (0..n)
@@ -62,8 +62,8 @@ struct Far {
     _back: tokio::sync::oneshot::Receiver<Box<MediaStream>>,
 }
 
-fn room_with(members: usize, codec: Codec) -> (Room, Vec<Far>) {
-    let mut room = Room::new("bench", MixerConfig::default());
+fn room_with(members: usize, codec: Codec) -> (LiveRoom, Vec<Far>) {
+    let mut room = LiveRoom::new("bench", MixerConfig::default());
     let now = Instant::now();
     let mut far = Vec::new();
     for call in 0..members as u64 {
