@@ -107,7 +107,6 @@ if [ -n "$out" ]; then problem "$(sed 's/^/sans-IO: /; s/$/  <- pass time, seeds
 # File size, outside tests. Still to split (issue 13): remove a line when its file is split.
 limit=1000
 declare -A oversize=(
-  [src/sip/dialog/core.rs]=1
   [src/call/flow_call.rs]=1
 )
 while IFS= read -r f; do
