@@ -11,7 +11,7 @@ use super::accounting::Accounting;
 use super::leg::{LegCommand, LegHandle, LegMode, LegReport, spawn_leg};
 use super::ports::RtpPort;
 use crate::flow::engine::FlowEnd;
-use crate::flow::port::{CallPort, Note, PortError, Reply, Request, Source};
+use crate::flow::port::{CallPort, Note, PortError, Reply, Request};
 use crate::media_files::prompts::PromptCatalog;
 use crate::room::conference::{self, Effect};
 use crate::room::mixer::MemberOptions;
@@ -25,6 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+mod media_verbs;
+mod room_verbs;
+mod sip_verbs;
 
 type ReplyTx = oneshot::Sender<Result<Reply, PortError>>;
 
@@ -185,6 +189,11 @@ fn reply(p: Pending, r: Result<Reply, PortError>) {
     let _ = p.reply.send(r);
 }
 
+/// Answers the flow's request.
+fn done(tx: ReplyTx, r: Result<Reply, PortError>) {
+    let _ = tx.send(r);
+}
+
 fn failed(msg: impl Into<String>) -> Result<Reply, PortError> {
     Err(PortError::Failed(msg.into()))
 }
@@ -308,323 +317,24 @@ impl FlowCalls {
     }
 
     fn start_request(setup: &LegSetup, fc: &mut FlowCall, call: CallRef, req: Request, tx: ReplyTx, ctx: &mut Ctx) {
-        let now = ctx.now;
-        let done = |tx: ReplyTx, r: Result<Reply, PortError>| {
-            let _ = tx.send(r);
-        };
         match req {
-            Request::Answer => {
-                if fc.answered {
-                    return done(tx, Ok(Reply::Done));
-                }
-                let Some(slot) = fc.slot.take() else {
-                    return done(tx, failed("answer: the call has no media slot"));
-                };
-                match ctx.core.answer(call, slot.local, now) {
-                    Ok(media) => {
-                        metrics::counter!("calls_total", "outcome" => "answered").increment(1);
-                        if let Some(a) = ctx.accounting.as_deref_mut() {
-                            let codec = media.as_ref().map(|m| m.codec.encoding_name());
-                            a.answered(call, codec, crate::clock::now_micros());
-                        }
-                        if let Some(m) = &media {
-                            fc.pcm_rate = super::leg::pcm_rate(m.codec);
-                        }
-                        let leg = spawn_leg(
-                            call,
-                            slot.port,
-                            media,
-                            setup.rtp_timeout,
-                            setup.prompts.clone(),
-                            setup.reports.clone(),
-                        );
-                        let _ = leg.commands.try_send(LegCommand::Mode(LegMode::Silence));
-                        ctx.legs.insert(call, leg);
-                        fc.answered = true;
-                        done(tx, Ok(Reply::Done))
-                    }
-                    Err(e) => {
-                        metrics::counter!("calls_total", "outcome" => "not_acceptable").increment(1);
-                        done(tx, failed(format!("answer: {e}")))
-                    }
-                }
-            }
-            Request::Ring(d) => {
-                if fc.answered {
-                    return done(tx, failed("ring: the call is already answered"));
-                }
-                if !fc.rung {
-                    let _ = ctx.core.ring(call, now);
-                    if let Some(a) = ctx.accounting.as_deref_mut() {
-                        a.ringing(call);
-                    }
-                    fc.rung = true;
-                }
-                fc.pending = Some(Pending {
-                    wait: Wait::Ring { until: now + d },
-                    reply: tx,
-                });
-            }
-            Request::Play { source, barge_in } => {
-                let Some(leg) = ctx.legs.get(&call).filter(|_| fc.answered) else {
-                    return done(tx, failed("play: answer the call first"));
-                };
-                if barge_in && !fc.digits.is_empty() {
-                    // Type-ahead: the caller already answered the prompt.
-                    return done(tx, Ok(Reply::Played { interrupted: true }));
-                }
-                let cmd = match source {
-                    Source::Prompt(name) => LegCommand::Play(name),
-                    Source::Tone(spec) => LegCommand::Tone(spec),
-                    Source::Say(text) => {
-                        // Spoken off this task; the leg (or the failure) reports it done.
-                        spawn_tts(
-                            call,
-                            text,
-                            setup.tts_dir.clone(),
-                            fc.pcm_rate,
-                            leg.commands.clone(),
-                            setup.reports.clone(),
-                        );
-                        fc.plays_outstanding += 1;
-                        fc.play_error = None;
-                        fc.pending = Some(Pending {
-                            wait: Wait::Play { barge_in },
-                            reply: tx,
-                        });
-                        return;
-                    }
-                };
-                if leg.commands.try_send(cmd).is_err() {
-                    return done(tx, failed("play: the media leg is busy"));
-                }
-                fc.plays_outstanding += 1;
-                fc.play_error = None;
-                fc.pending = Some(Pending {
-                    wait: Wait::Play { barge_in },
-                    reply: tx,
-                });
-            }
+            Request::Answer => sip_verbs::answer(setup, fc, call, tx, ctx),
+            Request::Ring(d) => sip_verbs::ring(fc, call, tx, ctx, d),
+            Request::Play { source, barge_in } => media_verbs::play(setup, fc, call, tx, ctx, source, barge_in),
             Request::Collect {
                 max,
                 terminators,
                 first,
                 between,
-            } => {
-                fc.pending = Some(Pending {
-                    wait: Wait::Collect {
-                        max,
-                        terminators,
-                        deadline: now + first,
-                        between,
-                        digits: String::new(),
-                    },
-                    reply: tx,
-                });
-                Self::feed_digits(fc, now);
-            }
-            Request::Record { max, beep, silence: _ } => {
-                let Some(leg) = ctx.legs.get(&call).filter(|_| fc.answered) else {
-                    return done(tx, failed("record: answer the call first"));
-                };
-                if let Err(e) = std::fs::create_dir_all(&setup.recordings_dir) {
-                    return done(tx, failed(format!("record: {e}")));
-                }
-                let record = ctx.accounting.as_deref().and_then(|a| a.record(call));
-                if record.is_some_and(opted_out_of_recording) {
-                    return done(tx, failed("record: the caller opted out of recording"));
-                }
-                let uuid = uuid::Uuid::now_v7();
-                let id = uuid.to_string();
-                let file = format!("{id}.wav");
-                let path = setup.recordings_dir.join(&file);
-                // Filed before a byte is written: the journalled event names the file even if
-                // the call or the gateway dies mid-recording, and erasure and retention use it.
-                if let Some(a) = ctx.accounting.as_deref_mut() {
-                    a.annotate(call, |r| r.recording_id = Some(uuid));
-                    a.event(call, "recording", serde_json::json!({ "id": id, "file": file }));
-                    if let Some(r) = a.record(call) {
-                        let row = crate::cdr::model::RecordingRow {
-                            id: uuid,
-                            call_id: Some(r.id),
-                            room: None,
-                            room_session: None,
-                            path: file.clone(),
-                            started_at: crate::clock::now_micros(),
-                            ended_at: None,
-                            seconds: None,
-                            caller_pseudonym: r.caller.pseudonym.clone(),
-                            retention_class: r.retention_class.clone(),
-                            expires_at: r.expires_at,
-                        };
-                        a.journal(crate::cdr::model::JournalEntry::Recording(Box::new(row)));
-                    }
-                }
-                if beep {
-                    let _ = leg.commands.try_send(LegCommand::Tone("beep".into()));
-                    fc.plays_outstanding += 1;
-                }
-                let _ = leg.commands.try_send(LegCommand::Record(path));
-                fc.digits.clear();
-                fc.pending = Some(Pending {
-                    wait: Wait::Record {
-                        until: now + max,
-                        id,
-                        stopping: false,
-                    },
-                    reply: tx,
-                });
-            }
-            Request::Echo { max } => {
-                let Some(leg) = ctx.legs.get(&call).filter(|_| fc.answered) else {
-                    return done(tx, failed("echo: answer the call first"));
-                };
-                let _ = leg.commands.try_send(LegCommand::Mode(LegMode::Echo));
-                fc.pending = Some(Pending {
-                    wait: Wait::Echo { until: now + max },
-                    reply: tx,
-                });
-            }
+            } => media_verbs::collect(fc, tx, ctx, max, terminators, first, between),
+            Request::Record { max, beep, .. } => media_verbs::record(setup, fc, call, tx, ctx, max, beep),
+            Request::Echo { max } => media_verbs::echo(fc, call, tx, ctx, max),
             Request::JoinConference { room, role, muted } => {
-                if !fc.answered {
-                    return done(tx, failed("join_conference: answer the call first"));
-                }
-                let caller = ctx
-                    .accounting
-                    .as_deref()
-                    .and_then(|a| a.caller_view(call))
-                    .map(|(masked, _, _)| masked)
-                    .unwrap_or_else(|| "anonymous".into());
-                let member = Member::new(call.0, caller, &role, muted, crate::clock::now_micros());
-                // A recording already running (one this join starts by policy is announced to
-                // the whole room and filed on every member's record by the room events).
-                let recording_before = ctx.rooms.get(&room).and_then(|r| r.recording);
-                let (session, members, waiting) = match ctx.rooms.join(&room, member) {
-                    Ok(joined) => joined,
-                    Err(refused) => {
-                        let (prompt, reason) = match refused {
-                            JoinRefused::Locked => ("conf-locked", "locked"),
-                            JoinRefused::Full => ("sorry", "full"),
-                        };
-                        tracing::info!(call = call.0, room, reason, "room refused the caller");
-                        // Tell the caller, then answer the flow.
-                        if let Some(leg) = ctx.legs.get(&call) {
-                            let _ = leg.commands.try_send(LegCommand::Play(prompt.into()));
-                            fc.plays_outstanding += 1;
-                        }
-                        return done(tx, Ok(Reply::Left { reason: reason.into() }));
-                    }
-                };
-                tracing::info!(call = call.0, room, role, members, "joined the room");
-                if let Some(a) = ctx.accounting.as_deref_mut() {
-                    a.annotate(call, |r| {
-                        r.room = Some(room.clone());
-                        r.room_session = Some(session);
-                        r.role = Some(role.clone());
-                    });
-                    a.event(
-                        call,
-                        "joined_room",
-                        serde_json::json!({ "room": room, "role": role, "muted": muted }),
-                    );
-                }
-                // The call's media moves to the room's mixer thread.
-                if let (Some(leg), Some(shard), Some(sched)) =
-                    (ctx.legs.get(&call), ctx.rooms.shard(&room), ctx.rooms.scheduler())
-                {
-                    let rate = sched.mixer_config().rate;
-                    // A caller who opted out of recording is heard live but left out of the
-                    // room's recording.
-                    let recorded = !ctx
-                        .accounting
-                        .as_deref()
-                        .and_then(|a| a.record(call))
-                        .is_some_and(opted_out_of_recording);
-                    let opts = MemberOptions {
-                        muted,
-                        recorded,
-                        ..MemberOptions::default()
-                    };
-                    // Joining a room being recorded: the recording on the CDR (and the notice).
-                    if let (Some(id), Some(a)) = (&recording_before, ctx.accounting.as_deref_mut()) {
-                        a.event(
-                            call,
-                            "room_recording",
-                            serde_json::json!({ "id": id, "room": room, "recorded": recorded }),
-                        );
-                    }
-                    let _ = leg.commands.try_send(LegCommand::JoinRoom {
-                        shard,
-                        room: Arc::from(room.as_str()),
-                        opts,
-                        rate,
-                        waiting,
-                    });
-                    // After the join, so the room plays it to the member.
-                    if recording_before.is_some() {
-                        let _ = leg.commands.try_send(LegCommand::Play("conf-recording".into()));
-                    }
-                    if waiting {
-                        let _ = leg.commands.try_send(LegCommand::Play("conf-wait-moderator".into()));
-                    } else if members == 1 {
-                        let _ = leg.commands.try_send(LegCommand::Play("conf-alone".into()));
-                    }
-                    if let Some(pcm) = ctx.rooms.render(std::slice::from_ref(&setup.join_tone)) {
-                        ctx.rooms.play_room(&room, pcm);
-                    }
-                }
-                fc.leaving = None;
-                fc.pending = Some(Pending {
-                    wait: Wait::Join,
-                    reply: tx,
-                });
+                room_verbs::join_conference(setup, fc, call, tx, ctx, room_verbs::Join { room, role, muted })
             }
-            Request::Transfer { target } => {
-                if !fc.answered {
-                    return done(tx, failed("transfer: answer the call first"));
-                }
-                // A number goes back to the carrier in E.164; URIs are used as given.
-                let target = crate::number::normalise(&target).unwrap_or(target);
-                match ctx.core.refer(call, &target, now) {
-                    Ok(()) => {
-                        if let Some(a) = ctx.accounting.as_deref_mut() {
-                            a.event(
-                                call,
-                                "transfer",
-                                serde_json::json!({ "to": crate::privacy::mask_number(&target) }),
-                            );
-                        }
-                        fc.pending = Some(Pending {
-                            wait: Wait::Transfer {
-                                until: now + TRANSFER_TIMEOUT,
-                            },
-                            reply: tx,
-                        });
-                    }
-                    Err(e) => done(tx, failed(format!("transfer: {e}"))),
-                }
-            }
-            Request::Hangup { cause } => {
-                let r = if fc.answered {
-                    ctx.core.hangup(call, now)
-                } else {
-                    ctx.core.reject(call, status_for_cause(cause), now)
-                };
-                if let Some(a) = ctx.accounting.as_deref_mut() {
-                    a.annotate(call, |r| {
-                        r.q850_cause = Some(if cause < 128 { cause as i16 } else { 16 })
-                    });
-                }
-                fc.hung_up.store(true, Ordering::Relaxed);
-                match r {
-                    Ok(()) => done(tx, Ok(Reply::Done)),
-                    Err(_) => done(tx, Err(PortError::HungUp)),
-                }
-            }
-            Request::RoomRole { room, pin } => {
-                let role = ctx.rooms.role_of(&room, &pin).unwrap_or("");
-                done(tx, Ok(Reply::Role(role.to_string())))
-            }
+            Request::Transfer { target } => sip_verbs::transfer(fc, call, tx, ctx, target),
+            Request::Hangup { cause } => sip_verbs::hangup(fc, call, tx, ctx, cause),
+            Request::RoomRole { room, pin } => room_verbs::room_role(tx, ctx, room, pin),
             Request::Note(note) => done(tx, Self::note(setup, call, note, ctx)),
             Request::Log(text) => {
                 tracing::info!(call = call.0, "flow log: {text}");
@@ -980,77 +690,6 @@ impl FlowCalls {
             ctx.rooms.play_room(&room, pcm);
         }
     }
-}
-
-/// Speaks `text` with espeak-ng into `dir` (cached by the text's SHA-256), reads and
-/// resamples it to the leg's `rate` off the gateway task, then has the leg play it. A missing
-/// espeak-ng or a failed synthesis is reported as a playback that could not start, so the
-/// flow's `say` fails with the reason.
-fn spawn_tts(
-    call: CallRef,
-    text: String,
-    dir: PathBuf,
-    rate: u32,
-    leg: mpsc::Sender<LegCommand>,
-    reports: mpsc::Sender<LegReport>,
-) {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(text.as_bytes());
-    let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("{name}.wav"));
-    tokio::spawn(async move {
-        let target = path.clone();
-        let made = tokio::task::spawn_blocking(move || -> Result<Arc<[i16]>, String> {
-            let load = |p: &std::path::Path| {
-                crate::media_files::prompts::read_mono_wav(p)
-                    .map(|(samples, from)| crate::media::prompt::resampled(&samples, from, rate))
-                    .map_err(|e| e.to_string())
-            };
-            if target.exists() {
-                return load(&target);
-            }
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let tmp = target.with_extension("tmp.wav");
-            let out = std::process::Command::new("espeak-ng")
-                .args(["-v", "en-us", "-s", "160", "-w"])
-                .arg(&tmp)
-                .arg("--")
-                .arg(&text)
-                .output()
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => "espeak-ng is not installed (Debian package espeak-ng)".to_string(),
-                    _ => format!("espeak-ng: {e}"),
-                })?;
-            if !out.status.success() {
-                return Err(format!(
-                    "espeak-ng failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            std::fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
-            load(&target)
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
-        match made {
-            Ok(pcm) => {
-                let what = format!("say:{}", path.display());
-                if leg.send(LegCommand::PlayPcm { pcm, what }).await.is_err() {
-                    // The call ended meanwhile: nothing waits for it.
-                }
-            }
-            Err(why) => {
-                tracing::warn!(call = call.0, error = %why, "text-to-speech failed");
-                let _ = reports
-                    .send(LegReport::PlaybackDone {
-                        call,
-                        what: format!("say:{why}"),
-                        ok: false,
-                    })
-                    .await;
-            }
-        }
-    });
 }
 
 fn reply_err(p: Pending, why: &str) {

@@ -1,0 +1,119 @@
+//! Verbs that put a call in a room: join a conference, look up a PIN's role.
+
+use super::*;
+
+/// What `Request::JoinConference` asks.
+pub(super) struct Join {
+    pub room: String,
+    pub role: String,
+    pub muted: bool,
+}
+
+/// `Request::JoinConference`.
+pub(super) fn join_conference(
+    setup: &LegSetup,
+    fc: &mut FlowCall,
+    call: CallRef,
+    tx: ReplyTx,
+    ctx: &mut Ctx,
+    join: Join,
+) {
+    let Join { room, role, muted } = join;
+    if !fc.answered {
+        return done(tx, failed("join_conference: answer the call first"));
+    }
+    let caller = ctx
+        .accounting
+        .as_deref()
+        .and_then(|a| a.caller_view(call))
+        .map(|(masked, _, _)| masked)
+        .unwrap_or_else(|| "anonymous".into());
+    let member = Member::new(call.0, caller, &role, muted, crate::clock::now_micros());
+    // A recording already running (one this join starts by policy is announced to
+    // the whole room and filed on every member's record by the room events).
+    let recording_before = ctx.rooms.get(&room).and_then(|r| r.recording);
+    let (session, members, waiting) = match ctx.rooms.join(&room, member) {
+        Ok(joined) => joined,
+        Err(refused) => {
+            let (prompt, reason) = match refused {
+                JoinRefused::Locked => ("conf-locked", "locked"),
+                JoinRefused::Full => ("sorry", "full"),
+            };
+            tracing::info!(call = call.0, room, reason, "room refused the caller");
+            // Tell the caller, then answer the flow.
+            if let Some(leg) = ctx.legs.get(&call) {
+                let _ = leg.commands.try_send(LegCommand::Play(prompt.into()));
+                fc.plays_outstanding += 1;
+            }
+            return done(tx, Ok(Reply::Left { reason: reason.into() }));
+        }
+    };
+    tracing::info!(call = call.0, room, role, members, "joined the room");
+    if let Some(a) = ctx.accounting.as_deref_mut() {
+        a.annotate(call, |r| {
+            r.room = Some(room.clone());
+            r.room_session = Some(session);
+            r.role = Some(role.clone());
+        });
+        a.event(
+            call,
+            "joined_room",
+            serde_json::json!({ "room": room, "role": role, "muted": muted }),
+        );
+    }
+    // The call's media moves to the room's mixer thread.
+    if let (Some(leg), Some(shard), Some(sched)) = (ctx.legs.get(&call), ctx.rooms.shard(&room), ctx.rooms.scheduler())
+    {
+        let rate = sched.mixer_config().rate;
+        // A caller who opted out of recording is heard live but left out of the
+        // room's recording.
+        let recorded = !ctx
+            .accounting
+            .as_deref()
+            .and_then(|a| a.record(call))
+            .is_some_and(opted_out_of_recording);
+        let opts = MemberOptions {
+            muted,
+            recorded,
+            ..MemberOptions::default()
+        };
+        // Joining a room being recorded: the recording on the CDR (and the notice).
+        if let (Some(id), Some(a)) = (&recording_before, ctx.accounting.as_deref_mut()) {
+            a.event(
+                call,
+                "room_recording",
+                serde_json::json!({ "id": id, "room": room, "recorded": recorded }),
+            );
+        }
+        let _ = leg.commands.try_send(LegCommand::JoinRoom {
+            shard,
+            room: Arc::from(room.as_str()),
+            opts,
+            rate,
+            waiting,
+        });
+        // After the join, so the room plays it to the member.
+        if recording_before.is_some() {
+            let _ = leg.commands.try_send(LegCommand::Play("conf-recording".into()));
+        }
+        if waiting {
+            let _ = leg.commands.try_send(LegCommand::Play("conf-wait-moderator".into()));
+        } else if members == 1 {
+            let _ = leg.commands.try_send(LegCommand::Play("conf-alone".into()));
+        }
+        if let Some(pcm) = ctx.rooms.render(std::slice::from_ref(&setup.join_tone)) {
+            ctx.rooms.play_room(&room, pcm);
+        }
+    }
+    fc.leaving = None;
+    fc.pending = Some(Pending {
+        wait: Wait::Join,
+        reply: tx,
+    });
+}
+
+/// `Request::RoomRole`.
+pub(super) fn room_role(tx: ReplyTx, ctx: &mut Ctx, room: String, pin: String) {
+    let role = ctx.rooms.role_of(&room, &pin).unwrap_or("");
+    done(tx, Ok(Reply::Role(role.to_string())))
+}
