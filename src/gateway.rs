@@ -565,38 +565,43 @@ fn join_errors(errors: &[crate::file_text::FileError]) -> String {
 /// every member's record.
 fn room_event_to_cdr(e: &crate::room::RoomEvent, rooms: &Rooms, accounting: Option<&mut crate::call::Accounting>) {
     use crate::cdr::model::{JournalEntry, RecordingRow, RoomSessionRow};
+    use crate::room::RoomEventKind as K;
     let Some(a) = accounting else { return };
-    let detail = e.detail.clone().unwrap_or_default();
-    let uuid_at = |key: &str| detail[key].as_str().and_then(|s| s.parse::<uuid::Uuid>().ok());
-    match e.event {
-        "session_started" | "session_ended" => {
-            let Some(session) = uuid_at("session") else { return };
-            let ended = e.event == "session_ended";
+    match &e.kind {
+        K::SessionStarted { session } | K::SessionEnded { session, .. } => {
+            let (ended_at, max_members) = match &e.kind {
+                K::SessionEnded { peak_members, .. } => {
+                    (Some(e.at), Some((*peak_members).min(i32::MAX as usize) as i32))
+                }
+                _ => (None, None),
+            };
             let tenant = e.call.and_then(|c| a.record(CallRef(c))).and_then(|r| r.tenant.clone());
             a.journal(JournalEntry::RoomSession(RoomSessionRow {
                 room: e.room.clone(),
                 tenant,
-                session,
+                session: *session,
                 // The end's entry repeats no start: the upsert keeps the first one's.
                 started_at: e.at,
-                ended_at: ended.then_some(e.at),
-                max_members: detail["peak_members"].as_u64().map(|n| n.min(i32::MAX as u64) as i32),
+                ended_at,
+                max_members,
             }));
         }
-        "muted" | "unmuted" | "held" | "resumed" => {
+        K::Muted | K::Unmuted | K::Held | K::Resumed => {
             if let Some(call) = e.call {
-                a.event(CallRef(call), e.event, serde_json::json!({ "room": e.room }));
+                a.event(CallRef(call), e.name(), serde_json::json!({ "room": e.room }));
             }
         }
-        "recording" | "recording_done" => {
-            let Some(id) = uuid_at("id") else { return };
+        K::Recording { id, file } | K::RecordingDone { id, file, .. } => {
             let room = rooms.get(&e.room);
             let members: Vec<u64> = room
                 .as_ref()
                 .map(|r| r.members.iter().map(|m| m.call).collect())
                 .unwrap_or_default();
-            let done = e.event == "recording_done";
-            if !done {
+            let seconds = match &e.kind {
+                K::RecordingDone { seconds, .. } => Some(*seconds),
+                _ => None,
+            };
+            if seconds.is_none() {
                 for &call in &members {
                     a.event(
                         CallRef(call),
@@ -607,14 +612,14 @@ fn room_event_to_cdr(e: &crate::room::RoomEvent, rooms: &Rooms, accounting: Opti
             }
             let first = members.first().and_then(|&c| a.record(CallRef(c)));
             let row = RecordingRow {
-                id,
+                id: *id,
                 call_id: None,
                 room: Some(e.room.clone()),
                 room_session: room.map(|r| r.session),
-                path: detail["file"].as_str().unwrap_or_default().to_string(),
+                path: file.clone(),
                 started_at: e.at,
-                ended_at: done.then_some(e.at),
-                seconds: if done { detail["seconds"].as_f64() } else { None },
+                ended_at: seconds.map(|_| e.at),
+                seconds,
                 caller_pseudonym: None,
                 retention_class: first
                     .map(|r| r.retention_class.clone())

@@ -268,21 +268,8 @@ fn deep_recursion_fits_the_flow_threads_stack() {
     // The runner's threads are small; the call depth limit must trip before the stack does.
     let runner = Runner::new(4, tolk::flow::runner::DEFAULT_STACK_BYTES);
     let lib = Arc::new(lib_with(&deepest_script(), Limits::default()).unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
     let (call, _report) = SimulatedCall::new("", None, None, false);
-    runner
-        .start(
-            lib,
-            "f".into(),
-            Box::new(call),
-            info(),
-            Arc::new(AtomicBool::new(false)),
-            move |end| {
-                let _ = tx.send(end);
-            },
-        )
-        .unwrap();
-    let end = rx
+    let end = run_on(&runner, lib, Box::new(call))
         .recv_timeout(Duration::from_secs(60))
         .expect("the flow thread finished");
     assert!(failed_with(&end, "stack overflow"), "{end:?}");
@@ -531,6 +518,60 @@ fn the_runner_refuses_beyond_its_cap() {
 }
 
 /// A port that waits for its gate, then reports the caller gone.
+/// A port with a bug: it panics on the first request.
+struct Panicking;
+
+impl tolk::flow::port::CallPort for Panicking {
+    fn request(
+        &mut self,
+        _: tolk::flow::port::Request,
+    ) -> Result<tolk::flow::port::Reply, tolk::flow::port::PortError> {
+        panic!("a bug in a verb")
+    }
+}
+
+/// Starts flow `f` of `lib` on `runner` with `port`; its ending arrives on the receiver.
+fn run_on(
+    runner: &Runner,
+    lib: Arc<FlowLibrary>,
+    port: Box<dyn tolk::flow::port::CallPort>,
+) -> std::sync::mpsc::Receiver<FlowEnd> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    runner
+        .start(
+            lib,
+            "f".into(),
+            port,
+            info(),
+            Arc::new(AtomicBool::new(false)),
+            move |end| {
+                let _ = tx.send(end);
+            },
+        )
+        .expect("a free slot");
+    rx
+}
+
+#[test]
+fn a_panic_on_a_flow_thread_fails_that_call_only_and_frees_its_slot() {
+    // One slot: the flow after the panic must get it back, on the same reused thread, and
+    // run with its own state (not the panicked call's port or budget).
+    let runner = Runner::new(1, 256 * 1024);
+    let lib = Arc::new(lib_with("answer(); play(\"goodbye\");", Limits::default()).unwrap());
+    let end = run_on(&runner, lib.clone(), Box::new(Panicking))
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the panicked flow ends");
+    assert!(failed_with(&end, "a bug in a verb"), "{end:?}");
+    assert_eq!(runner.active(), 0, "the slot is free again");
+    let (call, report) = SimulatedCall::new("", None, catalog(), false);
+    let end = run_on(&runner, lib, Box::new(call))
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the next flow ends");
+    assert_eq!(end, FlowEnd::Completed);
+    let r = report.lock().unwrap();
+    assert!(r.transcript.iter().any(|l| l.contains("goodbye")), "{:?}", r.transcript);
+}
+
 struct Blocking(std::sync::mpsc::Receiver<()>);
 
 impl tolk::flow::port::CallPort for Blocking {

@@ -252,7 +252,7 @@ async fn room_events(
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         let event = match rx.recv().await {
             Ok(e) => Event::default()
-                .event(e.event)
+                .event(e.name())
                 .data(serde_json::to_string(&e).unwrap_or_default()),
             Err(RecvError::Lagged(n)) => {
                 // An observer too slow for the stream: counted and told (the CDRs do not

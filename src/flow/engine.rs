@@ -181,6 +181,18 @@ pub fn run(
     (end, port)
 }
 
+/// Forgets this thread's flow state (the port, the call's info, the step clock, the
+/// allowances): after a panic cut [`run`] short, so the thread's next flow starts clean.
+pub(crate) fn clear_thread_state() {
+    PORT.with(|p| *p.borrow_mut() = None);
+    INFO.with(|i| *i.borrow_mut() = CallInfo::default());
+    STEP_DEADLINE.with(|d| d.set(None));
+    STEP_BUDGET.with(|b| b.set(Duration::from_millis(500)));
+    HUNG_UP.with(|h| *h.borrow_mut() = None);
+    HTTP_ALLOW.with(|a| a.borrow_mut().clear());
+    FLOW_HANGUP_CAUSE.with(|c| c.set(None));
+}
+
 fn classify(e: &EvalAltResult) -> FlowEnd {
     match e {
         EvalAltResult::ErrorTerminated(token, _) => match token.clone().into_string().unwrap_or_default().as_str() {

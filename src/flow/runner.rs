@@ -70,6 +70,16 @@ fn fail(port: &mut dyn CallPort, end: &FlowEnd) {
     let _ = port.request(Request::Hangup { cause: FAILURE_CAUSE });
 }
 
+/// A panic's message (its payload is a `&str` or a `String` when it has one), cut short.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    text.chars().take(200).collect()
+}
+
 /// The pool is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("all {0} flow slots are busy")]
@@ -190,7 +200,23 @@ impl Runner {
         metrics::gauge!("flows_active").set(self.active() as f64);
         let active = self.active.clone();
         let job: Job = Box::new(move || {
-            let (end, _port) = run_flow(&lib, &flow, port, info, hung_up);
+            // A panic (a bug in a verb or in the engine, never a script error: those are
+            // `FlowEnd::Failed`) must not leak the slot or leave this reused thread with
+            // another call's state: it is caught, the thread's flow state is cleared, and
+            // the call ends as a failed flow (the gateway hangs it up).
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_flow(&lib, &flow, port, info, hung_up)
+            }));
+            let end = match ran {
+                Ok((end, _port)) => end,
+                Err(panic) => {
+                    engine::clear_thread_state();
+                    metrics::counter!("flow_panics_total").increment(1);
+                    let why = panic_text(panic.as_ref());
+                    tracing::error!(flow = %flow, "a flow thread panicked: {why}");
+                    FlowEnd::Failed(format!("internal error in the flow runner: {why}"))
+                }
+            };
             let n = active.fetch_sub(1, Ordering::AcqRel) - 1;
             metrics::gauge!("flows_active").set(n as f64);
             done(end);

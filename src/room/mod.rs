@@ -7,12 +7,14 @@
 
 pub mod batch;
 pub mod conference;
+pub mod event;
 pub mod mixer;
 pub mod pins;
 pub mod recording;
 pub mod scheduler;
 pub mod settings;
 
+pub use event::{RoomEvent, RoomEventKind};
 use pins::Pins;
 use scheduler::{Command, MemberChange, Scheduler, Shard};
 use settings::RoomSettings;
@@ -75,7 +77,7 @@ pub struct Room {
     /// The most members at once in this session.
     pub peak_members: usize,
     /// The recording in progress (its id), if any.
-    pub recording: Option<String>,
+    pub recording: Option<uuid::Uuid>,
     pub recording_paused: bool,
     pub members: Vec<Member>,
 }
@@ -109,32 +111,6 @@ pub enum JoinRefused {
 pub enum ControlError {
     NoRoom,
     NoMember,
-}
-
-/// Something that happened in a room, for the event stream and the CDR.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RoomEvent {
-    pub room: String,
-    /// The member's call (absent for room-wide events).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub call: Option<u64>,
-    /// joined, left, muted, unmuted, held, resumed, talking, quiet, locked, unlocked,
-    /// waiting, started, ended, recording, recording_paused, recording_resumed,
-    /// recording_stopped, recording_done, session_started, session_ended.
-    pub event: &'static str,
-    /// Unix microseconds.
-    pub at: i64,
-    /// Recording events: `{"id", "file"}`; `recording_done` adds `seconds` and `error`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<serde_json::Value>,
-}
-
-impl RoomEvent {
-    /// Whether the ledger (the call path, which files sessions, recordings and member
-    /// changes in the CDRs) needs it; who is talking is for observers only.
-    pub fn for_ledger(&self) -> bool {
-        !matches!(self.event, "talking" | "quiet")
-    }
 }
 
 /// Where room events go: to observers (the admin event stream; a slow one loses the oldest
@@ -252,17 +228,12 @@ impl Rooms {
         rx
     }
 
-    fn emit(&self, room: &str, call: Option<u64>, event: &'static str) {
-        self.emit_detail(room, call, event, None);
-    }
-
-    fn emit_detail(&self, room: &str, call: Option<u64>, event: &'static str, detail: Option<serde_json::Value>) {
+    fn emit(&self, room: &str, call: Option<u64>, kind: RoomEventKind) {
         self.events.send(RoomEvent {
             room: room.to_string(),
             call,
-            event,
+            kind,
             at: crate::clock::now_micros(),
-            detail,
         });
     }
 
@@ -285,7 +256,7 @@ impl Rooms {
             return Err(RecordError::Unavailable);
         }
         let media = self.media.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = uuid::Uuid::now_v7();
         let ext = media.format.extension();
         let file = format!("room-{id}.{ext}");
         {
@@ -294,21 +265,23 @@ impl Rooms {
             if r.recording.is_some() {
                 return Err(RecordError::AlreadyRecording);
             }
-            r.recording = Some(id.clone());
+            r.recording = Some(id);
             r.recording_paused = false;
         }
         let _ = std::fs::create_dir_all(&media.recordings_dir);
         let events = self.events.clone();
-        let (room_name, done_id, done_file) = (room.to_string(), id.clone(), file.clone());
+        let (room_name, done_file) = (room.to_string(), file.clone());
         let on_done: recording::OnDone = Box::new(move |seconds, error| {
             events.send(RoomEvent {
                 room: room_name,
                 call: None,
-                event: "recording_done",
+                kind: RoomEventKind::RecordingDone {
+                    id,
+                    file: done_file,
+                    seconds,
+                    error,
+                },
                 at: crate::clock::now_micros(),
-                detail: Some(
-                    serde_json::json!({ "id": done_id, "file": done_file, "seconds": seconds, "error": error }),
-                ),
             });
         });
         self.send(
@@ -320,13 +293,8 @@ impl Rooms {
                 notice: self.render(&["conf-recording".to_string()]),
             },
         );
-        self.emit_detail(
-            room,
-            None,
-            "recording",
-            Some(serde_json::json!({ "id": id, "file": file })),
-        );
-        Ok(id)
+        self.emit(room, None, RoomEventKind::Recording { id, file });
+        Ok(id.to_string())
     }
 
     /// Stops a room's recording (the file is finalised).
@@ -338,7 +306,7 @@ impl Rooms {
             r.recording.take().ok_or(RecordError::NotRecording)?
         };
         self.send(room, Command::StopRecording { room: Arc::from(room) });
-        self.emit_detail(room, None, "recording_stopped", Some(serde_json::json!({ "id": id })));
+        self.emit(room, None, RoomEventKind::RecordingStopped { id });
         Ok(())
     }
 
@@ -347,7 +315,7 @@ impl Rooms {
         let id = {
             let mut rooms = self.lock();
             let r = rooms.get_mut(room).ok_or(RecordError::NoRoom)?;
-            let id = r.recording.clone().ok_or(RecordError::NotRecording)?;
+            let id = r.recording.ok_or(RecordError::NotRecording)?;
             r.recording_paused = paused;
             id
         };
@@ -358,12 +326,12 @@ impl Rooms {
                 paused,
             },
         );
-        let event = if paused {
-            "recording_paused"
+        let kind = if paused {
+            RoomEventKind::RecordingPaused { id }
         } else {
-            "recording_resumed"
+            RoomEventKind::RecordingResumed { id }
         };
-        self.emit_detail(room, None, event, Some(serde_json::json!({ "id": id })));
+        self.emit(room, None, kind);
         Ok(())
     }
 
@@ -498,14 +466,9 @@ impl Rooms {
         let members = r.members.len();
         drop(rooms);
         if new_session {
-            self.emit_detail(
-                room,
-                Some(call),
-                "session_started",
-                Some(serde_json::json!({ "session": joined.0 })),
-            );
+            self.emit(room, Some(call), RoomEventKind::SessionStarted { session: joined.0 });
         }
-        self.emit(room, Some(call), "joined");
+        self.emit(room, Some(call), RoomEventKind::Joined);
         // A moderator arrived: the room starts (the first member's own join carries the
         // waiting state to the mixer).
         if was_waiting != joined.2 && members > 1 {
@@ -531,7 +494,15 @@ impl Rooms {
                 waiting,
             },
         );
-        self.emit(room, None, if waiting { "waiting" } else { "started" });
+        self.emit(
+            room,
+            None,
+            if waiting {
+                RoomEventKind::Waiting
+            } else {
+                RoomEventKind::Started
+            },
+        );
     }
 
     /// Why `call` was taken out of its room by someone else ("ejected" when not recorded).
@@ -578,20 +549,19 @@ impl Rooms {
             }
         }
         drop(rooms);
-        self.emit(&name, Some(call), "left");
+        self.emit(&name, Some(call), RoomEventKind::Left);
         if let Some(r) = ended_session {
-            self.emit_detail(
-                &name,
-                None,
-                "session_ended",
-                Some(serde_json::json!({ "session": r.session, "peak_members": r.peak_members })),
-            );
+            let kind = RoomEventKind::SessionEnded {
+                session: r.session,
+                peak_members: r.peak_members,
+            };
+            self.emit(&name, None, kind);
         }
         if wait_again {
             self.set_waiting(&name, true);
         }
         if !ending.is_empty() {
-            self.emit(&name, None, "ended");
+            self.emit(&name, None, RoomEventKind::Ended);
             let mut reasons = self.reasons.lock().unwrap_or_else(|p| p.into_inner());
             for c in &ending {
                 reasons.insert(*c, "ended");
@@ -647,14 +617,16 @@ impl Rooms {
         for change in changes.into_iter().flatten() {
             self.send(&room, Command::Change { call, change });
         }
-        if before.muted != after.muted {
-            self.emit(&room, Some(call), if after.muted { "muted" } else { "unmuted" });
-        }
-        if before.deaf != after.deaf {
-            self.emit(&room, Some(call), if after.deaf { "deafened" } else { "undeafened" });
-        }
-        if before.held != after.held {
-            self.emit(&room, Some(call), if after.held { "held" } else { "resumed" });
+        use RoomEventKind as K;
+        let flips = [
+            (before.muted, after.muted, K::Muted, K::Unmuted),
+            (before.deaf, after.deaf, K::Deafened, K::Undeafened),
+            (before.held, after.held, K::Held, K::Resumed),
+        ];
+        for (was, is, on, off) in flips {
+            if was != is {
+                self.emit(&room, Some(call), if is { on } else { off });
+            }
         }
         Ok(after)
     }
@@ -694,7 +666,15 @@ impl Rooms {
         r.locked = locked;
         drop(rooms);
         if changed {
-            self.emit(room, None, if locked { "locked" } else { "unlocked" });
+            self.emit(
+                room,
+                None,
+                if locked {
+                    RoomEventKind::Locked
+                } else {
+                    RoomEventKind::Unlocked
+                },
+            );
         }
         Ok(())
     }
@@ -753,7 +733,15 @@ impl Rooms {
         });
         drop(rooms);
         if let Some(room) = room {
-            self.emit(&room, Some(call), if talking { "talking" } else { "quiet" });
+            self.emit(
+                &room,
+                Some(call),
+                if talking {
+                    RoomEventKind::Talking
+                } else {
+                    RoomEventKind::Quiet
+                },
+            );
         }
     }
 
@@ -835,7 +823,7 @@ mod tests {
         assert_eq!(rooms.take_reason(5), "ejected", "taken once");
         let mut seen = Vec::new();
         while let Ok(e) = events.try_recv() {
-            seen.push(e.event);
+            seen.push(e.name());
         }
         assert!(
             seen.contains(&"started") && seen.contains(&"waiting") && seen.contains(&"ended"),
