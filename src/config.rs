@@ -56,6 +56,14 @@ impl RecordFormat {
             RecordFormat::Ogg => "ogg",
         }
     }
+
+    /// The format a file name asks for: `.ogg`/`.opus` is Ogg Opus, anything else WAV.
+    pub fn from_path(path: &std::path::Path) -> RecordFormat {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("ogg" | "opus") => RecordFormat::Ogg,
+            _ => RecordFormat::Wav,
+        }
+    }
 }
 
 /// What happens to a record whose time is up or whose caller asked for erasure.

@@ -186,7 +186,7 @@ pub struct RecordingRow {
 impl RecordingRow {
     /// "ogg" or "wav", from the file name.
     pub fn format(&self) -> &'static str {
-        if self.path.ends_with(".ogg") { "ogg" } else { "wav" }
+        crate::config::RecordFormat::from_path(std::path::Path::new(&self.path)).extension()
     }
 }
 

@@ -50,7 +50,7 @@ impl Default for Limits {
         Limits {
             max_operations: 20_000_000,
             max_call_levels: 32,
-            step_budget: Duration::from_millis(500),
+            step_budget: DEFAULT_STEP_BUDGET,
             max_string_bytes: 64 * 1024,
             max_array_len: 10_000,
             max_map_len: 10_000,
@@ -64,13 +64,16 @@ pub(crate) const STOP_HANGUP: &str = "caller hung up";
 pub(crate) const STOP_FLOW_HANGUP: &str = "flow hung up";
 pub(crate) const STOP_BUDGET: &str = "step time budget exceeded";
 
+/// The step budget when none is configured (`flow.step_budget_ms`).
+const DEFAULT_STEP_BUDGET: Duration = Duration::from_millis(500);
+
 thread_local! {
     /// The call this thread's flow runs for.
     pub(crate) static PORT: RefCell<Option<Box<dyn CallPort>>> = RefCell::new(None);
     pub(crate) static INFO: RefCell<CallInfo> = RefCell::new(CallInfo::default());
     /// When the current step must end (None while a verb waits for the call).
     static STEP_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
-    static STEP_BUDGET: Cell<Duration> = const { Cell::new(Duration::from_millis(500)) };
+    static STEP_BUDGET: Cell<Duration> = const { Cell::new(DEFAULT_STEP_BUDGET) };
     static HUNG_UP: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
     /// `flow.http_allow` for this thread's flow.
     pub(crate) static HTTP_ALLOW: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
@@ -187,7 +190,7 @@ pub(crate) fn clear_thread_state() {
     PORT.with(|p| *p.borrow_mut() = None);
     INFO.with(|i| *i.borrow_mut() = CallInfo::default());
     STEP_DEADLINE.with(|d| d.set(None));
-    STEP_BUDGET.with(|b| b.set(Duration::from_millis(500)));
+    STEP_BUDGET.with(|b| b.set(DEFAULT_STEP_BUDGET));
     HUNG_UP.with(|h| *h.borrow_mut() = None);
     HTTP_ALLOW.with(|a| a.borrow_mut().clear());
     FLOW_HANGUP_CAUSE.with(|c| c.set(None));

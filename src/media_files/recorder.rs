@@ -37,9 +37,9 @@ pub enum RecordFormat {
 impl RecordFormat {
     /// The format a file name asks for: `.ogg`/`.opus` is Ogg Opus, anything else WAV.
     pub fn from_path(path: &Path) -> RecordFormat {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("ogg" | "opus") => RecordFormat::OggOpus,
-            _ => RecordFormat::Wav,
+        match crate::config::RecordFormat::from_path(path) {
+            crate::config::RecordFormat::Ogg => RecordFormat::OggOpus,
+            crate::config::RecordFormat::Wav => RecordFormat::Wav,
         }
     }
 }

@@ -62,6 +62,12 @@ pub(super) fn code_label(code: u16) -> &'static str {
     }
 }
 
+/// The body's media type, lower case and without parameters (RFC 3261 §20.15), "" for none.
+pub(super) fn media_type(req: &Request) -> String {
+    let ctype = req.content_type().unwrap_or("");
+    ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+}
+
 /// RFC 3261 §8.2.3: bodies we can handle, by method.
 pub(super) fn check_content(req: &Request) -> Result<(), u16> {
     if req.body.is_empty() {
@@ -72,14 +78,7 @@ pub(super) fn check_content(req: &Request) -> Result<(), u16> {
     {
         return Err(415);
     }
-    let ctype = req
-        .content_type()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ctype = media_type(req);
     match req.method {
         Method::Invite | Method::Update | Method::Prack | Method::Ack => {
             if ctype == "application/sdp" || (ctype == "multipart/mixed" && sdp_body(req).is_some()) {

@@ -116,16 +116,7 @@ impl UasCore {
         let tag = call.local_tag.clone();
         let cseq = req.core.cseq.seq;
         // The transaction's To tag is the dialog's.
-        self.server.insert(
-            key.clone(),
-            ServerEntry {
-                txn: ServerTxn::Invite(InviteServerTxn::new(peer.transport.is_reliable(), self.cfg.timers)),
-                peer,
-                call: Some(cref),
-                merge: None,
-                to_tag: tag,
-            },
-        );
+        self.insert_invite_txn(&key, peer, cref, None, tag);
         let mut resp = response_to(&req, 200, "", None);
         self.decorate(&mut resp, headers, Some(("application/sdp", body)));
         let bytes = resp.to_bytes();
@@ -198,14 +189,7 @@ impl UasCore {
             self.respond(now, &req, key, peer, 200, Vec::new(), None);
             return;
         }
-        let ctype = req
-            .content_type()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let ctype = media_type(&req);
         let parsed = match ctype.as_str() {
             "application/dtmf-relay" => parse_dtmf_relay(&req.body),
             "application/dtmf" => std::str::from_utf8(&req.body)

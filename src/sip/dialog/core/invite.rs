@@ -330,16 +330,7 @@ impl UasCore {
         if let Some(mk) = &merge {
             self.merge.insert(mk.clone(), key.clone());
         }
-        self.server.insert(
-            key.clone(),
-            ServerEntry {
-                txn: ServerTxn::Invite(InviteServerTxn::new(peer.transport.is_reliable(), self.cfg.timers)),
-                peer,
-                call: Some(cref),
-                merge,
-                to_tag: local_tag.clone(),
-            },
-        );
+        self.insert_invite_txn(&key, peer, cref, merge, local_tag.clone());
         let incoming = IncomingCall {
             call: cref,
             dialled: call.dialled(),

@@ -119,6 +119,27 @@ pub struct UasCore {
 }
 
 impl UasCore {
+    /// Files the INVITE server transaction `key` of call `cref` (an initial INVITE or a
+    /// re-INVITE); its responses carry the dialog's To tag.
+    fn insert_invite_txn(
+        &mut self,
+        key: &ServerKey,
+        peer: Peer,
+        cref: CallRef,
+        merge: Option<MergeKey>,
+        to_tag: String,
+    ) {
+        let txn = ServerTxn::Invite(InviteServerTxn::new(peer.transport.is_reliable(), self.cfg.timers));
+        let entry = ServerEntry {
+            txn,
+            peer,
+            call: Some(cref),
+            merge,
+            to_tag,
+        };
+        self.server.insert(key.clone(), entry);
+    }
+
     pub fn new(cfg: UasConfig) -> Self {
         let cfg_seed = cfg.seed;
         UasCore {
