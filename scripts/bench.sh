@@ -5,6 +5,7 @@
 # an RTP port pair and a media leg that stays idle.
 #   scripts/bench.sh                 # default rates
 #   RATES="500 1000" DURATION=10 scripts/bench.sh
+#   BENCH_BIN=/tmp/tolk-old scripts/bench.sh   # a binary built elsewhere (before/after runs)
 #   scripts/bench.sh cdr             # CDR writer rows/s and write lag into local PostgreSQL
 #                                    # (benches/cdr_writer.rs; RATES, DURATION, REPLAY apply)
 #   scripts/bench.sh conference      # conference legs one mixer thread sustains: tick lateness,
@@ -29,8 +30,13 @@ SIP_PORT="${SIP_PORT:-5099}"
 ADMIN_PORT="${ADMIN_PORT:-8099}"
 command -v sipp >/dev/null || { echo "sipp missing: apt-get install sip-tester" >&2; exit 1; }
 
-cargo build --release --quiet
-BIN="$CARGO_TARGET_DIR/release/tolk"
+# BENCH_BIN: run a binary built elsewhere (an earlier commit's, for before/after comparisons).
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN="$BENCH_BIN"
+else
+  cargo build --release --quiet
+  BIN="$CARGO_TARGET_DIR/release/tolk"
+fi
 WORK=$(mktemp -d)
 # The private PostgreSQL runs as the postgres user when we are root: it must reach data_dir.
 chmod 755 "$WORK"

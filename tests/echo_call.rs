@@ -310,7 +310,7 @@ fn inband_and_sip_info_digits_join_the_call_digit_stream() {
     let dir = dialplan_with(&[("echo", "answer(); echo(3600);")]);
     let gw = Gateway::start(&[
         ("TOLK_DIALPLAN_DIR", dir.to_str().unwrap()),
-        ("TOLK_LOG_LEVEL", "info,tolk::gateway=debug"),
+        ("TOLK_LOG_LEVEL", "info,tolk::call::controller=debug"),
     ]);
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut uac = Uac::new(gw.sip, "+15550100300");

@@ -74,7 +74,7 @@ fn gateway_sends_bye_when_rtp_stops() {
 fn all_twelve_rfc4733_digits_from_sipp_captures_are_received_in_order() {
     // Debian's sip-tester ships one capture per key; the scenario plays 1, 0, 2..9, *, #.
     // Digits are logged at debug level only (they may be a PIN).
-    let gw = Gateway::start(&[("TOLK_LOG_LEVEL", "info,tolk::gateway=debug")]);
+    let gw = Gateway::start(&[("TOLK_LOG_LEVEL", "info,tolk::call::controller=debug")]);
     let run = run_sipp(&gw, "dtmf_rfc4733.xml", &["-m", "1"]);
     assert_all_passed(&run, 1);
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -95,15 +95,10 @@ impl Accounting {
     }
 
     /// A timeline entry for the call (joined a room, opted out...), journalled at once.
-    pub fn event(&mut self, call: CallRef, kind: &str, detail: serde_json::Value) {
+    pub fn event(&mut self, call: CallRef, kind: crate::cdr::model::CallEventKind) {
         if let Some(state) = self.calls.get(&call) {
-            self.sink.write(JournalEntry::Event(crate::cdr::model::CallEvent {
-                id: uuid::Uuid::now_v7(),
-                call_id: state.record.id,
-                at: crate::clock::now_micros(),
-                kind: kind.to_string(),
-                detail,
-            }));
+            let event = crate::cdr::model::CallEvent::new(state.record.id, crate::clock::now_micros(), &kind);
+            self.sink.write(JournalEntry::Event(event));
         }
     }
 
@@ -125,6 +120,11 @@ impl Accounting {
     /// The call's record (id, class, expiry, consent...), for what is filed alongside it.
     pub fn record(&self, call: CallRef) -> Option<&CallRecord> {
         self.calls.get(&call).map(|s| &s.record)
+    }
+
+    /// The retention class a record gets when nothing names one (`cdr.default_retention`).
+    pub fn default_retention_class(&self) -> &str {
+        &self.policy.default_class
     }
 
     /// The caller's pseudonym (for the opt-out registry); `None` for anonymous callers.

@@ -140,7 +140,9 @@ impl CallRecord {
     }
 }
 
-/// A timeline entry of a call (joined a room, muted, opted out...).
+/// A timeline entry of a call (joined a room, muted, opted out...), as journalled and as
+/// stored in `call_events`: `kind` is a [`CallEventKind::name`], `detail` its
+/// [`CallEventKind::detail`]. Made by [`CallEvent::new`] from a typed kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallEvent {
     pub id: Uuid,
@@ -148,6 +150,116 @@ pub struct CallEvent {
     pub at: Micros,
     pub kind: String,
     pub detail: serde_json::Value,
+}
+
+impl CallEvent {
+    pub fn new(call_id: Uuid, at: Micros, kind: &CallEventKind) -> CallEvent {
+        CallEvent {
+            id: Uuid::now_v7(),
+            call_id,
+            at,
+            kind: kind.name().to_string(),
+            detail: kind.detail(),
+        }
+    }
+}
+
+/// What can happen on a call's timeline. Numbers in here are masked already; PINs and
+/// digits never appear.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEventKind {
+    /// The flow transferred the call (REFER) to `to` (masked).
+    Transfer {
+        to: String,
+    },
+    /// The caller opted out of `scope` (`source`: who recorded the choice, e.g. "flow").
+    OptOut {
+        scope: String,
+        source: &'static str,
+    },
+    /// The call recorded itself (`record` verb) into `file` under the recordings directory.
+    Recording {
+        id: String,
+        file: String,
+    },
+    /// The call joined a room as `role`.
+    JoinedRoom {
+        room: String,
+        role: String,
+        muted: bool,
+    },
+    /// The call left its room (`reason`: hung up, ejected, left by key...).
+    LeftRoom {
+        room: String,
+        reason: String,
+    },
+    /// The call was in a room while it was recorded; `recorded` is None when not known
+    /// (the recording started after the join), Some(false) when the caller's opt-out kept
+    /// them out of it.
+    RoomRecording {
+        id: String,
+        room: String,
+        recorded: Option<bool>,
+    },
+    /// Member changes in a room.
+    Muted {
+        room: String,
+    },
+    Unmuted {
+        room: String,
+    },
+    Held {
+        room: String,
+    },
+    Resumed {
+        room: String,
+    },
+}
+
+impl CallEventKind {
+    /// The `kind` column's value of a call's own recording (erasure looks for it).
+    pub const RECORDING: &'static str = "recording";
+
+    /// The `kind` column's value.
+    pub fn name(&self) -> &'static str {
+        use CallEventKind::*;
+        match self {
+            Transfer { .. } => "transfer",
+            OptOut { .. } => "opt_out",
+            Recording { .. } => Self::RECORDING,
+            JoinedRoom { .. } => "joined_room",
+            LeftRoom { .. } => "left_room",
+            RoomRecording { .. } => "room_recording",
+            Muted { .. } => "muted",
+            Unmuted { .. } => "unmuted",
+            Held { .. } => "held",
+            Resumed { .. } => "resumed",
+        }
+    }
+
+    /// The `detail` column's value (the JSON shape reports and erasure read).
+    pub fn detail(&self) -> serde_json::Value {
+        use CallEventKind::*;
+        use serde_json::json;
+        match self {
+            Transfer { to } => json!({ "to": to }),
+            OptOut { scope, source } => json!({ "scope": scope, "source": source }),
+            Recording { id, file } => json!({ "id": id, "file": file }),
+            JoinedRoom { room, role, muted } => json!({ "room": room, "role": role, "muted": muted }),
+            LeftRoom { room, reason } => json!({ "room": room, "reason": reason }),
+            RoomRecording {
+                id,
+                room,
+                recorded: Some(recorded),
+            } => json!({ "id": id, "room": room, "recorded": recorded }),
+            RoomRecording {
+                id,
+                room,
+                recorded: None,
+            } => json!({ "id": id, "room": room }),
+            Muted { room } | Unmuted { room } | Held { room } | Resumed { room } => json!({ "room": room }),
+        }
+    }
 }
 
 /// A room session's row (and its room's), journalled when the session starts (`ended_at`
@@ -245,6 +357,91 @@ pub(crate) mod tests {
         assert_eq!(r.billable_ms(), Some(0));
         r.ended_at = None;
         assert_eq!(r.billable_ms(), None);
+    }
+
+    /// Reports and erasure read `kind` and `detail` as stored: the typed kinds keep the
+    /// names and JSON shapes the rows had when they were built by hand.
+    #[test]
+    fn call_event_kinds_keep_their_stored_names_and_shapes() {
+        use serde_json::json;
+        let cases = [
+            (
+                CallEventKind::Transfer {
+                    to: "+4420****89".into(),
+                },
+                "transfer",
+                json!({"to": "+4420****89"}),
+            ),
+            (
+                CallEventKind::OptOut {
+                    scope: "recording".into(),
+                    source: "flow",
+                },
+                "opt_out",
+                json!({"scope": "recording", "source": "flow"}),
+            ),
+            (
+                CallEventKind::Recording {
+                    id: "r1".into(),
+                    file: "calls/r1.wav".into(),
+                },
+                CallEventKind::RECORDING,
+                json!({"id": "r1", "file": "calls/r1.wav"}),
+            ),
+            (
+                CallEventKind::JoinedRoom {
+                    room: "sales".into(),
+                    role: "participant".into(),
+                    muted: true,
+                },
+                "joined_room",
+                json!({"room": "sales", "role": "participant", "muted": true}),
+            ),
+            (
+                CallEventKind::LeftRoom {
+                    room: "sales".into(),
+                    reason: "hangup".into(),
+                },
+                "left_room",
+                json!({"room": "sales", "reason": "hangup"}),
+            ),
+            (
+                CallEventKind::RoomRecording {
+                    id: "r2".into(),
+                    room: "sales".into(),
+                    recorded: Some(false),
+                },
+                "room_recording",
+                json!({"id": "r2", "room": "sales", "recorded": false}),
+            ),
+            (
+                CallEventKind::RoomRecording {
+                    id: "r2".into(),
+                    room: "sales".into(),
+                    recorded: None,
+                },
+                "room_recording",
+                json!({"id": "r2", "room": "sales"}),
+            ),
+            (CallEventKind::Muted { room: "a".into() }, "muted", json!({"room": "a"})),
+            (
+                CallEventKind::Unmuted { room: "a".into() },
+                "unmuted",
+                json!({"room": "a"}),
+            ),
+            (CallEventKind::Held { room: "a".into() }, "held", json!({"room": "a"})),
+            (
+                CallEventKind::Resumed { room: "a".into() },
+                "resumed",
+                json!({"room": "a"}),
+            ),
+        ];
+        for (kind, name, detail) in cases {
+            let event = CallEvent::new(Uuid::nil(), 7, &kind);
+            assert_eq!(event.kind, name, "{kind:?}");
+            assert_eq!(event.detail, detail, "{kind:?}");
+            assert_eq!(event.at, 7);
+        }
     }
 
     #[test]

@@ -155,9 +155,10 @@ pub async fn erase(
     // Recordings a flow made are also named in the calls' `recording` events (journalled, so
     // they are known even if registering the recording row failed).
     let event_files: Vec<(String,)> = sqlx::query_as(
-        "SELECT detail->>'file' FROM call_events WHERE kind = 'recording' AND detail ? 'file'          AND call_id IN (SELECT id FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold)",
+        "SELECT detail->>'file' FROM call_events WHERE kind = $2 AND detail ? 'file' AND call_id IN (SELECT id FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold)",
     )
     .bind(pseudonym)
+    .bind(super::model::CallEventKind::RECORDING)
     .fetch_all(&mut *tx)
     .await?;
     let events = sqlx::query(

@@ -56,20 +56,19 @@ pub fn read_wav(path: &Path) -> (Vec<i16>, u32) {
 /// one account `user` offering `codec`, and the console on `console` when given.
 pub fn write_config(dir: &Path, codec: &str, tone: &Path, rate: u32, channels: u16, user: &str, console: Option<u16>) {
     // baresip also listens for SIP over TLS on the next port up: that one must be free too.
-    let sip_port = (0..100)
-        .map(|_| super::free_port())
-        .find(|&p| p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok())
-        .expect("a free SIP port with a free TLS port after it");
+    let sip_port = super::free_port_pair();
+    let rtp = super::rtp_block(16);
     let console = console
         .map(|p| format!("module cons.so\ncons_listen 127.0.0.1:{p}\n"))
         .unwrap_or_default();
     let config = format!(
-        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\naudio_player aufile,{d}/unused.wav\naudio_source aufile,{t}\n\
+        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nrtp_ports {rtp}-{rtp_end}\naudio_player aufile,{d}/unused.wav\naudio_source aufile,{t}\n\
 audio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels {channels}\nmodule_path /usr/lib/baresip/modules\n\
 module g711.so\nmodule g722.so\nmodule opus.so\nmodule aufile.so\nmodule sndfile.so\nsnd_path {d}\nmodule menu.so\n{console}\
 module account.so\nmodule uuid.so\nmodule_app account.so\nmodule_app menu.so\n",
         d = dir.display(),
-        t = tone.display()
+        t = tone.display(),
+        rtp_end = rtp + 15
     );
     std::fs::write(dir.join("config"), config).unwrap();
     std::fs::write(

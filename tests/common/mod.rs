@@ -2,9 +2,10 @@
 #![allow(dead_code)]
 
 pub mod baresip;
+mod ports;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,17 +21,7 @@ pub struct Gateway {
     pub keep_data: bool,
 }
 
-/// A UDP+TCP port pair that is free right now.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port pair");
-}
+pub use ports::{free_port, free_port_pair, rtp_block};
 
 pub fn unique_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tolk-test-{tag}-{}-{}", std::process::id(), fastrand::u64(..)));
@@ -128,20 +119,36 @@ impl Gateway {
         Self::start_in(unique_dir("gw"), env)
     }
 
-    /// Starts the gateway on an existing data directory (a restart).
+    /// Starts the gateway on an existing data directory (a restart). A gateway that exits
+    /// before it is ready because a port it was given got taken is started again on fresh
+    /// ports; any other early exit fails the test with its log and stderr.
     pub fn start_in(data_dir: PathBuf, env: &[(&str, &str)]) -> Gateway {
+        for _attempt in 0..3 {
+            match Self::try_start(&data_dir, env) {
+                Ok(gw) => return gw,
+                Err(why) if why.contains("cannot bind") || why.contains("in use") => {
+                    eprintln!("tolk could not bind a test port, retrying on fresh ports:\n{why}");
+                }
+                Err(why) => panic!("tolk did not become ready:\n{why}"),
+            }
+        }
+        panic!("tolk could not bind its ports three times running");
+    }
+
+    fn try_start(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Result<Gateway, String> {
         let sip_port = free_port();
         let admin_port = free_port();
         let log = data_dir.join(format!("tolk-{sip_port}.log"));
-        let rtp_base = 20_000 + 2 * fastrand::u16(0..15_000);
+        let stderr = data_dir.join(format!("tolk-{sip_port}.stderr"));
+        let rtp_base = rtp_block(400);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tolk"));
         cmd.arg("serve")
-            .current_dir(&data_dir)
+            .current_dir(data_dir)
             .env("TOLK_SIP_LISTEN", format!("[\"127.0.0.1:{sip_port}\"]"))
             .env("TOLK_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
-            .env("TOLK_RTP_PORTS", format!("{}-{}", rtp_base, rtp_base + 400))
+            .env("TOLK_RTP_PORTS", format!("{}-{}", rtp_base, rtp_base + 399))
             .env("TOLK_RTP_BIND", "127.0.0.1")
-            .env("TOLK_DATA_DIR", &data_dir)
+            .env("TOLK_DATA_DIR", data_dir)
             .env(
                 "TOLK_SOUNDS_DIR",
                 PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds"),
@@ -154,27 +161,40 @@ impl Gateway {
             // CDRs go to a database shared by the tests that do not look at them.
             .env("TOLK_DATABASE_URL", ensure_database("tolk_it"))
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::from(std::fs::File::create(&stderr).expect("stderr file")));
         for (k, v) in env {
             cmd.env(k, v.replace("{sip_port}", &sip_port.to_string()));
         }
         let child = cmd.spawn().expect("spawn tolk");
-        let gw = Gateway {
+        let mut gw = Gateway {
             child: Some(child),
             sip: SocketAddr::from(([127, 0, 0, 1], sip_port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
-            data_dir,
+            data_dir: data_dir.to_path_buf(),
             log,
             keep_data: false,
+        };
+        let why = |gw: &Gateway| {
+            format!(
+                "log:\n{}\nstderr:\n{}",
+                gw.log_text(),
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            )
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if http_get(gw.admin, "/healthz").is_some() {
-                return gw;
+                return Ok(gw);
+            }
+            let exited = gw.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                gw.child = None;
+                gw.keep_data = true;
+                return Err(format!("exited with {status}; {}", why(&gw)));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("tolk did not become ready; log:\n{}", gw.log_text());
+        Err(format!("not ready after 30 s; {}", why(&gw)))
     }
 
     /// The gateway's process id.
@@ -306,7 +326,8 @@ pub fn run_sipp_at(target: SocketAddr, scenario: &str, args: &[&str]) -> SippRun
         .join("sipp-scenarios")
         .join(scenario);
     let local_port = free_port().to_string();
-    let media_port = (free_port() & !1).to_string();
+    // SIPp binds audio RTP and RTCP, and video one pair up.
+    let media_port = rtp_block(4).to_string();
     // The echo number unless the caller gives `-s`.
     let service: &[&str] = if args.contains(&"-s") {
         &[]

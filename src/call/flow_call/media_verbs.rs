@@ -107,7 +107,13 @@ pub(super) fn record(
     // the call or the gateway dies mid-recording, and erasure and retention use it.
     if let Some(a) = ctx.accounting.as_deref_mut() {
         a.annotate(call, |r| r.recording_id = Some(uuid));
-        a.event(call, "recording", serde_json::json!({ "id": id, "file": file }));
+        a.event(
+            call,
+            CallEventKind::Recording {
+                id: id.clone(),
+                file: file.clone(),
+            },
+        );
         if let Some(r) = a.record(call) {
             let row = crate::cdr::model::RecordingRow {
                 id: uuid,

@@ -10,6 +10,7 @@
 use super::accounting::Accounting;
 use super::leg::{LegCommand, LegHandle, LegMode, LegReport, spawn_leg};
 use super::ports::RtpPort;
+use crate::cdr::model::CallEventKind;
 use crate::flow::engine::FlowEnd;
 use crate::flow::port::{CallPort, Note, PortError, Reply, Request};
 use crate::media_files::prompts::PromptCatalog;
@@ -381,7 +382,13 @@ impl FlowCalls {
                         m.insert(scope.clone(), false.into());
                     }
                 });
-                a.event(call, "opt_out", serde_json::json!({ "scope": scope, "source": "flow" }));
+                a.event(
+                    call,
+                    CallEventKind::OptOut {
+                        scope: scope.clone(),
+                        source: "flow",
+                    },
+                );
                 match (a.caller_pseudonym(call), setup.pool.clone()) {
                     (Some(pseudonym), Some(pool)) => {
                         tokio::spawn(keep_trying("opt-out registry write", move || {
@@ -682,7 +689,13 @@ impl FlowCalls {
         };
         tracing::info!(call = call.0, room, reason, "left the room");
         if let Some(a) = ctx.accounting.as_deref_mut() {
-            a.event(call, "left_room", serde_json::json!({ "room": room, "reason": reason }));
+            a.event(
+                call,
+                CallEventKind::LeftRoom {
+                    room: room.clone(),
+                    reason: reason.to_string(),
+                },
+            );
         }
         if left > 0
             && let Some(pcm) = ctx.rooms.render(std::slice::from_ref(&self.setup.leave_tone))

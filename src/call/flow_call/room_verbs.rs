@@ -57,8 +57,11 @@ pub(super) fn join_conference(
         });
         a.event(
             call,
-            "joined_room",
-            serde_json::json!({ "room": room, "role": role, "muted": muted }),
+            CallEventKind::JoinedRoom {
+                room: room.clone(),
+                role: role.clone(),
+                muted,
+            },
         );
     }
     // The call's media moves to the room's mixer thread.
@@ -81,8 +84,11 @@ pub(super) fn join_conference(
         if let (Some(id), Some(a)) = (&recording_before, ctx.accounting.as_deref_mut()) {
             a.event(
                 call,
-                "room_recording",
-                serde_json::json!({ "id": id, "room": room, "recorded": recorded }),
+                CallEventKind::RoomRecording {
+                    id: id.to_string(),
+                    room: room.clone(),
+                    recorded: Some(recorded),
+                },
             );
         }
         let _ = leg.commands.try_send(LegCommand::JoinRoom {

@@ -73,8 +73,9 @@ pub(super) fn transfer(fc: &mut FlowCall, call: CallRef, tx: ReplyTx, ctx: &mut 
             if let Some(a) = ctx.accounting.as_deref_mut() {
                 a.event(
                     call,
-                    "transfer",
-                    serde_json::json!({ "to": crate::privacy::mask_number(&target) }),
+                    CallEventKind::Transfer {
+                        to: crate::privacy::mask_number(&target),
+                    },
                 );
             }
             fc.pending = Some(Pending {

@@ -1,0 +1,121 @@
+//! A new call: routed by the dialplan (refused calls answered at once), given an RTP port and
+//! the facts its flow may read, and handed to a flow thread.
+
+use super::Controller;
+use crate::call::flow_call::{GatewayPort, MediaSlot};
+use crate::dialplan::Target;
+use crate::flow::port::CallInfo;
+use crate::privacy::mask_opt;
+use crate::sip::dialog::IncomingCall;
+use crate::sip::sdp::LocalMedia;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+impl Controller {
+    /// `UasEvent::Incoming`: route the call and start its flow, or refuse it.
+    pub(super) fn incoming(&mut self, inc: IncomingCall, now: Instant) {
+        let call = inc.call;
+        let dialplan = self.dialplan.borrow().clone();
+        let Some((flow, slot, info)) = self.route(inc, &dialplan, now) else {
+            return;
+        };
+        let hung_up = Arc::new(AtomicBool::new(false));
+        self.flows.add(call, slot, hung_up.clone());
+        let port = GatewayPort {
+            call,
+            tx: self.flow_tx.clone(),
+        };
+        let finished = self.flow_tx.clone();
+        let started = self.runner.start(
+            dialplan.flows.clone(),
+            flow,
+            Box::new(port),
+            info,
+            hung_up,
+            move |end| {
+                let _ = finished.blocking_send(crate::call::flow_call::FlowMsg::Finished { call, end });
+            },
+        );
+        if let Err(busy) = started {
+            tracing::warn!(call = call.0, "{busy}: refusing the call");
+            metrics::counter!("calls_total", "outcome" => "flows_busy").increment(1);
+            let _ = self.core.reject(call, 503, now);
+        }
+    }
+
+    /// Routes a new call through the dialplan: refused calls are answered here; a call for a
+    /// flow gets an RTP port and the facts its flow may read.
+    fn route(
+        &mut self,
+        inc: IncomingCall,
+        dialplan: &crate::dialplan::Dialplan,
+        now: Instant,
+    ) -> Option<(String, MediaSlot, CallInfo)> {
+        // Trunks (sip::trunk) are not identified yet: every call routes as from no trunk.
+        let route = inc.dialled.as_deref().map(|d| dialplan.route(d, None));
+        let dialled = route.as_ref().map(|r| r.dialled.clone());
+        if let Some(a) = self.accounting.as_mut() {
+            a.offered(&inc, dialled.as_deref(), route.as_ref(), crate::clock::now_micros());
+        }
+        let caller = if inc.privacy_requested {
+            None
+        } else {
+            inc.caller.as_deref()
+        };
+        tracing::info!(
+            call = inc.call.0,
+            dialled = %mask_opt(dialled.as_deref()),
+            caller = %mask_opt(caller),
+            peer = %inc.peer.remote,
+            route = route.as_ref().map(|r| r.source.as_str()).unwrap_or("no number"),
+            "incoming call"
+        );
+        let flow = match route.as_ref().map(|r| &r.target) {
+            Some(Target::Flow(f)) => f.clone(),
+            Some(Target::Reject(status)) => {
+                metrics::counter!("calls_total", "outcome" => "not_found").increment(1);
+                let _ = self.core.reject(inc.call, *status, now);
+                return None;
+            }
+            None => {
+                metrics::counter!("calls_total", "outcome" => "not_found").increment(1);
+                let _ = self.core.reject(inc.call, 404, now);
+                return None;
+            }
+        };
+        let Some(port) = self.ports.allocate() else {
+            tracing::warn!("RTP port range exhausted");
+            metrics::counter!("calls_total", "outcome" => "no_ports").increment(1);
+            let _ = self.core.reject(inc.call, 503, now);
+            return None;
+        };
+        let ip = self.rtp_advertise.unwrap_or(inc.peer.local.ip());
+        let local = LocalMedia {
+            rtp: SocketAddr::new(ip, port.port),
+            codecs: self.codecs.clone(),
+            session_id: fastrand::u64(1..1 << 40),
+            session_version: 1,
+        };
+        let (masked, pseudonym, anonymous) = self
+            .accounting
+            .as_ref()
+            .and_then(|a| a.caller_view(inc.call))
+            .unwrap_or_else(|| match caller.and_then(crate::number::normalise) {
+                Some(n) => (crate::privacy::mask_number(&n), String::new(), false),
+                None => ("anonymous".into(), String::new(), true),
+            });
+        let route = route?;
+        let info = CallInfo {
+            masked,
+            pseudonym,
+            anonymous,
+            toll_free: route.kind == crate::number::DialledKind::TollFree,
+            dialled: route.dialled.clone(),
+            trunk: String::new(),
+            tenant: route.tenant.clone().unwrap_or_default(),
+        };
+        Some((flow, MediaSlot { port, local }, info))
+    }
+}
