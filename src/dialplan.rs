@@ -241,9 +241,9 @@ impl Dialplan {
         let mut errors = Vec::new();
         let region = match plan.region.as_deref() {
             None => None,
-            Some(r) => match r.parse::<phonenumber::country::Id>() {
-                Ok(id) => Some(id),
-                Err(_) => {
+            Some(r) => match number::region(r) {
+                Some(id) => Some(id),
+                None => {
                     errors.push(at(
                         1,
                         format!("region `{r}` is not a two-letter country code (US, GB...)"),

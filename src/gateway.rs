@@ -147,19 +147,27 @@ pub async fn run(
     let ports = PortPool::new(rtp_bind, first, last);
     let rtp_advertise: Option<IpAddr> = cfg.rtp.advertise.as_deref().and_then(|a| a.parse().ok());
     let codecs: Vec<Codec> = cfg.rtp.codecs.iter().map(|&c| Codec::from(c)).collect();
-    let core = UasCore::new(UasConfig {
-        timers: TimerConfig {
-            t1: Duration::from_millis(cfg.sip.t1_ms),
-            ..TimerConfig::default()
+    let seed = fastrand::u64(..);
+    let gate = crate::sip::trunk::Gate::new(crate::sip::trunk::TrunkTable::from_config(&cfg), &cfg.sip.realm, seed);
+    for t in gate.table().trunks() {
+        tracing::info!(trunk = %t.name, "trunk configured");
+    }
+    let core = UasCore::with_gate(
+        UasConfig {
+            timers: TimerConfig {
+                t1: Duration::from_millis(cfg.sip.t1_ms),
+                ..TimerConfig::default()
+            },
+            session_expires_secs: cfg.sip.session_expires_secs,
+            min_se_secs: cfg.sip.min_se_secs,
+            // Each call holds an RTP/RTCP port pair: never admit more calls than pairs.
+            max_calls: cfg.sip.max_calls.min(((last - first) / 2) as usize),
+            // The shell's randomness for tags, branches and nonces: unguessable per process.
+            seed,
+            ..UasConfig::default()
         },
-        session_expires_secs: cfg.sip.session_expires_secs,
-        min_se_secs: cfg.sip.min_se_secs,
-        // Each call holds an RTP/RTCP port pair: never admit more calls than pairs.
-        max_calls: cfg.sip.max_calls.min(((last - first) / 2) as usize),
-        // The shell's randomness for tags and branches: unguessable per process.
-        seed: fastrand::u64(..),
-        ..UasConfig::default()
-    });
+        gate,
+    );
     let (report_tx, report_rx) = mpsc::channel::<LegReport>(1024);
     let prompts = match crate::media_files::prompts::PromptCatalog::load(&cfg.sounds_dir) {
         Ok(c) => Some(Arc::new(c)),

@@ -83,6 +83,14 @@ pub fn normalise_in(user: &str, region: Option<Id>) -> Option<String> {
     Some(format!("+{digits}"))
 }
 
+/// The region named by a two-letter country code (`GB`, `us`), for national numbers.
+pub fn region(code: &str) -> Option<Id> {
+    if code.len() != 2 {
+        return None;
+    }
+    code.to_ascii_uppercase().parse::<Id>().ok()
+}
+
 /// [`normalise_in`] for the default region (NANP).
 pub fn normalise(user: &str) -> Option<String> {
     normalise_in(user, None)

@@ -8,16 +8,8 @@ use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-/// Polls `sql` until it returns `want` (or the time runs out); returns the last answer.
 fn wait_for(db: &TestDb, sql: &str, want: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = db.query(sql).join("\n");
-        if got == want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    db.wait_for(sql, want, within)
 }
 
 fn rtp_packet(seq: u16, ts: u32) -> Vec<u8> {

@@ -11,14 +11,7 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "flow-test-token-0123456789";
 
 fn wait_for(db: &TestDb, sql: &str, want: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = db.query(sql).join("\n");
-        if got == want || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    db.wait_for(sql, want, Duration::from_secs(20))
 }
 
 fn start(db: &TestDb, extra: &[(&str, &str)]) -> Gateway {

@@ -58,6 +58,7 @@ impl Accounting {
         let mut record = self
             .policy
             .inbound(dialled, caller_e164.as_deref(), &inc.sip_call_id, now);
+        record.trunk = inc.trunk.as_ref().map(|t| t.name.to_string());
         if let Some(route) = route {
             record.dialled_kind = route.kind;
             record.tenant = route.tenant.clone();

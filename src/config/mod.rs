@@ -8,6 +8,8 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub mod trunk;
+
 /// A configuration error: where, which key, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}: {key}: {message}")]
@@ -110,6 +112,8 @@ pub struct Config {
     pub cdr: CdrConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    /// `[[trunks]]`: the carriers that may send us calls.
+    pub trunks: Vec<trunk::TrunkConfig>,
     /// Where the values came from, for errors found after loading ([`Config::error_at`]).
     #[serde(skip)]
     pub source: Source,
@@ -145,6 +149,7 @@ impl Default for Config {
             cdr: CdrConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            trunks: Vec::new(),
             source: Source::default(),
         }
     }
@@ -179,6 +184,11 @@ pub struct SipConfig {
     /// When inbound messages wait longer than this (ms) before the SIP core sees them, new
     /// INVITEs are shed with a fast 503.
     pub overload_delay_ms: u64,
+    /// Sources whose calls are taken without a trunk (addresses or prefixes). Default:
+    /// loopback only, so the quick start works and nothing else does.
+    pub allow_unknown: Vec<trunk::Cidr>,
+    /// The realm of our digest challenges (RFC 3261 §22.1).
+    pub realm: String,
 }
 
 impl Default for SipConfig {
@@ -196,6 +206,8 @@ impl Default for SipConfig {
             t1_ms: 500,
             max_calls: 4000,
             overload_delay_ms: 200,
+            allow_unknown: trunk::loopback_only(),
+            realm: "tolk".into(),
         }
     }
 }
@@ -637,6 +649,10 @@ impl Config {
         if self.sip.t1_ms == 0 || self.sip.t1_ms > 10_000 {
             return Err(("sip.t1_ms".into(), "must be between 1 and 10000".into()));
         }
+        if self.sip.realm.is_empty() || self.sip.realm.contains(['"', '\\']) {
+            return Err(("sip.realm".into(), "a realm without quotes or backslashes".into()));
+        }
+        trunk::validate(&self.trunks)?;
         self.rtp_port_range().map_err(|m| ("rtp.ports".to_string(), m))?;
         self.rtp.bind.parse::<std::net::IpAddr>().map_err(|_| {
             (
@@ -806,16 +822,27 @@ fn origin_of(file: &str, text: &str, key: &str, env_keys: &[(String, String)]) -
         return format!("env {var}");
     }
     let leaf = key.rsplit('.').next().unwrap_or(key);
-    let section = key.rsplit_once('.').map(|(s, _)| s);
+    // `trunks[2].password`: the key in the third `[[trunks]]` table.
+    let (section, nth) = match key.rsplit_once('.').map(|(s, _)| s) {
+        Some(s) => match s.split_once('[') {
+            Some((name, rest)) => (Some(name), rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (Some(s), None),
+        },
+        None => (None, None),
+    };
     let mut current = String::new();
+    let mut occurrence = 0usize;
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
         if t.starts_with('[') && t.ends_with(']') {
             current = t.trim_matches(['[', ']']).trim().to_string();
+            if section == Some(current.as_str()) {
+                occurrence += 1;
+            }
             continue;
         }
         let Some((k, _)) = t.split_once('=') else { continue };
-        if k.trim() == leaf && section.is_none_or(|s| s == current) {
+        if k.trim() == leaf && section.is_none_or(|s| s == current) && nth.is_none_or(|n| occurrence == n + 1) {
             return format!("{file}:{}", i + 1);
         }
     }

@@ -3,8 +3,10 @@
 //! Everything here except [`transport`] is sans-IO: it takes bytes and `now` and returns what to
 //! send and when to wake up.
 
+pub mod auth;
 pub mod dialog;
 pub mod msg;
 pub mod sdp;
 pub mod transport;
+pub mod trunk;
 pub mod txn;

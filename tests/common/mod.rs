@@ -87,6 +87,18 @@ impl TestDb {
         TestDb { name, url }
     }
 
+    /// Polls `sql` until it returns `want` (or `within` runs out); returns the last answer.
+    pub fn wait_for(&self, sql: &str, want: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.query(sql).join("\n");
+            if got == want || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Runs SQL and returns the rows as `|`-separated text lines.
     pub fn query(&self, sql: &str) -> Vec<String> {
         let out = Command::new("psql")
@@ -339,7 +351,13 @@ pub fn run_sipp_at(target: SocketAddr, scenario: &str, args: &[&str]) -> SippRun
         .arg("-sf")
         .arg(&scenario_path)
         .args(service)
-        .args(["-i", "127.0.0.1", "-p", &local_port, "-mp", &media_port])
+        // Loopback 127.0.0.1 unless the test picks another source address (`-i`).
+        .args(if args.contains(&"-i") {
+            &[][..]
+        } else {
+            &["-i", "127.0.0.1"][..]
+        })
+        .args(["-p", &local_port, "-mp", &media_port])
         .args(["-timeout", "90", "-timeout_error", "-nostdin", "-trace_err"])
         .args(args)
         .arg(target.to_string())
@@ -385,7 +403,12 @@ pub struct Uac {
 
 impl Uac {
     pub fn new(gw: SocketAddr, number: &str) -> Uac {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        Uac::new_at(gw, number, "127.0.0.1")
+    }
+
+    /// A UAC on another loopback address (`127.0.0.5`): another source to the gateway.
+    pub fn new_at(gw: SocketAddr, number: &str, ip: &str) -> Uac {
+        let sock = UdpSocket::bind((ip, 0)).expect("bind");
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .expect("timeout");
         Uac {

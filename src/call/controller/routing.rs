@@ -53,8 +53,29 @@ impl Controller {
         dialplan: &crate::dialplan::Dialplan,
         now: Instant,
     ) -> Option<(String, MediaSlot, CallInfo)> {
-        // Trunks (sip::trunk) are not identified yet: every call routes as from no trunk.
-        let route = inc.dialled.as_deref().map(|d| dialplan.route(d, None));
+        let mut inc = inc;
+        let trunk = inc.trunk.clone();
+        if let Some(t) = &trunk {
+            // The carrier's own number forms: its technical prefix off, its national
+            // numbers read as its country's.
+            let region = t.country.as_deref().and_then(crate::number::region);
+            inc.dialled = inc
+                .dialled
+                .take()
+                .map(|d| t.dialled(&d).to_string())
+                .map(|d| match region {
+                    Some(r) => crate::number::normalise_in(&d, Some(r)).unwrap_or(d),
+                    None => d,
+                });
+            if let Some(r) = region {
+                inc.caller = inc
+                    .caller
+                    .take()
+                    .map(|c| crate::number::normalise_in(&c, Some(r)).unwrap_or(c));
+            }
+        }
+        let trunk_name = trunk.as_ref().map(|t| t.name.to_string());
+        let route = inc.dialled.as_deref().map(|d| dialplan.route(d, trunk_name.as_deref()));
         let dialled = route.as_ref().map(|r| r.dialled.clone());
         if let Some(a) = self.accounting.as_mut() {
             a.offered(&inc, dialled.as_deref(), route.as_ref(), crate::clock::now_micros());
@@ -69,6 +90,7 @@ impl Controller {
             dialled = %mask_opt(dialled.as_deref()),
             caller = %mask_opt(caller),
             peer = %inc.peer.remote,
+            trunk = trunk_name.as_deref().unwrap_or("-"),
             route = route.as_ref().map(|r| r.source.as_str()).unwrap_or("no number"),
             "incoming call"
         );
@@ -94,7 +116,10 @@ impl Controller {
         let ip = self.rtp_advertise.unwrap_or(inc.peer.local.ip());
         let local = LocalMedia {
             rtp: SocketAddr::new(ip, port.port),
-            codecs: self.codecs.clone(),
+            codecs: match &trunk {
+                Some(t) if !t.codecs.is_empty() => t.codecs.iter().map(|&c| crate::sip::sdp::Codec::from(c)).collect(),
+                _ => self.codecs.clone(),
+            },
             session_id: fastrand::u64(1..1 << 40),
             session_version: 1,
         };
@@ -113,7 +138,7 @@ impl Controller {
             anonymous,
             toll_free: route.kind == crate::number::DialledKind::TollFree,
             dialled: route.dialled.clone(),
-            trunk: String::new(),
+            trunk: trunk_name.unwrap_or_default(),
             tenant: route.tenant.clone().unwrap_or_default(),
         };
         Some((flow, MediaSlot { port, local }, info))

@@ -131,6 +131,8 @@ pub(crate) struct Call {
     /// Our own refresh or BYE in flight.
     pub client_txn: Option<ClientKey>,
     pub peer_allows_update: bool,
+    /// The carrier the call came from ([`crate::sip::trunk`]); its limits count the call.
+    pub trunk: Option<std::sync::Arc<crate::sip::trunk::Trunk>>,
     /// Branches and the first CSeq of our in-dialog requests, from a seed the core gave.
     ids: fastrand::Rng,
 }
@@ -175,6 +177,7 @@ impl Call {
             reinvite_in_progress: None,
             client_txn: None,
             peer_allows_update,
+            trunk: None,
             invite: req.clone(),
             ids: fastrand::Rng::with_seed(seed),
         }

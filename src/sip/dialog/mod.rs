@@ -108,8 +108,11 @@ pub struct IncomingCall {
     pub call: CallRef,
     /// The dialled number or user (Request-URI user part, percent-decoded).
     pub dialled: Option<String>,
-    /// The caller's number or user (From URI), subject to `Privacy` (RFC 3323) upstream.
+    /// The caller's number or user (From URI, or P-Asserted-Identity from a trunk trusted
+    /// with it), subject to `Privacy` (RFC 3323) upstream.
     pub caller: Option<String>,
+    /// The carrier it came from; `None` for a source `sip.allow_unknown` takes.
+    pub trunk: Option<std::sync::Arc<crate::sip::trunk::Trunk>>,
     /// The SIP Call-ID (for CDRs and logs).
     pub sip_call_id: String,
     pub offer: Option<SessionDescription>,

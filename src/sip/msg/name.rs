@@ -55,6 +55,7 @@ known_names! {
     ACCEPT_ENCODING = "Accept-Encoding", "accept-encoding";
     ALLOW = "Allow", "allow";
     ALLOW_EVENTS = "Allow-Events", "allow-events", "u";
+    AUTHORIZATION = "Authorization", "authorization";
     CALL_ID = "Call-ID", "call-id", "i";
     CONTACT = "Contact", "contact", "m";
     CONTENT_ENCODING = "Content-Encoding", "content-encoding", "e";
@@ -65,6 +66,7 @@ known_names! {
     FROM = "From", "from", "f";
     MAX_FORWARDS = "Max-Forwards", "max-forwards";
     MIN_SE = "Min-SE", "min-se";
+    P_ASSERTED_IDENTITY = "P-Asserted-Identity", "p-asserted-identity";
     PRIVACY = "Privacy", "privacy";
     RACK = "RAck", "rack";
     RECORD_ROUTE = "Record-Route", "record-route";
@@ -84,6 +86,7 @@ known_names! {
     USER_AGENT = "User-Agent", "user-agent";
     VIA = "Via", "via", "v";
     WARNING = "Warning", "warning";
+    WWW_AUTHENTICATE = "WWW-Authenticate", "www-authenticate";
 }
 
 impl Name {

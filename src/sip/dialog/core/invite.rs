@@ -89,6 +89,7 @@ impl UasCore {
         }
         match req.method {
             Method::Invite => self.new_call(now, req, key, peer),
+            Method::Options if !self.admitted(now, &req, &key, peer) => {}
             Method::Options => {
                 let hdrs = vec![
                     (Name::ALLOW, ALLOW.into()),
@@ -296,8 +297,17 @@ impl UasCore {
             self.respond(now, &req, key, peer, 503, vec![(Name::RETRY_AFTER, "5".into())], None);
             return;
         }
+        let Some(trunk) = self.admit_call(now, &req, &key, peer) else {
+            return;
+        };
+        let release = |core: &mut Self| {
+            if let Some(t) = &trunk {
+                core.gate.released(t);
+            }
+        };
         // RFC 3261 §8.2.3 / RFC 4475 §3.3.15: the answer must be SDP.
         if !accepts_sdp(&req) {
+            release(self);
             let warn = vec![(
                 Name::WARNING,
                 "399 tolk \"the answer can only be application/sdp\"".to_string(),
@@ -306,6 +316,7 @@ impl UasCore {
             return;
         }
         let Some(session_timer) = self.session_timer_for(now, &req, &key, peer) else {
+            release(self);
             return;
         };
         let offer = match sdp_body(&req) {
@@ -313,6 +324,7 @@ impl UasCore {
             Some(body) => match SessionDescription::parse(&body) {
                 Ok(sd) => Some(sd),
                 Err(e) => {
+                    release(self);
                     let warn = vec![(Name::WARNING, format!("399 tolk \"{e}\""))];
                     self.respond(now, &req, key, peer, e.status().max(488), warn, None);
                     return;
@@ -326,6 +338,12 @@ impl UasCore {
         call.require_100rel = req.required().iter().any(|t| t == "100rel");
         call.session_timer = session_timer;
         call.offer = offer.clone();
+        // RFC 3325 §9.1: the asserted identity, from a carrier we trust to assert it.
+        let caller = match &trunk {
+            Some(t) if t.trust_pai => crate::sip::trunk::asserted_caller(&req).or_else(|| call.caller()),
+            _ => call.caller(),
+        };
+        call.trunk = trunk.clone();
         let merge = MergeKey::of_request(&req);
         if let Some(mk) = &merge {
             self.merge.insert(mk.clone(), key.clone());
@@ -334,7 +352,8 @@ impl UasCore {
         let incoming = IncomingCall {
             call: cref,
             dialled: call.dialled(),
-            caller: call.caller(),
+            caller,
+            trunk,
             sip_call_id: req.core.call_id.clone(),
             offer,
             peer,
@@ -535,6 +554,9 @@ impl UasCore {
     pub(super) fn forget_call(&mut self, cref: CallRef) -> bool {
         match self.calls.remove(&cref) {
             Some(call) => {
+                if let Some(t) = &call.trunk {
+                    self.gate.released(t);
+                }
                 self.dialogs.remove(&(call.sip_call_id.clone(), call.local_tag.clone()));
                 true
             }

@@ -8,6 +8,7 @@ use super::session_timer::{Negotiation, SessionTimer};
 use super::{ACCEPT, ALLOW, CommandError, EndReason, IncomingCall, Peer, SUPPORTED, Transmit, UasConfig, UasEvent};
 use crate::sip::msg::{HeaderLookup, Method, Name, Request, RequestUri, Response, new_tag, response_to};
 use crate::sip::sdp::{self, Direction, LocalMedia, NegotiatedMedia, SessionDescription};
+use crate::sip::trunk::{Admission, Gate, TrunkTable};
 use crate::sip::txn::{
     ClientKey, InviteClientTxn, InviteServerTxn, MergeKey, NonInviteClientTxn, NonInviteServerTxn, ServerInviteState,
     ServerKey, Transaction, TxnEvent, TxnOutput,
@@ -17,6 +18,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::time::Instant;
 
+mod admit;
 mod body;
 mod in_dialog;
 mod invite;
@@ -116,6 +118,8 @@ pub struct UasCore {
     overloaded: bool,
     /// Tags and per-call seeds, from [`UasConfig::seed`] (sans-IO: no global generator).
     ids: fastrand::Rng,
+    /// Who may call: trunks, digest challenges, per-trunk limits.
+    gate: Gate,
 }
 
 impl UasCore {
@@ -140,7 +144,14 @@ impl UasCore {
         self.server.insert(key.clone(), entry);
     }
 
+    /// A core that takes calls from any source, without trunks (tests of the SIP rules).
     pub fn new(cfg: UasConfig) -> Self {
+        let gate = Gate::new(TrunkTable::open(), "tolk", cfg.seed);
+        Self::with_gate(cfg, gate)
+    }
+
+    /// A core whose new requests pass `gate` (the gateway's trunks and `sip.allow_unknown`).
+    pub fn with_gate(cfg: UasConfig, gate: Gate) -> Self {
         let cfg_seed = cfg.seed;
         UasCore {
             cfg,
@@ -157,7 +168,13 @@ impl UasCore {
             hangup_after_ack: HashMap::new(),
             overloaded: false,
             ids: fastrand::Rng::with_seed(cfg_seed),
+            gate,
         }
+    }
+
+    /// The admission gate (trunk limits in use, for gauges and tests).
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
 
     pub fn config(&self) -> &UasConfig {

@@ -1,0 +1,84 @@
+//! The gate in front of new calls and OPTIONS: the trunk a request is from, its digest
+//! challenge (RFC 3261 §22.2, 401 with one `WWW-Authenticate` per algorithm, RFC 8760
+//! §2.4), or its refusal, each refusal a security event (`tolk::security` log target and
+//! `sip_security_events_total{reason}`): source address, trunk and reason, never a number.
+
+use super::*;
+use crate::sip::trunk::{Refusal, Trunk};
+use std::sync::Arc;
+
+impl UasCore {
+    /// Admission of a new INVITE: `Some(trunk)` (or `Some(None)`: a source taken without a
+    /// trunk) to go on, `None` when it has been answered.
+    pub(super) fn admit_call(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        key: &ServerKey,
+        peer: Peer,
+    ) -> Option<Option<Arc<Trunk>>> {
+        match self
+            .gate
+            .admit(now, req, peer.remote.ip(), peer.transport.via_token(), true)
+        {
+            Admission::Trunk(t) => Some(Some(t)),
+            Admission::NoTrunk => Some(None),
+            other => {
+                self.answer_refusal(now, req, key, peer, other);
+                None
+            }
+        }
+    }
+
+    /// Admission of an out-of-dialog request that is not a call (OPTIONS): true to answer it.
+    pub(super) fn admitted(&mut self, now: Instant, req: &Request, key: &ServerKey, peer: Peer) -> bool {
+        match self
+            .gate
+            .admit(now, req, peer.remote.ip(), peer.transport.via_token(), false)
+        {
+            Admission::Trunk(_) | Admission::NoTrunk => true,
+            other => {
+                self.answer_refusal(now, req, key, peer, other);
+                false
+            }
+        }
+    }
+
+    fn answer_refusal(&mut self, now: Instant, req: &Request, key: &ServerKey, peer: Peer, admission: Admission) {
+        match admission {
+            Admission::Challenge(values) => {
+                let stale = values.first().is_some_and(|v| v.ends_with("stale=TRUE"));
+                let reason = if stale { "stale_nonce" } else { "challenged" };
+                // A challenge is routine for a digest trunk: counted, logged at debug.
+                metrics::counter!("sip_auth_challenges_total", "reason" => reason).increment(1);
+                tracing::debug!(target: "tolk::security", source = %peer.remote.ip(), reason, "digest challenge");
+                let headers = values.into_iter().map(|v| (Name::WWW_AUTHENTICATE, v)).collect();
+                self.respond(now, req, key.clone(), peer, 401, headers, None);
+            }
+            Admission::Refused(refusal) => {
+                security_event(peer, refusal, req);
+                let headers = if refusal.status() == 503 {
+                    vec![(Name::RETRY_AFTER, "5".to_string())]
+                } else {
+                    Vec::new()
+                };
+                self.respond(now, req, key.clone(), peer, refusal.status(), headers, None);
+            }
+            Admission::Trunk(_) | Admission::NoTrunk => {}
+        }
+    }
+}
+
+/// One refusal, for operators and fail2ban (`contrib/fail2ban/`): the source address, the
+/// method and the reason, on one line of the `tolk::security` target.
+fn security_event(peer: Peer, refusal: Refusal, req: &Request) {
+    metrics::counter!("sip_security_events_total", "reason" => refusal.as_str()).increment(1);
+    tracing::warn!(
+        target: "tolk::security",
+        source = %peer.remote.ip(),
+        transport = peer.transport.via_token(),
+        method = req.method.as_str(),
+        reason = refusal.as_str(),
+        "refused"
+    );
+}
