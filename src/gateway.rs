@@ -114,6 +114,7 @@ pub async fn run(
     let scheduler = crate::room::scheduler::Scheduler::start(cfg.room.mixer_threads, MixerConfig::from(&cfg.room))
         .map_err(|e| anyhow::anyhow!("cannot start the mixer threads: {e}"))?;
     let mut rooms = Rooms::with_scheduler(scheduler, cfg.room.max_members);
+    rooms.set_pin_limits(crate::room::pin_guard::PinLimits::from(&cfg.room));
     // PINs set through the admin API outlive restarts (room::pins).
     for problem in rooms.keep_pins_in(cfg.data_dir.join("rooms").join("pins.json")) {
         tracing::warn!("{problem}");
@@ -162,6 +163,7 @@ pub async fn run(
             min_se_secs: cfg.sip.min_se_secs,
             // Each call holds an RTP/RTCP port pair: never admit more calls than pairs.
             max_calls: cfg.sip.max_calls.min(((last - first) / 2) as usize),
+            max_call_duration: (cfg.sip.max_call_secs > 0).then(|| Duration::from_secs(cfg.sip.max_call_secs)),
             // The shell's randomness for tags, branches and nonces: unguessable per process.
             seed,
             ..UasConfig::default()

@@ -196,13 +196,16 @@ fn records_survive_postgresql_going_away_mid_stream() {
     let _ = std::fs::remove_dir_all(&pg_dir);
 }
 
-/// Three rooms that record always, each joined straight away by the flow of its number.
+/// Three rooms that record always, each joined straight away (with its PIN) by the flow of
+/// its number.
 fn recording_rooms_dialplan() -> std::path::PathBuf {
     let flows: Vec<(String, String)> = (1..=3)
         .map(|i| {
             (
                 format!("r{i}"),
-                format!("answer();\njoin_conference(\"r{i}\", #{{ role: \"participant\" }});\nhangup();\n"),
+                format!(
+                    "answer();\nlet role = room_role(\"r{i}\", \"{i}{i}{i}{i}\");\njoin_conference(\"r{i}\", #{{ role: role }});\nhangup();\n"
+                ),
             )
         })
         .collect();

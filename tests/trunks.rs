@@ -26,17 +26,6 @@ fn assert_calls(run: &common::SippRun, calls: u64, what: &str) {
     );
 }
 
-/// The value of a metric line that starts with `name` (labels included), 0 if absent.
-fn metric(gw: &Gateway, name: &str) -> u64 {
-    gw.metrics()
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or(0)
-}
-
 const TRUNKS: &str = r#"
 [sip]
 allow_unknown = ["127.0.0.1/32"]
@@ -94,7 +83,7 @@ fn a_trunk_source_is_answered_and_an_unknown_source_refused() {
     );
     let stranger = run_sipp(&gw, "refused.xml", &["-i", "127.0.0.3", "-m", "5", "-r", "5"]);
     assert_calls(&stranger, 5, "an unknown source gets 403");
-    assert_eq!(metric(&gw, "sip_security_events_total{reason=\"unknown_source\"}"), 5);
+    assert_eq!(gw.metric("sip_security_events_total{reason=\"unknown_source\"}"), 5);
     let log = gw.log_text();
     assert!(
         log.lines()
@@ -166,10 +155,10 @@ fn digest_credentials_right_and_wrong_password() {
         ],
     );
     assert_calls(&unknown, 2, "an unknown user gets the same 403");
-    assert_eq!(metric(&gw, "sip_security_events_total{reason=\"bad_credentials\"}"), 5);
-    assert_eq!(metric(&gw, "calls_total{outcome=\"answered\"}"), 3);
+    assert_eq!(gw.metric("sip_security_events_total{reason=\"bad_credentials\"}"), 5);
+    assert_eq!(gw.metric("calls_total{outcome=\"answered\"}"), 3);
     // Every INVITE without credentials was challenged once.
-    assert_eq!(metric(&gw, "sip_auth_challenges_total{reason=\"challenged\"}"), 8);
+    assert_eq!(gw.metric("sip_auth_challenges_total{reason=\"challenged\"}"), 8);
 }
 
 /// The ACK of a non-2xx final response (RFC 3261 §17.1.1.3): the INVITE's Via (branch),
@@ -317,7 +306,7 @@ max_calls = 2
     );
     let first = first.join().unwrap();
     assert_calls(&first, 2, "the two calls within the limit");
-    assert_eq!(metric(&gw, "sip_security_events_total{reason=\"trunk_max_calls\"}"), 1);
+    assert_eq!(gw.metric("sip_security_events_total{reason=\"trunk_max_calls\"}"), 1);
     // Once they ended, the trunk takes calls again.
     let again = run_sipp(&gw, "basic_call.xml", &["-i", "127.0.0.6", "-m", "1"]);
     assert_calls(&again, 1, "after the first two ended");
@@ -351,4 +340,46 @@ fn a_bad_trunk_config_names_file_line_and_key() {
         "{text}"
     );
     assert!(!text.contains("tiny-pw"), "the password is not repeated: {text}");
+}
+
+#[test]
+fn a_refused_stranger_is_banned_and_a_scanner_dropped_while_the_trunk_gets_through() {
+    let config = r#"
+[sip]
+allow_unknown = []
+
+[[trunks]]
+name = "carrier-a"
+sources = ["127.0.0.2"]
+"#;
+    let gw = start_with(config, &[]);
+    let rtp = std::net::UdpSocket::bind("127.0.0.7:0").unwrap();
+    let offer = sdp_offer(rtp.local_addr().unwrap(), "0", "");
+    let mut answered = Vec::new();
+    for _ in 0..15 {
+        let mut uac = Uac::new_at(gw.sip, "+15550100300", "127.0.0.7");
+        let invite = uac.request("INVITE", "", &offer);
+        uac.send(&invite);
+        answered.push(uac.final_response(Duration::from_millis(400)).map(|(c, _)| c));
+    }
+    // sip.ban_after = 10: ten 403s, then silence.
+    assert_eq!(answered.iter().filter(|c| **c == Some(403)).count(), 10, "{answered:?}");
+    assert!(answered[10..].iter().all(|c| c.is_none()), "{answered:?}");
+    assert_eq!(gw.metric("sip_bans_total{why=\"refused\"}"), 1);
+    assert!(gw.metric("sip_dropped_total{reason=\"banned\"}") >= 5);
+    let log = gw.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("tolk::security") && l.contains("source banned") && l.contains("127.0.0.7")),
+        "{log}"
+    );
+    // A scanner gets no answer at all, the first time already.
+    let mut scanner = Uac::new_at(gw.sip, "100", "127.0.0.8");
+    let options = scanner.request("OPTIONS", "User-Agent: friendly-scanner\r\n", "");
+    scanner.send(&options);
+    assert_eq!(scanner.recv(Duration::from_millis(800)), None);
+    assert_eq!(gw.metric("sip_bans_total{why=\"scanner\"}"), 1);
+    // Meanwhile the trunk's calls go through.
+    let trunk = run_sipp(&gw, "basic_call.xml", &["-i", "127.0.0.2", "-m", "5", "-r", "10"]);
+    assert_calls(&trunk, 5, "the trunk during the ban");
 }

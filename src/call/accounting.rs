@@ -183,7 +183,7 @@ impl Accounting {
         let (disposition, status, by) = match reason {
             EndReason::RemoteBye => (Disposition::Answered, 200, HangupBy::Caller),
             EndReason::LocalBye if state.rtp_timeout => (Disposition::Failed, 200, HangupBy::Gateway),
-            EndReason::LocalBye => (Disposition::Answered, 200, HangupBy::Gateway),
+            EndReason::LocalBye | EndReason::TooLong => (Disposition::Answered, 200, HangupBy::Gateway),
             EndReason::Cancelled => (Disposition::Abandoned, 487, HangupBy::Caller),
             EndReason::Rejected(s) => (Disposition::Rejected, s, HangupBy::Gateway),
             EndReason::NoAck | EndReason::SessionExpired | EndReason::DialogLost => {

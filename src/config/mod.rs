@@ -189,6 +189,17 @@ pub struct SipConfig {
     pub allow_unknown: Vec<trunk::Cidr>,
     /// The realm of our digest challenges (RFC 3261 §22.1).
     pub realm: String,
+    /// The longest call, seconds from its INVITE; then tolk hangs up. 0: no limit.
+    pub max_call_secs: u64,
+    /// Out-of-dialog requests per second from a source that is neither a trunk nor in
+    /// `allow_unknown`; more are dropped unanswered.
+    pub stranger_rate: u32,
+    /// Refusals of such a source within a minute that ban it; 0: never.
+    pub ban_after: u32,
+    /// How long a ban lasts, seconds.
+    pub ban_secs: u64,
+    /// User-Agent substrings of scanners: such a source is banned at once.
+    pub scanner_user_agents: Vec<String>,
 }
 
 impl Default for SipConfig {
@@ -208,6 +219,11 @@ impl Default for SipConfig {
             overload_delay_ms: 200,
             allow_unknown: trunk::loopback_only(),
             realm: "tolk".into(),
+            max_call_secs: 4 * 3600,
+            stranger_rate: 10,
+            ban_after: 10,
+            ban_secs: 600,
+            scanner_user_agents: crate::config::trunk::default_scanners(),
         }
     }
 }
@@ -335,6 +351,14 @@ pub struct RoomConfig {
     /// Tone played to the room when a member joins / leaves ("" for none).
     pub join_tone: String,
     pub leave_tone: String,
+    /// Wrong PINs (any room, any call) within `pin_window_secs` that lock a caller out.
+    pub pin_caller_failures: u32,
+    /// Wrong PINs for one room (all callers) within the window that stop its PIN entry;
+    /// 0: never.
+    pub pin_room_failures: u32,
+    pub pin_window_secs: u64,
+    /// How long a lockout lasts.
+    pub pin_lock_secs: u64,
 }
 
 // f64 fields: compared exactly like the rest of the configuration.
@@ -352,6 +376,10 @@ impl Default for RoomConfig {
             record_format: RecordFormat::Wav,
             join_tone: "join".into(),
             leave_tone: "leave".into(),
+            pin_caller_failures: 5,
+            pin_room_failures: 50,
+            pin_window_secs: 900,
+            pin_lock_secs: 900,
         }
     }
 }
@@ -585,6 +613,15 @@ impl Config {
         }
         if !(0..=10).contains(&self.room.opus_complexity) {
             return Err(("room.opus_complexity".into(), "must be 0 to 10".into()));
+        }
+        if self.room.pin_caller_failures == 0 {
+            return Err(("room.pin_caller_failures".into(), "must be at least 1".into()));
+        }
+        if self.room.pin_window_secs == 0 || self.room.pin_lock_secs == 0 {
+            return Err((
+                "room.pin_lock_secs".into(),
+                "pin_window_secs and pin_lock_secs must be at least 1".into(),
+            ));
         }
         if self.room.max_members == 0 {
             return Err(("room.max_members".into(), "must be at least 1".into()));

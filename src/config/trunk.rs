@@ -214,6 +214,27 @@ impl std::fmt::Debug for TrunkConfig {
     }
 }
 
+/// User agents of SIP scanners seen on the internet (sipvicious and its forks, sipcli,
+/// sip-scan, VaxSIP, iWar...).
+pub fn default_scanners() -> Vec<String> {
+    [
+        "friendly-scanner",
+        "sipvicious",
+        "sipcli",
+        "sip-scan",
+        "sipsak-scan",
+        "vaxsipuseragent",
+        "iwar",
+        "sivus",
+        "pplsip",
+        "sundayddr",
+        "smap",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// The default of `sip.allow_unknown`: loopback only, so the quick start works and nothing
 /// else does.
 pub fn loopback_only() -> Vec<Cidr> {

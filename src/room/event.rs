@@ -36,6 +36,9 @@ pub enum RoomEventKind {
     Started,
     /// The moderator left a room that ends with them.
     Ended,
+    /// An alarm: so many wrong PINs for the room (from all callers together) that its PIN
+    /// entry is locked for a while (`room.pin_room_failures`).
+    PinGuessing,
     /// A session is a room's life from its first member in to its last out.
     SessionStarted {
         session: Uuid,
@@ -86,6 +89,7 @@ impl RoomEventKind {
             Waiting => "waiting",
             Started => "started",
             Ended => "ended",
+            PinGuessing => "pin_guessing",
             SessionStarted { .. } => "session_started",
             SessionEnded { .. } => "session_ended",
             Recording { .. } => "recording",

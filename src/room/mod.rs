@@ -9,6 +9,7 @@ pub mod batch;
 pub mod conference;
 pub mod event;
 pub mod mixer;
+pub mod pin_guard;
 pub mod pins;
 pub mod recording;
 pub mod scheduler;
@@ -169,6 +170,8 @@ pub struct Rooms {
     /// Why members taken out by someone else left (their flows' `join_conference` returns it).
     reasons: Arc<Mutex<HashMap<u64, &'static str>>>,
     media: Arc<Mutex<RoomMedia>>,
+    /// Wrong PINs counted across calls ([`pin_guard`]).
+    guard: Arc<Mutex<pin_guard::PinGuard>>,
 }
 
 impl Default for Rooms {
@@ -186,6 +189,7 @@ impl Default for Rooms {
             pins_file: None,
             reasons: Arc::default(),
             media: Arc::default(),
+            guard: Arc::default(),
         }
     }
 }
@@ -836,7 +840,7 @@ mod tests {
         settings::table(HashMap::from([(
             room.to_string(),
             RoomSettings {
-                moderator_pin: Some("9".into()),
+                moderator_pin: Some("9999".into()),
                 wait_for_moderator: true,
                 ..RoomSettings::default()
             },
@@ -848,21 +852,21 @@ mod tests {
         let rooms = Rooms::default();
         rooms.configure(waits_for_moderator_9("w"));
         assert!(
-            rooms.set_pins("w", Some("1".into()), None).is_err(),
+            rooms.set_pins("w", Some("1111".into()), None).is_err(),
             "w needs a moderator PIN"
         );
-        rooms.set_pins("w", Some("1".into()), Some("2".into())).unwrap();
-        rooms.set_pins("x", Some("55".into()), None).unwrap();
-        assert_eq!(rooms.settings("w").role_of("2"), Some("moderator"));
+        rooms.set_pins("w", Some("1111".into()), Some("2222".into())).unwrap();
+        rooms.set_pins("x", Some("5555".into()), None).unwrap();
+        assert_eq!(rooms.settings("w").role_of("2222"), Some("moderator"));
         // A reload of rooms.toml keeps them.
         rooms.configure(settings::table(HashMap::new()));
-        assert_eq!(rooms.settings("x").role_of("55"), Some("participant"));
-        assert!(rooms.set_pins("x", Some("1a".into()), None).is_err());
+        assert_eq!(rooms.settings("x").role_of("5555"), Some("participant"));
+        assert!(rooms.set_pins("x", Some("1a11".into()), None).is_err());
         // rooms.toml later makes x wait for its moderator: its moderator PIN stands over the
         // API's "none" (else nobody could be x's moderator).
         rooms.configure(waits_for_moderator_9("x"));
-        assert_eq!(rooms.settings("x").role_of("9"), Some("moderator"));
-        assert_eq!(rooms.settings("x").role_of("55"), Some("participant"));
+        assert_eq!(rooms.settings("x").role_of("9999"), Some("moderator"));
+        assert_eq!(rooms.settings("x").role_of("5555"), Some("participant"));
     }
 
     #[test]
@@ -871,21 +875,21 @@ mod tests {
         let file = dir.join("rooms").join("pins.json");
         let mut rooms = Rooms::default();
         assert!(rooms.keep_pins_in(file.clone()).is_empty());
-        rooms.set_pins("x", Some("55".into()), Some("66".into())).unwrap();
+        rooms.set_pins("x", Some("5555".into()), Some("6666".into())).unwrap();
         // A restart: a new registry reading the same file, then rooms.toml loaded over it.
         let mut again = Rooms::default();
         assert!(again.keep_pins_in(file.clone()).is_empty());
         again.configure(settings::table(HashMap::from([(
             "x".to_string(),
             RoomSettings {
-                pin: Some("1".into()),
+                pin: Some("1111".into()),
                 ..RoomSettings::default()
             },
         )])));
-        assert_eq!(again.settings("x").role_of("55"), Some("participant"));
-        assert_eq!(again.settings("x").role_of("66"), Some("moderator"));
+        assert_eq!(again.settings("x").role_of("5555"), Some("participant"));
+        assert_eq!(again.settings("x").role_of("6666"), Some("moderator"));
         assert_eq!(
-            again.settings("x").role_of("1"),
+            again.settings("x").role_of("1111"),
             None,
             "the API's PIN replaced rooms.toml's"
         );
@@ -893,7 +897,7 @@ mod tests {
         let mut blocked = Rooms::default();
         std::fs::write(dir.join("not-a-dir"), "").unwrap();
         blocked.keep_pins_in(dir.join("not-a-dir").join("pins.json"));
-        let err = blocked.set_pins("y", Some("7".into()), None).unwrap_err();
+        let err = blocked.set_pins("y", Some("7777".into()), None).unwrap_err();
         assert!(
             matches!(&err, PinError::NotKept(m) if m.contains("cannot keep the PINs")),
             "{err}"

@@ -61,7 +61,7 @@ pub fn load(path: &Path) -> (HashMap<String, Pins>, Vec<String>) {
         } else if bad {
             // The PIN itself is not repeated into the log.
             problems.push(format!(
-                "{}: room `{room}`: a PIN that is not 1 to 16 digits; left out",
+                "{}: room `{room}`: a PIN that is not 4 to 16 digits; left out",
                 path.display()
             ));
         } else {
@@ -135,20 +135,21 @@ mod tests {
         // A hand-edited entry that is not a PIN is left out; the others stay.
         std::fs::write(
             &path,
-            "{\"a\": {\"pin\": \"12x\", \"moderator_pin\": null},\n \"b\": {\"pin\": \"7\", \"moderator_pin\": null}}",
+            "{\"a\": {\"pin\": \"12x\", \"moderator_pin\": null},\n \"b\": {\"pin\": \"7777\", \"moderator_pin\": null},\n \"c\": {\"pin\": \"777\", \"moderator_pin\": null}}",
         )
         .unwrap();
         let (pins, problems) = load(&path);
         assert_eq!(pins.len(), 1);
-        assert_eq!(pins["b"], (Some("7".to_string()), None));
-        assert_eq!(problems.len(), 1);
+        assert_eq!(pins["b"], (Some("7777".to_string()), None));
+        // Three digits are too few (room::settings::MIN_PIN_DIGITS).
+        assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(
             problems[0].contains("room `a`") && problems[0].contains("pins.json"),
             "{problems:?}"
         );
         assert!(!problems[0].contains("12x"), "a PIN is never logged: {problems:?}");
         // The same PIN for both roles would make everyone a moderator: left out.
-        std::fs::write(&path, "{\"a\": {\"pin\": \"5\", \"moderator_pin\": \"5\"}}").unwrap();
+        std::fs::write(&path, "{\"a\": {\"pin\": \"5555\", \"moderator_pin\": \"5555\"}}").unwrap();
         let (pins, problems) = load(&path);
         assert!(pins.is_empty() && problems[0].contains("same PIN"), "{problems:?}");
         // A leftover temporary file with a wide mode does not pass its mode on.

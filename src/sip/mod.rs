@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod dialog;
+pub mod flood;
 pub mod msg;
 pub mod sdp;
 pub mod transport;

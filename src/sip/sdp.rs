@@ -133,6 +133,14 @@ impl SessionDescription {
             return Err(SdpError::TooLarge);
         }
         let text = std::str::from_utf8(body).map_err(|_| SdpError::NotText)?;
+        // RFC 4566 §5: no field may hold a NUL (nor a lone CR, but CRs end lines here).
+        if let Some(at) = body.iter().position(|b| *b == 0) {
+            let line = body[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            return Err(SdpError::Malformed {
+                line,
+                reason: "NUL byte",
+            });
+        }
         let mut sd = SessionDescription {
             origin_session_id: String::new(),
             origin_version: 0,
@@ -582,9 +590,17 @@ m=audio 30000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101
         // Huge payload numbers are ignored; nothing else offered: 488.
         let huge = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 4294967296 99999999999999999999 256");
         assert!(answer(&sd(&huge), &local()).is_err());
-        // NUL bytes in fmtp are dropped.
+        // A NUL byte anywhere (RFC 4566 §5): malformed, 400, with its line.
         let nul = OFFER.replace("a=fmtp:101 0-15", "a=fmtp:101 0-15\0\0");
-        assert!(sd(&nul).media[0].fmtps.is_empty());
+        let err = SessionDescription::parse(nul.as_bytes()).unwrap_err();
+        assert_eq!(
+            err,
+            SdpError::Malformed {
+                line: 8,
+                reason: "NUL byte"
+            }
+        );
+        assert_eq!(err.status(), 400);
         // Missing c= everywhere: 488, not a panic.
         let noc = OFFER.replace("c=IN IP4 192.0.2.5\r\n", "");
         assert_eq!(answer(&sd(&noc), &local()).unwrap_err(), SdpError::NoConnection);

@@ -13,6 +13,7 @@
 use crate::config::trunk::{Cidr, DigestAlgorithm, SrtpPolicy, TrunkConfig, TrunkTransport};
 use crate::config::{CodecName, Config};
 use crate::sip::auth::{Algorithm, Authenticator, Verdict, parse_authorization};
+use crate::sip::flood::{Bucket, Drop, FloodLimits, Strangers};
 use crate::sip::msg::{HeaderLookup, Name, Request};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -88,6 +89,7 @@ impl Trunk {
 pub struct TrunkTable {
     trunks: Vec<Arc<Trunk>>,
     allow_unknown: Vec<Cidr>,
+    flood: FloodLimits,
 }
 
 impl TrunkTable {
@@ -95,6 +97,17 @@ impl TrunkTable {
         TrunkTable {
             trunks: cfg.trunks.iter().map(|t| Arc::new(Trunk::from_config(t))).collect(),
             allow_unknown: cfg.sip.allow_unknown.clone(),
+            flood: FloodLimits {
+                rate: cfg.sip.stranger_rate,
+                ban_after: cfg.sip.ban_after,
+                ban: std::time::Duration::from_secs(cfg.sip.ban_secs),
+                scanners: cfg
+                    .sip
+                    .scanner_user_agents
+                    .iter()
+                    .map(|s| s.to_ascii_lowercase())
+                    .collect(),
+            },
         }
     }
 
@@ -106,6 +119,7 @@ impl TrunkTable {
                 Cidr::parse("0.0.0.0/0").expect("prefix"),
                 Cidr::parse("::/0").expect("prefix"),
             ],
+            flood: FloodLimits::default(),
         }
     }
 
@@ -204,31 +218,8 @@ pub enum Admission {
     /// Answer 401 with these `WWW-Authenticate` values.
     Challenge(Vec<String>),
     Refused(Refusal),
-}
-
-/// Calls per second, one second's worth of burst (a token bucket).
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Option<Instant>,
-}
-
-impl Bucket {
-    fn take(&mut self, now: Instant, rate: u32) -> bool {
-        let rate = f64::from(rate);
-        let elapsed = self
-            .at
-            .map(|a| now.saturating_duration_since(a).as_secs_f64())
-            .unwrap_or(rate);
-        self.tokens = (self.tokens + elapsed * rate).min(rate);
-        self.at = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+    /// No answer at all: a banned source, one over its rate, or a scanner.
+    Dropped(Drop),
 }
 
 /// The admission of new requests: identification, digest checks and per-trunk limits.
@@ -239,6 +230,8 @@ pub struct Gate {
     active: Vec<usize>,
     buckets: Vec<Bucket>,
     nonces: fastrand::Rng,
+    /// Sources that are neither trunks nor allowed: rates and bans.
+    strangers: Strangers,
 }
 
 impl Gate {
@@ -248,11 +241,13 @@ impl Gate {
         let mut key = [0u8; 32];
         nonces.fill(&mut key);
         let n = table.trunks.len();
+        let table_flood = table.flood.clone();
         Gate {
             table,
             auth: Authenticator::new(realm, key),
             active: vec![0; n],
-            buckets: vec![Bucket { tokens: 0.0, at: None }; n],
+            buckets: vec![Bucket::default(); n],
+            strangers: Strangers::new(table_flood),
             nonces,
         }
     }
@@ -264,6 +259,42 @@ impl Gate {
     /// May `req` from `ip` over `transport` (its Via token) go on? `is_call`: an INVITE,
     /// which the trunk's limits count (then [`Gate::released`] must follow its end).
     pub fn admit(&mut self, now: Instant, req: &Request, ip: IpAddr, transport: &str, is_call: bool) -> Admission {
+        let stranger = self.table.by_source(ip).is_none() && !self.table.allowed_unknown(ip);
+        if stranger {
+            let user_agent = req.headers.first(&Name::USER_AGENT);
+            if let Err(drop) = self.strangers.check(now, ip, user_agent) {
+                if drop == Drop::Scanner {
+                    self.banned(ip, "scanner");
+                }
+                return Admission::Dropped(drop);
+            }
+        }
+        let admission = self.identify(now, req, ip, transport, is_call);
+        if stranger && matches!(admission, Admission::Refused(_)) && self.strangers.refused(now, ip) {
+            self.banned(ip, "refused");
+        }
+        admission
+    }
+
+    /// A ban starts: one security event (what the source sends meanwhile is only counted).
+    fn banned(&self, ip: IpAddr, why: &'static str) {
+        metrics::counter!("sip_bans_total", "why" => why).increment(1);
+        tracing::warn!(
+            target: "tolk::security",
+            source = %ip,
+            reason = "banned",
+            why,
+            ban_secs = self.table.flood.ban.as_secs(),
+            "source banned: its requests are dropped unanswered"
+        );
+    }
+
+    /// Sources banned at `now` (a gauge).
+    pub fn banned_sources(&self, now: Instant) -> usize {
+        self.strangers.banned(now)
+    }
+
+    fn identify(&mut self, now: Instant, req: &Request, ip: IpAddr, transport: &str, is_call: bool) -> Admission {
         let authorization = req.headers.first(&Name::AUTHORIZATION);
         let identified = match self.table.by_source(ip) {
             Some(i) => {
@@ -435,6 +466,7 @@ mod tests {
             Admission::NoTrunk => "-".into(),
             Admission::Challenge(_) => "challenge".into(),
             Admission::Refused(r) => r.as_str().into(),
+            Admission::Dropped(d) => format!("dropped {}", d.as_str()),
         }
     }
 

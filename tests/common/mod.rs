@@ -218,6 +218,18 @@ impl Gateway {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The value of the first `/metrics` line starting with `name` (labels included, as
+    /// `calls_total{outcome="answered"}`); 0 when absent.
+    pub fn metric(&self, name: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or(0)
+    }
+
     pub fn metrics(&self) -> String {
         http_get(self.admin, "/metrics").unwrap_or_default()
     }

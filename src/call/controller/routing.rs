@@ -2,7 +2,7 @@
 //! the facts its flow may read, and handed to a flow thread.
 
 use super::Controller;
-use crate::call::flow_call::{GatewayPort, MediaSlot};
+use crate::call::flow_call::{GatewayPort, MediaSlot, PinIdentity};
 use crate::dialplan::Target;
 use crate::flow::port::CallInfo;
 use crate::privacy::mask_opt;
@@ -17,12 +17,13 @@ impl Controller {
     /// `UasEvent::Incoming`: route the call and start its flow, or refuse it.
     pub(super) fn incoming(&mut self, inc: IncomingCall, now: Instant) {
         let call = inc.call;
+        let source = inc.peer.remote.ip();
         let dialplan = self.dialplan.borrow().clone();
         let Some((flow, slot, info)) = self.route(inc, &dialplan, now) else {
             return;
         };
         let hung_up = Arc::new(AtomicBool::new(false));
-        self.flows.add(call, slot, hung_up.clone());
+        self.flows.add(call, slot, hung_up.clone(), pin_identity(&info, source));
         let port = GatewayPort {
             call,
             tx: self.flow_tx.clone(),
@@ -142,5 +143,26 @@ impl Controller {
             tenant: route.tenant.clone().unwrap_or_default(),
         };
         Some((flow, MediaSlot { port, local }, info))
+    }
+}
+
+/// Who the PIN guess counting takes a caller for: their pseudonym; without CDRs, a hash of
+/// the masked number and the source (kept in memory only); an anonymous caller, their
+/// source address (a carrier's callers then share one count: the room's count still
+/// catches a distributed guess).
+fn pin_identity(info: &CallInfo, source: std::net::IpAddr) -> PinIdentity {
+    let key = if !info.pseudonym.is_empty() {
+        format!("p:{}", info.pseudonym)
+    } else if !info.anonymous {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (&info.masked, source).hash(&mut h);
+        format!("n:{:016x}", h.finish())
+    } else {
+        format!("a:{source}")
+    };
+    PinIdentity {
+        key,
+        shown: info.masked.clone(),
     }
 }

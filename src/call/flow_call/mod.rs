@@ -164,6 +164,18 @@ struct FlowCall {
     /// Why the call is leaving its room (asked by its own key); a member taken out by
     /// someone else has none and was ejected.
     leaving: Option<&'static str>,
+    /// Who enters PINs on this call, for counting wrong ones across calls.
+    pin_caller: PinIdentity,
+    /// Roles a PIN gave this call, per room: what `join_conference` may ask for.
+    granted: HashMap<String, &'static str>,
+}
+
+/// How the PIN guess counting knows a caller: `key` (the pseudonym, or a stand-in) and how
+/// logs show them (masked).
+#[derive(Debug, Clone, Default)]
+pub struct PinIdentity {
+    pub key: String,
+    pub shown: String,
 }
 
 /// When a call's waiting request must be looked at again.
@@ -236,7 +248,7 @@ impl FlowCalls {
     }
 
     /// A flow is about to start for `call`, which will answer with `slot`.
-    pub fn add(&mut self, call: CallRef, slot: MediaSlot, hung_up: Arc<AtomicBool>) {
+    pub fn add(&mut self, call: CallRef, slot: MediaSlot, hung_up: Arc<AtomicBool>, pin_caller: PinIdentity) {
         self.calls.insert(
             call,
             FlowCall {
@@ -251,6 +263,8 @@ impl FlowCalls {
                 pending: None,
                 armed: None,
                 leaving: None,
+                pin_caller,
+                granted: HashMap::new(),
             },
         );
     }
@@ -335,7 +349,7 @@ impl FlowCalls {
             }
             Request::Transfer { target } => sip_verbs::transfer(fc, call, tx, ctx, target),
             Request::Hangup { cause } => sip_verbs::hangup(fc, call, tx, ctx, cause),
-            Request::RoomRole { room, pin } => room_verbs::room_role(tx, ctx, room, pin),
+            Request::RoomRole { room, pin } => room_verbs::room_role(fc, call, tx, ctx, room, pin),
             Request::Note(note) => done(tx, Self::note(setup, call, note, ctx)),
             Request::Log(text) => {
                 tracing::info!(call = call.0, "flow log: {text}");

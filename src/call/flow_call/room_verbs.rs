@@ -22,6 +22,22 @@ pub(super) fn join_conference(
     if !fc.answered {
         return done(tx, failed("join_conference: answer the call first"));
     }
+    if !admitted(fc, ctx, &room, &role) {
+        tracing::warn!(
+            target: "tolk::security",
+            reason = "join_without_pin",
+            call = call.0,
+            room,
+            role,
+            "a flow asked to join a room without a PIN that gives the role"
+        );
+        return done(
+            tx,
+            failed(format!(
+                "join_conference: no PIN for room `{room}` gave this call the role `{role}` (room_role first)"
+            )),
+        );
+    }
     let caller = ctx
         .accounting
         .as_deref()
@@ -118,8 +134,43 @@ pub(super) fn join_conference(
     });
 }
 
-/// `Request::RoomRole`.
-pub(super) fn room_role(tx: ReplyTx, ctx: &mut Ctx, room: String, pin: String) {
-    let role = ctx.rooms.role_of(&room, &pin).unwrap_or("");
+/// `Request::RoomRole`: the role a PIN gives, "" for a wrong one, "locked" when the caller
+/// (or the room) is locked out for too many wrong PINs (`room::pin_guard`). A role given
+/// here is what `join_conference` lets the call ask for.
+pub(super) fn room_role(fc: &mut FlowCall, call: CallRef, tx: ReplyTx, ctx: &mut Ctx, room: String, pin: String) {
+    use crate::room::pin_guard::{PinCaller, PinCheck};
+    let who = PinCaller {
+        key: &fc.pin_caller.key,
+        shown: &fc.pin_caller.shown,
+        call: call.0,
+    };
+    let role = match ctx.rooms.check_pin(Instant::now(), &room, &pin, who) {
+        PinCheck::Role(role) => {
+            fc.granted.insert(room, role);
+            role
+        }
+        PinCheck::Wrong => "",
+        PinCheck::Locked(lockout) => {
+            tracing::info!(
+                call = call.0,
+                room,
+                scope = lockout.as_str(),
+                "PIN entry refused: locked out"
+            );
+            "locked"
+        }
+    };
     done(tx, Ok(Reply::Role(role.to_string())))
+}
+
+/// Whether a call may join `room` as `role`: the room checks it, not the flow. A role a
+/// PIN gave is needed for a room with PINs, and for moderating any room.
+fn admitted(fc: &FlowCall, ctx: &Ctx, room: &str, role: &str) -> bool {
+    let granted = fc.granted.get(room).copied();
+    if role == "moderator" {
+        return granted == Some("moderator");
+    }
+    let settings = ctx.rooms.settings(room);
+    let needs_pin = settings.pin.is_some() || settings.moderator_pin.is_some();
+    !needs_pin || granted.is_some()
 }

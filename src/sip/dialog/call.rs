@@ -131,6 +131,8 @@ pub(crate) struct Call {
     /// Our own refresh or BYE in flight.
     pub client_txn: Option<ClientKey>,
     pub peer_allows_update: bool,
+    /// When the call must end at the latest (`UasConfig::max_call_duration`).
+    pub hang_up_at: Option<Instant>,
     /// The carrier the call came from ([`crate::sip::trunk`]); its limits count the call.
     pub trunk: Option<std::sync::Arc<crate::sip::trunk::Trunk>>,
     /// Branches and the first CSeq of our in-dialog requests, from a seed the core gave.
@@ -178,6 +180,7 @@ impl Call {
             client_txn: None,
             peer_allows_update,
             trunk: None,
+            hang_up_at: None,
             invite: req.clone(),
             ids: fastrand::Rng::with_seed(seed),
         }

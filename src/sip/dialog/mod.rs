@@ -76,6 +76,9 @@ pub struct UasConfig {
     pub refuse_new_calls: bool,
     /// Most calls at once; further INVITEs get 503 with Retry-After (admission control).
     pub max_calls: usize,
+    /// The longest a call may last from its INVITE; then we hang up (a call left up by a
+    /// fraud or a broken far end costs per minute). `None`: no limit.
+    pub max_call_duration: Option<std::time::Duration>,
     /// Seed for tags, branches and first CSeqs. The shell passes a random one; tests a fixed
     /// one, so a run can be replayed.
     pub seed: u64,
@@ -90,6 +93,7 @@ impl Default for UasConfig {
             min_se_secs: 90,
             refuse_new_calls: false,
             max_calls: 10_000,
+            max_call_duration: Some(std::time::Duration::from_secs(4 * 3600)),
             seed: 0x746f_6c6b,
         }
     }
@@ -138,6 +142,8 @@ pub enum EndReason {
     SessionExpired,
     /// An in-dialog request we sent got no answer or a 408/481 (RFC 3261 §12.2.1.2).
     DialogLost,
+    /// The call reached `sip.max_call_secs`; we hung up.
+    TooLong,
 }
 
 impl EndReason {

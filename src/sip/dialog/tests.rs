@@ -944,3 +944,43 @@ fn a_refused_or_unanswered_refer_is_a_failed_transfer() {
     assert_eq!(transfer_results(&mut h), vec![408]);
     assert!(h.core.call_state(call).is_some());
 }
+
+#[test]
+fn a_call_past_max_call_duration_is_hung_up_and_a_ringing_one_refused() {
+    // sip.max_call_secs: BYE once the limit passes, in virtual time.
+    let cfg = UasConfig {
+        max_call_duration: Some(secs(60)),
+        // No session timer to muddle the timeline.
+        session_expires_secs: 3600,
+        ..UasConfig::default()
+    };
+    let mut h = Harness::with(cfg.clone());
+    let mut uac = Uac::new();
+    let call = h.established(&mut uac, "");
+    assert!(
+        h.run_until(secs(59))
+            .iter()
+            .all(|s| s.method().as_deref() != Some("BYE"))
+    );
+    let sent = h.run_until(secs(61));
+    assert!(
+        sent.iter().any(|s| s.method().as_deref() == Some("BYE")),
+        "BYE after 60 s"
+    );
+    let ended: Vec<_> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            UasEvent::Ended { call: c, reason } if c == call => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, vec![EndReason::TooLong]);
+    // Still ringing at the limit: 480.
+    let mut h = Harness::with(cfg);
+    let mut ringing = Uac::new();
+    h.deliver(&ringing.request("INVITE", "", OFFER));
+    let _ = h.incoming();
+    let sent = h.run_until(secs(61));
+    assert!(sent.iter().any(|s| s.code() == Some(480)), "480 before answer");
+}

@@ -387,9 +387,9 @@ impl RawCore {
     /// Enough to answer: at least one readable Via. Missing From, To, Call-ID or CSeq are left
     /// out of the response (RFC 4475 §3.3.1: the 400 to `insuf` can copy only Via and CSeq).
     fn rejection(&self, status: u16, detail: &'static str, method: &str) -> Option<Rejection> {
-        // RFC 3261 §17.2.1, §17.2.3: an ACK is never answered, however broken.
-        let cseq_method = self.cseq.first().and_then(|c| c.split_whitespace().nth(1));
-        if method.eq_ignore_ascii_case("ACK") || cseq_method.is_some_and(|m| m.eq_ignore_ascii_case("ACK")) {
+        // RFC 3261 §17.2.1, §17.2.3: an ACK is never answered, however broken (the method
+        // is a token here: a request line without one is dropped before).
+        if method.eq_ignore_ascii_case("ACK") {
             return None;
         }
         let vias: Vec<String> = self.vias.iter().filter(|v| !v.is_empty()).cloned().collect();

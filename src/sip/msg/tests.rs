@@ -144,6 +144,21 @@ fn cseq_method_mismatch_is_400() {
 }
 
 #[test]
+fn a_broken_ack_is_dropped_not_answered() {
+    // RFC 3261 §17.2.1: no response to an ACK, whatever is wrong with it.
+    let ack = INVITE
+        .replace("INVITE sip:", "ACK sip:")
+        .replace("314159 INVITE", "314159 ACK");
+    let broken = ack.replacen("SIP/2.0\r\n", "SIP/2.0 extra\r\n", 1);
+    // The same fault in an INVITE is answered.
+    assert!(rejected(&INVITE.replacen("SIP/2.0\r\n", "SIP/2.0 extra\r\n", 1)) >= 400);
+    assert!(matches!(
+        parse_datagram(broken.as_bytes(), &Limits::default()),
+        Err(ParseError::Drop(_))
+    ));
+}
+
+#[test]
 fn cseq_at_2_pow_31_is_400() {
     // RFC 3261 §8.1.1.5
     assert_eq!(rejected(&INVITE.replace("314159", "2147483648")), 400);

@@ -64,6 +64,9 @@ impl UasCore {
                 };
                 self.respond(now, req, key.clone(), peer, refusal.status(), headers, None);
             }
+            Admission::Dropped(drop) => {
+                metrics::counter!("sip_dropped_total", "reason" => drop.as_str()).increment(1);
+            }
             Admission::Trunk(_) | Admission::NoTrunk => {}
         }
     }

@@ -344,6 +344,7 @@ impl UasCore {
             _ => call.caller(),
         };
         call.trunk = trunk.clone();
+        call.hang_up_at = self.cfg.max_call_duration.map(|d| now + d);
         let merge = MergeKey::of_request(&req);
         if let Some(mk) = &merge {
             self.merge.insert(mk.clone(), key.clone());
@@ -367,6 +368,8 @@ impl UasCore {
         self.calls.insert(cref, call);
         // RFC 3261 §17.2.1: 100 Trying at once, so the carrier stops retransmitting.
         self.respond(now, &req, key, peer, 100, Vec::new(), None);
+        // Its longest life (sip.max_call_secs) runs from now.
+        self.reschedule_call(cref);
         self.events.push_back(UasEvent::Incoming(Box::new(incoming)));
     }
 

@@ -80,6 +80,9 @@ impl UasCore {
         if let Some(p) = &call.pending_reliable {
             times.push(p.resend.next_wake());
         }
+        if let Some(at) = call.hang_up_at {
+            times.push(at);
+        }
         if let Some(st) = &call.session_timer
             && call.state == CallState::Confirmed
         {
@@ -136,6 +139,29 @@ impl UasCore {
                 let _ = self.reject(cref, 500, now);
                 return;
             }
+        }
+        let Some(call) = self.calls.get_mut(&cref) else { return };
+        // The longest call we allow (sip.max_call_secs).
+        if call.hang_up_at.is_some_and(|at| now >= at) {
+            tracing::warn!(call = cref.0, "the call reached sip.max_call_secs; hanging up");
+            metrics::counter!("sip_calls_too_long_total").increment(1);
+            match call.state {
+                CallState::Early => {
+                    self.final_to_invite(now, cref, 480);
+                    self.end_call(cref, EndReason::TooLong);
+                }
+                CallState::Accepted => {
+                    call.hang_up_at = None;
+                    self.hangup_after_ack.insert(cref, ());
+                    self.events.push_back(UasEvent::Ended {
+                        call: cref,
+                        reason: EndReason::TooLong,
+                    });
+                }
+                CallState::Confirmed => self.send_bye_and_end(now, cref, EndReason::TooLong),
+                CallState::Terminating | CallState::Ended => {}
+            }
+            return;
         }
         let Some(call) = self.calls.get_mut(&cref) else { return };
         // Session timer (RFC 4028 §10).
