@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch};
 pub struct Bound {
     pub sip_udp: Vec<SocketAddr>,
     pub sip_tcp: Vec<SocketAddr>,
+    pub sip_tls: Vec<SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -82,6 +83,7 @@ pub async fn run(
     let mut bound = Bound {
         sip_udp: Vec::new(),
         sip_tcp: Vec::new(),
+        sip_tls: Vec::new(),
         admin: cfg.admin_listen(),
     };
     for addr in cfg.sip_listen() {
@@ -105,6 +107,7 @@ pub async fn run(
             bound.sip_tcp.push(a);
         }
     }
+    let certs = start_tls(&cfg, &transports, &in_tx, rcfg, &mut bound).await?;
     drop(in_tx);
     let admin = tokio::net::TcpListener::bind(cfg.admin_listen())
         .await
@@ -200,7 +203,7 @@ pub async fn run(
         rooms.clone(),
         plan_tx,
     );
-    spawn_sighup_reload(reload_tx);
+    spawn_sighup_reload(reload_tx, certs);
     let controller = Controller::new(ControllerSetup {
         core,
         transports,
@@ -326,13 +329,55 @@ fn dialplan_dir(cfg: &Config) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// SIGHUP reloads the dialplan (the outcome is logged by the gateway task).
-fn spawn_sighup_reload(tx: mpsc::Sender<crate::admin::api::ReloadRequest>) {
+/// SIP over TLS on `sip.tls.listen` (none when empty), with the configured certificate or
+/// a self-signed one made in `data_dir/tls/`.
+async fn start_tls(
+    cfg: &Config,
+    transports: &Arc<Transports>,
+    in_tx: &mpsc::Sender<Inbound>,
+    rcfg: ReceiveConfig,
+    bound: &mut Bound,
+) -> anyhow::Result<Option<Arc<crate::sip::transport::tls::CertStore>>> {
+    use crate::sip::transport::tls::{CertStore, TlsLimits, cert_files, spawn_tls_listener};
+    if cfg.sip.tls.listen.is_empty() {
+        return Ok(None);
+    }
+    let (cert, key) =
+        cert_files(cfg.sip.tls.files(), &cfg.data_dir.join("tls")).map_err(|e| anyhow::anyhow!("sip.tls: {e}"))?;
+    let certs = Arc::new(CertStore::load(&cert, &key).map_err(|e| anyhow::anyhow!("sip.tls: {e}"))?);
+    let limits = TlsLimits {
+        handshake_timeout: Duration::from_millis(cfg.sip.tls.handshake_timeout_ms),
+        per_address: cfg.sip.tls.max_connections_per_address,
+    };
+    for l in &cfg.sip.tls.listen {
+        let addr: SocketAddr = l.parse()?;
+        let a = spawn_tls_listener(addr, certs.clone(), transports.clone(), in_tx.clone(), rcfg, limits)
+            .await
+            .map_err(|e| anyhow::anyhow!("sip.tls.listen: cannot bind TLS {addr}: {e}"))?;
+        tracing::info!(addr = %a, cert = %cert.display(), "SIP listening on TLS");
+        bound.sip_tls.push(a);
+    }
+    Ok(Some(certs))
+}
+
+/// SIGHUP: the dialplan is reloaded, and the TLS certificate read again (connections up
+/// keep theirs; a bad new file leaves the old certificate in use).
+fn spawn_sighup_reload(
+    tx: mpsc::Sender<crate::admin::api::ReloadRequest>,
+    certs: Option<Arc<crate::sip::transport::tls::CertStore>>,
+) {
     #[cfg(unix)]
     tokio::spawn(async move {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
             return;
         };
         while hup.recv().await.is_some() {
+            if let Some(c) = &certs {
+                match c.reload() {
+                    Ok(()) => tracing::info!(cert = %c.cert_path().display(), "TLS certificate reloaded"),
+                    Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded; the one in use stays"),
+                }
+            }
             let (done, _outcome) = tokio::sync::oneshot::channel();
             if tx.send(done).await.is_err() {
                 return;

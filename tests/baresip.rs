@@ -15,16 +15,32 @@ fn goertzel(samples: &[i16], freq: f64, rate: f64) -> f64 {
 /// One call from baresip with `codec` (`PCMU` at 8 kHz mono, or `opus/48000/2` at 48 kHz
 /// stereo, as baresip's Opus module wants): returns what baresip decoded and its rate.
 fn call_echo(codec: &str, rate: u32, channels: u16) -> (Vec<i16>, u32) {
+    call_echo_over(codec, rate, channels, false)
+}
+
+/// The same over `tls`: baresip trusts the gateway's self-signed first-start certificate
+/// (`data_dir/tls/cert.pem`) and dials `;transport=tls`.
+fn call_echo_over(codec: &str, rate: u32, channels: u16, tls: bool) -> (Vec<i16>, u32) {
     let gw = Gateway::start(&[]);
     let dir = gw.data_dir.join("baresip");
     std::fs::create_dir_all(&dir).unwrap();
     let tone = dir.join("tone.wav");
     write_tone_wav(&tone, 440.0, 6, rate, channels);
     write_config(&dir, codec, &tone, rate, channels, "tester", None);
+    let target = if tls {
+        let cert = gw.data_dir.join("tls").join("cert.pem");
+        assert!(cert.exists(), "the first start made a certificate");
+        let mut config = std::fs::read_to_string(dir.join("config")).unwrap();
+        config.push_str(&format!("sip_cafile {}\n", cert.display()));
+        std::fs::write(dir.join("config"), config).unwrap();
+        format!("sip:+15550100300@{};transport=tls", gw.sip_tls)
+    } else {
+        format!("sip:+15550100300@{}", gw.sip)
+    };
     let out = Command::new(baresip())
         .arg("-f")
         .arg(&dir)
-        .args(["-e", &format!("/dial sip:+15550100300@{}", gw.sip), "-t", "5"])
+        .args(["-e", &format!("/dial {target}"), "-t", "5"])
         .output()
         .expect("run baresip");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + String::from_utf8_lossy(&out.stderr).as_ref();
@@ -35,6 +51,12 @@ fn call_echo(codec: &str, rate: u32, channels: u16) -> (Vec<i16>, u32) {
     );
     std::thread::sleep(Duration::from_millis(200));
     assert!(gw.metrics().contains("calls_total{outcome=\"answered\"} 1"));
+    if tls {
+        assert!(
+            gw.metric("sip_tls_handshakes_total{outcome=\"ok\"}") >= 1,
+            "the call came over TLS"
+        );
+    }
     let heard = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -65,6 +87,13 @@ fn assert_tone_440(samples: &[i16], rate: u32) {
 #[test]
 fn baresip_hears_its_own_tone_over_pcmu() {
     let (samples, rate) = call_echo("PCMU", 8000, 1);
+    assert_eq!(rate, 8000);
+    assert_tone_440(&samples, rate);
+}
+
+#[test]
+fn baresip_hears_its_own_tone_over_tls() {
+    let (samples, rate) = call_echo_over("PCMU", 8000, 1, true);
     assert_eq!(rate, 8000);
     assert_tone_440(&samples, rate);
 }

@@ -200,6 +200,42 @@ pub struct SipConfig {
     pub ban_secs: u64,
     /// User-Agent substrings of scanners: such a source is banned at once.
     pub scanner_user_agents: Vec<String>,
+    /// `[sip.tls]`: SIP over TLS.
+    pub tls: TlsConfig,
+}
+
+/// `[sip.tls]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Addresses to take SIP over TLS on; empty: no TLS.
+    pub listen: Vec<String>,
+    /// PEM certificate chain and key; neither: a self-signed pair in `data_dir/tls/`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A handshake not done by then closes the connection.
+    pub handshake_timeout_ms: u64,
+    /// Most TLS connections from one address at once.
+    pub max_connections_per_address: usize,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: vec!["0.0.0.0:5061".into()],
+            cert: None,
+            key: None,
+            handshake_timeout_ms: 5000,
+            max_connections_per_address: 32,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The configured certificate and key, when both are given.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert.as_deref()?, self.key.as_deref()?))
+    }
 }
 
 impl Default for SipConfig {
@@ -224,6 +260,7 @@ impl Default for SipConfig {
             ban_after: 10,
             ban_secs: 600,
             scanner_user_agents: crate::config::trunk::default_scanners(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -664,6 +701,19 @@ impl Config {
                     format!("`{l}` is not an address:port (IPv6 as [::1]:5060)"),
                 )
             })?;
+        }
+        for l in &self.sip.tls.listen {
+            l.parse::<SocketAddr>()
+                .map_err(|_| ("sip.tls.listen".to_string(), format!("`{l}` is not an address:port")))?;
+        }
+        if self.sip.tls.cert.is_some() != self.sip.tls.key.is_some() {
+            return Err(("sip.tls.cert".into(), "cert and key go together".into()));
+        }
+        if self.sip.tls.handshake_timeout_ms == 0 || self.sip.tls.max_connections_per_address == 0 {
+            return Err((
+                "sip.tls.handshake_timeout_ms".into(),
+                "handshake_timeout_ms and max_connections_per_address must be at least 1".into(),
+            ));
         }
         if self.sip.transports.is_empty() {
             return Err(("sip.transports".into(), "needs udp, tcp or both".into()));

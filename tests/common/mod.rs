@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub struct Gateway {
     child: Option<Child>,
     pub sip: SocketAddr,
+    /// SIP over TLS.
+    pub sip_tls: SocketAddr,
     pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -126,7 +128,7 @@ impl Drop for TestDb {
 
 impl Gateway {
     /// Starts the gateway with `env` overrides on top of loopback test defaults; `{sip_port}`
-    /// in a value stands for the SIP port chosen for this gateway.
+    /// and `{tls_port}` in a value stand for the SIP and SIP-over-TLS ports chosen for it.
     pub fn start(env: &[(&str, &str)]) -> Gateway {
         Self::start_in(unique_dir("gw"), env)
     }
@@ -150,6 +152,7 @@ impl Gateway {
     fn try_start(data_dir: &std::path::Path, env: &[(&str, &str)]) -> Result<Gateway, String> {
         let sip_port = free_port();
         let admin_port = free_port();
+        let tls_port = free_port();
         let log = data_dir.join(format!("tolk-{sip_port}.log"));
         let stderr = data_dir.join(format!("tolk-{sip_port}.stderr"));
         let rtp_base = rtp_block(400);
@@ -158,6 +161,7 @@ impl Gateway {
             .current_dir(data_dir)
             .env("TOLK_SIP_LISTEN", format!("[\"127.0.0.1:{sip_port}\"]"))
             .env("TOLK_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+            .env("TOLK_SIP_TLS", format!("{{ listen = [\"127.0.0.1:{tls_port}\"] }}"))
             .env("TOLK_RTP_PORTS", format!("{}-{}", rtp_base, rtp_base + 399))
             .env("TOLK_RTP_BIND", "127.0.0.1")
             .env("TOLK_DATA_DIR", data_dir)
@@ -175,12 +179,17 @@ impl Gateway {
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log file")))
             .stderr(Stdio::from(std::fs::File::create(&stderr).expect("stderr file")));
         for (k, v) in env {
-            cmd.env(k, v.replace("{sip_port}", &sip_port.to_string()));
+            cmd.env(
+                k,
+                v.replace("{sip_port}", &sip_port.to_string())
+                    .replace("{tls_port}", &tls_port.to_string()),
+            );
         }
         let child = cmd.spawn().expect("spawn tolk");
         let mut gw = Gateway {
             child: Some(child),
             sip: SocketAddr::from(([127, 0, 0, 1], sip_port)),
+            sip_tls: SocketAddr::from(([127, 0, 0, 1], tls_port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             data_dir: data_dir.to_path_buf(),
             log,

@@ -262,6 +262,7 @@ impl Call {
         let transport = match self.peer.transport {
             super::TransportKind::Udp => "",
             super::TransportKind::Tcp => ";transport=tcp",
+            super::TransportKind::Tls => ";transport=tls",
         };
         format!("<sip:tolk@{}{}>", self.peer.local, transport)
     }

@@ -29,18 +29,21 @@ use std::net::SocketAddr;
 pub enum TransportKind {
     Udp,
     Tcp,
+    /// TLS over TCP (RFC 3261 §26.2.1).
+    Tls,
 }
 
 impl TransportKind {
     /// Reliable transports have no retransmissions (RFC 3261 §17.1.1.2).
     pub fn is_reliable(self) -> bool {
-        matches!(self, TransportKind::Tcp)
+        matches!(self, TransportKind::Tcp | TransportKind::Tls)
     }
 
     pub fn via_token(self) -> &'static str {
         match self {
             TransportKind::Udp => "UDP",
             TransportKind::Tcp => "TCP",
+            TransportKind::Tls => "TLS",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! Must not: keep SIP state. Everything parsed is handed to the core task as [`Inbound`].
 
 mod tcp;
+pub mod tls;
 mod udp;
 
 pub use tcp::spawn_tcp_listener;
@@ -81,7 +82,7 @@ impl Transports {
                     tracing::debug!(error = %e, "UDP send failed");
                 }
             }
-            TransportKind::Tcp => {
+            TransportKind::Tcp | TransportKind::Tls => {
                 let tx = t
                     .peer
                     .connection

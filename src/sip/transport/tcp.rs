@@ -9,8 +9,8 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -43,7 +43,12 @@ pub async fn spawn_tcp_listener(
             let transports = transports.clone();
             let inbound = inbound.clone();
             tokio::spawn(async move {
-                connection(stream, remote, local, transports, inbound, cfg).await;
+                let _ = stream.set_nodelay(true);
+                let local_addr = stream
+                    .local_addr()
+                    .map(|a| SocketAddr::new(a.ip(), local.port()))
+                    .unwrap_or_else(|_| LocalAddressBook::new(local).local_for(remote.ip()));
+                serve(stream, TransportKind::Tcp, remote, local_addr, transports, inbound, cfg).await;
                 drop(permit);
             });
         }
@@ -51,24 +56,24 @@ pub async fn spawn_tcp_listener(
     Ok(local)
 }
 
-async fn connection(
-    mut stream: TcpStream,
+/// Serves one connection (TCP, or TLS once its handshake is done): messages framed by
+/// Content-Length in, responses and requests to this peer out.
+pub(super) async fn serve<S>(
+    mut stream: S,
+    transport: TransportKind,
     remote: SocketAddr,
-    bound: SocketAddr,
+    local: SocketAddr,
     transports: Arc<Transports>,
     inbound: mpsc::Sender<Inbound>,
     cfg: ReceiveConfig,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<Bytes>(256);
     transports.add_tcp(id, tx);
-    let _ = stream.set_nodelay(true);
-    let local = stream
-        .local_addr()
-        .map(|a| SocketAddr::new(a.ip(), bound.port()))
-        .unwrap_or_else(|_| LocalAddressBook::new(bound).local_for(remote.ip()));
     let peer = Peer {
-        transport: TransportKind::Tcp,
+        transport,
         remote,
         local,
         connection: Some(id),
