@@ -140,6 +140,7 @@ fn run(legs_n: usize, opus: bool, room: usize, talkers: usize, secs: u64) -> usi
             ("TOLK_SIP_MAX_CALLS", "20000"),
             ("TOLK_FLOW_MAX_CONCURRENT", "20000"),
             ("TOLK_ROOM_SKIP_QUIET_OPUS", skip_quiet.as_str()),
+            ("TOLK_SIP_TLS", "{ listen = [] }"),
         ],
     );
     // tolk (every thread) on one core, this generator on the other: "legs per core" is then

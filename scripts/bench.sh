@@ -8,6 +8,7 @@
 #   BENCH_BIN=/tmp/tolk-old scripts/bench.sh   # a binary built elsewhere (before/after runs)
 #   scripts/bench.sh cdr             # CDR writer rows/s and write lag into local PostgreSQL
 #                                    # (benches/cdr_writer.rs; RATES, DURATION, REPLAY apply)
+#   scripts/bench.sh flood           # a trunk's calls while strangers flood (scripts/flood.sh)
 #   scripts/bench.sh conference      # conference legs one mixer thread sustains: tick lateness,
 #                                    # loss, CPU (benches/conference.rs; LEGS="250 500",
 #                                    # CODEC=pcmu|opus, ROOM=10, TALKERS=1, SECS=10,
@@ -19,6 +20,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tolk-target}"
 if [ "${1:-}" = "cdr" ]; then
   exec cargo bench --quiet --bench cdr_writer
+fi
+if [ "${1:-}" = "flood" ]; then
+  # A trunk's calls while strangers flood (scripts/flood.sh; SECS, TRUNK_RATE, FLOOD_RATE, SOURCES).
+  exec scripts/flood.sh
 fi
 if [ "${1:-}" = "conference" ]; then
   # Conference legs on one mixer thread (benches/conference.rs; LEGS, CODEC, ROOM, TALKERS, SECS).
@@ -46,7 +51,7 @@ mkdir -p "$WORK/dialplan/flows"
 cp dialplans/numbers.toml "$WORK/dialplan/"
 cp dialplans/flows/*.rhai "$WORK/dialplan/flows/"
 echo 'answer(); echo(3600);' > "$WORK/dialplan/flows/echo.rhai"
-(cd "$WORK" && TOLK_DIALPLAN_DIR="$WORK/dialplan" TOLK_SIP_LISTEN="[\"127.0.0.1:$SIP_PORT\"]" TOLK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
+(cd "$WORK" && TOLK_SIP_TLS='{ listen = [] }' TOLK_DIALPLAN_DIR="$WORK/dialplan" TOLK_SIP_LISTEN="[\"127.0.0.1:$SIP_PORT\"]" TOLK_ADMIN_LISTEN="127.0.0.1:$ADMIN_PORT" \
   TOLK_RTP_BIND=127.0.0.1 TOLK_LOG_LEVEL=warn TOLK_CDR_ENABLED="${CDR_ENABLED:-true}" "$BIN" serve > "$WORK/tolk.log" 2>&1) &
 # Without database.url the gateway starts its private PostgreSQL first (initdb on the first
 # run): wait until it answers.

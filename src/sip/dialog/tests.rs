@@ -984,3 +984,30 @@ fn a_call_past_max_call_duration_is_hung_up_and_a_ringing_one_refused() {
     let sent = h.run_until(secs(61));
     assert!(sent.iter().any(|s| s.code() == Some(480)), "480 before answer");
 }
+
+#[test]
+fn refusals_of_the_gate_keep_no_transaction_and_are_not_retransmitted() {
+    // A source nobody vouched for: 403 once, statelessly, and nothing held for it.
+    let cfg = crate::config::Config::from_parts("tolk.toml", "[sip]\nallow_unknown = []\n", &[]).unwrap();
+    let table = crate::sip::trunk::TrunkTable::from_config(&cfg);
+    let gate = crate::sip::trunk::Gate::new(table, "tolk", 7);
+    let start = crate::test_clock::epoch();
+    let mut h = Harness {
+        core: UasCore::with_gate(UasConfig::default(), gate),
+        start,
+        now: start,
+    };
+    let mut uac = Uac::new();
+    let invite = uac.request("INVITE", "", OFFER);
+    h.deliver(&invite);
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "one answer, no 100");
+    assert_eq!(sent[0].code(), Some(403));
+    assert_eq!(h.core.stats().server_transactions, 0);
+    assert!(h.run_until(secs(40)).is_empty(), "no retransmission without an ACK");
+    // A retransmission of the INVITE gets the same answer, the same To tag.
+    h.deliver(&invite);
+    let again = h.sent();
+    assert_eq!(again[0].code(), Some(403));
+    assert_eq!(again[0].header("To"), sent[0].header("To"));
+}

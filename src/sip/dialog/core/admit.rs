@@ -10,13 +10,7 @@ use std::sync::Arc;
 impl UasCore {
     /// Admission of a new INVITE: `Some(trunk)` (or `Some(None)`: a source taken without a
     /// trunk) to go on, `None` when it has been answered.
-    pub(super) fn admit_call(
-        &mut self,
-        now: Instant,
-        req: &Request,
-        key: &ServerKey,
-        peer: Peer,
-    ) -> Option<Option<Arc<Trunk>>> {
+    pub(super) fn admit_call(&mut self, now: Instant, req: &Request, peer: Peer) -> Option<Option<Arc<Trunk>>> {
         match self
             .gate
             .admit(now, req, peer.remote.ip(), peer.transport.via_token(), true)
@@ -24,27 +18,31 @@ impl UasCore {
             Admission::Trunk(t) => Some(Some(t)),
             Admission::NoTrunk => Some(None),
             other => {
-                self.answer_refusal(now, req, key, peer, other);
+                self.answer_refusal(req, peer, other);
                 None
             }
         }
     }
 
     /// Admission of an out-of-dialog request that is not a call (OPTIONS): true to answer it.
-    pub(super) fn admitted(&mut self, now: Instant, req: &Request, key: &ServerKey, peer: Peer) -> bool {
+    pub(super) fn admitted(&mut self, now: Instant, req: &Request, peer: Peer) -> bool {
         match self
             .gate
             .admit(now, req, peer.remote.ip(), peer.transport.via_token(), false)
         {
             Admission::Trunk(_) | Admission::NoTrunk => true,
             other => {
-                self.answer_refusal(now, req, key, peer, other);
+                self.answer_refusal(req, peer, other);
                 false
             }
         }
     }
 
-    fn answer_refusal(&mut self, now: Instant, req: &Request, key: &ServerKey, peer: Peer, admission: Admission) {
+    /// Challenges and refusals are sent statelessly (RFC 3261 §8.2.7, as a stateless proxy
+    /// does): no transaction is kept for a request nobody has vouched for, so a flood costs
+    /// no memory and a peer that never ACKs gets no retransmissions. A retransmitted request
+    /// gets the same answer again (same To tag; a challenge a fresh nonce).
+    fn answer_refusal(&mut self, req: &Request, peer: Peer, admission: Admission) {
         match admission {
             Admission::Challenge(values) => {
                 let stale = values.first().is_some_and(|v| v.ends_with("stale=TRUE"));
@@ -53,7 +51,7 @@ impl UasCore {
                 metrics::counter!("sip_auth_challenges_total", "reason" => reason).increment(1);
                 tracing::debug!(target: "tolk::security", source = %peer.remote.ip(), reason, "digest challenge");
                 let headers = values.into_iter().map(|v| (Name::WWW_AUTHENTICATE, v)).collect();
-                self.respond(now, req, key.clone(), peer, 401, headers, None);
+                self.respond_stateless(req, peer, 401, headers);
             }
             Admission::Refused(refusal) => {
                 security_event(peer, refusal, req);
@@ -62,7 +60,7 @@ impl UasCore {
                 } else {
                     Vec::new()
                 };
-                self.respond(now, req, key.clone(), peer, refusal.status(), headers, None);
+                self.respond_stateless(req, peer, refusal.status(), headers);
             }
             Admission::Dropped(drop) => {
                 metrics::counter!("sip_dropped_total", "reason" => drop.as_str()).increment(1);
@@ -70,6 +68,31 @@ impl UasCore {
             Admission::Trunk(_) | Admission::NoTrunk => {}
         }
     }
+}
+
+impl UasCore {
+    fn respond_stateless(&mut self, req: &Request, peer: Peer, code: u16, headers: Vec<(Name, String)>) {
+        let tag = stateless_tag(req);
+        let mut resp = response_to(req, code, "", Some(&tag));
+        self.decorate(&mut resp, headers, None);
+        metrics::counter!("sip_responses_sent_total", "code" => code_label(code)).increment(1);
+        self.send(peer, resp.to_bytes());
+    }
+}
+
+/// The To tag of a stateless answer: a hash of what identifies the request, so its
+/// retransmissions get the same one (RFC 3261 §8.2.6.2).
+fn stateless_tag(req: &Request) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (
+        &req.core.call_id,
+        &req.core.from_tag,
+        req.core.cseq.seq,
+        req.core.vias.first(),
+    )
+        .hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// One refusal, for operators and fail2ban (`contrib/fail2ban/`): the source address, the

@@ -89,7 +89,7 @@ impl UasCore {
         }
         match req.method {
             Method::Invite => self.new_call(now, req, key, peer),
-            Method::Options if !self.admitted(now, &req, &key, peer) => {}
+            Method::Options if !self.admitted(now, &req, peer) => {}
             Method::Options => {
                 let hdrs = vec![
                     (Name::ALLOW, ALLOW.into()),
@@ -297,7 +297,7 @@ impl UasCore {
             self.respond(now, &req, key, peer, 503, vec![(Name::RETRY_AFTER, "5".into())], None);
             return;
         }
-        let Some(trunk) = self.admit_call(now, &req, &key, peer) else {
+        let Some(trunk) = self.admit_call(now, &req, peer) else {
             return;
         };
         let release = |core: &mut Self| {
