@@ -311,39 +311,39 @@ impl SrtpSession {
 
     /// An SRTP packet arrived: the plain RTP packet, or why it was dropped (and counted).
     pub fn unprotect_rtp(&mut self, packet: &[u8]) -> Result<BytesMut, Rejected> {
-        let result = self.try_unprotect_rtp(packet);
-        if let Err(r) = result {
-            self.rejected.count(r);
-        }
-        result
-    }
-
-    fn try_unprotect_rtp(&mut self, packet: &[u8]) -> Result<BytesMut, Rejected> {
-        let ssrc = be32(packet, 8).ok_or(Rejected::Authentication)?;
-        if !self.rtp_gate.admit(ssrc) {
-            return Err(Rejected::StrangerSsrc);
-        }
-        let plain = self.theirs.decrypt_rtp(packet).map_err(classify)?;
-        self.rtp_gate.authenticated(ssrc);
-        Ok(plain)
+        self.unprotect(Layer::Rtp, packet)
     }
 
     /// An SRTCP packet arrived (RFC 3711 §3.4): the plain compound packet, or why not.
     pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<BytesMut, Rejected> {
-        let result = self.try_unprotect_rtcp(packet);
+        self.unprotect(Layer::Rtcp, packet)
+    }
+
+    fn unprotect(&mut self, layer: Layer, packet: &[u8]) -> Result<BytesMut, Rejected> {
+        let result = self.try_unprotect(layer, packet);
         if let Err(r) = result {
             self.rejected.count(r);
         }
         result
     }
 
-    fn try_unprotect_rtcp(&mut self, packet: &[u8]) -> Result<BytesMut, Rejected> {
-        let ssrc = be32(packet, 4).ok_or(Rejected::Authentication)?;
-        if !self.rtcp_gate.admit(ssrc) {
+    fn try_unprotect(&mut self, layer: Layer, packet: &[u8]) -> Result<BytesMut, Rejected> {
+        // The SSRC: after the RTP header's first 8 bytes, or the RTCP header's first 4.
+        let at = match layer {
+            Layer::Rtp => 8,
+            Layer::Rtcp => 4,
+        };
+        let gate = gate_of(&mut self.rtp_gate, &mut self.rtcp_gate, layer);
+        let ssrc = be32(packet, at).ok_or(Rejected::Authentication)?;
+        if !gate.admit(ssrc) {
             return Err(Rejected::StrangerSsrc);
         }
-        let plain = self.theirs.decrypt_rtcp(packet).map_err(classify)?;
-        self.rtcp_gate.authenticated(ssrc);
+        let plain = match layer {
+            Layer::Rtp => self.theirs.decrypt_rtp(packet),
+            Layer::Rtcp => self.theirs.decrypt_rtcp(packet),
+        }
+        .map_err(classify)?;
+        gate.authenticated(ssrc);
         Ok(plain)
     }
 
@@ -356,6 +356,20 @@ impl SrtpSession {
     /// Protects a compound RTCP packet we built (SRTCP, E flag set).
     pub fn protect_rtcp(&mut self, packet: &[u8]) -> Option<BytesMut> {
         self.ours.encrypt_rtcp(packet).ok()
+    }
+}
+
+/// Which protocol a packet is (they keep separate SSRC state).
+#[derive(Clone, Copy)]
+enum Layer {
+    Rtp,
+    Rtcp,
+}
+
+fn gate_of<'a>(rtp: &'a mut SsrcGate, rtcp: &'a mut SsrcGate, layer: Layer) -> &'a mut SsrcGate {
+    match layer {
+        Layer::Rtp => rtp,
+        Layer::Rtcp => rtcp,
     }
 }
 

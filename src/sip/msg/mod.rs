@@ -193,6 +193,17 @@ pub fn new_tag(ids: &mut fastrand::Rng) -> String {
     format!("{:016x}", ids.u64(..))
 }
 
+/// The To tag of a stateless answer: a hash of what identifies the request (Call-ID, From,
+/// CSeq, top Via), so its retransmissions get the same tag (RFC 3261 §8.2.6.2) and no
+/// generator or state is needed. `DefaultHasher::new()` has fixed keys: the same request
+/// hashes the same in one build, which is all a retransmission needs.
+pub fn stateless_tag(identity: impl std::hash::Hash) -> String {
+    use std::hash::Hasher;
+    let mut h = std::hash::DefaultHasher::new();
+    identity.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
 /// A fresh branch with the RFC 3261 magic cookie (§8.1.1.7).
 pub fn new_branch(ids: &mut fastrand::Rng) -> String {
     format!("z9hG4bK{:016x}", ids.u64(..))

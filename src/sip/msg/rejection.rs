@@ -40,18 +40,6 @@ impl Rejection {
     }
 }
 
-/// The To tag of a stateless error response: a hash of the request's identity (Call-ID, From,
-/// CSeq, top Via), so a retransmitted request gets the same tag (RFC 3261 §8.2.6.2 asks the
-/// tag to be stable for the same request) and the parser needs no generator.
-fn stateless_tag(r: &Rejection) -> String {
-    use std::hash::{Hash, Hasher};
-    // `DefaultHasher::new()` has fixed keys: the same request hashes the same in one build,
-    // which is all a retransmission needs.
-    let mut h = std::hash::DefaultHasher::new();
-    (&r.call_id, &r.from, &r.cseq, r.vias.first()).hash(&mut h);
-    format!("{:016x}", h.finish())
-}
-
 /// An error response to a request that did not parse, from its raw core headers.
 fn write_raw_response(r: &Rejection, vias: &[String]) -> Bytes {
     let mut buf = BytesMut::with_capacity(512);
@@ -68,7 +56,10 @@ fn write_raw_response(r: &Rejection, vias: &[String]) -> Bytes {
     // RFC 3261 §8.2.6.2: a final response carries a To tag.
     let to = r.to.as_ref().map(|to| match super::param_of(to, "tag") {
         Some(_) => to.clone(),
-        None => format!("{to};tag={}", stateless_tag(r)),
+        None => format!(
+            "{to};tag={}",
+            super::stateless_tag((&r.call_id, &r.from, &r.cseq, r.vias.first()))
+        ),
     });
     for (name, value) in [
         ("From", &r.from),

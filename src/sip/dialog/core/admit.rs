@@ -4,6 +4,7 @@
 //! `sip_security_events_total{reason}`): source address, trunk and reason, never a number.
 
 use super::*;
+use crate::sip::msg::stateless_tag;
 use crate::sip::trunk::{Refusal, Trunk};
 use std::sync::Arc;
 
@@ -72,27 +73,13 @@ impl UasCore {
 
 impl UasCore {
     fn respond_stateless(&mut self, req: &Request, peer: Peer, code: u16, headers: Vec<(Name, String)>) {
-        let tag = stateless_tag(req);
+        let core = &req.core;
+        let tag = stateless_tag((&core.call_id, &core.from_tag, core.cseq.seq, core.vias.first()));
         let mut resp = response_to(req, code, "", Some(&tag));
         self.decorate(&mut resp, headers, None);
         metrics::counter!("sip_responses_sent_total", "code" => code_label(code)).increment(1);
         self.send(peer, resp.to_bytes());
     }
-}
-
-/// The To tag of a stateless answer: a hash of what identifies the request, so its
-/// retransmissions get the same one (RFC 3261 §8.2.6.2).
-fn stateless_tag(req: &Request) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::hash::DefaultHasher::new();
-    (
-        &req.core.call_id,
-        &req.core.from_tag,
-        req.core.cseq.seq,
-        req.core.vias.first(),
-    )
-        .hash(&mut h);
-    format!("{:016x}", h.finish())
 }
 
 /// One refusal, for operators and fail2ban (`contrib/fail2ban/`): the source address, the
