@@ -81,6 +81,7 @@ fn room_with(members: usize, codec: Codec) -> (LiveRoom, Vec<Far>) {
             ptime_ms: 20,
             direction: Direction::SendRecv,
             fmtp: None,
+            srtp: None,
         };
         let to = gw.local_addr().unwrap();
         let (give_back, back) = tokio::sync::oneshot::channel();

@@ -91,11 +91,11 @@ check_tree() {
 
 check_tree src 'crate::' allowed "$bottom"
 # Inside sip: the message layer at the bottom, transport (I/O) at the top.
-declare -A sip_allowed=([msg]="" [sdp]="" [txn]="msg" [auth]="" [flood]="" [trunk]="auth flood msg" [dialog]="msg sdp trunk txn" [transport]="dialog msg sdp txn")
+declare -A sip_allowed=([msg]="" [sdes]="" [sdp]="sdes" [txn]="msg" [auth]="" [flood]="" [trunk]="auth flood msg" [dialog]="msg sdp trunk txn" [transport]="dialog msg sdp txn")
 check_tree src/sip 'crate::sip::' sip_allowed
 
 # Sans-IO cores: state in, time in, actions out.
-sans_io=(src/sip/txn src/sip/dialog src/sip/sdp.rs src/sip/msg src/sip/auth.rs src/sip/flood.rs src/sip/trunk.rs src/rtp src/media)
+sans_io=(src/sip/txn src/sip/dialog src/sip/sdp.rs src/sip/sdes.rs src/sip/msg src/sip/auth.rs src/sip/flood.rs src/sip/trunk.rs src/rtp src/media)
 io_pattern='Instant::now\(|SystemTime::now\(|\.elapsed\(\)|tokio::|std::thread::sleep|std::fs|File::|OpenOptions|UdpSocket|TcpStream|TcpListener|std::process|std::env::var'
 # fastrand's global functions and Rng::new() seed themselves: only Rng::with_seed is allowed.
 rand_pattern='fastrand::(?!Rng\b(?!::new))'

@@ -213,6 +213,7 @@ pub async fn run(
         runner: Runner::new(cfg.flow.max_concurrent, crate::flow::runner::stack_bytes(&cfg.flow)),
         ports,
         rtp_advertise,
+        srtp: cfg.sip.srtp,
         codecs,
         legs: LegSetup {
             rtp_timeout: Duration::from_secs(cfg.rtp.timeout_secs),

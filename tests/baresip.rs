@@ -3,8 +3,8 @@
 //! after tolk decoded, jitter-buffered and re-encoded it.
 
 mod common;
-use common::Gateway;
 use common::baresip::{baresip, read_wav, write_config, write_tone_wav};
+use common::{Gateway, Uac, sdp_offer, status_of};
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,13 +15,29 @@ fn goertzel(samples: &[i16], freq: f64, rate: f64) -> f64 {
 /// One call from baresip with `codec` (`PCMU` at 8 kHz mono, or `opus/48000/2` at 48 kHz
 /// stereo, as baresip's Opus module wants): returns what baresip decoded and its rate.
 fn call_echo(codec: &str, rate: u32, channels: u16) -> (Vec<i16>, u32) {
-    call_echo_over(codec, rate, channels, false)
+    call_echo_over(codec, rate, channels, Wire::Udp)
 }
 
-/// The same over `tls`: baresip trusts the gateway's self-signed first-start certificate
-/// (`data_dir/tls/cert.pem`) and dials `;transport=tls`.
-fn call_echo_over(codec: &str, rate: u32, channels: u16, tls: bool) -> (Vec<i16>, u32) {
-    let gw = Gateway::start(&[]);
+/// How baresip reaches the gateway.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Udp,
+    /// SIP over TLS: baresip trusts the gateway's self-signed first-start certificate
+    /// (`data_dir/tls/cert.pem`) and dials `;transport=tls`.
+    Tls,
+    /// TLS, and media in SRTP only (baresip's `mediaenc=srtp-mand`: RTP/SAVP with SDES keys)
+    /// to a gateway whose `sip.srtp` is "required".
+    TlsSrtp,
+}
+
+fn call_echo_over(codec: &str, rate: u32, channels: u16, wire: Wire) -> (Vec<i16>, u32) {
+    let tls = wire != Wire::Udp;
+    let srtp_env: &[(&str, &str)] = if wire == Wire::TlsSrtp {
+        &[("TOLK_SIP_SRTP", "required")]
+    } else {
+        &[]
+    };
+    let gw = Gateway::start(srtp_env);
     let dir = gw.data_dir.join("baresip");
     std::fs::create_dir_all(&dir).unwrap();
     let tone = dir.join("tone.wav");
@@ -32,6 +48,13 @@ fn call_echo_over(codec: &str, rate: u32, channels: u16, tls: bool) -> (Vec<i16>
         assert!(cert.exists(), "the first start made a certificate");
         let mut config = std::fs::read_to_string(dir.join("config")).unwrap();
         config.push_str(&format!("sip_cafile {}\n", cert.display()));
+        if wire == Wire::TlsSrtp {
+            // Before the account module, which looks the media encryption up.
+            config = config.replace("module account.so\n", "module srtp.so\nmodule account.so\n");
+            let accounts = std::fs::read_to_string(dir.join("accounts")).unwrap();
+            let accounts = accounts.trim_end().to_string() + ";mediaenc=srtp-mand\n";
+            std::fs::write(dir.join("accounts"), accounts).unwrap();
+        }
         std::fs::write(dir.join("config"), config).unwrap();
         format!("sip:+15550100300@{};transport=tls", gw.sip_tls)
     } else {
@@ -65,6 +88,33 @@ fn call_echo_over(codec: &str, rate: u32, channels: u16, tls: bool) -> (Vec<i16>
         .expect("baresip dumped what it decoded");
     let log = gw.log_text();
     assert!(log.contains("media quality"), "{log}");
+    let srtp_line = log
+        .lines()
+        .any(|l| l.contains("media quality") && l.contains("srtp=true"));
+    assert_eq!(
+        srtp_line,
+        wire == Wire::TlsSrtp,
+        "the stream ran SRTP exactly when asked:\n{log}"
+    );
+    if wire == Wire::TlsSrtp {
+        // Keys travel in SDP: they must never reach the log.
+        let answer_key = log.lines().any(|l| l.contains("inline:"));
+        assert!(!answer_key, "an SDES key was logged:\n{log}");
+        assert_eq!(
+            gw.metric("srtp_packets_rejected_total{reason=\"auth\"}"),
+            0,
+            "baresip's packets all authenticated"
+        );
+        // The same gateway refuses a plain-RTP offer: SRTP is required.
+        let mut uac = Uac::new(gw.sip, "+15550100300");
+        let invite = uac.request("INVITE", "", &sdp_offer(uac.local(), "0 101", ""));
+        uac.send(&invite);
+        let status = std::iter::from_fn(|| uac.recv(Duration::from_secs(5)))
+            .take(5)
+            .filter_map(|m| status_of(&m))
+            .find(|s| *s >= 200);
+        assert_eq!(status, Some(488), "plain RTP where SRTP is required");
+    }
     read_wav(&heard)
 }
 
@@ -93,7 +143,14 @@ fn baresip_hears_its_own_tone_over_pcmu() {
 
 #[test]
 fn baresip_hears_its_own_tone_over_tls() {
-    let (samples, rate) = call_echo_over("PCMU", 8000, 1, true);
+    let (samples, rate) = call_echo_over("PCMU", 8000, 1, Wire::Tls);
+    assert_eq!(rate, 8000);
+    assert_tone_440(&samples, rate);
+}
+
+#[test]
+fn baresip_hears_its_own_tone_over_tls_with_mandatory_srtp() {
+    let (samples, rate) = call_echo_over("PCMU", 8000, 1, Wire::TlsSrtp);
     assert_eq!(rate, 8000);
     assert_tone_440(&samples, rate);
 }

@@ -46,6 +46,7 @@ async fn start(first_port: u16, telephone_event: Option<u8>) -> Peer {
         ptime_ms: 20,
         direction: Direction::SendRecv,
         fmtp: None,
+        srtp: None,
     };
     let prompts = PromptCatalog::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sounds")).unwrap();
     let (tx, reports) = mpsc::channel(64);

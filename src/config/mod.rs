@@ -202,6 +202,9 @@ pub struct SipConfig {
     pub scanner_user_agents: Vec<String>,
     /// `[sip.tls]`: SIP over TLS.
     pub tls: TlsConfig,
+    /// SRTP (RFC 4568 SDES) for calls whose trunk does not say: "optional" takes SRTP when
+    /// the caller offers it, "required" refuses plain RTP with 488, "off" refuses RTP/SAVP.
+    pub srtp: trunk::SrtpPolicy,
 }
 
 /// `[sip.tls]`
@@ -261,6 +264,7 @@ impl Default for SipConfig {
             ban_secs: 600,
             scanner_user_agents: crate::config::trunk::default_scanners(),
             tls: TlsConfig::default(),
+            srtp: trunk::SrtpPolicy::Optional,
         }
     }
 }

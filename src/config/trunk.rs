@@ -123,11 +123,10 @@ impl TrunkTransport {
     }
 }
 
-/// Whether a trunk's media must be encrypted (RFC 4568 SDES).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+/// Whether a call's media must be encrypted (RFC 4568 SDES).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SrtpPolicy {
-    #[default]
     Off,
     Optional,
     Required,
@@ -189,8 +188,9 @@ pub struct TrunkConfig {
     /// asserts identities (a trust domain); from anyone else the header is ignored.
     #[serde(default)]
     pub trust_pai: bool,
+    /// SRTP for this trunk's calls; unset: `sip.srtp`.
     #[serde(default)]
-    pub srtp: SrtpPolicy,
+    pub srtp: Option<SrtpPolicy>,
 }
 
 /// Never prints the password.
@@ -312,15 +312,6 @@ pub fn validate(trunks: &[TrunkConfig]) -> Result<(), (String, String)> {
                     .all(|c| c.is_ascii_digit() || c == '+' || c == '*' || c == '#')
         }) {
             return Err((key("strip_prefix"), format!("trunk `{}`: digits, + * or #", t.name)));
-        }
-        if t.srtp != SrtpPolicy::Off {
-            return Err((
-                key("srtp"),
-                format!(
-                    "trunk `{}`: SRTP (RFC 4568) is not in this build yet; only \"off\" is accepted",
-                    t.name
-                ),
-            ));
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! SDP ([`crate::sip::sdp`]) negotiates these; media streams, legs and rooms work with them
 //! without knowing SIP.
 
+pub use crate::rtp::srtp::{KeyMaterial, MasterKey, SrtpKeys, Suite};
 use std::net::SocketAddr;
 
 /// The audio codecs tolk can negotiate.
@@ -68,6 +69,9 @@ pub struct NegotiatedMedia {
     pub direction: Direction,
     /// The offered fmtp of the chosen codec (Opus parameters).
     pub fmtp: Option<String>,
+    /// SRTP keys when the stream is protected (RFC 4568 SDES); None for plain RTP. Boxed:
+    /// two keys would triple the size of every message that carries a session.
+    pub srtp: Option<Box<SrtpKeys>>,
 }
 
 impl NegotiatedMedia {

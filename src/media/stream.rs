@@ -10,6 +10,12 @@
 //! (digits, digits sent) comes out through [`MediaStream::poll_event`]. Sockets are passed in
 //! per call as a [`Datagram`]. Must not: read a clock, own a socket, or know about calls,
 //! rooms or SIP.
+//!
+//! SRTP (RFC 3711), when negotiated, wraps the wire: what arrives is authenticated and
+//! decrypted before anything else looks at it (latching included, so a stranger without the
+//! key can neither latch nor inject), what leaves is protected last. Packets that fail are
+//! dropped and counted ([`StreamSummary::srtp_rejected`]); nothing goes out in the clear on
+//! a stream that negotiated SRTP.
 
 use crate::media::codec::opus_packet::{self, Activity};
 use crate::media::codec::pair::{CodecPair, codec_pair, opus_pair};
@@ -21,6 +27,7 @@ use crate::media::session::{Codec, Direction, NegotiatedMedia};
 use crate::rtp::latch::{LatchVerdict, SourceLatch};
 use crate::rtp::packet;
 use crate::rtp::rtcp::RtcpSession;
+use crate::rtp::srtp::{RejectCounts, SrtpSession};
 use crate::rtp::stats::ReceiveStats;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -79,6 +86,77 @@ pub struct StreamSummary {
     pub rtt_ms: Option<f64>,
     /// RTCP compound packets received from the peer.
     pub rtcp_received: u32,
+    /// Whether the stream ran SRTP, and the SRTP/SRTCP packets dropped (forged, replayed,
+    /// plain RTP on a protected stream, too many unknown SSRCs).
+    pub srtp: bool,
+    pub srtp_rejected: RejectCounts,
+}
+
+/// The stream's SRTP state.
+enum Wire {
+    /// Plain RTP (RFC 3551 RTP/AVP without keys).
+    Plain,
+    Protected(Box<SrtpSession>),
+    /// Keys were negotiated but no context could be made from them: nothing is sent or
+    /// taken, rather than falling back to the clear.
+    Broken,
+}
+
+impl Wire {
+    fn for_media(media: Option<&NegotiatedMedia>) -> Wire {
+        match media.and_then(|m| m.srtp.as_ref()) {
+            None => Wire::Plain,
+            Some(keys) => match SrtpSession::new(keys) {
+                Ok(s) => Wire::Protected(Box::new(s)),
+                Err(_) => Wire::Broken,
+            },
+        }
+    }
+
+    fn rejected(&self) -> RejectCounts {
+        match self {
+            Wire::Protected(s) => s.rejected(),
+            _ => RejectCounts::default(),
+        }
+    }
+}
+
+/// The plain packet of what arrived: `bytes` itself on a plain stream, else its decrypted
+/// copy kept in `plain`; None when it is dropped (and counted by the SRTP session).
+fn open_on<'a>(
+    wire: &mut Wire,
+    bytes: &'a [u8],
+    rtcp: bool,
+    plain: &'a mut Option<bytes::BytesMut>,
+) -> Option<&'a [u8]> {
+    match wire {
+        Wire::Plain => Some(bytes),
+        Wire::Protected(s) => {
+            let opened = if rtcp {
+                s.unprotect_rtcp(bytes)
+            } else {
+                s.unprotect_rtp(bytes)
+            };
+            Some(&plain.insert(opened.ok()?)[..])
+        }
+        Wire::Broken => None,
+    }
+}
+
+/// Sends one packet on `socket`, protected first when the stream runs SRTP.
+fn send_on(wire: &mut Wire, socket: &impl Datagram, packet: &[u8], dest: SocketAddr, rtcp: bool) -> bool {
+    match wire {
+        Wire::Plain => socket.send_now(packet, dest),
+        Wire::Protected(s) => {
+            let protected = if rtcp {
+                s.protect_rtcp(packet)
+            } else {
+                s.protect_rtp(packet)
+            };
+            protected.is_some_and(|p| socket.send_now(&p, dest))
+        }
+        Wire::Broken => false,
+    }
 }
 
 /// How a stream starts: who it is, the wallclock, and its randomness.
@@ -179,6 +257,9 @@ pub struct MediaStream {
     undecoded: Vec<u8>,
     peer_loss_percent: u8,
     events: VecDeque<StreamEvent>,
+    wire: Wire,
+    /// SRTP/SRTCP drops of sessions replaced by a re-INVITE's new keys.
+    srtp_rejected_before: RejectCounts,
 }
 
 impl MediaStream {
@@ -194,7 +275,10 @@ impl MediaStream {
         let ssrc: u32 = rng.u32(..);
         let out_ts = rng.u32(..);
         let codec = media.as_ref().and_then(|m| codec_pair(m.codec));
+        let wire = Wire::for_media(media.as_ref());
         MediaStream {
+            wire,
+            srtp_rejected_before: RejectCounts::default(),
             latch: SourceLatch::new(media.as_ref().and_then(|m| m.remote_rtp)),
             jitter: codec.as_ref().map(|c| JitterBuffer::new(JitterConfig::new(c.clock))),
             codec,
@@ -313,11 +397,24 @@ impl MediaStream {
                 .map(|c| JitterBuffer::new(JitterConfig::new(c.clock)));
             self.stats = None;
         }
+        let keys_of = |m: &Option<NegotiatedMedia>| m.as_ref().and_then(|m| m.srtp.clone());
+        if keys_of(&new) != keys_of(&self.media) {
+            // New keys (RFC 4568 §7.1.4): a new session; what the old one dropped is kept.
+            self.srtp_rejected_before.add(self.wire.rejected());
+            self.wire = Wire::for_media(new.as_ref());
+        }
         self.media = new;
     }
 
     /// An RTP packet arrived from `from`. Digits it carries are reported.
     pub fn on_rtp(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> Received {
+        if self.media.is_none() {
+            return Received::Ignored;
+        }
+        let mut plain = None;
+        let Some(bytes) = open_on(&mut self.wire, bytes, false, &mut plain) else {
+            return Received::Ignored;
+        };
         let Some(m) = self.media.as_ref() else {
             return Received::Ignored;
         };
@@ -368,6 +465,10 @@ impl MediaStream {
         if self.latch.peer().is_none_or(|l| l.ip() != from.ip()) {
             return;
         }
+        let mut plain = None;
+        let Some(bytes) = open_on(&mut self.wire, bytes, true, &mut plain) else {
+            return;
+        };
         let ntp = self.ntp_at(now);
         if let Ok(info) = self.rtcp.on_rtcp(now, ntp, bytes) {
             self.rtcp_peer = Some(from);
@@ -401,7 +502,7 @@ impl MediaStream {
         if let Some(dest) = self.rtcp_dest()
             && let Some(report) = self.rtcp.poll_report(now, ntp, self.out_ts, self.stats.as_mut())
         {
-            let _ = rtcp.send_now(&report, dest);
+            let _ = send_on(&mut self.wire, rtcp, &report, dest, true);
         }
     }
 
@@ -533,7 +634,7 @@ impl MediaStream {
                             &e.payload,
                         );
                         self.out_seq = self.out_seq.wrapping_add(1);
-                        if rtp.send_now(&self.pkt, dest) {
+                        if send_on(&mut self.wire, rtp, &self.pkt, dest, false) {
                             self.rtcp.on_rtp_sent(e.payload.len());
                         }
                     }
@@ -586,7 +687,7 @@ impl MediaStream {
         self.first_send = false;
         self.out_seq = self.out_seq.wrapping_add(1);
         self.out_ts = self.out_ts.wrapping_add(c.frame_ts);
-        if rtp.send_now(&self.pkt, dest) {
+        if send_on(&mut self.wire, rtp, &self.pkt, dest, false) {
             self.rtcp.on_rtp_sent(payload.len());
         }
     }
@@ -596,7 +697,7 @@ impl MediaStream {
         if let Some(dest) = self.rtcp_dest() {
             let ntp = self.ntp_at(now);
             let bye = self.rtcp.bye(now, ntp, self.out_ts, self.stats.as_mut());
-            let _ = rtcp.send_now(&bye, dest);
+            let _ = send_on(&mut self.wire, rtcp, &bye, dest, true);
         }
         let rtt = self.rtcp.rtt();
         let mut summary = summarise(
@@ -608,6 +709,9 @@ impl MediaStream {
         );
         summary.rtt_ms = rtt.map(|d| d.as_secs_f64() * 1000.0);
         summary.rtcp_received = self.rtcp_received;
+        summary.srtp = !matches!(self.wire, Wire::Plain);
+        summary.srtp_rejected = self.srtp_rejected_before;
+        summary.srtp_rejected.add(self.wire.rejected());
         summary
     }
 }
@@ -645,5 +749,11 @@ fn summarise(
         foreign_packets: foreign,
         rtt_ms: None,
         rtcp_received: 0,
+        srtp: false,
+        srtp_rejected: RejectCounts::default(),
     }
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;

@@ -222,6 +222,22 @@ impl RejectCounts {
         self.authentication + self.replay + self.stranger_ssrc
     }
 
+    /// Each reason with its count.
+    pub fn by_reason(&self) -> [(Rejected, u64); 3] {
+        [
+            (Rejected::Authentication, self.authentication),
+            (Rejected::Replay, self.replay),
+            (Rejected::StrangerSsrc, self.stranger_ssrc),
+        ]
+    }
+
+    /// Adds another session's counts (a re-keyed stream keeps its history).
+    pub fn add(&mut self, other: RejectCounts) {
+        self.authentication += other.authentication;
+        self.replay += other.replay;
+        self.stranger_ssrc += other.stranger_ssrc;
+    }
+
     fn count(&mut self, r: Rejected) {
         match r {
             Rejected::Authentication => self.authentication += 1,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod dialog;
 pub mod flood;
 pub mod msg;
+pub mod sdes;
 pub mod sdp;
 pub mod transport;
 pub mod trunk;

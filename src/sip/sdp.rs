@@ -6,7 +6,10 @@
 //!
 //! Must not: open sockets or allocate ports; the caller passes the local RTP address in.
 
+use crate::media::session::SrtpKeys;
 pub use crate::media::session::{Codec, Direction, NegotiatedMedia};
+pub use crate::sip::sdes::LocalSrtp;
+use crate::sip::sdes::{self, CryptoAttribute};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
@@ -68,13 +71,16 @@ pub enum SdpError {
     NoCommonCodec,
     #[error("no connection address for the audio stream")]
     NoConnection,
+    /// RFC 4568: SRTP was required and not offered usably, or offered (RTP/SAVP) and off.
+    #[error("no audio stream meets the SRTP policy")]
+    SrtpPolicy,
 }
 
 impl SdpError {
     /// The SIP status that answers this error (RFC 3261 §21.4.26: 488; 400 when unparseable).
     pub fn status(&self) -> u16 {
         match self {
-            SdpError::NoCommonCodec | SdpError::NoConnection => 488,
+            SdpError::NoCommonCodec | SdpError::NoConnection | SdpError::SrtpPolicy => 488,
             _ => 400,
         }
     }
@@ -103,6 +109,8 @@ pub struct MediaSection {
     pub fmtps: Vec<(u8, String)>,
     pub direction: Option<Direction>,
     pub ptime: Option<u32>,
+    /// Usable `a=crypto` attributes in offered order (RFC 4568 §9.1; others are ignored).
+    pub crypto: Vec<CryptoAttribute>,
 }
 
 impl MediaSection {
@@ -212,6 +220,7 @@ impl SessionDescription {
                         fmtps: Vec::new(),
                         direction: None,
                         ptime: None,
+                        crypto: Vec::new(),
                     });
                 }
                 "a" => {
@@ -255,6 +264,7 @@ impl SessionDescription {
                                 }
                             }
                         }
+                        ("crypto", Some(v)) => sdes::push_crypto(&mut m.crypto, v),
                         ("ptime", Some(v)) => {
                             m.ptime = v.trim().parse().ok().filter(|p| (10..=120).contains(p));
                         }
@@ -318,60 +328,53 @@ pub struct LocalMedia {
     /// `o=` session id and version (RFC 4566 §5.2; the version grows with every change).
     pub session_id: u64,
     pub session_version: u64,
+    /// SRTP policy and keys; None when SRTP is off (then RTP/SAVP offers are refused).
+    pub srtp: Option<LocalSrtp>,
 }
 
-/// Answers an offer (RFC 3264 §6): the first audio stream over RTP/AVP with a codec we share
-/// is accepted, every other stream is rejected with port 0 (§6, §8.2).
-pub fn answer(offer: &SessionDescription, local: &LocalMedia) -> Result<(String, NegotiatedMedia), SdpError> {
-    let mut chosen: Option<(usize, NegotiatedMedia)> = None;
-    let mut saw_connectionless = false;
-    for (i, m) in offer.media.iter().enumerate() {
-        if chosen.is_some() || m.media != "audio" || m.port == 0 || !m.proto.eq_ignore_ascii_case("RTP/AVP") {
-            continue;
-        }
-        let Some((codec, pt)) = pick_codec(m, &local.codecs) else {
-            continue;
-        };
-        let Some(conn) = m.connection.or(offer.connection) else {
-            saw_connectionless = true;
-            continue;
-        };
-        let offered_dir = m.direction.or(offer.direction).unwrap_or(Direction::SendRecv);
-        // RFC 3264 §8.4: c=0.0.0.0 is the RFC 2543 way of putting a call on hold.
-        let remote_rtp = (!conn.is_unspecified()).then(|| SocketAddr::new(conn, m.port));
-        let telephone_event = m.payload_types.iter().copied().find(|pt| {
-            m.rtpmap(*pt).is_some_and(|r| {
-                r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == codec_event_clock(codec)
-            })
-        });
-        chosen = Some((
-            i,
-            NegotiatedMedia {
-                remote_rtp,
-                codec,
-                payload_type: pt,
-                telephone_event,
-                ptime_ms: m.ptime.unwrap_or(20),
-                direction: if remote_rtp.is_none() && offered_dir == Direction::SendRecv {
-                    Direction::RecvOnly
-                } else {
-                    offered_dir.answer_to()
-                },
-                fmtp: m.fmtp(pt).map(str::to_string),
-            },
-        ));
-    }
-    let Some((index, neg)) = chosen else {
-        return Err(if saw_connectionless {
-            SdpError::NoConnection
-        } else {
-            SdpError::NoCommonCodec
-        });
+/// The profiles of RFC 3551 (plain) and RFC 3711 §12 (SRTP) that we speak.
+const PLAIN: &str = "RTP/AVP";
+const SECURE: &str = "RTP/SAVP";
+
+/// Which side of offer/answer we are when a description comes in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// It is an offer; we answer it.
+    Answerer,
+    /// It answers our offer (RFC 3264 §7): the crypto tag must be one we offered.
+    Offerer,
+}
+
+/// The SRTP keys a stream gets under our policy (None: plain RTP), or Err when the stream
+/// cannot be taken: RTP/SAVP without a key we can use or with SRTP off, plain RTP where SRTP
+/// is required. Crypto attributes in an RTP/AVP offer are taken when SRTP is on (the "best
+/// effort" SRTP many SBCs and phones offer): the answer's crypto line tells the offerer.
+fn stream_srtp(m: &MediaSection, local: &LocalMedia, role: Role) -> Result<Option<SrtpKeys>, ()> {
+    let secure = m.proto.eq_ignore_ascii_case(SECURE);
+    let Some(policy) = &local.srtp else {
+        return if secure { Err(()) } else { Ok(None) };
     };
+    let keys = match role {
+        Role::Answerer => sdes::choose(&m.crypto, policy),
+        Role::Offerer => sdes::accept_answer(&m.crypto, policy),
+    };
+    match keys {
+        Some(k) => Ok(Some(k)),
+        None if secure || policy.required => Err(()),
+        None => Ok(None),
+    }
+}
+
+/// Answers an offer (RFC 3264 §6): the first audio stream over RTP/AVP or RTP/SAVP with a
+/// codec we share that meets the SRTP policy is accepted, every other stream is rejected with
+/// port 0 (§6, §8.2). The answer keeps the offered profile and carries our key for the
+/// chosen crypto attribute (RFC 4568 §7.1.2).
+pub fn answer(offer: &SessionDescription, local: &LocalMedia) -> Result<(String, NegotiatedMedia), SdpError> {
+    let (index, neg) = negotiate(offer, local, Role::Answerer)?;
     let mut sdp = session_header(local);
     for (i, m) in offer.media.iter().enumerate() {
         if i == index {
-            write_audio_section(&mut sdp, local.rtp.port(), &neg);
+            write_audio_section(&mut sdp, local.rtp.port(), &m.proto, &neg);
         } else {
             // Rejected stream: same media and proto, port 0, formats echoed (RFC 3264 §6).
             let fmts = if m.raw_formats.is_empty() {
@@ -391,8 +394,71 @@ pub fn answer(offer: &SessionDescription, local: &LocalMedia) -> Result<(String,
     Ok((sdp, neg))
 }
 
+/// Reads the answer to an offer of ours (RFC 3264 §7, RFC 4568 §7.1.3).
+pub fn accept_answer(answer: &SessionDescription, local: &LocalMedia) -> Result<NegotiatedMedia, SdpError> {
+    negotiate(answer, local, Role::Offerer).map(|(_, neg)| neg)
+}
+
+/// Picks the stream to use and what it settles.
+fn negotiate(sd: &SessionDescription, local: &LocalMedia, role: Role) -> Result<(usize, NegotiatedMedia), SdpError> {
+    let mut saw_connectionless = false;
+    let mut refused_by_srtp = false;
+    for (i, m) in sd.media.iter().enumerate() {
+        let profile_known = m.proto.eq_ignore_ascii_case(PLAIN) || m.proto.eq_ignore_ascii_case(SECURE);
+        if m.media != "audio" || m.port == 0 || !profile_known {
+            continue;
+        }
+        let Some((codec, pt)) = pick_codec(m, &local.codecs) else {
+            continue;
+        };
+        let Ok(srtp) = stream_srtp(m, local, role) else {
+            refused_by_srtp = true;
+            continue;
+        };
+        let Some(conn) = m.connection.or(sd.connection) else {
+            saw_connectionless = true;
+            continue;
+        };
+        let offered_dir = m.direction.or(sd.direction).unwrap_or(Direction::SendRecv);
+        // RFC 3264 §8.4: c=0.0.0.0 is the RFC 2543 way of putting a call on hold.
+        let remote_rtp = (!conn.is_unspecified()).then(|| SocketAddr::new(conn, m.port));
+        let telephone_event = m.payload_types.iter().copied().find(|pt| {
+            m.rtpmap(*pt).is_some_and(|r| {
+                r.encoding.eq_ignore_ascii_case("telephone-event") && r.clock_rate == codec_event_clock(codec)
+            })
+        });
+        // Our direction mirrors theirs (§6.1), in an offer or an answer alike.
+        let direction = if remote_rtp.is_none() && offered_dir == Direction::SendRecv {
+            Direction::RecvOnly
+        } else {
+            offered_dir.answer_to()
+        };
+        return Ok((
+            i,
+            NegotiatedMedia {
+                remote_rtp,
+                codec,
+                payload_type: pt,
+                telephone_event,
+                ptime_ms: m.ptime.unwrap_or(20),
+                direction,
+                fmtp: m.fmtp(pt).map(str::to_string),
+                srtp: srtp.map(Box::new),
+            },
+        ));
+    }
+    Err(if refused_by_srtp {
+        SdpError::SrtpPolicy
+    } else if saw_connectionless {
+        SdpError::NoConnection
+    } else {
+        SdpError::NoCommonCodec
+    })
+}
+
 /// Writes an offer with every local codec (for a re-INVITE that arrived without SDP, RFC 3261
-/// §14.2, or an outbound call).
+/// §14.2, or an outbound call). SRTP "required" offers RTP/SAVP, "optional" offers RTP/AVP
+/// with crypto attributes (best effort), so a peer without SRTP still answers.
 pub fn offer(local: &LocalMedia, direction: Direction) -> String {
     let mut sdp = session_header(local);
     let mut pts = Vec::new();
@@ -408,12 +474,19 @@ pub fn offer(local: &LocalMedia, direction: Direction) -> String {
         }
     }
     pts.push("101".to_string());
-    let _ = write!(sdp, "m=audio {} RTP/AVP {}\r\n{maps}", local.rtp.port(), pts.join(" "));
+    let proto = match &local.srtp {
+        Some(p) if p.required => SECURE,
+        _ => PLAIN,
+    };
+    let _ = write!(sdp, "m=audio {} {proto} {}\r\n{maps}", local.rtp.port(), pts.join(" "));
     let _ = write!(
         sdp,
         "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na={}\r\n",
         direction.attr()
     );
+    if let Some(policy) = &local.srtp {
+        sdes::write_offer(&mut sdp, policy);
+    }
     sdp
 }
 
@@ -453,12 +526,17 @@ fn session_header(local: &LocalMedia) -> String {
     )
 }
 
-fn write_audio_section(sdp: &mut String, port: u16, neg: &NegotiatedMedia) {
+fn write_audio_section(sdp: &mut String, port: u16, offered_proto: &str, neg: &NegotiatedMedia) {
     let mut fmts = neg.payload_type.to_string();
     if let Some(te) = neg.telephone_event {
         let _ = write!(fmts, " {te}");
     }
-    let _ = write!(sdp, "m=audio {port} RTP/AVP {fmts}\r\n");
+    let proto = if offered_proto.eq_ignore_ascii_case(SECURE) {
+        SECURE
+    } else {
+        PLAIN
+    };
+    let _ = write!(sdp, "m=audio {port} {proto} {fmts}\r\n");
     let channels = if neg.codec == Codec::Opus { "/2" } else { "" };
     let _ = write!(
         sdp,
@@ -478,6 +556,9 @@ fn write_audio_section(sdp: &mut String, port: u16, neg: &NegotiatedMedia) {
         );
     }
     let _ = write!(sdp, "a=ptime:{}\r\na={}\r\n", neg.ptime_ms, neg.direction.attr());
+    if let Some(keys) = &neg.srtp {
+        sdes::write_answer(sdp, keys);
+    }
 }
 
 /// Keeps echoed tokens printable and single-line.
@@ -498,6 +579,7 @@ mod tests {
             codecs: vec![Codec::Pcmu, Codec::Pcma, Codec::G722, Codec::Opus],
             session_id: 42,
             session_version: 1,
+            srtp: None,
         }
     }
 
@@ -617,5 +699,108 @@ m=audio 30000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101
         let text = offer(&local(), Direction::SendRecv);
         let parsed = sd(&text);
         assert_eq!(parsed.media[0].payload_types, vec![0, 8, 9, 111, 101]);
+    }
+
+    // --- SRTP (RFC 4568) ---
+
+    const KEY30: &str = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+    fn with_srtp(required: bool) -> LocalMedia {
+        LocalMedia {
+            srtp: Some(LocalSrtp {
+                required,
+                material: crate::sip::sdes::KeyMaterial::from_bytes([5; 46]),
+            }),
+            ..local()
+        }
+    }
+
+    fn savp_offer(crypto: &str) -> String {
+        OFFER.replace("RTP/AVP 8 0 101", "RTP/SAVP 8 0 101") + crypto
+    }
+
+    #[test]
+    fn an_savp_offer_is_answered_in_savp_with_the_offered_tag_and_our_key() {
+        let offer = savp_offer(&format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY30}|2^20|1:4\r\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY30}\r\n"
+        ));
+        for required in [false, true] {
+            let (text, neg) = answer(&sd(&offer), &with_srtp(required)).unwrap();
+            assert!(text.contains("m=audio 20000 RTP/SAVP 0 101\r\n"), "{text}");
+            // Tag 1 carries an MKI, which we do not use: tag 2 is chosen.
+            let keys = neg.srtp.expect("SRTP negotiated");
+            assert_eq!((keys.tag, keys.suite.name()), (2, "AES_CM_128_HMAC_SHA1_32"));
+            let answered = sd(&text);
+            assert_eq!(answered.media[0].crypto.len(), 1);
+            assert_eq!(answered.media[0].crypto[0].tag, 2);
+            assert_eq!(answered.media[0].crypto[0].key, keys.ours);
+            assert_ne!(keys.ours, keys.theirs);
+        }
+    }
+
+    #[test]
+    fn srtp_policy_refusals_are_488() {
+        let savp = savp_offer(&format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY30}\r\n"));
+        // SRTP off: RTP/SAVP cannot be taken.
+        let err = answer(&sd(&savp), &local()).unwrap_err();
+        assert_eq!((err.clone(), err.status()), (SdpError::SrtpPolicy, 488));
+        // RTP/SAVP with no usable key (only an MKI one) is refused even when SRTP is on.
+        let mki = savp_offer(&format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY30}|2^20|1:4\r\n"
+        ));
+        assert_eq!(answer(&sd(&mki), &with_srtp(false)).unwrap_err(), SdpError::SrtpPolicy);
+        // SRTP required: plain RTP is refused.
+        assert_eq!(answer(&sd(OFFER), &with_srtp(true)).unwrap_err(), SdpError::SrtpPolicy);
+    }
+
+    #[test]
+    fn optional_srtp_answers_plain_offers_plainly_and_best_effort_offers_with_keys() {
+        let (text, neg) = answer(&sd(OFFER), &with_srtp(false)).unwrap();
+        assert_eq!(neg.srtp, None);
+        assert!(!text.contains("a=crypto"), "{text}");
+        assert!(text.contains("RTP/AVP 0 101"), "{text}");
+        // Crypto in RTP/AVP (best-effort SRTP): taken, answered in RTP/AVP with our key.
+        let best_effort = format!("{OFFER}a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{KEY30}\r\n");
+        let (text, neg) = answer(&sd(&best_effort), &with_srtp(false)).unwrap();
+        assert_eq!(neg.srtp.map(|k| k.tag), Some(3));
+        assert!(text.contains("RTP/AVP 0 101") && text.contains("a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:"));
+        // With SRTP off, the crypto line of a plain offer is ignored.
+        assert_eq!(answer(&sd(&best_effort), &local()).unwrap().1.srtp, None);
+    }
+
+    #[test]
+    fn our_srtp_offer_and_the_answer_to_it_agree_on_keys() {
+        let ours = with_srtp(true);
+        let text = offer(&ours, Direction::SendRecv);
+        assert!(text.contains("m=audio 20000 RTP/SAVP "), "{text}");
+        let offered = sd(&text);
+        assert_eq!(offered.media[0].crypto.len(), 3);
+        // The far end answers it with its own key material.
+        let far = LocalMedia {
+            rtp: "192.0.2.9:4000".parse().unwrap(),
+            srtp: Some(LocalSrtp {
+                required: true,
+                material: crate::sip::sdes::KeyMaterial::from_bytes([6; 46]),
+            }),
+            ..local()
+        };
+        let (their_answer, theirs) = answer(&offered, &far).unwrap();
+        let mine = accept_answer(&sd(&their_answer), &ours).unwrap();
+        let (a, b) = (mine.srtp.unwrap(), theirs.srtp.unwrap());
+        assert_eq!((a.ours, a.theirs), (b.theirs, b.ours));
+        // Optional SRTP offers RTP/AVP with the same crypto lines.
+        let text = offer(&with_srtp(false), Direction::SendRecv);
+        assert!(text.contains("RTP/AVP ") && text.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80"));
+        // An answer without crypto to a required offer is not accepted.
+        let plain_answer = their_answer.replace("RTP/SAVP", "RTP/AVP");
+        let plain_answer: String = plain_answer
+            .lines()
+            .filter(|l| !l.starts_with("a=crypto"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+        assert_eq!(
+            accept_answer(&sd(&plain_answer), &ours).unwrap_err(),
+            SdpError::SrtpPolicy
+        );
     }
 }

@@ -36,7 +36,8 @@ pub struct Trunk {
     pub country: Option<String>,
     pub strip_prefix: Option<String>,
     pub trust_pai: bool,
-    pub srtp: SrtpPolicy,
+    /// None: `sip.srtp` decides.
+    pub srtp: Option<SrtpPolicy>,
 }
 
 impl std::fmt::Debug for Trunk {

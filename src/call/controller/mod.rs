@@ -16,6 +16,7 @@ use super::accounting::Accounting;
 use super::flow_call::{Ctx, FlowCalls, FlowMsg, LegSetup};
 use super::leg::{DigitSource, LegHandle, LegReport};
 use super::ports::PortPool;
+use crate::config::trunk::SrtpPolicy;
 use crate::dialplan::Dialplan;
 use crate::flow::runner::Runner;
 use crate::room::{RoomEvent, Rooms};
@@ -52,6 +53,8 @@ pub struct ControllerSetup {
     /// The address put in SDP instead of the local one (`rtp.advertise`).
     pub rtp_advertise: Option<IpAddr>,
     pub codecs: Vec<Codec>,
+    /// SRTP for calls whose trunk does not say (`sip.srtp`).
+    pub srtp: SrtpPolicy,
     /// What media legs need; `reports` is the sender of [`Inputs::reports`].
     pub legs: LegSetup,
     /// Silence after which a call is hung up (`rtp.timeout_secs`), for the log line.
@@ -89,6 +92,7 @@ pub struct Controller {
     ports: Arc<PortPool>,
     rtp_advertise: Option<IpAddr>,
     codecs: Vec<Codec>,
+    srtp: SrtpPolicy,
     rtp_timeout: Duration,
     overload_delay: Duration,
     /// How long the last flow request waited for this task (an overload signal).
@@ -128,6 +132,7 @@ impl Controller {
             ports: setup.ports,
             rtp_advertise: setup.rtp_advertise,
             codecs: setup.codecs,
+            srtp: setup.srtp,
             rtp_timeout: setup.rtp_timeout,
             overload_delay: setup.overload_delay,
             flow_lag: Duration::ZERO,
@@ -273,8 +278,11 @@ impl Controller {
                     foreign_packets = summary.foreign_packets,
                     rtcp_received = summary.rtcp_received,
                     rtt_ms = summary.rtt_ms.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".into()),
+                    srtp = summary.srtp,
+                    srtp_rejected = summary.srtp_rejected.total(),
                     "media quality"
                 );
+                srtp_rejections(call, &summary.srtp_rejected);
             }
         }
     }
@@ -389,5 +397,26 @@ impl Controller {
             }
         }
         a.flush_all();
+    }
+}
+
+/// SRTP/SRTCP packets a call's stream dropped (RFC 3711 §3.3 step 5), into
+/// `srtp_packets_rejected_total{reason}`; forged packets (failed authentication, unknown
+/// SSRCs past the bound) also into one `tolk::security` line per call. Replays alone are
+/// not an event: the network duplicates packets.
+fn srtp_rejections(call: CallRef, r: &crate::rtp::srtp::RejectCounts) {
+    for (reason, n) in r.by_reason() {
+        if n > 0 {
+            metrics::counter!("srtp_packets_rejected_total", "reason" => reason.label()).increment(n);
+        }
+    }
+    if r.authentication + r.stranger_ssrc > 0 {
+        tracing::warn!(
+            target: "tolk::security",
+            call = call.0,
+            failed_authentication = r.authentication,
+            stranger_ssrc = r.stranger_ssrc,
+            "srtp packets rejected"
+        );
     }
 }

@@ -3,10 +3,12 @@
 
 use super::Controller;
 use crate::call::flow_call::{GatewayPort, MediaSlot, PinIdentity};
+use crate::config::trunk::SrtpPolicy;
 use crate::dialplan::Target;
 use crate::flow::port::CallInfo;
 use crate::privacy::mask_opt;
 use crate::sip::dialog::IncomingCall;
+use crate::sip::sdes::{KeyMaterial, LocalSrtp};
 use crate::sip::sdp::LocalMedia;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,6 +125,17 @@ impl Controller {
             },
             session_id: fastrand::u64(1..1 << 40),
             session_version: 1,
+            srtp: None,
+        };
+        let policy = trunk.as_ref().and_then(|t| t.srtp).unwrap_or(self.srtp);
+        let local = match local_srtp(policy) {
+            Ok(srtp) => LocalMedia { srtp, ..local },
+            Err(()) => {
+                tracing::error!("no random key material for SRTP; refusing a call that requires it");
+                metrics::counter!("calls_total", "outcome" => "no_srtp_keys").increment(1);
+                let _ = self.core.reject(inc.call, 503, now);
+                return None;
+            }
         };
         let (masked, pseudonym, anonymous) = self
             .accounting
@@ -164,5 +177,21 @@ fn pin_identity(info: &CallInfo, source: std::net::IpAddr) -> PinIdentity {
     PinIdentity {
         key,
         shown: info.masked.clone(),
+    }
+}
+
+/// A call's SRTP side under `policy`: fresh key material per call (RFC 4568 §8.1: keys are
+/// random and not reused across sessions). Err when SRTP is required and the system's
+/// random source failed; "optional" then goes plain.
+fn local_srtp(policy: SrtpPolicy) -> Result<Option<LocalSrtp>, ()> {
+    let required = match policy {
+        SrtpPolicy::Off => return Ok(None),
+        SrtpPolicy::Optional => false,
+        SrtpPolicy::Required => true,
+    };
+    match KeyMaterial::random() {
+        Some(material) => Ok(Some(LocalSrtp { required, material })),
+        None if required => Err(()),
+        None => Ok(None),
     }
 }

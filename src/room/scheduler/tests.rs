@@ -64,6 +64,7 @@ fn member(room: &mut LiveRoom, call: u64, codec: Codec, now: Instant) -> Phone {
         ptime_ms: 20,
         direction: Direction::SendRecv,
         fmtp: None,
+        srtp: None,
     };
     let to = gw.local_addr().unwrap();
     let start = StreamStart {

@@ -24,6 +24,7 @@ fn local_media() -> LocalMedia {
         codecs: vec![Codec::Pcmu, Codec::Pcma],
         session_id: 7,
         session_version: 1,
+        srtp: None,
     }
 }
 

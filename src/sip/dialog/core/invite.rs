@@ -229,7 +229,7 @@ impl UasCore {
         if offer_in_2xx && !req.body.is_empty() {
             // The answer to our offer (RFC 3261 §13.2.1).
             if let (Ok(answer), Some(local)) = (SessionDescription::parse(&req.body), &call.local_media)
-                && let Ok((_, neg)) = sdp::answer(&answer, local)
+                && let Ok(neg) = sdp::accept_answer(&answer, local)
             {
                 call.negotiated = Some(neg.clone());
                 changed = Some(neg);
