@@ -3,7 +3,7 @@
 //! after tolk decoded, jitter-buffered and re-encoded it.
 
 mod common;
-use common::baresip::{baresip, read_wav, write_config, write_tone_wav};
+use common::baresip::{baresip, read_wav, require_srtp, write_config, write_tone_wav};
 use common::{Gateway, Uac, sdp_offer, status_of};
 use std::process::Command;
 use std::time::Duration;
@@ -48,14 +48,10 @@ fn call_echo_over(codec: &str, rate: u32, channels: u16, wire: Wire) -> (Vec<i16
         assert!(cert.exists(), "the first start made a certificate");
         let mut config = std::fs::read_to_string(dir.join("config")).unwrap();
         config.push_str(&format!("sip_cafile {}\n", cert.display()));
-        if wire == Wire::TlsSrtp {
-            // Before the account module, which looks the media encryption up.
-            config = config.replace("module account.so\n", "module srtp.so\nmodule account.so\n");
-            let accounts = std::fs::read_to_string(dir.join("accounts")).unwrap();
-            let accounts = accounts.trim_end().to_string() + ";mediaenc=srtp-mand\n";
-            std::fs::write(dir.join("accounts"), accounts).unwrap();
-        }
         std::fs::write(dir.join("config"), config).unwrap();
+        if wire == Wire::TlsSrtp {
+            require_srtp(&dir);
+        }
         format!("sip:+15550100300@{};transport=tls", gw.sip_tls)
     } else {
         format!("sip:+15550100300@{}", gw.sip)

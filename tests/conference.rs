@@ -81,11 +81,27 @@ fn caller(gw: &Gateway, name: &str, freq: f64) -> Phone {
 
 /// The same, calling from the number `user`.
 fn caller_as(gw: &Gateway, name: &str, freq: f64, user: &str) -> Phone {
+    caller_with(gw, name, freq, user, false)
+}
+
+/// The same, sending media in SRTP only when `srtp`.
+fn caller_with(gw: &Gateway, name: &str, freq: f64, user: &str, srtp: bool) -> Phone {
     let dir = gw.data_dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let tone = dir.join("tone.wav");
     write_tone_wav(&tone, freq, 40, 8000, 1);
-    Phone::dial_as(&dir, &format!("sip:{DEMO}@{}", gw.sip), "PCMU", &tone, 8000, user)
+    Phone::dial_with(&dir, &format!("sip:{DEMO}@{}", gw.sip), "PCMU", &tone, 8000, user, srtp)
+}
+
+/// A dialplan directory whose demo room records always.
+fn recorded_demo_plan() -> String {
+    let plan = common::dialplan_with(&[]);
+    std::fs::write(
+        plan.join("rooms.toml"),
+        "[room.demo]\npin = \"1234\"\nmoderator_pin = \"9999\"\nrecord = \"always\"\n",
+    )
+    .unwrap();
+    plan.display().to_string()
 }
 
 fn key_pin_when_connected(phone: &Phone) {
@@ -409,13 +425,7 @@ fn the_room_recording_leaves_out_a_caller_who_opted_out() {
     assert!(status == 204 || status == 200, "{status} {body}");
     let data = first.data_dir.clone();
     drop(first);
-    let plan = common::dialplan_with(&[]);
-    std::fs::write(
-        plan.join("rooms.toml"),
-        "[room.demo]\npin = \"1234\"\nmoderator_pin = \"9999\"\nrecord = \"always\"\n",
-    )
-    .unwrap();
-    let plan_dir = plan.display().to_string();
+    let plan_dir = recorded_demo_plan();
     let gw = Gateway::start_in(
         data,
         &[
@@ -482,5 +492,72 @@ fn the_room_recording_leaves_out_a_caller_who_opted_out() {
         window(samples, *rate, 0.5, 2.0),
         &[TONES[1], TONES[2]],
         &[TONES[0]],
+    );
+}
+
+/// A caller whose media is SRTP (RTP/SAVP with SDES keys) is mixed and recorded like the
+/// plain ones: the room and its recorder see decoded audio (issue 14: "recording and mixing
+/// work unchanged on SRTP calls").
+#[test]
+fn an_srtp_member_is_mixed_and_recorded_like_the_others() {
+    let tokens = format!("[\"{TOKEN}\"]");
+    let plan_dir = recorded_demo_plan();
+    let gw = Gateway::start(&[
+        ("TOLK_ADMIN_TOKENS", tokens.as_str()),
+        ("TOLK_DIALPLAN_DIR", plan_dir.as_str()),
+    ]);
+    let phones: Vec<Phone> = (0..3)
+        .map(|i| caller_with(&gw, &format!("p{i}"), TONES[i], "tester", i == 1))
+        .collect();
+    for p in &phones {
+        key_pin_when_connected(p);
+    }
+    wait_members(&gw, 3, &phones.iter().collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, body) = http_request(gw.admin, "POST", "/api/v1/rooms/demo/stop-recording", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    let heard: Vec<(Vec<i16>, u32)> = phones.into_iter().map(|p| p.finish()).collect();
+    for (i, (samples, rate)) in heard.iter().enumerate() {
+        let w = window(samples, *rate, 0.5, 2.0);
+        let others: Vec<f64> = (0..3).filter(|&j| j != i).map(|j| TONES[j]).collect();
+        assert_hears(&format!("caller {i}"), w, &others, &[TONES[i], TONES[3]]);
+    }
+    // One of the three streams ran SRTP, and none of its packets failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let quality_lines = |log: &str| log.lines().filter(|l| l.contains("media quality")).count();
+    while quality_lines(&gw.log_text()) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = gw.log_text();
+    let srtp_streams = log
+        .lines()
+        .filter(|l| l.contains("media quality") && l.contains("srtp=true"))
+        .count();
+    assert_eq!(srtp_streams, 1, "{log}");
+    assert_eq!(gw.metric("srtp_packets_rejected_total{reason=\"auth\"}"), 0);
+    // The recording holds all three, the SRTP caller's tone included.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let recording = loop {
+        let file = std::fs::read_dir(gw.data_dir.join("recordings"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("room-")));
+        let read = file.and_then(|f| tolk::media_files::prompts::read_mono_wav(&f).ok());
+        match read {
+            Some((pcm, rate)) if pcm.len() > 2 * rate as usize => break (pcm, rate),
+            _ if Instant::now() > deadline => panic!("no finished room recording:\n{log}"),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    let (pcm, rate) = recording;
+    let last = window(&pcm, rate, 0.2, 2.0);
+    let powers: Vec<f64> = TONES.iter().map(|&f| power(last, f, rate)).collect();
+    eprintln!("recording: {powers:?}");
+    let weakest = powers[..3].iter().cloned().fold(f64::INFINITY, f64::min);
+    assert!(
+        weakest > 100.0 * powers[3].max(1.0),
+        "every caller is in the recording: {powers:?}"
     );
 }

@@ -78,6 +78,21 @@ module account.so\nmodule uuid.so\nmodule_app account.so\nmodule_app menu.so\n",
     .unwrap();
 }
 
+/// Makes the baresip in `dir` (after [`write_config`]) send media in SRTP only: its srtp
+/// module, loaded before the account module that looks it up, and `mediaenc=srtp-mand`
+/// (RTP/SAVP offers with SDES keys, RFC 4568).
+pub fn require_srtp(dir: &Path) {
+    let config = std::fs::read_to_string(dir.join("config")).unwrap();
+    let config = config.replace("module account.so\n", "module srtp.so\nmodule account.so\n");
+    std::fs::write(dir.join("config"), config).unwrap();
+    let accounts = std::fs::read_to_string(dir.join("accounts")).unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        accounts.trim_end().to_string() + ";mediaenc=srtp-mand\n",
+    )
+    .unwrap();
+}
+
 /// A baresip process calling the gateway, sending a tone file, dumping what it decodes
 /// (`*-dec.wav`, by the sndfile module), and taking commands (`/sndcode 1234#`, `/hold`) on
 /// its console socket (the cons module).
@@ -96,9 +111,17 @@ impl Phone {
 
     /// The same, calling as `user` (a phone number in From, for opt-outs).
     pub fn dial_as(dir: &Path, uri: &str, codec: &str, tone: &Path, rate: u32, user: &str) -> Phone {
+        Self::dial_with(dir, uri, codec, tone, rate, user, false)
+    }
+
+    /// The same, with `srtp`: media in SRTP only ([`require_srtp`]).
+    pub fn dial_with(dir: &Path, uri: &str, codec: &str, tone: &Path, rate: u32, user: &str, srtp: bool) -> Phone {
         std::fs::create_dir_all(dir).unwrap();
         let console_port = super::free_port();
         write_config(dir, codec, tone, rate, 1, user, Some(console_port));
+        if srtp {
+            require_srtp(dir);
+        }
         let log = std::fs::File::create(dir.join("baresip.log")).unwrap();
         let child = std::process::Command::new(baresip())
             .arg("-f")
