@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use tolk::flow::FlowLibrary;
-use tolk::flow::dialplan::Dialplan;
+use tolk::dialplan::Dialplan;
 use tolk::flow::engine::Limits;
 
 fuzz_target!(|data: &[u8]| {

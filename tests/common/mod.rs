@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod baresip;
+pub mod pg_tls;
 mod ports;
 
 use std::io::{Read, Write};

@@ -59,8 +59,12 @@ impl CertStore {
     }
 
     fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let config = self.current.read().unwrap_or_else(|p| p.into_inner()).clone();
-        tokio_rustls::TlsAcceptor::from(config)
+        tokio_rustls::TlsAcceptor::from(self.server_config())
+    }
+
+    /// The rustls configuration in use (the fuzz target drives it without sockets).
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn cert_path(&self) -> &Path {
