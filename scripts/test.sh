@@ -13,6 +13,8 @@ command -v baresip >/dev/null 2>&1 || need_pkgs+=(baresip)
 command -v cmake >/dev/null 2>&1 || need_pkgs+=(cmake)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v espeak-ng >/dev/null 2>&1 || need_pkgs+=(espeak-ng)
+# libfuzzer-sys (the fuzz targets, checked below) builds libFuzzer's C++.
+command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   log "installing Debian packages: ${need_pkgs[*]}"
   SUDO=""
@@ -39,6 +41,9 @@ cargo fmt --all -- --check
 
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+log "fuzz targets compile (they build against the library; running them is scripts/fuzz.sh)"
+cargo check --manifest-path fuzz/Cargo.toml --bins
 
 log "layers: imports point down, sans-IO cores clean, files by concept"
 scripts/check-layers.sh

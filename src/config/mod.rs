@@ -1030,6 +1030,22 @@ mod tests {
     }
 
     #[test]
+    fn srtp_policy_defaults_to_optional_and_a_trunk_may_say_otherwise() {
+        let cfg = Config::from_parts("tolk.toml", "", &[]).unwrap();
+        assert_eq!(cfg.sip.srtp, trunk::SrtpPolicy::Optional);
+        let text = "[sip]\nsrtp = \"off\"\n\n[[trunks]]\nname = \"a\"\nsources = [\"192.0.2.1\"]\nsrtp = \"required\"\n\n\
+[[trunks]]\nname = \"b\"\nsources = [\"192.0.2.2\"]\n";
+        let cfg = Config::from_parts("tolk.toml", text, &[]).unwrap();
+        assert_eq!(cfg.sip.srtp, trunk::SrtpPolicy::Off);
+        assert_eq!(cfg.trunks[0].srtp, Some(trunk::SrtpPolicy::Required));
+        assert_eq!(cfg.trunks[1].srtp, None, "unset: sip.srtp decides");
+        let bad = text.replace("srtp = \"required\"", "srtp = \"sometimes\"");
+        let err = Config::from_parts("tolk.toml", &bad, &[]).unwrap_err();
+        assert_eq!(err.origin, "tolk.toml:7", "{err}");
+        assert!(err.key.ends_with("srtp"), "{err}");
+    }
+
+    #[test]
     fn toml_syntax_error_names_the_line() {
         let err = Config::from_parts("tolk.toml", "[sip]\nlisten = [\n", &[]).unwrap_err();
         assert!(err.origin.starts_with("tolk.toml:"), "{err}");
