@@ -141,6 +141,28 @@ fn fuzzer_findings_stay_fixed() {
         let _ = parse_datagram(case, &limits);
         let _ = parse_message(case, Framing::Stream, &limits);
     }
+    // 2026-12-06 (sip_message, 7.6 M runs in): a datagram of exactly max_headers headers and
+    // no Content-Length parses; its print has Content-Length added (RFC 3261 §20.14), one
+    // header over the limit, so the round trip must allow one more.
+    let at_limit = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/fuzz/sip_message-00b42fe0"
+    ))
+    .unwrap();
+    let Ok(SipMessage::Request(req)) = parse_datagram(&at_limit, &limits) else {
+        panic!("the datagram at the header limit parses");
+    };
+    let printed = req.to_bytes();
+    assert!(parse_message(&printed, Framing::Stream, &limits).is_err());
+    let one_more = Limits {
+        max_headers: limits.max_headers + 1,
+        ..limits
+    };
+    let again = parse_message(&printed, Framing::Stream, &one_more).expect("prints to a message that parses");
+    let SipMessage::Request(again) = again else {
+        panic!("a request")
+    };
+    assert_eq!(again.to_bytes(), printed, "print is stable");
 }
 
 #[test]

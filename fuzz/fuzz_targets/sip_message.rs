@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
         SipMessage::Request(r) => r.to_bytes(),
         SipMessage::Response(r) => r.to_bytes(),
     };
-    let again = parse_message(&printed, Framing::Stream, &limits).expect("printed message must parse");
+    // Printing adds Content-Length when the datagram had none (RFC 3261 §20.14: required on
+    // streams), so a datagram at the header limit prints to one header more.
+    let reparse = Limits { max_headers: limits.max_headers + 1, ..limits };
+    let again = parse_message(&printed, Framing::Stream, &reparse).expect("printed message must parse");
     let reprinted = match &again {
         SipMessage::Request(r) => r.to_bytes(),
         SipMessage::Response(r) => r.to_bytes(),
