@@ -248,6 +248,36 @@ fn invite_gets_100_at_once_and_200_with_sdp_and_tag_on_answer() {
 }
 
 #[test]
+fn ended_calls_leave_no_timers_behind() {
+    // Each call has a 4-hour longest-life deadline (sip.max_call_secs) and, with a session
+    // timer, a refresh deadline: once the calls and their transactions are gone, nothing of
+    // them may wait in the timer queue (it once held every deadline until it passed).
+    let mut h = Harness::new();
+    for i in 0..40 {
+        let mut uac = Uac::new();
+        let headers = if i % 2 == 0 {
+            "Supported: timer\r\nSession-Expires: 1800\r\n"
+        } else {
+            ""
+        };
+        h.established(&mut uac, headers);
+        h.deliver(&uac.request("BYE", "", ""));
+        h.sent();
+        h.events();
+    }
+    let busy = h.core.stats();
+    assert!(
+        busy.timers <= busy.server_transactions + busy.client_transactions + busy.calls,
+        "{busy:?}"
+    );
+    // Past Timer J and the INVITE transactions' ends (64*T1 = 32 s).
+    h.run_until(secs(40));
+    let idle = h.core.stats();
+    assert_eq!(idle, core::CoreStats::default(), "nothing left: {idle:?}");
+    assert_eq!(h.core.poll_timeout(), None);
+}
+
+#[test]
 fn bye_from_caller_is_answered_and_ends_the_call() {
     let mut h = Harness::new();
     let mut uac = Uac::new();

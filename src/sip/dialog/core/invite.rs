@@ -555,6 +555,7 @@ impl UasCore {
     }
 
     pub(super) fn forget_call(&mut self, cref: CallRef) -> bool {
+        self.timers.cancel(&TimerTarget::Call(cref));
         match self.calls.remove(&cref) {
             Some(call) => {
                 if let Some(t) = &call.trunk {

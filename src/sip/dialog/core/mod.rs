@@ -14,8 +14,7 @@ use crate::sip::txn::{
     ServerKey, Transaction, TxnEvent, TxnOutput,
 };
 use bytes::Bytes;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 mod admit;
@@ -23,6 +22,7 @@ mod body;
 mod in_dialog;
 mod invite;
 mod refer;
+mod timers;
 mod txn;
 
 use body::*;
@@ -84,7 +84,7 @@ struct ClientEntry {
     purpose: Purpose,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum TimerTarget {
     Server(ServerKey),
     Client(ClientKey),
@@ -97,6 +97,8 @@ pub struct CoreStats {
     pub server_transactions: usize,
     pub client_transactions: usize,
     pub calls: usize,
+    /// Pending timers: at most one per transaction and call.
+    pub timers: usize,
 }
 
 /// The sans-IO UAS core. See the module docs for the driving loop.
@@ -110,7 +112,7 @@ pub struct UasCore {
     server: HashMap<ServerKey, ServerEntry>,
     merge: HashMap<MergeKey, ServerKey>,
     client: HashMap<ClientKey, ClientEntry>,
-    timers: BinaryHeap<Reverse<(Instant, TimerTarget)>>,
+    timers: timers::TimerQueue<TimerTarget>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<UasEvent>,
     /// Calls whose TU was told they ended, kept until their BYE can go (RFC 3261 §15).
@@ -162,7 +164,7 @@ impl UasCore {
             server: HashMap::new(),
             merge: HashMap::new(),
             client: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: timers::TimerQueue::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             hangup_after_ack: HashMap::new(),
@@ -197,6 +199,7 @@ impl UasCore {
             server_transactions: self.server.len(),
             client_transactions: self.client.len(),
             calls: self.calls.len(),
+            timers: self.timers.len(),
         }
     }
 
@@ -221,30 +224,23 @@ impl UasCore {
 
     /// The next instant [`Self::handle_timeout`] must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        self.timers.next()
     }
 
     fn send(&mut self, peer: Peer, bytes: Bytes) {
         self.transmits.push_back(Transmit { peer, bytes });
     }
 
+    /// `target`'s next wake-up (None: none), replacing the one it had.
     fn schedule(&mut self, target: TimerTarget, at: Option<Instant>) {
-        if let Some(at) = at {
-            self.timers.push(Reverse((at, target)));
-        }
+        self.timers.set(target, at);
     }
 
     // ---------------------------------------------------------------- timers
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((_, target))) = self.timers.pop() else {
-                break;
-            };
+        while let Some(target) = self.timers.pop_due(now) {
             match target {
                 TimerTarget::Server(key) => self.server_timeout(now, key),
                 TimerTarget::Client(key) => self.client_timeout(now, key),

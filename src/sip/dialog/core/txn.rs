@@ -28,6 +28,7 @@ impl UasCore {
         }
         match out.event {
             Some(TxnEvent::Terminated) | Some(TxnEvent::Timeout) => {
+                self.timers.cancel(&TimerTarget::Server(key.clone()));
                 if let Some(entry) = self.server.remove(key)
                     && let Some(mk) = entry.merge
                 {
