@@ -377,17 +377,22 @@ pub fn answer(offer: &SessionDescription, local: &LocalMedia) -> Result<(String,
             write_audio_section(&mut sdp, local.rtp.port(), &m.proto, &neg);
         } else {
             // Rejected stream: same media and proto, port 0, formats echoed (RFC 3264 §6).
-            let fmts = if m.raw_formats.is_empty() {
+            let fmts: Vec<String> = m
+                .raw_formats
+                .iter()
+                .map(|f| token(f))
+                .filter(|f| !f.is_empty())
+                .collect();
+            let fmts = if fmts.is_empty() {
                 "0".to_string()
             } else {
-                m.raw_formats.join(" ")
+                fmts.join(" ")
             };
             let _ = write!(
                 sdp,
-                "m={} 0 {} {}\r\n",
-                sanitize(&m.media),
-                sanitize(&m.proto),
-                sanitize(&fmts)
+                "m={} 0 {} {fmts}\r\n",
+                or_dash(token(&m.media)),
+                or_dash(token(&m.proto))
             );
         }
     }
@@ -561,12 +566,15 @@ fn write_audio_section(sdp: &mut String, port: u16, offered_proto: &str, neg: &N
     }
 }
 
-/// Keeps echoed tokens printable and single-line.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(256)
-        .collect()
+/// Keeps an echoed token printable, single-line and without spaces (a peer's control
+/// characters would otherwise leave an empty field and an `m=` line that does not parse:
+/// found by the `sdp` fuzz target).
+fn token(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_graphic()).take(64).collect()
+}
+
+fn or_dash(t: String) -> String {
+    if t.is_empty() { "-".into() } else { t }
 }
 
 #[cfg(test)]
@@ -692,6 +700,19 @@ m=audio 30000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101
         assert!(SessionDescription::parse(b"v=0\r\nm=audio\r\n").is_err());
         assert!(SessionDescription::parse(b"v=0\r\nm=audio 99999 RTP/AVP 0\r\n").is_err());
         assert!(SessionDescription::parse(&vec![b'a'; MAX_SDP_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn a_rejected_stream_of_control_characters_is_echoed_as_a_line_that_parses() {
+        // From the sdp fuzz target: a second m= line whose proto is a lone U+0001.
+        let offer = format!("{OFFER}m=aud 1 \u{1} 192.0.2.5\r\nm=video 2 \u{1} \u{1}\r\n");
+        let (text, _) = answer(&sd(&offer), &local()).unwrap();
+        let parsed = sd(&text);
+        assert_eq!(parsed.media.len(), 3, "{text}");
+        assert!(
+            text.contains("m=aud 0 - 192.0.2.5\r\n") && text.contains("m=video 0 - 0\r\n"),
+            "{text}"
+        );
     }
 
     #[test]
