@@ -554,8 +554,12 @@ impl UasCore {
         }
     }
 
+    /// Drops everything the core keeps for the call (its timer, a pending hang-up, a
+    /// transfer in flight, the dialog); true when the call was there.
     pub(super) fn forget_call(&mut self, cref: CallRef) -> bool {
         self.timers.cancel(&TimerTarget::Call(cref));
+        self.hangup_after_ack.remove(&cref);
+        self.referring.remove(&cref);
         match self.calls.remove(&cref) {
             Some(call) => {
                 if let Some(t) = &call.trunk {
