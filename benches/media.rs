@@ -157,22 +157,14 @@ fn bench(c: &mut Criterion) {
 fn srtp(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
     use tolk::rtp::srtp::{KeyMaterial, SrtpKeys, SrtpSession, Suite};
     for suite in Suite::OFFERED {
-        let a = KeyMaterial::from_bytes([1; 46]).for_suite(suite);
-        let b = KeyMaterial::from_bytes([2; 46]).for_suite(suite);
-        let mut sender = SrtpSession::new(&SrtpKeys {
+        let keys = SrtpKeys {
             suite,
             tag: 1,
-            ours: a.clone(),
-            theirs: b.clone(),
-        })
-        .unwrap();
-        let mut receiver = SrtpSession::new(&SrtpKeys {
-            suite,
-            tag: 1,
-            ours: b,
-            theirs: a,
-        })
-        .unwrap();
+            ours: KeyMaterial::from_bytes([1; 46]).for_suite(suite),
+            theirs: KeyMaterial::from_bytes([2; 46]).for_suite(suite),
+        };
+        let mut sender = SrtpSession::new(&keys).unwrap();
+        let mut receiver = SrtpSession::new(&keys.far_end()).unwrap();
         let mut pkt = Vec::with_capacity(200);
         // The round trip below must measure a packet that authenticates, not a refusal.
         packet::build(&mut pkt, 0, false, 1, 160, 11, &[0xffu8; 160]);

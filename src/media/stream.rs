@@ -27,7 +27,7 @@ use crate::media::session::{Codec, Direction, NegotiatedMedia};
 use crate::rtp::latch::{LatchVerdict, SourceLatch};
 use crate::rtp::packet;
 use crate::rtp::rtcp::RtcpSession;
-use crate::rtp::srtp::{RejectCounts, SrtpSession};
+use crate::rtp::srtp::{Layer, RejectCounts, SrtpSession};
 use crate::rtp::stats::ReceiveStats;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -126,35 +126,21 @@ impl Wire {
 fn open_on<'a>(
     wire: &mut Wire,
     bytes: &'a [u8],
-    rtcp: bool,
+    layer: Layer,
     plain: &'a mut Option<bytes::BytesMut>,
 ) -> Option<&'a [u8]> {
     match wire {
         Wire::Plain => Some(bytes),
-        Wire::Protected(s) => {
-            let opened = if rtcp {
-                s.unprotect_rtcp(bytes)
-            } else {
-                s.unprotect_rtp(bytes)
-            };
-            Some(&plain.insert(opened.ok()?)[..])
-        }
+        Wire::Protected(s) => Some(&plain.insert(s.unprotect(layer, bytes).ok()?)[..]),
         Wire::Broken => None,
     }
 }
 
 /// Sends one packet on `socket`, protected first when the stream runs SRTP.
-fn send_on(wire: &mut Wire, socket: &impl Datagram, packet: &[u8], dest: SocketAddr, rtcp: bool) -> bool {
+fn send_on(wire: &mut Wire, socket: &impl Datagram, packet: &[u8], dest: SocketAddr, layer: Layer) -> bool {
     match wire {
         Wire::Plain => socket.send_now(packet, dest),
-        Wire::Protected(s) => {
-            let protected = if rtcp {
-                s.protect_rtcp(packet)
-            } else {
-                s.protect_rtp(packet)
-            };
-            protected.is_some_and(|p| socket.send_now(&p, dest))
-        }
+        Wire::Protected(s) => s.protect(layer, packet).is_some_and(|p| socket.send_now(&p, dest)),
         Wire::Broken => false,
     }
 }
@@ -397,8 +383,7 @@ impl MediaStream {
                 .map(|c| JitterBuffer::new(JitterConfig::new(c.clock)));
             self.stats = None;
         }
-        let keys_of = |m: &Option<NegotiatedMedia>| m.as_ref().and_then(|m| m.srtp.clone());
-        if keys_of(&new) != keys_of(&self.media) {
+        if new.as_ref().and_then(|m| m.srtp.as_deref()) != self.media.as_ref().and_then(|m| m.srtp.as_deref()) {
             // New keys (RFC 4568 §7.1.4): a new session; what the old one dropped is kept.
             self.srtp_rejected_before.add(self.wire.rejected());
             self.wire = Wire::for_media(new.as_ref());
@@ -412,7 +397,7 @@ impl MediaStream {
             return Received::Ignored;
         }
         let mut plain = None;
-        let Some(bytes) = open_on(&mut self.wire, bytes, false, &mut plain) else {
+        let Some(bytes) = open_on(&mut self.wire, bytes, Layer::Rtp, &mut plain) else {
             return Received::Ignored;
         };
         let Some(m) = self.media.as_ref() else {
@@ -466,7 +451,7 @@ impl MediaStream {
             return;
         }
         let mut plain = None;
-        let Some(bytes) = open_on(&mut self.wire, bytes, true, &mut plain) else {
+        let Some(bytes) = open_on(&mut self.wire, bytes, Layer::Rtcp, &mut plain) else {
             return;
         };
         let ntp = self.ntp_at(now);
@@ -502,7 +487,7 @@ impl MediaStream {
         if let Some(dest) = self.rtcp_dest()
             && let Some(report) = self.rtcp.poll_report(now, ntp, self.out_ts, self.stats.as_mut())
         {
-            let _ = send_on(&mut self.wire, rtcp, &report, dest, true);
+            let _ = send_on(&mut self.wire, rtcp, &report, dest, Layer::Rtcp);
         }
     }
 
@@ -634,7 +619,7 @@ impl MediaStream {
                             &e.payload,
                         );
                         self.out_seq = self.out_seq.wrapping_add(1);
-                        if send_on(&mut self.wire, rtp, &self.pkt, dest, false) {
+                        if send_on(&mut self.wire, rtp, &self.pkt, dest, Layer::Rtp) {
                             self.rtcp.on_rtp_sent(e.payload.len());
                         }
                     }
@@ -687,7 +672,7 @@ impl MediaStream {
         self.first_send = false;
         self.out_seq = self.out_seq.wrapping_add(1);
         self.out_ts = self.out_ts.wrapping_add(c.frame_ts);
-        if send_on(&mut self.wire, rtp, &self.pkt, dest, false) {
+        if send_on(&mut self.wire, rtp, &self.pkt, dest, Layer::Rtp) {
             self.rtcp.on_rtp_sent(payload.len());
         }
     }
@@ -697,7 +682,7 @@ impl MediaStream {
         if let Some(dest) = self.rtcp_dest() {
             let ntp = self.ntp_at(now);
             let bye = self.rtcp.bye(now, ntp, self.out_ts, self.stats.as_mut());
-            let _ = send_on(&mut self.wire, rtcp, &bye, dest, true);
+            let _ = send_on(&mut self.wire, rtcp, &bye, dest, Layer::Rtcp);
         }
         let rtt = self.rtcp.rtt();
         let mut summary = summarise(

@@ -53,22 +53,14 @@ fn stream(now: Instant, id: u64, m: NegotiatedMedia) -> MediaStream {
 
 /// Keys as SDES settles them for both ends of one stream.
 fn key_pair(suite: Suite) -> (SrtpKeys, SrtpKeys) {
-    let a = KeyMaterial::from_bytes([0x11; 46]).for_suite(suite);
-    let b = KeyMaterial::from_bytes([0x22; 46]).for_suite(suite);
-    (
-        SrtpKeys {
-            suite,
-            tag: 1,
-            ours: a.clone(),
-            theirs: b.clone(),
-        },
-        SrtpKeys {
-            suite,
-            tag: 1,
-            ours: b,
-            theirs: a,
-        },
-    )
+    let ours = SrtpKeys {
+        suite,
+        tag: 1,
+        ours: KeyMaterial::from_bytes([0x11; 46]).for_suite(suite),
+        theirs: KeyMaterial::from_bytes([0x22; 46]).for_suite(suite),
+    };
+    let theirs = ours.far_end();
+    (ours, theirs)
 }
 
 #[test]

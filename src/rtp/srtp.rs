@@ -49,6 +49,16 @@ impl Suite {
         Suite::AesCm128HmacSha1_32,
     ];
 
+    /// Every suite we run.
+    pub const ALL: [Suite; 6] = [
+        Suite::AesCm128HmacSha1_80,
+        Suite::AesCm128HmacSha1_32,
+        Suite::Aes256CmHmacSha1_80,
+        Suite::Aes256CmHmacSha1_32,
+        Suite::AeadAes128Gcm,
+        Suite::AeadAes256Gcm,
+    ];
+
     /// The suite's SDP name.
     pub fn name(self) -> &'static str {
         match self {
@@ -64,16 +74,7 @@ impl Suite {
     /// The suite an SDP name stands for (names are case-sensitive, RFC 4568 §9.1; we accept
     /// any case as peers differ).
     pub fn from_name(name: &str) -> Option<Suite> {
-        [
-            Suite::AesCm128HmacSha1_80,
-            Suite::AesCm128HmacSha1_32,
-            Suite::Aes256CmHmacSha1_80,
-            Suite::Aes256CmHmacSha1_32,
-            Suite::AeadAes128Gcm,
-            Suite::AeadAes256Gcm,
-        ]
-        .into_iter()
-        .find(|s| s.name().eq_ignore_ascii_case(name))
+        Suite::ALL.into_iter().find(|s| s.name().eq_ignore_ascii_case(name))
     }
 
     fn key_len(self) -> usize {
@@ -186,6 +187,18 @@ pub struct SrtpKeys {
     pub tag: u32,
     pub ours: MasterKey,
     pub theirs: MasterKey,
+}
+
+impl SrtpKeys {
+    /// The same session seen from the far end (its key is ours): tests and benches run
+    /// both ends of one stream.
+    pub fn far_end(&self) -> SrtpKeys {
+        SrtpKeys {
+            ours: self.theirs.clone(),
+            theirs: self.ours.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Why a packet was dropped.
@@ -335,7 +348,8 @@ impl SrtpSession {
         self.unprotect(Layer::Rtcp, packet)
     }
 
-    fn unprotect(&mut self, layer: Layer, packet: &[u8]) -> Result<BytesMut, Rejected> {
+    /// A packet of `layer` arrived: the plain packet, or why it was dropped (and counted).
+    pub fn unprotect(&mut self, layer: Layer, packet: &[u8]) -> Result<BytesMut, Rejected> {
         let result = self.try_unprotect(layer, packet);
         if let Err(r) = result {
             self.rejected.count(r);
@@ -373,11 +387,19 @@ impl SrtpSession {
     pub fn protect_rtcp(&mut self, packet: &[u8]) -> Option<BytesMut> {
         self.ours.encrypt_rtcp(packet).ok()
     }
+
+    /// Protects a packet of `layer` we built.
+    pub fn protect(&mut self, layer: Layer, packet: &[u8]) -> Option<BytesMut> {
+        match layer {
+            Layer::Rtp => self.protect_rtp(packet),
+            Layer::Rtcp => self.protect_rtcp(packet),
+        }
+    }
 }
 
 /// Which protocol a packet is (they keep separate SSRC state).
-#[derive(Clone, Copy)]
-enum Layer {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
     Rtp,
     Rtcp,
 }
@@ -407,20 +429,13 @@ mod tests {
     use crate::rtp::packet;
 
     fn keys(suite: Suite, a: u8, b: u8) -> (SrtpKeys, SrtpKeys) {
-        let ka = KeyMaterial::from_bytes([a; MAX_KEY_SALT]).for_suite(suite);
-        let kb = KeyMaterial::from_bytes([b; MAX_KEY_SALT]).for_suite(suite);
         let ours = SrtpKeys {
             suite,
             tag: 1,
-            ours: ka.clone(),
-            theirs: kb.clone(),
+            ours: KeyMaterial::from_bytes([a; MAX_KEY_SALT]).for_suite(suite),
+            theirs: KeyMaterial::from_bytes([b; MAX_KEY_SALT]).for_suite(suite),
         };
-        let peer = SrtpKeys {
-            suite,
-            tag: 1,
-            ours: kb,
-            theirs: ka,
-        };
+        let peer = ours.far_end();
         (ours, peer)
     }
 
@@ -432,14 +447,7 @@ mod tests {
 
     #[test]
     fn every_suite_round_trips_rtp_and_rtcp_both_ways() {
-        for suite in [
-            Suite::AesCm128HmacSha1_80,
-            Suite::AesCm128HmacSha1_32,
-            Suite::Aes256CmHmacSha1_80,
-            Suite::Aes256CmHmacSha1_32,
-            Suite::AeadAes128Gcm,
-            Suite::AeadAes256Gcm,
-        ] {
+        for suite in Suite::ALL {
             let (a, b) = keys(suite, 1, 2);
             let mut us = SrtpSession::new(&a).unwrap();
             let mut peer = SrtpSession::new(&b).unwrap();

@@ -200,6 +200,12 @@ mod tests {
         assert!(!format!("{keys:?}").contains("CQkJ"), "keys print as (key)");
     }
 
+    fn crypto_lines(sdp: &str) -> Vec<CryptoAttribute> {
+        sdp.lines()
+            .filter_map(|l| l.strip_prefix("a=crypto:").and_then(parse_crypto))
+            .collect()
+    }
+
     #[test]
     fn our_offer_round_trips_through_the_far_ends_answer() {
         let ours = LocalSrtp {
@@ -208,10 +214,7 @@ mod tests {
         };
         let mut offer = String::new();
         write_offer(&mut offer, &ours);
-        let offered: Vec<CryptoAttribute> = offer
-            .lines()
-            .filter_map(|l| l.strip_prefix("a=crypto:").and_then(parse_crypto))
-            .collect();
+        let offered = crypto_lines(&offer);
         assert_eq!(offered.len(), Suite::OFFERED.len());
         let theirs = LocalSrtp {
             required: false,
@@ -220,10 +223,7 @@ mod tests {
         let their_keys = choose(&offered, &theirs).unwrap();
         let mut answer = String::new();
         write_answer(&mut answer, &their_keys);
-        let answered: Vec<CryptoAttribute> = answer
-            .lines()
-            .filter_map(|l| l.strip_prefix("a=crypto:").and_then(parse_crypto))
-            .collect();
+        let answered = crypto_lines(&answer);
         let our_keys = accept_answer(&answered, &ours).unwrap();
         assert_eq!(our_keys.ours, their_keys.theirs);
         assert_eq!(our_keys.theirs, their_keys.ours);
