@@ -9,15 +9,16 @@
 //!   the members send are written before each timed tick and not counted.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use std::net::UdpSocket;
+#[path = "support/live_room.rs"]
+mod live_room;
+use live_room::{Far, Ticker};
 use std::time::{Duration, Instant};
 use tolk::media::codec::Encoder;
 use tolk::media::codec::g711::{G711Encoder, Law};
 use tolk::media::codec::opus::OpusEncoder;
-use tolk::media::session::{Codec, Direction, NegotiatedMedia};
-use tolk::media::stream::{MediaStream, StreamStart};
+use tolk::media::session::Codec;
 use tolk::room::mixer::{MemberOptions, Mixer, MixerConfig};
-use tolk::room::scheduler::{LiveRoom, Scratch, Seat, TICK};
+use tolk::room::scheduler::LiveRoom;
 
 fn voice(v: usize, n: usize, rate: f64) -> Vec<i16> {
     (0..n)
@@ -54,59 +55,15 @@ fn pure_mix(c: &mut Criterion) {
     g.finish();
 }
 
-/// A member's far end: where it sends from (and where the mix goes, unread).
-struct Far {
-    sock: UdpSocket,
-    to: std::net::SocketAddr,
-    /// Held so the member counts as having a leg (the room drops members whose leg is gone).
-    _back: tokio::sync::oneshot::Receiver<Box<MediaStream>>,
-}
-
 fn room_with(members: usize, codec: Codec) -> (LiveRoom, Vec<Far>) {
     let mut room = LiveRoom::new("bench", MixerConfig::default());
     let now = Instant::now();
+    let pt = if codec == Codec::Opus { 111 } else { 0 };
     let mut far = Vec::new();
     for call in 0..members as u64 {
-        let gw = UdpSocket::bind("127.0.0.1:0").unwrap();
-        gw.set_nonblocking(true).unwrap();
-        let rtcp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rtcp.set_nonblocking(true).unwrap();
-        let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let media = NegotiatedMedia {
-            remote_rtp: Some(phone.local_addr().unwrap()),
-            codec,
-            payload_type: if codec == Codec::Opus { 111 } else { 0 },
-            // Trunks offer RFC 4733 events, so no in-band DTMF detector runs.
-            telephone_event: Some(101),
-            ptime_ms: 20,
-            direction: Direction::SendRecv,
-            fmtp: None,
-            srtp: None,
-        };
-        let to = gw.local_addr().unwrap();
-        let (give_back, back) = tokio::sync::oneshot::channel();
-        let start = StreamStart {
-            id: call,
-            local_port: to.port(),
-            now,
-            ntp: 0,
-            seed: call,
-        };
-        let seat = Seat {
-            call,
-            stream: Box::new(MediaStream::new(start, Some(media))),
-            rtp: gw,
-            rtcp,
-            give_back,
-            reports: Box::new(|_| true),
-            rtp_timeout: Duration::from_secs(3600),
-        };
-        room.join(Box::new(seat), MemberOptions::default());
-        far.push(Far {
-            sock: phone,
-            to,
-            _back: back,
-        });
+        let (seat, f) = live_room::seat(call, codec, pt, now);
+        room.join(seat, MemberOptions::default());
+        far.push(f);
     }
     (room, far)
 }
@@ -144,39 +101,17 @@ fn room_tick(c: &mut Criterion, codec: Codec, name: &str) {
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     for members in [3usize, 10, 100, 1000] {
         let (mut room, far) = room_with(members, codec);
-        let mut scratch = Scratch::default();
-        let start = Instant::now();
-        let mut tick = 0u64;
-        let mut pkt = Vec::new();
+        let mut ticker = Ticker::new();
         g.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
             b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    for (i, f) in far.iter().enumerate() {
-                        let payload = if i < 3 { &voices[i] } else { &quiet };
-                        tolk::rtp::packet::build(
-                            &mut pkt,
-                            pt,
-                            tick == 0,
-                            tick as u16,
-                            (tick as u32).wrapping_mul(ts_step),
-                            i as u32,
-                            payload,
-                        );
-                        let _ = f.sock.send_to(&pkt, f.to);
-                    }
-                    let now = start + TICK * tick as u32;
-                    let t = Instant::now();
-                    room.tick(now, tick, &mut scratch);
-                    spent += t.elapsed();
-                    tick += 1;
-                }
-                spent
+                ticker.run(&mut room, &far, iters, |i| {
+                    (if i < 3 { &voices[i][..] } else { &quiet[..] }, pt, ts_step)
+                })
             })
         });
         eprintln!(
             "{name}/{members}: {:.2} encodes per tick",
-            room.encodes() as f64 / tick.max(1) as f64
+            room.encodes() as f64 / ticker.ticks().max(1) as f64
         );
     }
     g.finish();

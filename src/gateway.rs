@@ -304,6 +304,10 @@ const EMBEDDED_DIALPLAN: &[(&str, &str)] = &[
         include_str!("../dialplans/flows/assistant.rhai"),
     ),
     ("flows/echo.rhai", include_str!("../dialplans/flows/echo.rhai")),
+    (
+        "flows/interpretation.rhai",
+        include_str!("../dialplans/flows/interpretation.rhai"),
+    ),
 ];
 
 /// The dialplan directory to load: `dialplan.dir`, or the embedded demo written out.

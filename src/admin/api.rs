@@ -233,6 +233,85 @@ async fn member_action(
     }
 }
 
+/// An interpretation request the room refused: 404 for what does not exist, 409 otherwise.
+fn interpretation_error(r: crate::room::interpretation::Refused) -> ApiError {
+    use crate::room::interpretation::Refused;
+    let status = match r {
+        Refused::NoSuchMember | Refused::NoSuchChannel => StatusCode::NOT_FOUND,
+        _ => StatusCode::CONFLICT,
+    };
+    ApiError(status, r.to_string())
+}
+
+/// A channel number from a path: 0 is the floor.
+fn bus_of(channel: u8) -> crate::room::mixer::Bus {
+    match channel {
+        0 => crate::room::mixer::Bus::Floor,
+        c => crate::room::mixer::Bus::Channel(c),
+    }
+}
+
+/// The room's view after an interpretation request.
+fn interpretation_view(s: &Shared, room: &str) -> Result<Json<serde_json::Value>, ApiError> {
+    let r = s
+        .rooms
+        .get(room)
+        .ok_or_else(|| room_error(crate::room::ControlError::NoRoom))?;
+    Ok(Json(serde_json::json!(r)))
+}
+
+/// `POST /api/v1/rooms/{room}/members/{call}/channel/{channel}`: what a member of an
+/// interpretation room hears (0: the floor); for an interpreter, its booth's source (relay).
+async fn move_channel(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((room, call, channel)): Path<(String, u64, u8)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    s.rooms
+        .interpretation_request(&room, |m| m.choose(call, bus_of(channel)))
+        .map_err(interpretation_error)?;
+    interpretation_view(&s, &room)
+}
+
+/// `POST /api/v1/rooms/{room}/booths/{booth}/handover[?to=CALL]`: hands the booth's
+/// microphone to `to`, or to the next partner, whether the live interpreter offered or not.
+async fn force_handover(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((room, booth)): Path<(String, u8)>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    let to = match q.get("to") {
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("to={v}: give the partner's call number"),
+            )
+        })?),
+        None => None,
+    };
+    s.rooms
+        .interpretation_request(&room, |m| m.force_handover(booth, to))
+        .map_err(interpretation_error)?;
+    interpretation_view(&s, &room)
+}
+
+/// `POST /api/v1/rooms/{room}/booths/{booth}/relay/{channel}`: the booth's source (0: the
+/// floor); a loop is refused with 409.
+async fn set_relay(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((room, booth, channel)): Path<(String, u8, u8)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    s.rooms
+        .interpretation_request(&room, |m| m.relay(booth, bus_of(channel)))
+        .map_err(interpretation_error)?;
+    interpretation_view(&s, &room)
+}
+
 /// `GET /api/v1/rooms/events`: server-sent events (joined, left, muted, unmuted, held,
 /// resumed, talking, quiet, locked, unlocked), each `data` a JSON object; a reader too slow
 /// to keep up gets a `lagged` event saying how many it missed.
@@ -488,6 +567,12 @@ pub fn routes(state: Shared) -> Router {
         .route("/api/v1/rooms/{room}/pins", axum::routing::put(set_pins))
         .route("/api/v1/rooms/{room}/{action}", post(room_action))
         .route("/api/v1/rooms/{room}/members/{call}/{action}", post(member_action))
+        .route(
+            "/api/v1/rooms/{room}/members/{call}/channel/{channel}",
+            post(move_channel),
+        )
+        .route("/api/v1/rooms/{room}/booths/{booth}/handover", post(force_handover))
+        .route("/api/v1/rooms/{room}/booths/{booth}/relay/{channel}", post(set_relay))
         .route("/api/v1/dialplan/reload", post(reload_dialplan))
         .with_state(state)
 }

@@ -214,6 +214,22 @@ pub enum CallEventKind {
     Resumed {
         room: String,
     },
+    /// In an interpretation room: the member now hears `channel` (0: the floor). Listener
+    /// minutes per language are the spans between these (and the join and leave).
+    ChannelChosen {
+        room: String,
+        channel: u8,
+    },
+    /// An interpreter's microphone went live in `booth`, or off again: the live minutes
+    /// interpreters are paid by.
+    InterpreterLive {
+        room: String,
+        booth: u8,
+    },
+    InterpreterOff {
+        room: String,
+        booth: u8,
+    },
 }
 
 impl CallEventKind {
@@ -234,6 +250,9 @@ impl CallEventKind {
             Unmuted { .. } => "unmuted",
             Held { .. } => "held",
             Resumed { .. } => "resumed",
+            ChannelChosen { .. } => "channel_chosen",
+            InterpreterLive { .. } => "interpreter_live",
+            InterpreterOff { .. } => "interpreter_off",
         }
     }
 
@@ -258,6 +277,8 @@ impl CallEventKind {
                 recorded: None,
             } => json!({ "id": id, "room": room }),
             Muted { room } | Unmuted { room } | Held { room } | Resumed { room } => json!({ "room": room }),
+            ChannelChosen { room, channel } => json!({ "room": room, "channel": channel }),
+            InterpreterLive { room, booth } | InterpreterOff { room, booth } => json!({ "room": room, "booth": booth }),
         }
     }
 }

@@ -22,6 +22,7 @@ pub const VERBS: &[&str] = &[
     "record",
     "echo",
     "join_conference",
+    "join_interpretation",
     "room_role",
     "transfer",
     "hangup",
@@ -422,6 +423,34 @@ pub(crate) fn register(engine: &mut Engine) {
             room: room.to_string(),
             role,
             muted: opt_bool(V, &o, "muted", false)?,
+        };
+        match call(req)? {
+            Reply::Left { reason } => Ok(reason),
+            _ => Ok(String::new()),
+        }
+    });
+    engine.register_fn("join_interpretation", |room: &str, o: Map| -> Res<String> {
+        const V: &str = "join_interpretation";
+        check_keys(V, &o, &["role", "language"])?;
+        let role = opt_str(V, &o, "role")?.unwrap_or_else(|| "listener".into());
+        if !["speaker", "interpreter", "listener", "moderator"].contains(&role.as_str()) {
+            return Err(err(
+                "join_interpretation: `role` must be speaker, interpreter, listener or moderator",
+            ));
+        }
+        if room.is_empty() {
+            return Err(err("join_interpretation: give a room"));
+        }
+        // A number is a channel's number; a string its number or language.
+        let language = match o.get("language") {
+            None => None,
+            Some(v) if v.is_int() => Some(v.as_int().unwrap_or_default().to_string()),
+            Some(_) => opt_str(V, &o, "language")?,
+        };
+        let req = Request::JoinInterpretation {
+            room: room.to_string(),
+            role,
+            language,
         };
         match call(req)? {
             Reply::Left { reason } => Ok(reason),

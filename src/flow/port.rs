@@ -44,6 +44,14 @@ pub enum Request {
     Echo { max: Duration },
     /// Join a conference room; answered when the member leaves it.
     JoinConference { room: String, role: String, muted: bool },
+    /// Join an interpretation room as `role` (speaker, interpreter, listener, moderator),
+    /// hearing `language` first (a channel's number or language; an interpreter's booth is
+    /// its PIN's); answered when the member leaves it.
+    JoinInterpretation {
+        room: String,
+        role: String,
+        language: Option<String>,
+    },
     /// The role `pin` gives in `room`: answered with [`Reply::Role`].
     RoomRole { room: String, pin: String },
     /// Transfer the call (SIP REFER, RFC 3515) to a number or URI.

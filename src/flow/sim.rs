@@ -310,6 +310,14 @@ impl CallPort for SimulatedCall {
                 self.line(format!("left {room}: ended"));
                 Ok(Reply::Left { reason: "ended".into() })
             }
+            Request::JoinInterpretation { room, role, language } => {
+                let hears = language.map(|l| format!(", hearing {l}")).unwrap_or_default();
+                self.line(format!("join_interpretation {room} as {role}{hears}"));
+                self.update(|r| r.rooms.push(room.clone()));
+                self.spend(Duration::from_secs(3600))?;
+                self.line(format!("left {room}: ended"));
+                Ok(Reply::Left { reason: "ended".into() })
+            }
             Request::Transfer { target } => {
                 self.line(format!("transfer to {target}"));
                 Ok(Reply::Done)

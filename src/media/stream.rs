@@ -572,6 +572,34 @@ impl MediaStream {
         }
     }
 
+    /// [`MediaStream::pull`] for a member nobody hears (an interpretation room's
+    /// listener): the frame is played out of the jitter buffer (so loss and jitter are still
+    /// measured) and dropped undecoded, unless the member's keys come in band (G.711
+    /// without telephone-event), which needs the audio. Most of a 1,000-listener event's
+    /// decoding is saved.
+    pub fn pull_unheard(&mut self, now: Instant) -> Pull {
+        let in_band = self.media.as_ref().is_some_and(|m| m.telephone_event.is_none())
+            && self
+                .codec
+                .as_ref()
+                .is_some_and(|c| c.clock == 8000 && c.frame_samples == 160);
+        if in_band {
+            return if self.pull(now) { Pull::Decoded } else { Pull::Nothing };
+        }
+        self.pcm.clear();
+        let Some(jb) = self.jitter.as_mut() else {
+            return Pull::Nothing;
+        };
+        match jb.pop(now) {
+            Playout::Frame(p) => {
+                jb.recycle(p);
+                Pull::Skipped
+            }
+            Playout::Lost { .. } => Pull::Skipped,
+            Playout::Empty => Pull::Nothing,
+        }
+    }
+
     /// This tick's decoded audio.
     pub fn pcm(&self) -> &[i16] {
         &self.pcm

@@ -157,15 +157,25 @@ pub fn render(prompts: Option<&PromptCatalog>, names: &[String], rate: u32) -> O
     (!pcm.is_empty()).then(|| Arc::from(pcm))
 }
 
-/// Carries out `digit` pressed by `call` in its room (the room's keypad map from rooms.toml).
+/// Carries out `digit` pressed by `call` in its room (the room's keypad map from rooms.toml;
+/// an interpretation room's map is [`super::interpretation::keys`]).
 pub fn on_key(rooms: &Rooms, call: u64, digit: char) -> Vec<Effect> {
     let Some((room, me)) = rooms.member(call) else {
         return Vec::new();
     };
+    if let Some(effects) = rooms.interpretation_key(&room, call, digit) {
+        return effects;
+    }
     let keymap = rooms.settings(&room).keys;
     let Some(action) = keymap.action(digit, me.is_moderator()) else {
         return Vec::new();
     };
+    act(rooms, call, &room, action)
+}
+
+/// Carries out one keypad action of `call` in `room`.
+pub fn act(rooms: &Rooms, call: u64, room: &str, action: KeyAction) -> Vec<Effect> {
+    let room = room.to_string();
     let step = |v: i8, by: i8| (v + by).clamp(-MAX_DB, MAX_DB);
     let play = |names: &[&str]| vec![Effect::Play(names.iter().map(|s| s.to_string()).collect())];
     match action {

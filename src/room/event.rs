@@ -60,6 +60,8 @@ pub enum RoomEventKind {
     RecordingStopped {
         id: Uuid,
     },
+    /// Booths, channels and interpreters of an interpretation room.
+    Interpretation(crate::room::interpretation::Event),
     /// The file is finalised (`seconds` of audio) or could not be written (`error`).
     RecordingDone {
         id: Uuid,
@@ -97,6 +99,7 @@ impl RoomEventKind {
             RecordingResumed { .. } => "recording_resumed",
             RecordingStopped { .. } => "recording_stopped",
             RecordingDone { .. } => "recording_done",
+            Interpretation(e) => e.name(),
         }
     }
 
@@ -120,6 +123,7 @@ impl RoomEventKind {
             } => {
                 serde_json::json!({ "id": id, "file": file, "seconds": seconds, "error": error })
             }
+            Interpretation(e) => e.detail(),
             _ => return None,
         })
     }
@@ -129,7 +133,11 @@ impl RoomEvent {
     /// Whether the ledger (the call path, which files sessions, recordings and member
     /// changes in the CDRs) needs it; who is talking is for observers only.
     pub fn for_ledger(&self) -> bool {
-        !matches!(self.kind, RoomEventKind::Talking | RoomEventKind::Quiet)
+        match &self.kind {
+            RoomEventKind::Talking | RoomEventKind::Quiet => false,
+            RoomEventKind::Interpretation(e) => e.for_ledger(),
+            _ => true,
+        }
     }
 
     /// The event's name on the event stream.

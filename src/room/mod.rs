@@ -8,6 +8,8 @@
 pub mod batch;
 pub mod conference;
 pub mod event;
+pub mod interpretation;
+mod interpreting;
 pub mod mixer;
 pub mod pin_guard;
 pub mod pins;
@@ -16,6 +18,7 @@ pub mod scheduler;
 pub mod settings;
 
 pub use event::{RoomEvent, RoomEventKind};
+pub use interpreting::SeatRefused;
 use pins::Pins;
 use scheduler::{Command, MemberChange, Scheduler, Shard};
 use settings::RoomSettings;
@@ -81,6 +84,9 @@ pub struct Room {
     pub recording: Option<uuid::Uuid>,
     pub recording_paused: bool,
     pub members: Vec<Member>,
+    /// An interpretation room's booths, channels and who hears what.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpretation: Option<Box<interpretation::Interpretation>>,
 }
 
 /// Why PINs were not set.
@@ -457,6 +463,7 @@ impl Rooms {
             recording: None,
             recording_paused: false,
             members: Vec::new(),
+            interpretation: None,
         });
         r.members.retain(|m| m.call != member.call);
         let call = member.call;
@@ -526,9 +533,9 @@ impl Rooms {
             .iter()
             .find(|(_, r)| r.members.iter().any(|m| m.call == call))
             .map(|(n, _)| n.clone())?;
-        let left = rooms.get_mut(&name).map(|r| {
+        let (left, unseated) = rooms.get_mut(&name).map(|r| {
             r.members.retain(|m| m.call != call);
-            r.members.len()
+            (r.members.len(), interpreting::unseat(r, call))
         })?;
         let ended_session = if left == 0 { rooms.remove(&name) } else { None };
         // A reason recorded for this call is used up (or moot: it hung up).
@@ -553,6 +560,9 @@ impl Rooms {
             }
         }
         drop(rooms);
+        if let Some(d) = unseated.filter(|_| left > 0) {
+            self.carry_out_later(&name, d);
+        }
         self.emit(&name, Some(call), RoomEventKind::Left);
         if let Some(r) = ended_session {
             let kind = RoomEventKind::SessionEnded {

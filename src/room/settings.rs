@@ -12,6 +12,24 @@
 //! record = "manual"            # or "always" (first member), "moderator" (first moderator)
 //! keys = { "*" = "head_count", "#" = "none" }   # changes to the keypad map
 //! ```
+//!
+//! An interpretation room ([`super::interpretation`]) names its floor language and its
+//! channels; each role has its own PIN (all different), each booth its interpreters' PIN:
+//!
+//! ```toml
+//! [room.summit]
+//! floor = "English"
+//! floor_prompt = "interp-menu-floor-en"   # the menu's first entry (the floor is 0)
+//! bleed_db = -18               # the floor under a channel; 0 = none
+//! speaker_pin = "1111"
+//! listener_pin = "4444"
+//! moderator_pin = "8888"
+//! channels = [
+//!   { number = 1, language = "Spanish", interpreter_pin = "2222", prompt = "interp-menu-es",
+//!     announce = "interp-es" },
+//!   { number = 2, language = "French", interpreter_pin = "3333", retour = 1 },
+//! ]
+//! ```
 
 use crate::file_text::FileError;
 use crate::file_text::line_of;
@@ -57,11 +75,46 @@ pub struct RoomSettings {
     pub end_with_moderator: bool,
     pub max_members: Option<usize>,
     pub record: RecordPolicy,
+    /// Set for an interpretation room.
+    pub interpretation: Option<InterpretationSettings>,
+}
+
+/// An interpretation room's layout and role PINs (the moderator's is `moderator_pin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterpretationSettings {
+    pub layout: super::interpretation::Layout,
+    pub speaker_pin: Option<String>,
+    pub listener_pin: Option<String>,
+    /// Each booth's interpreters' PIN, by channel number.
+    pub interpreter_pins: Vec<(u8, String)>,
+}
+
+impl InterpretationSettings {
+    /// The role (and booth) a PIN gives.
+    pub fn role_of(&self, pin: &str, moderator_pin: Option<&str>) -> Option<super::interpretation::Role> {
+        use super::interpretation::Role;
+        if moderator_pin == Some(pin) {
+            Some(Role::Moderator)
+        } else if self.speaker_pin.as_deref() == Some(pin) {
+            Some(Role::Speaker)
+        } else if self.listener_pin.as_deref() == Some(pin) {
+            Some(Role::Listener)
+        } else {
+            self.interpreter_pins
+                .iter()
+                .find(|(_, p)| p == pin)
+                .map(|&(booth, _)| Role::Interpreter { booth })
+        }
+    }
 }
 
 impl RoomSettings {
-    /// The role a PIN gives in this room: "moderator", "participant", or None.
+    /// The role a PIN gives in this room: "moderator", "participant", or None; in an
+    /// interpretation room "speaker", "interpreter", "listener" or "moderator".
     pub fn role_of(&self, pin: &str) -> Option<&'static str> {
+        if let Some(i) = &self.interpretation {
+            return i.role_of(pin, self.moderator_pin.as_deref()).map(|r| r.name());
+        }
         if self.moderator_pin.as_deref() == Some(pin) {
             Some("moderator")
         } else if self.pin.as_deref() == Some(pin) {
@@ -98,6 +151,93 @@ struct RoomToml {
     record: RecordPolicy,
     #[serde(default)]
     keys: BTreeMap<String, String>,
+    /// An interpretation room's floor language (its presence makes one).
+    floor: Option<String>,
+    floor_prompt: Option<String>,
+    bleed_db: Option<i8>,
+    speaker_pin: Option<String>,
+    listener_pin: Option<String>,
+    #[serde(default)]
+    channels: Vec<ChannelToml>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelToml {
+    number: u8,
+    language: String,
+    interpreter_pin: Option<String>,
+    prompt: Option<String>,
+    announce: Option<String>,
+    retour: Option<u8>,
+}
+
+/// An interpretation room's part of a `[room.NAME]` table, checked.
+fn interpretation_of(r: &RoomToml) -> Result<Option<InterpretationSettings>, String> {
+    use super::interpretation::{Channel, Layout, layout::DEFAULT_BLEED_DB};
+    let Some(floor) = &r.floor else {
+        if r.bleed_db.is_some()
+            || r.floor_prompt.is_some()
+            || r.speaker_pin.is_some()
+            || r.listener_pin.is_some()
+            || !r.channels.is_empty()
+        {
+            return Err(
+                "bleed_db, speaker_pin, listener_pin and channels need `floor` (an interpretation room)".into(),
+            );
+        }
+        return Ok(None);
+    };
+    if r.pin.is_some() {
+        return Err("an interpretation room has speaker_pin and listener_pin, not pin".into());
+    }
+    if r.wait_for_moderator || r.end_with_moderator {
+        return Err("wait_for_moderator and end_with_moderator are for conference rooms".into());
+    }
+    check_pin("speaker_pin", &r.speaker_pin)?;
+    check_pin("listener_pin", &r.listener_pin)?;
+    let mut pins: Vec<&str> = [&r.moderator_pin, &r.speaker_pin, &r.listener_pin]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let mut interpreter_pins = Vec::new();
+    for c in &r.channels {
+        check_pin(&format!("channel {} interpreter_pin", c.number), &c.interpreter_pin)?;
+        if let Some(p) = &c.interpreter_pin {
+            pins.push(p);
+            interpreter_pins.push((c.number, p.clone()));
+        }
+    }
+    let mut sorted = pins.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != pins.len() {
+        return Err("every role's PIN (and every booth's) must differ".into());
+    }
+    let layout = Layout {
+        floor_language: floor.clone(),
+        floor_prompt: r.floor_prompt.clone(),
+        channels: r
+            .channels
+            .iter()
+            .map(|c| Channel {
+                number: c.number,
+                language: c.language.clone(),
+                prompt: c.prompt.clone(),
+                announce: c.announce.clone(),
+                retour: c.retour,
+            })
+            .collect(),
+        bleed_db: r.bleed_db.unwrap_or(DEFAULT_BLEED_DB),
+    };
+    layout.validate()?;
+    Ok(Some(InterpretationSettings {
+        layout,
+        speaker_pin: r.speaker_pin.clone(),
+        listener_pin: r.listener_pin.clone(),
+        interpreter_pins,
+    }))
 }
 
 /// The shortest PIN a room takes: with the guess counting ([`super::pin_guard`]), 4 digits
@@ -147,8 +287,9 @@ pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, V
         let keys = checked.and_then(|_| {
             super::conference::Keymap::with_overrides(r.keys.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         });
+        let keys = keys.and_then(|k| interpretation_of(&r).map(|i| (k, i)));
         match keys {
-            Ok(keys) => {
+            Ok((keys, interpretation)) => {
                 rooms.insert(
                     name,
                     RoomSettings {
@@ -159,6 +300,7 @@ pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, V
                         end_with_moderator: r.end_with_moderator,
                         max_members: r.max_members,
                         record: r.record,
+                        interpretation,
                     },
                 );
             }
@@ -212,5 +354,45 @@ mod tests {
         );
         let unknown = parse(Path::new("rooms.toml"), "[room.a]\npn = \"1\"\n").unwrap_err();
         assert_eq!(unknown[0].line, 2, "{unknown:?}");
+    }
+
+    #[test]
+    fn interpretation_rooms_parse_with_a_pin_per_role_and_booth() {
+        use crate::room::interpretation::Role;
+        let text = r#"
+[room.summit]
+floor = "English"
+speaker_pin = "1111"
+listener_pin = "4444"
+moderator_pin = "8888"
+channels = [
+  { number = 1, language = "Spanish", interpreter_pin = "2222" },
+  { number = 2, language = "French", interpreter_pin = "3333", retour = 1 },
+]
+"#;
+        let rooms = parse(Path::new("rooms.toml"), text).unwrap();
+        let summit = &rooms["summit"];
+        let i = summit.interpretation.as_ref().unwrap();
+        assert_eq!(i.layout.bleed_db, -18);
+        assert_eq!(i.layout.channel(2).and_then(|c| c.retour), Some(1));
+        let role = |pin| i.role_of(pin, summit.moderator_pin.as_deref());
+        assert_eq!(role("1111"), Some(Role::Speaker));
+        assert_eq!(role("2222"), Some(Role::Interpreter { booth: 1 }));
+        assert_eq!(role("3333"), Some(Role::Interpreter { booth: 2 }));
+        assert_eq!(role("4444"), Some(Role::Listener));
+        assert_eq!(role("8888"), Some(Role::Moderator));
+        assert_eq!(role("9999"), None);
+        assert_eq!(summit.role_of("2222"), Some("interpreter"));
+        for (bad, why) in [
+            (text.replace("\"3333\"", "\"2222\""), "must differ"),
+            (text.replace("retour = 1", "retour = 7"), "retour 7"),
+            (text.replace("floor = \"English\"\n", ""), "need `floor`"),
+            (text.replace("number = 2", "number = 1"), "listed twice"),
+            (text.replace("\"4444\"", "\"44\""), "listener_pin must be"),
+        ] {
+            let errors = parse(Path::new("rooms.toml"), &bad).unwrap_err();
+            assert_eq!(errors[0].line, 2, "{errors:?}");
+            assert!(errors[0].reason.contains(why), "{why}: {errors:?}");
+        }
     }
 }

@@ -45,6 +45,24 @@ pub(super) fn file_room_event(e: &RoomEvent, rooms: &Rooms, accounting: Option<&
             };
             a.event(CallRef(call), kind);
         }
+        K::Interpretation(ev) => {
+            use crate::room::interpretation::Event as I;
+            use crate::room::mixer::Bus;
+            let room = e.room.clone();
+            let (call, kind) = match *ev {
+                I::ChannelChosen { member, hears } => {
+                    let channel = match hears {
+                        Bus::Floor => 0,
+                        Bus::Channel(c) => c,
+                    };
+                    (member, CallEventKind::ChannelChosen { room, channel })
+                }
+                I::LiveStarted { member, booth } => (member, CallEventKind::InterpreterLive { room, booth }),
+                I::LiveEnded { member, booth } => (member, CallEventKind::InterpreterOff { room, booth }),
+                _ => return,
+            };
+            a.event(CallRef(call), kind);
+        }
         K::Recording { id, file } | K::RecordingDone { id, file, .. } => {
             let room = rooms.get(&e.room);
             let members: Vec<u64> = room

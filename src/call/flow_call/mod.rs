@@ -168,6 +168,8 @@ struct FlowCall {
     pin_caller: PinIdentity,
     /// Roles a PIN gave this call, per room: what `join_conference` may ask for.
     granted: HashMap<String, &'static str>,
+    /// The booth an interpreter's PIN gave, per interpretation room.
+    booths: HashMap<String, u8>,
 }
 
 /// How the PIN guess counting knows a caller: `key` (the pseudonym, or a stand-in) and how
@@ -265,6 +267,7 @@ impl FlowCalls {
                 leaving: None,
                 pin_caller,
                 granted: HashMap::new(),
+                booths: HashMap::new(),
             },
         );
     }
@@ -346,6 +349,9 @@ impl FlowCalls {
             Request::Echo { max } => media_verbs::echo(fc, call, tx, ctx, max),
             Request::JoinConference { room, role, muted } => {
                 room_verbs::join_conference(setup, fc, call, tx, ctx, room_verbs::Join { room, role, muted })
+            }
+            Request::JoinInterpretation { room, role, language } => {
+                room_verbs::join_interpretation(fc, call, tx, ctx, room, role, language)
             }
             Request::Transfer { target } => sip_verbs::transfer(fc, call, tx, ctx, target),
             Request::Hangup { cause } => sip_verbs::hangup(fc, call, tx, ctx, cause),

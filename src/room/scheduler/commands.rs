@@ -42,6 +42,8 @@ pub enum MemberChange {
     /// Gain on what the member hears (1.0 = as is).
     ListenGain(f32),
     TalkGain(f32),
+    /// Where the member talks and what it hears (interpretation rooms).
+    Place(crate::room::interpretation::Placement),
 }
 
 /// Control for a mixer thread.
@@ -75,6 +77,13 @@ pub enum Command {
     /// Finalise the recording.
     StopRecording {
         room: Arc<str>,
+    },
+    /// Several members' placements at once, between two ticks (a hand-over swaps two
+    /// microphones with no frame of both and none of neither). A member not here yet gets
+    /// its placement when it arrives.
+    Place {
+        room: Arc<str>,
+        placements: Vec<(u64, crate::room::interpretation::Placement)>,
     },
     /// The member leaves; its stream goes back through `give_back`.
     Leave {

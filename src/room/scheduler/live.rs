@@ -14,6 +14,8 @@ pub(super) struct MixMember {
     pub(super) playback: Option<(PromptPlayer, String)>,
     /// Muted by a person (keypad, API, flow); a held member is also kept out of the mix.
     pub(super) muted: bool,
+    /// An interpreter's cough key: muted, the booth still staffed.
+    pub(super) cough: bool,
     pub(super) deaf: bool,
     pub(super) held: bool,
     pub(super) timed_out: bool,
@@ -46,6 +48,8 @@ pub(super) const HANDOVER_MAX_TICKS: u16 = 250;
 pub(super) struct SharedEncoder {
     pub(super) codec: Codec,
     pub(super) listen_gain: f32,
+    /// What its listeners hear (one encoder per mix: per channel they hear).
+    pub(super) key: HearKey,
     pub(super) from_room: Resampler,
     pub(super) enc: Box<dyn Encoder>,
     /// This tick's payload (groups sharing the encoder in one tick reuse it: the encoder
@@ -155,6 +159,7 @@ impl LiveRoom {
             from_room: Resampler::new(room_rate, rate),
             playback: None,
             muted: opts.muted,
+            cough: false,
             deaf: opts.deaf,
             held,
             timed_out: false,
@@ -253,7 +258,7 @@ impl LiveRoom {
     /// heard (their hold music stays out of the room) nor sent anything.
     fn apply(&mut self, i: usize) {
         let m = &self.members[i];
-        let (muted, deaf) = (m.muted || m.held, m.deaf || m.held);
+        let (muted, deaf) = (m.muted || m.cough || m.held, m.deaf || m.held);
         let codec = m.seat.stream.codec().map(codec_id).unwrap_or(0);
         self.mixer.set(m.call, |o| {
             o.muted = muted;
@@ -272,6 +277,16 @@ pub struct Scratch {
     pub(super) codec_pcm: Vec<i16>,
     pub(super) room_tone: Vec<i16>,
     pub(super) music: Vec<i16>,
+}
+
+/// Where an interpretation room's member talks and what it hears.
+fn place(r: &mut LiveRoom, i: usize, p: crate::room::interpretation::Placement) {
+    let call = r.members[i].call;
+    r.members[i].cough = p.cough;
+    r.mixer.set(call, |o| {
+        o.talk = p.talk;
+        o.hear = p.hear;
+    });
 }
 
 pub(super) fn find(rooms: &mut [LiveRoom], call: u64) -> Option<(&mut LiveRoom, usize)> {
@@ -393,8 +408,19 @@ pub(super) fn apply(cmd: Command, rooms: &mut Vec<LiveRoom>, cfg: MixerConfig) {
                     MemberChange::TalkGain(g) => {
                         r.mixer.set(call, |o| o.talk_gain = g);
                     }
+                    MemberChange::Place(p) => place(r, i, p),
                 }
                 r.apply(i);
+            }
+        }
+        Command::Place { room, placements } => {
+            if let Some(r) = rooms.iter_mut().find(|r| r.name == room) {
+                for (call, p) in placements {
+                    if let Some(&i) = r.index.get(&call) {
+                        place(r, i, p);
+                        r.apply(i);
+                    }
+                }
             }
         }
         Command::PlayTo { call, pcm, what } => {
@@ -479,11 +505,16 @@ pub(super) fn tick_room(room: &mut LiveRoom, now: Instant, tick_no: u64, s: &mut
         // A member who is not talking may not need decoding at all (Opus packets flagged as
         // no speech); a quiet frame from them is silence to the mixer: it is not resampled or
         // pushed (most members, most of the time).
-        let talking = room.mixer.is_talking(m.call);
+        // A voice on a language channel is mixed whole: treat it as always talking.
+        let talking = room.mixer.is_talking(m.call) || room.mixer.takes_every_frame(m.call);
         // Quiet members' checks are staggered over the members, like the RTCP work.
         let quiet = (!talking && room.mixer.config().skip_quiet_opus)
             .then(|| (tick_no + i as u64).is_multiple_of(stream::QUIET_CHECK_EVERY));
-        let pulled = st.pull_for_mix(now, quiet);
+        let pulled = if room.mixer.is_unheard(m.call) {
+            st.pull_unheard(now)
+        } else {
+            st.pull_for_mix(now, quiet)
+        };
         forward_events(&mut m.seat);
         let st = &mut m.seat.stream;
         match pulled {
@@ -630,8 +661,11 @@ pub(super) fn tick_room(room: &mut LiveRoom, now: Instant, tick_no: u64, s: &mut
                 continue;
             }
             if encoded.is_none() {
-                let gain = g.listen_gain();
-                let ei = match shared.iter().position(|e| e.codec == codec && e.listen_gain == gain) {
+                let (gain, key) = (g.listen_gain(), g.key());
+                let ei = match shared
+                    .iter()
+                    .position(|e| e.codec == codec && e.listen_gain == gain && e.key == key)
+                {
                     Some(ei) => ei,
                     None => {
                         let rate = rate_in_room(codec, mixer.config().rate);
@@ -642,6 +676,7 @@ pub(super) fn tick_room(room: &mut LiveRoom, now: Instant, tick_no: u64, s: &mut
                         shared.push(SharedEncoder {
                             codec,
                             listen_gain: gain,
+                            key,
                             from_room: Resampler::new(mixer.config().rate, rate),
                             enc,
                             payload: Vec::with_capacity(1500),

@@ -12,7 +12,7 @@
 //! tick blocks or logs; buffers are kept and reused, so a steady room does not allocate
 //! (membership changes do). Tick lateness and tick duration are histograms at `/metrics`.
 
-use super::mixer::{MemberOptions, Mixer, MixerConfig};
+use super::mixer::{HearKey, MemberOptions, Mixer, MixerConfig};
 use crate::media::codec::Encoder;
 use crate::media::codec::pair::{encoder, rate_in_room};
 use crate::media::prompt::{PromptPlayer, resampled};

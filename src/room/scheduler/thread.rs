@@ -62,7 +62,8 @@ pub(super) fn target(cmd: &Command) -> Option<Target<'_>> {
         | Command::Record { room, .. }
         | Command::PauseRecording { room, .. }
         | Command::StopRecording { room }
-        | Command::PlayRoom { room, .. } => Target::Room(room),
+        | Command::PlayRoom { room, .. }
+        | Command::Place { room, .. } => Target::Room(room),
         Command::Leave { call }
         | Command::Media { call, .. }
         | Command::Change { call, .. }
@@ -139,6 +140,23 @@ pub(super) fn run(rx: Receiver<Command>, cfg: MixerConfig) {
 }
 
 pub(super) fn handle(cmd: Command, rooms: &mut Vec<LiveRoom>, pending: &mut PendingRecords, cfg: MixerConfig) {
+    // Placements of members not here yet wait for each of them; the rest apply together.
+    let cmd = match cmd {
+        Command::Place { room, placements } => {
+            let (here, later): (Vec<_>, Vec<_>) = placements
+                .into_iter()
+                .partition(|(call, _)| rooms.iter().any(|r| r.index.contains_key(call)));
+            for (call, p) in later {
+                let change = MemberChange::Place(p);
+                pending.push((Command::Change { call, change }, Instant::now() + PENDING_FOR));
+            }
+            if here.is_empty() {
+                return;
+            }
+            Command::Place { room, placements: here }
+        }
+        other => other,
+    };
     // A command for a room or call not here yet waits for it.
     let known = match target(&cmd) {
         Some(Target::Room(room)) => rooms.iter().any(|r| &*r.name == room),

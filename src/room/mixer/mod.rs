@@ -9,6 +9,14 @@
 //! A member contributes only while talking: frame energy above the talk threshold, held for a
 //! hangover after it drops, so background noise of idle lines is not summed into the room.
 //! Nothing here allocates after the members are added (buffers are kept and reused).
+//!
+//! Interpretation rooms add **buses** ([`Bus`]): the floor (every conference room has only
+//! that) and up to [`MAX_CHANNELS`] language channels. Each member talks into one bus or none
+//! ([`MemberOptions::talk`]) and hears one ([`Hear`]): a channel is its booth's live
+//! interpreter with the floor underneath at the listener's bleed when the booth is staffed
+//! (someone talks into it, even muted), and the floor alone when it is not. Voices on a
+//! channel are not gated by the talk threshold (one interpreter's microphone, heard whole);
+//! the floor is. Who talks into which bus is decided by [`super::interpretation`].
 
 /// A member's id (the call, for the I/O layer).
 pub type MemberId = u64;
@@ -61,6 +69,48 @@ impl MixerConfig {
     }
 }
 
+/// Language channels per room, at most (channel numbers are 1..=32).
+pub const MAX_CHANNELS: u8 = 32;
+
+/// Where a voice goes: the floor or a language channel (1..=[`MAX_CHANNELS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bus {
+    Floor,
+    Channel(u8),
+}
+
+impl Bus {
+    /// The channel's slot in the mixer's channel sums (None for the floor or a number out of
+    /// range, which is treated as no channel).
+    fn slot(self) -> Option<usize> {
+        match self {
+            Bus::Channel(c) if (1..=MAX_CHANNELS).contains(&c) => Some(c as usize - 1),
+            _ => None,
+        }
+    }
+}
+
+/// What a member hears.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hear {
+    /// The floor, or a channel (its live interpreter over the floor at `bleed`; the floor
+    /// alone while the booth is unstaffed).
+    pub source: Bus,
+    /// Gain of the floor under a staffed channel (0.0 = none; -18 dB is 0.126).
+    pub bleed: f32,
+    /// A booth's channel heard as well, at full level: an off-mic interpreter hears the live
+    /// partner over the source.
+    pub partner: Option<u8>,
+}
+
+impl Hear {
+    pub const FLOOR: Hear = Hear {
+        source: Bus::Floor,
+        bleed: 0.0,
+        partner: None,
+    };
+}
+
 /// How a member takes part.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MemberOptions {
@@ -77,6 +127,9 @@ pub struct MemberOptions {
     /// In the room's recording (false for callers who opted out of recording: they are
     /// still heard live).
     pub recorded: bool,
+    /// The bus the member's voice goes to (None: heard by no one, as a listener).
+    pub talk: Option<Bus>,
+    pub hear: Hear,
 }
 
 impl Default for MemberOptions {
@@ -88,6 +141,8 @@ impl Default for MemberOptions {
             listen_gain: 1.0,
             codec: 0,
             recorded: true,
+            talk: Some(Bus::Floor),
+            hear: Hear::FLOOR,
         }
     }
 }
@@ -113,6 +168,7 @@ pub struct Group {
     /// The full mix, shared by members who do not contribute (else one talker's N-1 mix).
     shared: bool,
     listen_gain: f32,
+    key: HearKey,
 }
 
 impl Group {
@@ -123,6 +179,58 @@ impl Group {
 
     pub fn listen_gain(&self) -> f32 {
         self.listen_gain
+    }
+
+    /// What the group hears, as a key: members whose hearings come to the same mix this
+    /// tick (a floor listener and an interpreter on the floor; the listeners of an unstaffed
+    /// channel and the floor's) have the same key, and may share one encoding.
+    pub fn key(&self) -> HearKey {
+        self.key
+    }
+}
+
+/// Which buses, at which levels, a group hears ([`Group::key`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HearKey(Weights);
+
+impl Default for HearKey {
+    fn default() -> Self {
+        HearKey(Weights::of(Hear::FLOOR, 0))
+    }
+}
+
+/// How much of each bus one hearing takes this tick (derived from [`Hear`] and which
+/// booths are staffed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Weights {
+    floor: f32,
+    channel: Option<usize>,
+    partner: Option<usize>,
+}
+
+impl Weights {
+    fn of(hear: Hear, staffed: u64) -> Weights {
+        let partner = Bus::Channel(hear.partner.unwrap_or(0)).slot();
+        match hear.source.slot() {
+            Some(c) if staffed & (1 << c) != 0 => Weights {
+                floor: hear.bleed,
+                channel: Some(c),
+                partner: partner.filter(|&p| p != c),
+            },
+            _ => Weights {
+                floor: 1.0,
+                channel: None,
+                partner,
+            },
+        }
+    }
+
+    /// Whether a voice on `bus` is in what these weights hear.
+    fn includes(&self, bus: Bus) -> bool {
+        match bus.slot() {
+            None => self.floor != 0.0,
+            Some(c) => self.channel == Some(c) || self.partner == Some(c),
+        }
     }
 }
 
@@ -139,8 +247,12 @@ pub struct Mixer {
     members: Vec<Member>,
     /// Member id -> position in `members` (frames are pushed by id every tick).
     index: std::collections::HashMap<MemberId, usize>,
-    /// The sum of every contributor (i32: no wrap-around before the limiter).
+    /// The sum of every floor contributor (i32: no wrap-around before the limiter).
     sum: Vec<i32>,
+    /// Each language channel's sum (slot c-1 for channel c), made as channels come in use.
+    channels: Vec<Vec<i32>>,
+    /// Bit c-1: channel c has a member talking into it (even muted) this tick.
+    staffed: u64,
     /// Output frames; groups point into this.
     frames: Vec<Vec<i16>>,
     groups: Vec<Group>,
@@ -167,6 +279,78 @@ pub fn limit(x: i32) -> i16 {
     (y.min(32_767.0) as i16) * if x < 0 { -1 } else { 1 }
 }
 
+/// A voice sample at a talk gain.
+fn scaled(s: i16, gain: f32) -> i32 {
+    if gain == 1.0 {
+        s as i32
+    } else {
+        (s as f32 * gain) as i32
+    }
+}
+
+/// A sum at a listen gain.
+fn gained(v: i32, gain: f32) -> i32 {
+    if gain == 1.0 { v } else { (v as f32 * gain) as i32 }
+}
+
+/// One output frame: the buses `w` takes, without the member's own voice (`own`: its bus
+/// slot - None for the floor -, its input and talk gain) when it hears its own bus, at the
+/// listen gain, through the limiter.
+fn mix_frame(
+    out: &mut [i16],
+    floor: &[i32],
+    channels: &[Vec<i32>],
+    w: Weights,
+    own: Option<(Option<usize>, &[i16], f32)>,
+    listen_gain: f32,
+) {
+    let channel = w.channel.map(|c| &channels[c][..]);
+    let partner = w.partner.map(|c| &channels[c][..]);
+    if channel.is_none() && partner.is_none() && w.floor == 1.0 {
+        // A conference room: the floor, in integers (one loop per case: no test per sample).
+        match own {
+            Some((None, input, tg)) if tg == 1.0 && listen_gain == 1.0 => {
+                for ((o, &f), &s) in out.iter_mut().zip(floor).zip(input) {
+                    *o = limit(f - s as i32);
+                }
+            }
+            Some((None, input, tg)) => {
+                for ((o, &f), &s) in out.iter_mut().zip(floor).zip(input) {
+                    *o = limit(gained(f - scaled(s, tg), listen_gain));
+                }
+            }
+            _ if listen_gain == 1.0 => {
+                for (o, &f) in out.iter_mut().zip(floor) {
+                    *o = limit(f);
+                }
+            }
+            _ => {
+                for (o, &f) in out.iter_mut().zip(floor) {
+                    *o = limit(gained(f, listen_gain));
+                }
+            }
+        }
+        return;
+    }
+    for (k, o) in out.iter_mut().enumerate() {
+        let own_at = |slot: Option<usize>| match own {
+            Some((s, input, tg)) if s == slot => scaled(input[k], tg),
+            _ => 0,
+        };
+        let mut v = 0.0f32;
+        if w.floor != 0.0 {
+            v += (floor[k] - own_at(None)) as f32 * w.floor;
+        }
+        if let Some(c) = channel {
+            v += (c[k] - own_at(w.channel)) as f32;
+        }
+        if let Some(p) = partner {
+            v += (p[k] - own_at(w.partner)) as f32;
+        }
+        *o = limit((v * listen_gain) as i32);
+    }
+}
+
 impl Mixer {
     pub fn new(cfg: MixerConfig) -> Mixer {
         let full_scale_sq = 32_768.0f64 * 32_768.0;
@@ -175,6 +359,8 @@ impl Mixer {
             members: Vec::new(),
             index: std::collections::HashMap::new(),
             sum: vec![0; cfg.frame_len()],
+            channels: Vec::new(),
+            staffed: 0,
             frames: Vec::new(),
             groups: Vec::new(),
             active_groups: 0,
@@ -197,9 +383,25 @@ impl Mixer {
         self.members.is_empty()
     }
 
+    /// Makes the channel sums `opts` refers to.
+    fn ensure_channels(&mut self, opts: &MemberOptions) {
+        let used = [
+            opts.talk.and_then(Bus::slot),
+            opts.hear.source.slot(),
+            Bus::Channel(opts.hear.partner.unwrap_or(0)).slot(),
+        ];
+        let n = self.cfg.frame_len();
+        for slot in used.into_iter().flatten() {
+            while self.channels.len() <= slot {
+                self.channels.push(vec![0; n]);
+            }
+        }
+    }
+
     /// Adds (or replaces) a member.
     pub fn add(&mut self, id: MemberId, opts: MemberOptions) {
         self.remove(id);
+        self.ensure_channels(&opts);
         let n = self.cfg.frame_len();
         self.members.push(Member {
             id,
@@ -229,6 +431,8 @@ impl Mixer {
         match self.members.iter_mut().find(|m| m.id == id) {
             Some(m) => {
                 f(&mut m.opts);
+                let opts = m.opts;
+                self.ensure_channels(&opts);
                 true
             }
             None => false,
@@ -251,6 +455,10 @@ impl Mixer {
     pub fn mix(&mut self) {
         self.changes.clear();
         self.sum.fill(0);
+        for c in &mut self.channels {
+            c.fill(0);
+        }
+        self.staffed = 0;
         for m in &mut self.members {
             let energy = if m.has_input {
                 m.input.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / m.input.len().max(1) as f64
@@ -273,30 +481,45 @@ impl Mixer {
                     talking: m.talking,
                 });
             }
-            m.contributing = m.talking && m.has_input && !m.opts.muted;
+            let slot = m.opts.talk.and_then(Bus::slot);
+            if let Some(c) = slot {
+                self.staffed |= 1 << c;
+            }
+            // The floor is gated by the talk threshold; a channel carries its microphone whole.
+            m.contributing = m.has_input
+                && !m.opts.muted
+                && match m.opts.talk {
+                    None => false,
+                    Some(Bus::Floor) => m.talking,
+                    Some(Bus::Channel(_)) => slot.is_some(),
+                };
             if m.contributing {
+                let bus = match slot {
+                    Some(c) => &mut self.channels[c],
+                    None => &mut self.sum,
+                };
                 let g = m.opts.talk_gain;
-                for (acc, &s) in self.sum.iter_mut().zip(&m.input) {
+                for (acc, &s) in bus.iter_mut().zip(&m.input) {
                     *acc += if g == 1.0 { s as i32 } else { (s as f32 * g) as i32 };
                 }
             }
         }
-        // The recording: the sum without the contributors who opted out of recording.
+        // The recording: the floor without the contributors who opted out of recording.
         if self.recording {
             for (k, r) in self.record.iter_mut().enumerate() {
                 let mut v = self.sum[k];
-                for m in self.members.iter().filter(|m| m.contributing && !m.opts.recorded) {
-                    let g = m.opts.talk_gain;
-                    v -= if g == 1.0 {
-                        m.input[k] as i32
-                    } else {
-                        (m.input[k] as f32 * g) as i32
-                    };
+                for m in self
+                    .members
+                    .iter()
+                    .filter(|m| m.contributing && !m.opts.recorded && m.opts.talk == Some(Bus::Floor))
+                {
+                    v -= scaled(m.input[k], m.opts.talk_gain);
                 }
                 *r = limit(v);
             }
         }
-        // Groups: each contributor hears sum - self; the others share per (codec, gain).
+        // Groups: a member who hears its own bus hears it without itself (N-1); the others
+        // share one frame per (hearing, codec, gain).
         for g in &mut self.groups {
             g.members.clear();
         }
@@ -310,11 +533,13 @@ impl Mixer {
             if opts.deaf {
                 continue;
             }
-            if !contributing {
-                // Join a shared group of the same codec and listen gain, if one exists.
-                let found = self.groups[..used_groups]
-                    .iter()
-                    .position(|g| g.shared && g.codec == opts.codec && g.listen_gain == opts.listen_gain);
+            let w = Weights::of(opts.hear, self.staffed);
+            let own_bus = opts.talk.filter(|&b| contributing && w.includes(b));
+            if own_bus.is_none() {
+                // Join a shared group of the same mix, codec and listen gain, if one exists.
+                let found = self.groups[..used_groups].iter().position(|g| {
+                    g.shared && g.codec == opts.codec && g.listen_gain == opts.listen_gain && g.key == HearKey(w)
+                });
                 if let Some(gi) = found {
                     self.groups[gi].members.push(id);
                     continue;
@@ -322,23 +547,15 @@ impl Mixer {
             }
             let frame = used_frames;
             used_frames += 1;
-            let out = &mut self.frames[frame];
-            let own = &self.members[i].input;
-            let tg = opts.talk_gain;
-            for (k, o) in out.iter_mut().enumerate() {
-                let mut v = self.sum[k];
-                if contributing {
-                    v -= if tg == 1.0 {
-                        own[k] as i32
-                    } else {
-                        (own[k] as f32 * tg) as i32
-                    };
-                }
-                if opts.listen_gain != 1.0 {
-                    v = (v as f32 * opts.listen_gain) as i32;
-                }
-                *o = limit(v);
-            }
+            let own = own_bus.map(|b| (b.slot(), &self.members[i].input[..], opts.talk_gain));
+            mix_frame(
+                &mut self.frames[frame],
+                &self.sum,
+                &self.channels,
+                w,
+                own,
+                opts.listen_gain,
+            );
             if used_groups == self.groups.len() {
                 self.groups.push(Group {
                     members: Vec::with_capacity(8),
@@ -346,14 +563,16 @@ impl Mixer {
                     frame: 0,
                     shared: false,
                     listen_gain: 1.0,
+                    key: HearKey::default(),
                 });
             }
             let g = &mut self.groups[used_groups];
             g.members.push(id);
             g.codec = opts.codec;
             g.frame = frame;
-            g.shared = !contributing;
+            g.shared = own_bus.is_none();
             g.listen_gain = opts.listen_gain;
+            g.key = HearKey(w);
             used_groups += 1;
         }
         self.active_groups = used_groups;
@@ -410,6 +629,26 @@ impl Mixer {
         &self.changes
     }
 
+    /// Whether nobody hears a member nor will without notice (it talks into no bus and
+    /// hears no booth partner: a listener): the I/O layer need not decode it. An off-mic
+    /// interpreter (who hears its live partner) is still decoded, so that its decoder is in
+    /// step the moment it takes the microphone.
+    pub fn is_unheard(&self, member: MemberId) -> bool {
+        self.index
+            .get(&member)
+            .and_then(|&i| self.members.get(i))
+            .is_some_and(|m| m.opts.talk.is_none() && m.opts.hear.partner.is_none())
+    }
+
+    /// Whether every frame of a member is mixed, quiet or not (a voice on a language
+    /// channel is not gated by the talk threshold): the I/O layer must push each one.
+    pub fn takes_every_frame(&self, member: MemberId) -> bool {
+        self.index
+            .get(&member)
+            .and_then(|&i| self.members.get(i))
+            .is_some_and(|m| m.opts.talk.and_then(Bus::slot).is_some())
+    }
+
     /// Whether a member counts as talking now.
     pub fn is_talking(&self, member: MemberId) -> bool {
         self.index
@@ -431,279 +670,4 @@ impl Mixer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::media::analysis::tone_power;
-
-    const RATE: u32 = 16_000;
-
-    fn tone(freq: f64, amplitude: f64, tick: usize) -> Vec<i16> {
-        let n = (RATE / 50) as usize;
-        (0..n)
-            .map(|i| {
-                let t = (tick * n + i) as f64 / RATE as f64;
-                (amplitude * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
-            })
-            .collect()
-    }
-
-    fn mixer() -> Mixer {
-        Mixer::new(MixerConfig {
-            rate: RATE,
-            ..MixerConfig::default()
-        })
-    }
-
-    #[test]
-    fn each_member_hears_the_others_and_not_itself() {
-        let mut m = mixer();
-        let freqs = [(1, 440.0), (2, 620.0), (3, 1000.0)];
-        for (id, _) in freqs {
-            m.add(id, MemberOptions::default());
-        }
-        let mut heard: Vec<Vec<i16>> = vec![Vec::new(); 4];
-        for tick in 0..10 {
-            for (id, f) in freqs {
-                m.push(id, &tone(f, 6000.0, tick));
-            }
-            m.mix();
-            for (id, _) in freqs {
-                heard[id as usize].extend_from_slice(m.output_of(id).unwrap());
-            }
-        }
-        for (id, own) in freqs {
-            let out = &heard[id as usize];
-            let own_power = tone_power(out, own, RATE);
-            for (other, f) in freqs {
-                if other != id {
-                    let p = tone_power(out, f, RATE);
-                    assert!(
-                        p > 1000.0 * own_power.max(1e-9),
-                        "member {id}: {f} Hz {p} vs own {own_power}"
-                    );
-                }
-            }
-        }
-        // Below the limiter's knee the N-1 mix is exact: each output is the sum of the other
-        // two inputs, sample for sample (what leaks into the own-tone bin above is spectral
-        // leakage of the others' tones, not the member's voice).
-        for (id, _) in freqs {
-            let expect: Vec<i32> = (0..10)
-                .flat_map(|tick| {
-                    let parts: Vec<Vec<i16>> = freqs
-                        .iter()
-                        .filter(|(o, _)| *o != id)
-                        .map(|(_, f)| tone(*f, 6000.0, tick))
-                        .collect();
-                    (0..parts[0].len()).map(move |k| parts.iter().map(|p| p[k] as i32).sum::<i32>())
-                })
-                .collect();
-            let got: Vec<i32> = heard[id as usize].iter().map(|&s| s as i32).collect();
-            assert_eq!(got, expect, "member {id}");
-        }
-    }
-
-    #[test]
-    fn a_mixer_moved_to_another_rate_keeps_who_is_talking() {
-        let mut m = mixer();
-        m.add(1, MemberOptions::default());
-        m.add(2, MemberOptions::default());
-        m.push(1, &tone(440.0, 6000.0, 0));
-        m.mix();
-        assert!(m.talk_changes().iter().any(|c| c.member == 1 && c.talking));
-        let mut m8 = m.at_rate(MixerConfig {
-            rate: 8000,
-            ..MixerConfig::default()
-        });
-        assert_eq!(m8.config().frame_len(), 160);
-        assert!(m8.is_talking(1) && !m8.is_talking(2));
-        // Still talking at the new rate: no second "started talking".
-        let loud: Vec<i16> = (0..160).map(|i| if i % 2 == 0 { 6000 } else { -6000 }).collect();
-        m8.push(1, &loud);
-        m8.mix();
-        assert!(m8.talk_changes().is_empty(), "{:?}", m8.talk_changes());
-        assert_eq!(m8.output_of(2).map(<[i16]>::len), Some(160));
-    }
-
-    #[test]
-    fn saturation_is_compressed_not_wrapped() {
-        let mut m = mixer();
-        for id in 0..10 {
-            m.add(id, MemberOptions::default());
-        }
-        m.add(99, MemberOptions::default()); // a listener
-        for tick in 0..5 {
-            for id in 0..10 {
-                m.push(id, &tone(300.0, 30_000.0, tick));
-            }
-            m.mix();
-            let out = m.output_of(99).unwrap();
-            let reference = tone(300.0, 30_000.0, tick);
-            for (o, r) in out.iter().zip(&reference) {
-                // Same sign as the (ten times too loud) input, and bounded.
-                assert!(*r == 0 || (*o as i32).signum() == (*r as i32).signum(), "{o} vs {r}");
-                assert!(o.unsigned_abs() <= 32_767);
-            }
-            assert!(out.iter().any(|&s| s.unsigned_abs() > 30_000), "loud stays loud");
-        }
-        // The limiter is monotonic and transparent below its knee.
-        let mut last = i16::MIN;
-        for x in (-400_000..400_000).step_by(997) {
-            let y = limit(x);
-            assert!(y >= last, "{x}");
-            last = y;
-        }
-        assert_eq!(limit(12_345), 12_345);
-        assert_eq!(limit(-20_000), -20_000);
-    }
-
-    #[test]
-    fn silent_listeners_share_one_encoding_per_codec() {
-        let mut m = mixer();
-        for id in 1..=3 {
-            m.add(id, MemberOptions::default());
-        }
-        for id in 10..17 {
-            m.add(id, MemberOptions::default());
-        }
-        for tick in 0..3 {
-            for id in 1..=3 {
-                m.push(id, &tone(300.0 + 100.0 * id as f64, 5000.0, tick));
-            }
-            m.mix();
-            // 3 talkers each hear their own mix; 7 listeners share one: 4 encodings, not 10.
-            assert_eq!(m.groups().len(), 4);
-            let shared = m.groups().iter().find(|g| g.members.len() == 7).expect("shared group");
-            assert!(shared.members.iter().all(|id| (10..17).contains(id)));
-        }
-        // Listeners on a second codec get their own shared encoding.
-        for id in 13..17 {
-            m.set(id, |o| o.codec = 1);
-        }
-        for id in 1..=3 {
-            m.push(id, &tone(300.0 + 100.0 * id as f64, 5000.0, 3));
-        }
-        m.mix();
-        assert_eq!(m.groups().len(), 5);
-        // A listener with another listen gain hears a different frame.
-        m.set(10, |o| o.listen_gain = 0.5);
-        for id in 1..=3 {
-            m.push(id, &tone(300.0 + 100.0 * id as f64, 5000.0, 4));
-        }
-        m.mix();
-        assert_eq!(m.groups().len(), 6);
-        let louder = crate::media::analysis::rms(m.output_of(11).unwrap());
-        let quieter = crate::media::analysis::rms(m.output_of(10).unwrap());
-        assert!((quieter / louder - 0.5).abs() < 0.02, "{quieter} / {louder}");
-    }
-
-    #[test]
-    fn muted_members_are_not_heard_and_deaf_members_hear_nothing() {
-        let mut m = mixer();
-        m.add(1, MemberOptions::default());
-        m.add(
-            2,
-            MemberOptions {
-                muted: true,
-                ..MemberOptions::default()
-            },
-        );
-        m.add(
-            3,
-            MemberOptions {
-                deaf: true,
-                ..MemberOptions::default()
-            },
-        );
-        let mut out1 = Vec::new();
-        let mut out2 = Vec::new();
-        for tick in 0..5 {
-            m.push(1, &tone(440.0, 6000.0, tick));
-            m.push(2, &tone(620.0, 6000.0, tick));
-            m.push(3, &tone(1000.0, 6000.0, tick));
-            m.mix();
-            out1.extend_from_slice(m.output_of(1).unwrap());
-            out2.extend_from_slice(m.output_of(2).unwrap());
-            assert!(m.output_of(3).is_none(), "deaf: no frame to send");
-        }
-        assert!(tone_power(&out1, 620.0, RATE) < 1e-3, "the muted member is not heard");
-        assert!(tone_power(&out1, 1000.0, RATE) > 1.0, "the deaf member still is");
-        assert!(tone_power(&out2, 440.0, RATE) > 1.0, "the muted member hears the room");
-    }
-
-    #[test]
-    fn the_recording_leaves_out_members_who_opted_out_but_they_are_heard_live() {
-        let mut m = mixer();
-        m.add(1, MemberOptions::default());
-        m.add(
-            2,
-            MemberOptions {
-                recorded: false,
-                ..MemberOptions::default()
-            },
-        );
-        m.add(3, MemberOptions::default());
-        m.set_recording(true);
-        let (mut recorded, mut heard_by_3) = (Vec::new(), Vec::new());
-        for tick in 0..10 {
-            m.push(1, &tone(440.0, 6000.0, tick));
-            m.push(2, &tone(1000.0, 6000.0, tick));
-            m.mix();
-            recorded.extend_from_slice(m.record_frame());
-            heard_by_3.extend_from_slice(m.output_of(3).unwrap());
-        }
-        let p = |x: &[i16], f| tone_power(x, f, RATE);
-        assert!(
-            p(&recorded, 440.0) > 1000.0 * p(&recorded, 1000.0).max(1.0),
-            "2 is not recorded"
-        );
-        assert!(
-            p(&heard_by_3, 1000.0) > 1000.0 * p(&heard_by_3, 2000.0).max(1.0),
-            "2 is heard live"
-        );
-    }
-
-    #[test]
-    fn quiet_lines_do_not_contribute_and_talk_has_a_hangover() {
-        let mut m = Mixer::new(MixerConfig {
-            rate: RATE,
-            talk_threshold_dbfs: -45.0,
-            hangover_frames: 3,
-            ..MixerConfig::default()
-        });
-        m.add(1, MemberOptions::default());
-        m.add(2, MemberOptions::default());
-        // Line noise at about -66 dBFS: below the threshold, left out of the mix.
-        m.push(1, &tone(200.0, 20.0, 0));
-        m.mix();
-        assert!(!m.is_talking(1));
-        assert!(m.output_of(2).unwrap().iter().all(|&s| s == 0));
-        // Speech starts: heard at once; a talk event.
-        m.push(1, &tone(200.0, 5000.0, 1));
-        m.mix();
-        assert_eq!(
-            m.talk_changes(),
-            &[TalkChange {
-                member: 1,
-                talking: true
-            }]
-        );
-        // It stops: still "talking" (and mixed) for the hangover, then not.
-        for _ in 0..3 {
-            m.push(1, &tone(200.0, 20.0, 2));
-            m.mix();
-            assert!(m.is_talking(1));
-            assert!(m.talk_changes().is_empty());
-        }
-        m.push(1, &tone(200.0, 20.0, 3));
-        m.mix();
-        assert!(!m.is_talking(1));
-        assert_eq!(
-            m.talk_changes(),
-            &[TalkChange {
-                member: 1,
-                talking: false
-            }]
-        );
-    }
-}
+mod tests;

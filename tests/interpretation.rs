@@ -1,0 +1,394 @@
+//! Interpretation rooms with real softphones (baresip, G.711 and G.722) on the demo number
+//! +18005550300 (room "summit": floor English, channel 1 Spanish, channel 2 French). Each
+//! phone sends its own tone: the speaker the floor's, each interpreter its booth's. Listeners
+//! choose and switch channels by keypad mid-call; what each phone decoded is checked by its
+//! spectrum against the model: a channel's listeners hear their interpreter with the floor
+//! under it at the room's bleed (-18 dB) and nothing of the other booth; the floor's
+//! listeners and the speaker hear no interpreter; an interpreter hears the floor and never
+//! itself.
+
+mod common;
+use common::baresip::{Phone, write_tone_wav};
+use common::{Gateway, http_request};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "interpretation-test-token-0123456789";
+const SUMMIT: &str = "+18005550300";
+const FLOOR_HZ: f64 = 400.0;
+const SPANISH_HZ: f64 = 650.0;
+const FRENCH_HZ: f64 = 1100.0;
+const TONES: [f64; 3] = [FLOOR_HZ, SPANISH_HZ, FRENCH_HZ];
+
+fn start() -> Gateway {
+    let tokens = format!("[\"{TOKEN}\"]");
+    Gateway::start(&[("TOLK_ADMIN_TOKENS", tokens.as_str())])
+}
+
+fn summit(gw: &Gateway) -> serde_json::Value {
+    let (status, body) = http_request(gw.admin, "GET", "/api/v1/rooms", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    let rooms: serde_json::Value = serde_json::from_str(&body).unwrap();
+    rooms["rooms"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "summit").cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// A phone dialling the summit with `codec`, sending `freq` (None: silence).
+fn phone(gw: &Gateway, name: &str, codec: &str, rate: u32, freq: Option<f64>) -> Phone {
+    let dir = gw.data_dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let tone = dir.join("tone.wav");
+    match freq {
+        Some(f) => write_tone_wav(&tone, f, 60, rate, 1),
+        // A listener sends silence (baresip needs a file to send).
+        None => write_wav(&tone, &vec![0; rate as usize * 60], rate),
+    }
+    let codec = match codec {
+        "G722" => "G722/16000/1",
+        other => other,
+    };
+    Phone::dial_with(
+        &dir,
+        &format!("sip:{SUMMIT}@{}", gw.sip),
+        codec,
+        &tone,
+        rate,
+        "tester",
+        false,
+    )
+}
+
+fn write_wav(path: &std::path::Path, pcm: &[i16], rate: u32) {
+    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
+    let data = (pcm.len() * 2) as u32;
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    for s in pcm {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn key_when_connected(phone: &Phone, digits: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !phone.log().contains("Call established") {
+        assert!(Instant::now() < deadline, "no call: {}", phone.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    phone.command(&format!("/sndcode {digits}"));
+}
+
+fn wait_members(gw: &Gateway, n: usize, phones: &[&Phone]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = summit(gw);
+        if r["members"].as_array().map_or(0, Vec::len) == n {
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = phones.iter().map(|p| p.log()).collect();
+            panic!(
+                "the summit did not reach {n} members: {r}\ntolk log:\n{}\nbaresip logs:\n{}",
+                gw.log_text(),
+                logs.join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the room's view says `check`.
+fn wait_view(gw: &Gateway, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = summit(gw);
+        if check(&r["interpretation"]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {r}\ntolk log:\n{}", gw.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Power of each tone in a window of what a phone heard, in dB relative to the loudest.
+struct Heard {
+    samples: Vec<i16>,
+    rate: u32,
+    /// When the recording ended (about when `finish` was called).
+    end: Instant,
+}
+
+impl Heard {
+    fn window(&self, from: Instant, secs: f64) -> &[i16] {
+        let from_end = self.end.saturating_duration_since(from).as_secs_f64();
+        let start = self
+            .samples
+            .len()
+            .saturating_sub((from_end * self.rate as f64) as usize);
+        let len = (secs * self.rate as f64) as usize;
+        &self.samples[start..(start + len).min(self.samples.len())]
+    }
+
+    /// dB of each of [`TONES`] in the window, relative to a full-level tone.
+    fn levels(&self, from: Instant, secs: f64) -> [f64; 3] {
+        let w = self.window(from, secs);
+        let p = |f| tolk::media::analysis::tone_power(w, f, self.rate).max(1e-3);
+        [
+            10.0 * p(FLOOR_HZ).log10(),
+            10.0 * p(SPANISH_HZ).log10(),
+            10.0 * p(FRENCH_HZ).log10(),
+        ]
+    }
+}
+
+fn finish(p: Phone) -> Heard {
+    let end = Instant::now();
+    let (samples, rate) = p.finish();
+    Heard { samples, rate, end }
+}
+
+/// `who` hears the tones in `present` at least 30 dB over those in `absent`.
+fn assert_hears(who: &str, l: [f64; 3], present: &[usize], absent: &[usize]) {
+    eprintln!(
+        "{who}: floor {:.1} dB, Spanish {:.1} dB, French {:.1} dB",
+        l[0], l[1], l[2]
+    );
+    let weakest = present.iter().map(|&i| l[i]).fold(f64::INFINITY, f64::min);
+    let loudest_absent = absent.iter().map(|&i| l[i]).fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        weakest > loudest_absent + 30.0,
+        "{who} should hear {:?} and not {:?}: {l:?}",
+        present.iter().map(|&i| TONES[i]).collect::<Vec<_>>(),
+        absent.iter().map(|&i| TONES[i]).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn listeners_choose_and_switch_channels_by_keypad_and_hear_what_the_model_says() {
+    let gw = start();
+    let speaker = phone(&gw, "speaker", "PCMU", 8000, Some(FLOOR_HZ));
+    let spanish = phone(&gw, "spanish", "G722", 16_000, Some(SPANISH_HZ));
+    let french = phone(&gw, "french", "PCMU", 8000, Some(FRENCH_HZ));
+    let to_spanish = phone(&gw, "l-es", "PCMU", 8000, None);
+    let switcher = phone(&gw, "l-switch", "G722", 16_000, None);
+    let on_floor = phone(&gw, "l-floor", "PCMU", 8000, None);
+    for (p, pin) in [
+        (&speaker, "1111#"),
+        (&spanish, "2222#"),
+        (&french, "3333#"),
+        (&to_spanish, "4444#"),
+        (&switcher, "4444#"),
+        (&on_floor, "4444#"),
+    ] {
+        key_when_connected(p, pin);
+    }
+    let all = [&speaker, &spanish, &french, &to_spanish, &switcher, &on_floor];
+    wait_members(&gw, 6, &all);
+    let joined = Instant::now();
+    wait_view(&gw, "both booths live", |v| {
+        v["channels"][0]["live"].is_u64() && v["channels"][1]["live"].is_u64()
+    });
+    // Listeners choose by keypad: *1 Spanish, *2 French; the third stays on the floor.
+    std::thread::sleep(Duration::from_millis(500));
+    to_spanish.command("/sndcode *1");
+    switcher.command("/sndcode *2");
+    wait_view(&gw, "listeners on their channels", |v| {
+        v["channels"][0]["listeners"] == 1 && v["channels"][1]["listeners"] == 1 && v["floor_listeners"] == 2
+    });
+    // The announcement ("Español.", "Français.") plays over the channel: let it end.
+    std::thread::sleep(Duration::from_millis(2500));
+    let first = Instant::now();
+    std::thread::sleep(Duration::from_millis(2000));
+    // Mid-call the switcher moves to Spanish.
+    switcher.command("/sndcode *1");
+    wait_view(&gw, "the switcher on Spanish", |v| v["channels"][0]["listeners"] == 2);
+    std::thread::sleep(Duration::from_millis(2500));
+    // The floor's listener heard the language menu (8.5 s) after joining: past it.
+    if let Some(rest) = (joined + Duration::from_secs(10)).checked_duration_since(Instant::now()) {
+        std::thread::sleep(rest);
+    }
+    let second = Instant::now();
+    std::thread::sleep(Duration::from_millis(2000));
+    let heard: Vec<Heard> = [speaker, spanish, french, to_spanish, switcher, on_floor]
+        .into_iter()
+        .map(finish)
+        .collect();
+    let [speaker, spanish, french, to_spanish, switcher, on_floor] = &heard[..] else {
+        unreachable!()
+    };
+    let (floor, es, fr) = (0, 1, 2);
+    // Spanish listener: the interpreter, the floor under it at about -18 dB, no French.
+    let l = to_spanish.levels(first, 1.5);
+    assert_hears("Spanish listener", l, &[es], &[fr]);
+    let bleed = l[floor] - l[es];
+    assert!(
+        (bleed + 18.0).abs() < 3.0,
+        "the floor under Spanish: {bleed:.1} dB, want -18"
+    );
+    // The switcher: French first, then Spanish, each with the floor under it.
+    let l = switcher.levels(first, 1.5);
+    assert_hears("switcher on French", l, &[fr], &[es]);
+    let bleed = l[floor] - l[fr];
+    assert!(
+        (bleed + 18.0).abs() < 3.0,
+        "the floor under French: {bleed:.1} dB, want -18"
+    );
+    let l = switcher.levels(second, 1.5);
+    assert_hears("switcher on Spanish", l, &[es], &[fr]);
+    // The floor's listener and the speaker never hear an interpreter.
+    assert_hears("floor listener", on_floor.levels(second, 1.5), &[floor], &[es, fr]);
+    let l = speaker.levels(second, 1.5);
+    eprintln!("speaker: {l:?}");
+    assert!(
+        l.iter().all(|&x| x < l_of_full() - 40.0),
+        "the speaker hears nothing (no one else on the floor, no interpreter): {l:?}"
+    );
+    // Interpreters hear the floor, not themselves, not the other booth.
+    assert_hears("Spanish interpreter", spanish.levels(second, 1.5), &[floor], &[es, fr]);
+    assert_hears("French interpreter", french.levels(second, 1.5), &[floor], &[es, fr]);
+}
+
+/// dB of a full-level tone as [`Heard::levels`] measures it (the tone files' amplitude).
+fn l_of_full() -> f64 {
+    let dir = common::unique_dir("interp-ref");
+    let path = dir.join("ref.wav");
+    write_tone_wav(&path, FLOOR_HZ, 1, 8000, 1);
+    let (pcm, rate) = common::baresip::read_wav(&path);
+    10.0 * tolk::media::analysis::tone_power(&pcm, FLOOR_HZ, rate).log10()
+}
+
+const PARTNER_HZ: f64 = 1700.0;
+
+/// dB of `freq` in a window of what a phone heard.
+fn level(h: &Heard, from: Instant, secs: f64, freq: f64) -> f64 {
+    let w = h.window(from, secs);
+    10.0 * tolk::media::analysis::tone_power(w, freq, h.rate).max(1e-3).log10()
+}
+
+fn post(gw: &Gateway, path: &str) -> (u16, String) {
+    http_request(gw.admin, "POST", path, Some(TOKEN), "")
+}
+
+#[test]
+fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
+    let gw = start();
+    let speaker = phone(&gw, "speaker", "PCMU", 8000, Some(FLOOR_HZ));
+    let first = phone(&gw, "es-1", "PCMU", 8000, Some(SPANISH_HZ));
+    let partner = phone(&gw, "es-2", "G722", 16_000, Some(PARTNER_HZ));
+    let french = phone(&gw, "fr", "PCMU", 8000, Some(FRENCH_HZ));
+    let listener = phone(&gw, "l-es", "PCMU", 8000, None);
+    key_when_connected(&speaker, "1111#");
+    key_when_connected(&first, "2222#");
+    let all = [&speaker, &first, &partner, &french, &listener];
+    // The first Spanish interpreter is in before its partner: it goes live.
+    wait_view(&gw, "the first interpreter live", |v| v["channels"][0]["live"].is_u64());
+    key_when_connected(&partner, "2222#");
+    key_when_connected(&french, "3333#");
+    key_when_connected(&listener, "4444#");
+    wait_members(&gw, 5, &all);
+    wait_view(&gw, "two in the Spanish booth", |v| {
+        v["channels"][0]["interpreters"].as_array().map_or(0, Vec::len) == 2
+    });
+    let view = summit(&gw)["interpretation"].clone();
+    let first_call = view["channels"][0]["live"].as_u64().unwrap();
+    let partner_call = view["channels"][0]["interpreters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c.as_u64())
+        .find(|&c| c != first_call)
+        .unwrap();
+    // The listener takes Spanish through the API (the menu it hears is cut short).
+    let (status, body) = post(
+        &gw,
+        &format!("/api/v1/rooms/summit/members/{}/channel/1", listener_call(&gw)),
+    );
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(2000));
+    let before = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Hand-over by keypad: the live one offers (1), the partner takes (1).
+    first.command("/sndcode 1");
+    wait_view(&gw, "the hand-over offered", |v| {
+        v["channels"][0]["handover_offered"] == true
+    });
+    partner.command("/sndcode 1");
+    wait_view(&gw, "the partner live", |v| v["channels"][0]["live"] == partner_call);
+    // The prompts ("you are live", "you are off the microphone") go to the interpreters,
+    // not to the listener: its channel swaps voices at once.
+    std::thread::sleep(Duration::from_millis(1000));
+    let after_keys = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    // An admin forces it back.
+    let (status, body) = post(&gw, &format!("/api/v1/rooms/summit/booths/1/handover?to={first_call}"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["interpretation"]["channels"][0]["live"],
+        first_call
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let after_force = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    // Relay: French interprets from Spanish; Spanish relaying French would be a loop.
+    let (status, body) = post(&gw, "/api/v1/rooms/summit/booths/2/relay/1");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&gw, "/api/v1/rooms/summit/booths/1/relay/2");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("loop"), "{body}");
+    let (status, _) = post(&gw, "/api/v1/rooms/summit/booths/9/relay/0");
+    assert_eq!(status, 404);
+    // The French interpreter hears "your source is ... español" first.
+    std::thread::sleep(Duration::from_millis(3000));
+    let relayed = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut heard = [listener, french, partner, first, speaker].into_iter().map(finish);
+    let (listener, french, partner) = (heard.next().unwrap(), heard.next().unwrap(), heard.next().unwrap());
+    let l = |h: &Heard, at, f| level(h, at, 1.2, f);
+    let report = |what: &str, h: &Heard, at| {
+        eprintln!(
+            "{what}: floor {:.1}, first {:.1}, partner {:.1}, French {:.1}",
+            l(h, at, FLOOR_HZ),
+            l(h, at, SPANISH_HZ),
+            l(h, at, PARTNER_HZ),
+            l(h, at, FRENCH_HZ)
+        );
+    };
+    report("listener before", &listener, before);
+    report("listener after the keys", &listener, after_keys);
+    report("listener after the force", &listener, after_force);
+    report("off-mic partner", &partner, after_force);
+    report("French, relaying", &french, relayed);
+    // One microphone live at a time, and the one the model says.
+    assert!(l(&listener, before, SPANISH_HZ) > l(&listener, before, PARTNER_HZ) + 30.0);
+    assert!(l(&listener, after_keys, PARTNER_HZ) > l(&listener, after_keys, SPANISH_HZ) + 30.0);
+    assert!(l(&listener, after_force, SPANISH_HZ) > l(&listener, after_force, PARTNER_HZ) + 30.0);
+    // The off-mic partner hears the floor and the live one, not itself.
+    let p = |f| l(&partner, after_force, f);
+    assert!(p(FLOOR_HZ) > p(PARTNER_HZ) + 30.0 && p(SPANISH_HZ) > p(PARTNER_HZ) + 30.0);
+    // The relaying French interpreter hears Spanish, clean (no floor), and not itself.
+    let f = |x| l(&french, relayed, x);
+    assert!(f(SPANISH_HZ) > f(FLOOR_HZ) + 30.0 && f(SPANISH_HZ) > f(FRENCH_HZ) + 30.0);
+}
+
+/// The one listener's call.
+fn listener_call(gw: &Gateway) -> u64 {
+    summit(gw)["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "listener")
+        .and_then(|m| m["call"].as_u64())
+        .unwrap()
+}
