@@ -42,8 +42,20 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-log "fuzz targets compile (they build against the library; running them is scripts/fuzz.sh)"
-cargo check --manifest-path fuzz/Cargo.toml --bins
+log "fuzz targets: a short run (debug build with overflow checks, no coverage; hours: scripts/fuzz.sh)"
+cargo build --manifest-path fuzz/Cargo.toml --bins
+fuzz_bin=$CARGO_TARGET_DIR/debug
+for t in $(sed -n 's/^name = "\(.*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^tolk-fuzz$'); do
+  # Every seed (and, for the SIP targets, every RFC 4475 message) through the target once,
+  # then 20,000 random inputs (without coverage instrumentation: a smoke run, not a campaign).
+  seeds=()
+  [ -d "fuzz/seeds/$t" ] && seeds+=(fuzz/seeds/"$t"/*)
+  case $t in sip_message | sip_stream) seeds+=(tests/fixtures/rfc4475/*) ;; esac
+  if [ ${#seeds[@]} -gt 0 ]; then
+    "$fuzz_bin/$t" "${seeds[@]}" > /tmp/tolk-fuzz-$t.log 2>&1 || { tail -30 /tmp/tolk-fuzz-$t.log; exit 1; }
+  fi
+  "$fuzz_bin/$t" -runs=20000 -max_len=4096 > /tmp/tolk-fuzz-$t.log 2>&1 || { tail -30 /tmp/tolk-fuzz-$t.log; exit 1; }
+done
 
 log "layers: imports point down, sans-IO cores clean, files by concept"
 scripts/check-layers.sh
