@@ -100,7 +100,8 @@ enum CdrCommand {
     },
     /// Calls, answered, ASR, billable minutes, peak concurrency and quality per group.
     Report {
-        /// day, tenant, number, trunk, room or language.
+        /// day, tenant, number, trunk, room, language, or interpretation (listener minutes
+        /// per channel, interpreter live minutes per booth).
         #[arg(long, default_value = "day")]
         by: String,
         #[arg(long)]
@@ -375,7 +376,7 @@ fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
                 CdrCommand::Report { by, from, to, format } => {
                     let by = query::ReportBy::parse(&by)?;
                     let rows = query::report(&db.pool, by, from.as_deref(), to.as_deref()).await?;
-                    print_rows(&rows, query::REPORT_COLUMNS, format);
+                    print_rows(&rows, by.columns(), format);
                 }
                 CdrCommand::Export { number } => {
                     let p = db.pseudonym(&number)?;

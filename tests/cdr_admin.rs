@@ -408,3 +408,103 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A call row in an interpretation room with its events (offsets in seconds from `t0`).
+fn insert_member(db: &TestDb, t0: &str, role: &str, ends_after: i64, events: &[(i64, &str, &str)]) {
+    let id = db.query("SELECT gen_random_uuid()::text")[0].clone();
+    db.query(&format!(
+        "INSERT INTO calls (id, started_at, revision, node, tenant, direction, caller_masked, dialled, dialled_kind, \
+           sip_call_id, answered_at, ended_at, duration_ms, billable_ms, disposition, retention_class, expires_at, room, role) \
+         VALUES ('{id}', '{t0}', 2, 'hand', 'demo', 'inbound', '+1555000****', '+18005550300', 'toll_free', \
+           'hand-' || gen_random_uuid(), '{t0}', '{t0}'::timestamptz + interval '{ends_after} seconds', \
+           {ends_after}000, {ends_after}000, 'answered', 'standard', '{t0}'::timestamptz + interval '1 day', 'summit', '{role}')"
+    ));
+    for (at, kind, detail) in events {
+        db.query(&format!(
+            "INSERT INTO call_events (id, call_id, at, kind, detail) VALUES (gen_random_uuid(), '{id}', \
+               '{t0}'::timestamptz + interval '{at} seconds', '{kind}', '{detail}')"
+        ));
+    }
+}
+
+#[test]
+fn the_interpretation_report_gives_listener_minutes_per_channel_and_live_minutes_per_booth() {
+    let db = TestDb::new("interp_report");
+    let dir = unique_dir("interp-report");
+    tolk(&db, &dir, &["cdr", "list"]); // migrates
+    db.query("SELECT tolk_ensure_partitions('2026-10-01', '2026-10-31')");
+    let t0 = "2026-10-05 09:00:00Z";
+    let room = r#"{"room": "summit", "role": "listener", "muted": false}"#;
+    let ch = |c: u8| format!(r#"{{"room": "summit", "channel": {c}}}"#);
+    let (es, fr) = (ch(1), ch(2));
+    // A listener: 60 s on the floor, 300 s Spanish, 240 s French, left at 600 s.
+    insert_member(
+        &db,
+        t0,
+        "listener",
+        620,
+        &[
+            (0, "joined_room", room),
+            (60, "channel_chosen", &es),
+            (360, "channel_chosen", &fr),
+            (600, "left_room", "{}"),
+        ],
+    );
+    // Another: Spanish from the start (same instant as the join) and hangs up at 120 s.
+    insert_member(
+        &db,
+        t0,
+        "listener",
+        120,
+        &[(0, "joined_room", room), (0, "channel_chosen", &es)],
+    );
+    // Two Spanish interpreters hand over at 900 s; the second stays live to its call's end.
+    let booth = r#"{"room": "summit", "booth": 1}"#;
+    insert_member(
+        &db,
+        t0,
+        "interpreter",
+        1000,
+        &[(0, "interpreter_live", booth), (900, "interpreter_off", booth)],
+    );
+    insert_member(&db, t0, "interpreter", 1500, &[(900, "interpreter_live", booth)]);
+    let out = tolk(
+        &db,
+        &dir,
+        &[
+            "cdr",
+            "report",
+            "--by",
+            "interpretation",
+            "--format",
+            "json",
+            "--from",
+            "2026-10-01",
+            "--to",
+            "2026-10-31",
+        ],
+    );
+    let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let got: Vec<(String, i64, f64, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["who"].as_str().unwrap().to_string(),
+                r["channel"].as_i64().unwrap(),
+                r["minutes"].as_f64().unwrap(),
+                r["calls"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("interpreter".into(), 1, 25.0, 2), // 900 s + 600 s
+            ("listener".into(), 0, 1.0, 1),     // 60 s
+            ("listener".into(), 1, 7.0, 2),     // 300 s + 120 s
+            ("listener".into(), 2, 4.0, 1),     // 240 s
+        ],
+        "{out}"
+    );
+    assert!(rows.iter().all(|r| r["room"] == "summit"), "{out}");
+}

@@ -9,7 +9,7 @@
 
 mod common;
 use common::baresip::{Phone, write_tone_wav};
-use common::{Gateway, http_request};
+use common::{Gateway, TestDb, http_request};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "interpretation-test-token-0123456789";
@@ -283,7 +283,12 @@ fn post(gw: &Gateway, path: &str) -> (u16, String) {
 
 #[test]
 fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
-    let gw = start();
+    let db = TestDb::new("interp_handover");
+    let tokens = format!("[\"{TOKEN}\"]");
+    let gw = Gateway::start(&[
+        ("TOLK_ADMIN_TOKENS", tokens.as_str()),
+        ("TOLK_DATABASE_URL", db.url.as_str()),
+    ]);
     let speaker = phone(&gw, "speaker", "PCMU", 8000, Some(FLOOR_HZ));
     let first = phone(&gw, "es-1", "PCMU", 8000, Some(SPANISH_HZ));
     let partner = phone(&gw, "es-2", "G722", 16_000, Some(PARTNER_HZ));
@@ -353,8 +358,13 @@ fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
     std::thread::sleep(Duration::from_millis(3000));
     let relayed = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
-    let mut heard = [listener, french, partner, first, speaker].into_iter().map(finish);
-    let (listener, french, partner) = (heard.next().unwrap(), heard.next().unwrap(), heard.next().unwrap());
+    let heard: Vec<Heard> = [listener, french, partner, first, speaker]
+        .into_iter()
+        .map(finish)
+        .collect();
+    let [listener, french, partner, _, _] = &heard[..] else {
+        unreachable!()
+    };
     let l = |h: &Heard, at, f| level(h, at, 1.2, f);
     let report = |what: &str, h: &Heard, at| {
         eprintln!(
@@ -365,21 +375,60 @@ fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
             l(h, at, FRENCH_HZ)
         );
     };
-    report("listener before", &listener, before);
-    report("listener after the keys", &listener, after_keys);
-    report("listener after the force", &listener, after_force);
-    report("off-mic partner", &partner, after_force);
-    report("French, relaying", &french, relayed);
+    report("listener before", listener, before);
+    report("listener after the keys", listener, after_keys);
+    report("listener after the force", listener, after_force);
+    report("off-mic partner", partner, after_force);
+    report("French, relaying", french, relayed);
     // One microphone live at a time, and the one the model says.
-    assert!(l(&listener, before, SPANISH_HZ) > l(&listener, before, PARTNER_HZ) + 30.0);
-    assert!(l(&listener, after_keys, PARTNER_HZ) > l(&listener, after_keys, SPANISH_HZ) + 30.0);
-    assert!(l(&listener, after_force, SPANISH_HZ) > l(&listener, after_force, PARTNER_HZ) + 30.0);
+    assert!(l(listener, before, SPANISH_HZ) > l(listener, before, PARTNER_HZ) + 30.0);
+    assert!(l(listener, after_keys, PARTNER_HZ) > l(listener, after_keys, SPANISH_HZ) + 30.0);
+    assert!(l(listener, after_force, SPANISH_HZ) > l(listener, after_force, PARTNER_HZ) + 30.0);
     // The off-mic partner hears the floor and the live one, not itself.
-    let p = |f| l(&partner, after_force, f);
+    let p = |f| l(partner, after_force, f);
     assert!(p(FLOOR_HZ) > p(PARTNER_HZ) + 30.0 && p(SPANISH_HZ) > p(PARTNER_HZ) + 30.0);
     // The relaying French interpreter hears Spanish, clean (no floor), and not itself.
-    let f = |x| l(&french, relayed, x);
+    let f = |x| l(french, relayed, x);
     assert!(f(SPANISH_HZ) > f(FLOOR_HZ) + 30.0 && f(SPANISH_HZ) > f(FRENCH_HZ) + 30.0);
+    // The CDRs keep the live periods and the listener's choice (once every record is
+    // closed: five calls with their role): the first Spanish interpreter went live at its
+    // join and after the forced hand-over, its partner once; each went off at a hand-over
+    // (and the live ones when they hung up).
+    let closed = db.wait_for(
+        "SELECT count(*) FROM calls WHERE ended_at IS NOT NULL AND role IS NOT NULL",
+        "5",
+        Duration::from_secs(20),
+    );
+    assert_eq!(closed, "5");
+    let events = |kind: &str| {
+        db.query(&format!(
+            "SELECT c.role, coalesce(e.detail->>'booth', e.detail->>'channel'), count(*) FROM call_events e \
+             JOIN calls c ON c.id = e.call_id WHERE e.kind = '{kind}' GROUP BY 1, 2 ORDER BY 1, 2"
+        ))
+        .join(",")
+    };
+    assert_eq!(events("interpreter_live"), "interpreter|1|3,interpreter|2|1");
+    assert_eq!(events("channel_chosen"), "listener|1|1");
+    let off = events("interpreter_off");
+    assert!(
+        off.starts_with("interpreter|1|") && !off.starts_with("interpreter|1|1,"),
+        "{off}"
+    );
+    // The report sums them per booth and channel.
+    let (status, body) = http_request(gw.admin, "GET", "/api/v1/reports?by=interpretation", Some(TOKEN), "");
+    assert_eq!(status, 200, "{body}");
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let has = |who: &str, channel: i64| {
+        rows["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["who"] == who && r["channel"] == channel && r["minutes"].as_f64().unwrap() > 0.0)
+    };
+    assert!(
+        has("interpreter", 1) && has("interpreter", 2) && has("listener", 1),
+        "{body}"
+    );
 }
 
 /// The one listener's call.

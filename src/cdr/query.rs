@@ -123,9 +123,20 @@ pub enum ReportBy {
     Trunk,
     Room,
     Language,
+    /// Interpretation rooms: listener minutes per channel, interpreter live minutes per
+    /// booth ([`interpretation_report`]).
+    Interpretation,
 }
 
 impl ReportBy {
+    /// The columns of this report's rows, in order.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            ReportBy::Interpretation => INTERPRETATION_COLUMNS,
+            _ => REPORT_COLUMNS,
+        }
+    }
+
     pub fn parse(s: &str) -> Result<ReportBy, QueryError> {
         Ok(match s {
             "day" => ReportBy::Day,
@@ -134,9 +145,10 @@ impl ReportBy {
             "trunk" => ReportBy::Trunk,
             "room" => ReportBy::Room,
             "language" => ReportBy::Language,
+            "interpretation" => ReportBy::Interpretation,
             other => {
                 return Err(QueryError::Invalid(format!(
-                    "`{other}`: report by day, tenant, number, trunk, room or language"
+                    "`{other}`: report by day, tenant, number, trunk, room, language or interpretation"
                 )));
             }
         })
@@ -151,6 +163,7 @@ impl ReportBy {
             ReportBy::Trunk => "coalesce(trunk, '-')",
             ReportBy::Room => "coalesce(room, '-')",
             ReportBy::Language => "coalesce(language, '-')",
+            ReportBy::Interpretation => "coalesce(room, '-')",
         }
     }
 }
@@ -163,6 +176,9 @@ pub async fn report(
     from: Option<&str>,
     to: Option<&str>,
 ) -> Result<Vec<serde_json::Value>, QueryError> {
+    if by == ReportBy::Interpretation {
+        return interpretation_report(pool, from, to).await;
+    }
     let key = by.key();
     let sql = format!(
         "WITH c AS (SELECT {key} AS key, * FROM calls \
@@ -193,6 +209,25 @@ pub async fn report(
         .await?;
     Ok(json_rows(rows))
 }
+
+/// Interpretation rooms, per room: listener minutes per channel (`who` = "listener",
+/// `channel` 0 = the floor; a listener starts on the floor and each `channel_chosen` event
+/// moves it) and interpreter live minutes per booth (`who` = "interpreter", `channel` = the
+/// booth; `interpreter_live` to `interpreter_off`, or to its leaving or the call's end),
+/// with how many calls took part (a choice made the instant it joined gives no floor
+/// span). Calls that started in [from, to).
+pub async fn interpretation_report(
+    pool: &PgPool,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<Vec<serde_json::Value>, QueryError> {
+    let sql = "WITH ev AS (SELECT e.call_id, c.room, c.role, e.at, e.kind, e.detail,                  coalesce(c.ended_at, now()) AS call_end                FROM call_events e JOIN calls c ON c.id = e.call_id                WHERE c.room IS NOT NULL                  AND ($1::timestamptz IS NULL OR c.started_at >= $1::timestamptz)                  AND ($2::timestamptz IS NULL OR c.started_at < $2::timestamptz)                  AND e.kind IN ('joined_room', 'left_room', 'channel_chosen', 'interpreter_live', 'interpreter_off')),          listening AS (SELECT room, call_id, kind, at, call_end,                  CASE WHEN kind = 'channel_chosen' THEN (detail->>'channel')::int ELSE 0 END AS channel,                  lead(at) OVER (PARTITION BY call_id ORDER BY at, kind = 'joined_room' DESC) AS next_at                FROM ev WHERE role = 'listener' AND kind IN ('joined_room', 'left_room', 'channel_chosen')),          live AS (SELECT room, call_id, kind, at, call_end, (detail->>'booth')::int AS channel,                  lead(at) OVER (PARTITION BY call_id ORDER BY at) AS next_at                FROM ev WHERE kind IN ('interpreter_live', 'interpreter_off', 'left_room')),          spans AS (SELECT room, 'listener' AS who, channel, call_id,                  least(coalesce(next_at, call_end), call_end) - at AS span                FROM listening WHERE kind <> 'left_room'              UNION ALL SELECT room, 'interpreter', channel, call_id,                  least(coalesce(next_at, call_end), call_end) - at                FROM live WHERE kind = 'interpreter_live')          SELECT json_build_object('room', room, 'who', who, 'channel', channel,            'minutes', round((extract(epoch FROM sum(span)) / 60.0)::numeric, 2),            'calls', count(DISTINCT call_id))::text          FROM spans WHERE span > interval '0 seconds' GROUP BY room, who, channel ORDER BY room, who, channel";
+    let rows: Vec<(String,)> = sqlx::query_as(sql).bind(from).bind(to).fetch_all(pool).await?;
+    Ok(json_rows(rows))
+}
+
+/// The interpretation report's columns, in order.
+pub const INTERPRETATION_COLUMNS: &[&str] = &["room", "who", "channel", "minutes", "calls"];
 
 /// Renders JSON objects as an aligned text table or CSV, columns in the objects' order
 /// (`json_build_object` keeps it; serde_json's map is sorted, so the order is given).
