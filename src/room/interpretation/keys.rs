@@ -14,6 +14,11 @@
 //! | `0` N | moderators | force the hand-over in booth N |
 //! | `#` | everyone | leave (after `*` or `0` with digits pending: end the number) |
 //!
+//! Right after joining (and after `**`), while the language menu is open, a listener's bare
+//! digit naming a channel (or 0) chooses it as `*` and the digit would: "after the PIN,
+//! press 1 for Spanish". The first choice closes the menu; from then on bare digits are
+//! the keys above.
+//!
 //! Channel numbers above 9 take two digits: `*` `1` `2`. When a room has channels 1 and
 //! 10-19, `*1` waits for a second digit and `#` ends it (`*1#` is channel 1).
 
@@ -49,16 +54,45 @@ enum Pending {
     Force(Option<u8>),
 }
 
-/// One member's keypad state (a `*` waiting for its digits).
+/// One member's keypad state (a `*` waiting for its digits; the menu open).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keypad {
     pending: Pending,
+    /// A bare digit naming a channel chooses it (a listener who just joined, or asked for
+    /// the menu again).
+    menu_open: bool,
 }
 
 impl Keypad {
+    /// A listener's keypad: the menu open, so a bare digit chooses.
+    pub fn with_menu_open() -> Keypad {
+        Keypad {
+            menu_open: true,
+            ..Keypad::default()
+        }
+    }
+
     /// One key. None while a sequence is incomplete or for a key the role does not use.
     pub fn press(&mut self, key: char, role: Role, layout: &Layout) -> Option<Key> {
+        let key_seen = self.press_inner(key, role, layout);
+        match key_seen {
+            Some(Key::Choose(_)) => self.menu_open = false,
+            Some(Key::Menu) if role == Role::Listener => self.menu_open = true,
+            _ => {}
+        }
+        key_seen
+    }
+
+    fn press_inner(&mut self, key: char, role: Role, layout: &Layout) -> Option<Key> {
         let digit = key.to_digit(10).map(|d| d as u8);
+        // The menu is open: a bare digit that names a channel (or the floor) chooses it.
+        if self.menu_open
+            && self.pending == Pending::Nothing
+            && let Some(d) = digit
+            && (d == 0 || layout.channel(d).is_some() || longer_exists(layout, d))
+        {
+            self.pending = Pending::Choose(None);
+        }
         match (self.pending, key, digit) {
             (Pending::Choose(None), '*', _) => {
                 self.pending = Pending::Nothing;

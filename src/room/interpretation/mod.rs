@@ -326,7 +326,11 @@ impl Interpretation {
                 hears: Bus::Floor,
                 bleed_db: self.layout.bleed_db,
                 cough: false,
-                keypad: keys::Keypad::default(),
+                keypad: if role == Role::Listener {
+                    keys::Keypad::with_menu_open()
+                } else {
+                    keys::Keypad::default()
+                },
             },
         );
         out.touch(member);

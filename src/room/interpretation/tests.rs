@@ -400,6 +400,23 @@ fn keypad_sequences() {
     let mut pad = Keypad::default();
     let press =
         |pad: &mut Keypad, keys: &str, role| keys.chars().map(|k| pad.press(k, role, &layout)).collect::<Vec<_>>();
+    // A listener who just joined chooses with a bare digit; then bare digits are keys again.
+    let mut listener = Keypad::with_menu_open();
+    assert_eq!(
+        press(&mut listener, "1", Role::Listener),
+        vec![Some(Key::Choose(Bus::Channel(1)))]
+    );
+    assert_eq!(press(&mut listener, "9", Role::Listener), vec![Some(Key::ListenUp)]);
+    assert_eq!(
+        press(&mut listener, "**0", Role::Listener),
+        vec![None, Some(Key::Menu), Some(Key::Choose(Bus::Floor))]
+    );
+    let mut opened = Keypad::with_menu_open();
+    assert_eq!(
+        press(&mut opened, "7", Role::Listener),
+        vec![Some(Key::ListenDown)],
+        "7 names no channel"
+    );
     assert_eq!(
         press(&mut pad, "*2", Role::Listener),
         vec![None, Some(Key::Choose(Bus::Channel(2)))]
@@ -409,6 +426,7 @@ fn keypad_sequences() {
         press(&mut pad, "*7", Role::Listener),
         vec![None, Some(Key::NoSuchChannel)]
     );
+    let mut pad = Keypad::default();
     assert_eq!(
         press(&mut pad, "46#", Role::Listener),
         vec![Some(Key::BleedDown), Some(Key::BleedUp), Some(Key::Leave)]
