@@ -200,9 +200,10 @@ fn listeners_choose_and_switch_channels_by_keypad_and_hear_what_the_model_says()
     wait_view(&gw, "both booths live", |v| {
         v["channels"][0]["live"].is_u64() && v["channels"][1]["live"].is_u64()
     });
-    // Listeners choose by keypad: *1 Spanish, *2 French; the third stays on the floor.
+    // Listeners choose by keypad: a bare 1 (the menu is open after the PIN) for Spanish,
+    // *2 French; the third stays on the floor.
     std::thread::sleep(Duration::from_millis(500));
-    to_spanish.command("/sndcode *1");
+    to_spanish.command("/sndcode 1");
     switcher.command("/sndcode *2");
     wait_view(&gw, "listeners on their channels", |v| {
         v["channels"][0]["listeners"] == 1 && v["channels"][1]["listeners"] == 1 && v["floor_listeners"] == 2
