@@ -11,7 +11,7 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 #[path = "support/live_room.rs"]
 mod live_room;
-use live_room::{Far, Ticker};
+use live_room::{Far, Ticker, hush, voice};
 use std::time::{Duration, Instant};
 use tolk::media::codec::Encoder;
 use tolk::media::codec::g711::{G711Encoder, Law};
@@ -19,16 +19,6 @@ use tolk::media::codec::opus::OpusEncoder;
 use tolk::media::session::Codec;
 use tolk::room::mixer::{MemberOptions, Mixer, MixerConfig};
 use tolk::room::scheduler::LiveRoom;
-
-fn voice(v: usize, n: usize, rate: f64) -> Vec<i16> {
-    (0..n)
-        .map(|i| (6000.0 * (2.0 * std::f64::consts::PI * (300.0 + 170.0 * v as f64) * i as f64 / rate).sin()) as i16)
-        .collect()
-}
-
-fn hush(n: usize) -> Vec<i16> {
-    (0..n).map(|i| ((i * 7919) % 41) as i16 - 20).collect()
-}
 
 fn pure_mix(c: &mut Criterion) {
     let cfg = MixerConfig::default();

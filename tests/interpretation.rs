@@ -8,7 +8,7 @@
 //! itself.
 
 mod common;
-use common::baresip::{Phone, write_tone_wav};
+use common::baresip::{Phone, write_tone_wav, write_wav};
 use common::{Gateway, TestDb, http_request};
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ fn phone(gw: &Gateway, name: &str, codec: &str, rate: u32, freq: Option<f64>) ->
     match freq {
         Some(f) => write_tone_wav(&tone, f, 60, rate, 1),
         // A listener sends silence (baresip needs a file to send).
-        None => write_wav(&tone, &vec![0; rate as usize * 60], rate),
+        None => write_wav(&tone, &vec![0; rate as usize * 60], rate, 1),
     }
     let codec = match codec {
         "G722" => "G722/16000/1",
@@ -57,27 +57,6 @@ fn phone(gw: &Gateway, name: &str, codec: &str, rate: u32, freq: Option<f64>) ->
         "tester",
         false,
     )
-}
-
-fn write_wav(path: &std::path::Path, pcm: &[i16], rate: u32) {
-    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
-    let data = (pcm.len() * 2) as u32;
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data.to_le_bytes());
-    for s in pcm {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, out).unwrap();
 }
 
 fn key_when_connected(phone: &Phone, digits: &str) {

@@ -1,11 +1,24 @@
-//! What the room benches share: a member's far end over real loopback sockets, and the
-//! timed loop that writes every member's packet, then runs one room tick.
+//! What the room benches share: the signals members send (a voice, line noise), a member's
+//! far end over real loopback sockets, and the timed loop that writes every member's
+//! packet, then runs one room tick.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 use tolk::media::session::{Codec, Direction, NegotiatedMedia};
 use tolk::media::stream::{MediaStream, StreamStart};
 use tolk::room::scheduler::{LiveRoom, Scratch, Seat, TICK};
+
+/// Talker `v`'s voice: a tone of its own, `n` samples at `rate`.
+pub fn voice(v: usize, n: usize, rate: f64) -> Vec<i16> {
+    (0..n)
+        .map(|i| (6000.0 * (2.0 * std::f64::consts::PI * (300.0 + 170.0 * v as f64) * i as f64 / rate).sin()) as i16)
+        .collect()
+}
+
+/// Line noise far below the talk threshold, `n` samples.
+pub fn hush(n: usize) -> Vec<i16> {
+    (0..n).map(|i| ((i * 7919) % 41) as i16 - 20).collect()
+}
 
 /// A member's far end: where it sends from (and where the mix goes, unread).
 pub struct Far {

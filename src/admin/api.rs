@@ -243,14 +243,6 @@ fn interpretation_error(r: crate::room::interpretation::Refused) -> ApiError {
     ApiError(status, r.to_string())
 }
 
-/// A channel number from a path: 0 is the floor.
-fn bus_of(channel: u8) -> crate::room::mixer::Bus {
-    match channel {
-        0 => crate::room::mixer::Bus::Floor,
-        c => crate::room::mixer::Bus::Channel(c),
-    }
-}
-
 /// The room's view after an interpretation request.
 fn interpretation_view(s: &Shared, room: &str) -> Result<Json<serde_json::Value>, ApiError> {
     let r = s
@@ -269,7 +261,7 @@ async fn move_channel(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_token(&s, &headers)?;
     s.rooms
-        .interpretation_request(&room, |m| m.choose(call, bus_of(channel)))
+        .interpretation_request(&room, |m| m.choose(call, crate::room::mixer::Bus::from_number(channel)))
         .map_err(interpretation_error)?;
     interpretation_view(&s, &room)
 }
@@ -307,7 +299,7 @@ async fn set_relay(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     check_token(&s, &headers)?;
     s.rooms
-        .interpretation_request(&room, |m| m.relay(booth, bus_of(channel)))
+        .interpretation_request(&room, |m| m.relay(booth, crate::room::mixer::Bus::from_number(channel)))
         .map_err(interpretation_error)?;
     interpretation_view(&s, &room)
 }

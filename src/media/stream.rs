@@ -516,7 +516,7 @@ impl MediaStream {
             }
             Playout::Empty => false,
         };
-        if received && m.telephone_event.is_none() && c.clock == 8000 && c.frame_samples == 160 {
+        if received && inband_keys(m, c) {
             for digit in self.inband.process(&self.pcm) {
                 self.emit(StreamEvent::Digit {
                     digit,
@@ -578,11 +578,7 @@ impl MediaStream {
     /// without telephone-event), which needs the audio. Most of a 1,000-listener event's
     /// decoding is saved.
     pub fn pull_unheard(&mut self, now: Instant) -> Pull {
-        let in_band = self.media.as_ref().is_some_and(|m| m.telephone_event.is_none())
-            && self
-                .codec
-                .as_ref()
-                .is_some_and(|c| c.clock == 8000 && c.frame_samples == 160);
+        let in_band = matches!((&self.media, &self.codec), (Some(m), Some(c)) if inband_keys(m, c));
         if in_band {
             return if self.pull(now) { Pull::Decoded } else { Pull::Nothing };
         }
@@ -727,6 +723,12 @@ impl MediaStream {
         summary.srtp_rejected.add(self.wire.rejected());
         summary
     }
+}
+
+/// Whether a caller's keys come in band and must be found in its decoded audio: G.711
+/// (8 kHz, 20 ms frames) without telephone-event (RFC 4733).
+fn inband_keys(media: &NegotiatedMedia, codec: &CodecPair) -> bool {
+    media.telephone_event.is_none() && codec.clock == 8000 && codec.frame_samples == 160
 }
 
 fn summarise(

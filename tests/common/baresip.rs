@@ -18,6 +18,11 @@ pub fn write_tone_wav(path: &Path, freq: f64, secs: usize, rate: u32, channels: 
             std::iter::repeat_n(v, channels as usize)
         })
         .collect();
+    write_wav(path, &samples, rate, channels);
+}
+
+/// Writes interleaved PCM16 `samples` as a canonical WAV file.
+pub fn write_wav(path: &Path, samples: &[i16], rate: u32, channels: u16) {
     let data_len = (samples.len() * 2) as u32;
     let mut wav = Vec::with_capacity(44 + data_len as usize);
     wav.extend_from_slice(b"RIFF");

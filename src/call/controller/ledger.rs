@@ -47,16 +47,15 @@ pub(super) fn file_room_event(e: &RoomEvent, rooms: &Rooms, accounting: Option<&
         }
         K::Interpretation(ev) => {
             use crate::room::interpretation::Event as I;
-            use crate::room::mixer::Bus;
             let room = e.room.clone();
             let (call, kind) = match *ev {
-                I::ChannelChosen { member, hears } => {
-                    let channel = match hears {
-                        Bus::Floor => 0,
-                        Bus::Channel(c) => c,
-                    };
-                    (member, CallEventKind::ChannelChosen { room, channel })
-                }
+                I::ChannelChosen { member, hears } => (
+                    member,
+                    CallEventKind::ChannelChosen {
+                        room,
+                        channel: hears.number(),
+                    },
+                ),
                 I::LiveStarted { member, booth } => (member, CallEventKind::InterpreterLive { room, booth }),
                 I::LiveEnded { member, booth } => (member, CallEventKind::InterpreterOff { room, booth }),
                 _ => return,

@@ -36,10 +36,6 @@ use std::collections::BTreeMap;
 /// one, its source and what it feeds, and how many hear each channel.
 impl serde::Serialize for Interpretation {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let bus = |b: Bus| match b {
-            Bus::Floor => 0,
-            Bus::Channel(c) => c,
-        };
         let channels: Vec<serde_json::Value> = self
             .layout
             .channels
@@ -52,7 +48,7 @@ impl serde::Serialize for Interpretation {
                     "interpreters": b.map(|b| b.interpreters.clone()).unwrap_or_default(),
                     "live": b.and_then(|b| b.live),
                     "handover_offered": b.is_some_and(|b| b.offered),
-                    "source": bus(self.source(c.number).unwrap_or(Bus::Floor)),
+                    "source": self.source(c.number).unwrap_or(Bus::Floor).number(),
                     "feeding": b.map_or(c.number, |b| b.feeding),
                     "listeners": self.audience(Bus::Channel(c.number)),
                 })
@@ -178,17 +174,13 @@ impl Event {
 
     /// What it carries, as the stream's `detail` (channels by number; 0 is the floor).
     pub fn detail(&self) -> serde_json::Value {
-        let bus = |b: Bus| match b {
-            Bus::Floor => 0,
-            Bus::Channel(c) => c,
-        };
         match *self {
             Event::LiveStarted { booth, .. }
             | Event::LiveEnded { booth, .. }
             | Event::HandoverOffered { booth, .. }
             | Event::HandoverCancelled { booth, .. } => serde_json::json!({ "booth": booth }),
-            Event::ChannelChosen { hears, .. } => serde_json::json!({ "channel": bus(hears) }),
-            Event::RelayChanged { booth, source } => serde_json::json!({ "booth": booth, "source": bus(source) }),
+            Event::ChannelChosen { hears, .. } => serde_json::json!({ "channel": hears.number() }),
+            Event::RelayChanged { booth, source } => serde_json::json!({ "booth": booth, "source": source.number() }),
             Event::FeedingChanged { booth, channel } => serde_json::json!({ "booth": booth, "channel": channel }),
             Event::Cough { on, .. } => serde_json::json!({ "on": on }),
             Event::BleedChanged { bleed_db, .. } => serde_json::json!({ "bleed_db": bleed_db }),

@@ -80,6 +80,22 @@ pub enum Bus {
 }
 
 impl Bus {
+    /// The number keypads, events, CDRs and the API use: 0 is the floor.
+    pub fn number(self) -> u8 {
+        match self {
+            Bus::Floor => 0,
+            Bus::Channel(c) => c,
+        }
+    }
+
+    /// The bus of a number (0: the floor).
+    pub fn from_number(n: u8) -> Bus {
+        match n {
+            0 => Bus::Floor,
+            c => Bus::Channel(c),
+        }
+    }
+
     /// The channel's slot in the mixer's channel sums (None for the floor or a number out of
     /// range, which is treated as no channel).
     fn slot(self) -> Option<usize> {
@@ -104,6 +120,11 @@ pub struct Hear {
 }
 
 impl Hear {
+    /// The partner's channel slot, if any (and in range).
+    fn partner_slot(self) -> Option<usize> {
+        self.partner.map(Bus::Channel).and_then(Bus::slot)
+    }
+
     pub const FLOOR: Hear = Hear {
         source: Bus::Floor,
         bleed: 0.0,
@@ -210,7 +231,7 @@ struct Weights {
 
 impl Weights {
     fn of(hear: Hear, staffed: u64) -> Weights {
-        let partner = Bus::Channel(hear.partner.unwrap_or(0)).slot();
+        let partner = hear.partner_slot();
         match hear.source.slot() {
             Some(c) if staffed & (1 << c) != 0 => Weights {
                 floor: hear.bleed,
@@ -232,6 +253,16 @@ impl Weights {
             Some(c) => self.channel == Some(c) || self.partner == Some(c),
         }
     }
+}
+
+/// How a member's frames are taken this tick ([`Mixer::intake`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Intake {
+    pub talking: bool,
+    /// Every frame is mixed, quiet or not.
+    pub whole: bool,
+    /// Nobody hears the member: it need not be decoded.
+    pub unheard: bool,
 }
 
 /// A change in who is talking, for events and the CDR.
@@ -388,7 +419,7 @@ impl Mixer {
         let used = [
             opts.talk.and_then(Bus::slot),
             opts.hear.source.slot(),
-            Bus::Channel(opts.hear.partner.unwrap_or(0)).slot(),
+            opts.hear.partner_slot(),
         ];
         let n = self.cfg.frame_len();
         for slot in used.into_iter().flatten() {
@@ -498,9 +529,8 @@ impl Mixer {
                     Some(c) => &mut self.channels[c],
                     None => &mut self.sum,
                 };
-                let g = m.opts.talk_gain;
                 for (acc, &s) in bus.iter_mut().zip(&m.input) {
-                    *acc += if g == 1.0 { s as i32 } else { (s as f32 * g) as i32 };
+                    *acc += scaled(s, m.opts.talk_gain);
                 }
             }
         }
@@ -629,24 +659,21 @@ impl Mixer {
         &self.changes
     }
 
-    /// Whether nobody hears a member nor will without notice (it talks into no bus and
-    /// hears no booth partner: a listener): the I/O layer need not decode it. An off-mic
-    /// interpreter (who hears its live partner) is still decoded, so that its decoder is in
-    /// step the moment it takes the microphone.
-    pub fn is_unheard(&self, member: MemberId) -> bool {
-        self.index
-            .get(&member)
-            .and_then(|&i| self.members.get(i))
-            .is_some_and(|m| m.opts.talk.is_none() && m.opts.hear.partner.is_none())
-    }
-
-    /// Whether every frame of a member is mixed, quiet or not (a voice on a language
-    /// channel is not gated by the talk threshold): the I/O layer must push each one.
-    pub fn takes_every_frame(&self, member: MemberId) -> bool {
-        self.index
-            .get(&member)
-            .and_then(|&i| self.members.get(i))
-            .is_some_and(|m| m.opts.talk.and_then(Bus::slot).is_some())
+    /// How the I/O layer takes a member's frames this tick, in one lookup: whether it is
+    /// talking, whether every frame is mixed quiet or not (a voice on a language channel is
+    /// not gated by the talk threshold), and whether nobody hears it nor will without notice
+    /// (it talks into no bus and hears no booth partner: a listener), so it need not be
+    /// decoded. An off-mic interpreter (who hears its live partner) is still decoded, so
+    /// that its decoder is in step the moment it takes the microphone.
+    pub fn intake(&self, member: MemberId) -> Intake {
+        let Some(m) = self.index.get(&member).and_then(|&i| self.members.get(i)) else {
+            return Intake::default();
+        };
+        Intake {
+            talking: m.talking,
+            whole: m.opts.talk.and_then(Bus::slot).is_some(),
+            unheard: m.opts.talk.is_none() && m.opts.hear.partner.is_none(),
+        }
     }
 
     /// Whether a member counts as talking now.

@@ -505,12 +505,13 @@ pub(super) fn tick_room(room: &mut LiveRoom, now: Instant, tick_no: u64, s: &mut
         // A member who is not talking may not need decoding at all (Opus packets flagged as
         // no speech); a quiet frame from them is silence to the mixer: it is not resampled or
         // pushed (most members, most of the time).
+        let intake = room.mixer.intake(m.call);
         // A voice on a language channel is mixed whole: treat it as always talking.
-        let talking = room.mixer.is_talking(m.call) || room.mixer.takes_every_frame(m.call);
+        let talking = intake.talking || intake.whole;
         // Quiet members' checks are staggered over the members, like the RTCP work.
         let quiet = (!talking && room.mixer.config().skip_quiet_opus)
             .then(|| (tick_no + i as u64).is_multiple_of(stream::QUIET_CHECK_EVERY));
-        let pulled = if room.mixer.is_unheard(m.call) {
+        let pulled = if intake.unheard {
             st.pull_unheard(now)
         } else {
             st.pull_for_mix(now, quiet)
