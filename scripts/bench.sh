@@ -13,6 +13,11 @@
 #                                    # loss, CPU (benches/conference.rs; LEGS="250 500",
 #                                    # CODEC=pcmu|opus, ROOM=10, TALKERS=1, SECS=10,
 #                                    # SKIP_QUIET=false apply)
+#   scripts/bench.sh event           # one interpretation event over real legs: a speaker, BOOTHS
+#                                    # interpreters, LISTENERS listeners on G.711/G.722/Opus:
+#                                    # tick lateness, encodes per tick, CPU, loss
+#                                    # (benches/interpretation_event.rs; LISTENERS=1000,
+#                                    # BOOTHS=4, WARMUP=10, SECS=10 apply)
 # Results go in docs/PERFORMANCE.md with the machine and the date. The load generator runs on
 # the same cores, so figures are a floor, and the machine is shared: compare medians.
 set -euo pipefail
@@ -28,6 +33,10 @@ fi
 if [ "${1:-}" = "conference" ]; then
   # Conference legs on one mixer thread (benches/conference.rs; LEGS, CODEC, ROOM, TALKERS, SECS).
   exec cargo bench --quiet --bench conference
+fi
+if [ "${1:-}" = "event" ]; then
+  # One interpretation event on one mixer thread (benches/interpretation_event.rs).
+  exec cargo bench --quiet --bench interpretation_event
 fi
 RATES="${RATES:-250 500 1000 2000 3000}"
 DURATION="${DURATION:-10}"

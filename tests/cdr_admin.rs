@@ -435,8 +435,8 @@ fn the_interpretation_report_gives_listener_minutes_per_channel_and_live_minutes
     db.query("SELECT tolk_ensure_partitions('2026-10-01', '2026-10-31')");
     let t0 = "2026-10-05 09:00:00Z";
     let room = r#"{"room": "summit", "role": "listener", "muted": false}"#;
-    let ch = |c: u8| format!(r#"{{"room": "summit", "channel": {c}}}"#);
-    let (es, fr) = (ch(1), ch(2));
+    let ch = |c: u8, language: &str| format!(r#"{{"room": "summit", "channel": {c}, "language": "{language}"}}"#);
+    let (es, fr) = (ch(1, "Spanish"), ch(2, "French"));
     // A listener: 60 s on the floor, 300 s Spanish, 240 s French, left at 600 s.
     insert_member(
         &db,
@@ -459,15 +459,16 @@ fn the_interpretation_report_gives_listener_minutes_per_channel_and_live_minutes
         &[(0, "joined_room", room), (0, "channel_chosen", &es)],
     );
     // Two Spanish interpreters hand over at 900 s; the second stays live to its call's end.
-    let booth = r#"{"room": "summit", "booth": 1}"#;
+    let live = r#"{"room": "summit", "booth": 1, "language": "Spanish"}"#;
+    let off = r#"{"room": "summit", "booth": 1}"#;
     insert_member(
         &db,
         t0,
         "interpreter",
         1000,
-        &[(0, "interpreter_live", booth), (900, "interpreter_off", booth)],
+        &[(0, "interpreter_live", live), (900, "interpreter_off", off)],
     );
-    insert_member(&db, t0, "interpreter", 1500, &[(900, "interpreter_live", booth)]);
+    insert_member(&db, t0, "interpreter", 1500, &[(900, "interpreter_live", live)]);
     let out = tolk(
         &db,
         &dir,
@@ -485,12 +486,13 @@ fn the_interpretation_report_gives_listener_minutes_per_channel_and_live_minutes
         ],
     );
     let rows: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let got: Vec<(String, i64, f64, i64)> = rows
+    let got: Vec<(String, i64, String, f64, i64)> = rows
         .iter()
         .map(|r| {
             (
                 r["who"].as_str().unwrap().to_string(),
                 r["channel"].as_i64().unwrap(),
+                r["language"].as_str().unwrap_or("(none)").to_string(),
                 r["minutes"].as_f64().unwrap(),
                 r["calls"].as_i64().unwrap(),
             )
@@ -499,10 +501,10 @@ fn the_interpretation_report_gives_listener_minutes_per_channel_and_live_minutes
     assert_eq!(
         got,
         vec![
-            ("interpreter".into(), 1, 25.0, 2), // 900 s + 600 s
-            ("listener".into(), 0, 1.0, 1),     // 60 s
-            ("listener".into(), 1, 7.0, 2),     // 300 s + 120 s
-            ("listener".into(), 2, 4.0, 1),     // 240 s
+            ("interpreter".into(), 1, "Spanish".into(), 25.0, 2), // 900 s + 600 s
+            ("listener".into(), 0, "floor".into(), 1.0, 1),       // 60 s
+            ("listener".into(), 1, "Spanish".into(), 7.0, 2),     // 300 s + 120 s
+            ("listener".into(), 2, "French".into(), 4.0, 1),      // 240 s
         ],
         "{out}"
     );

@@ -398,15 +398,17 @@ fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
     let (status, body) = http_request(gw.admin, "GET", "/api/v1/reports?by=interpretation", Some(TOKEN), "");
     assert_eq!(status, 200, "{body}");
     let rows: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let has = |who: &str, channel: i64| {
-        rows["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["who"] == who && r["channel"] == channel && r["minutes"].as_f64().unwrap() > 0.0)
+    // Languages as rooms.toml names the channels.
+    let has = |who: &str, channel: i64, language: &str| {
+        rows["rows"].as_array().unwrap().iter().any(|r| {
+            r["who"] == who
+                && r["channel"] == channel
+                && r["language"] == language
+                && r["minutes"].as_f64().unwrap() > 0.0
+        })
     };
     assert!(
-        has("interpreter", 1) && has("interpreter", 2) && has("listener", 1),
+        has("interpreter", 1, "Spanish") && has("interpreter", 2, "French") && has("listener", 1, "Spanish"),
         "{body}"
     );
 }

@@ -568,3 +568,34 @@ pub fn routes(state: Shared) -> Router {
         .route("/api/v1/dialplan/reload", post(reload_dialplan))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The OpenAPI document is kept by hand: it must name every route the router serves, and
+    /// nothing it does not.
+    #[test]
+    fn the_openapi_document_names_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("openapi.json")).expect("valid JSON");
+        let mut documented: Vec<String> = doc["paths"].as_object().expect("paths").keys().cloned().collect();
+        // Every string literal in this file that is an API path (the router's).
+        let mut routed: Vec<String> = include_str!("api.rs")
+            .split("\"/api/v1/")
+            .skip(1)
+            .filter_map(|rest| rest.split_once('"').map(|(path, _)| path))
+            .filter(|path| {
+                !path.is_empty()
+                    && path
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "/{}._-".contains(c))
+            })
+            .map(|path| String::from("/api/v1/") + path)
+            .collect();
+        routed.sort_unstable();
+        routed.dedup();
+        documented.sort_unstable();
+        assert_eq!(
+            routed, documented,
+            "routes (left) and src/admin/openapi.json paths (right)"
+        );
+    }
+}

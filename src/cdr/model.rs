@@ -219,12 +219,16 @@ pub enum CallEventKind {
     ChannelChosen {
         room: String,
         channel: u8,
+        /// The channel's language as the room named it then (rooms.toml can change later).
+        language: Option<String>,
     },
     /// An interpreter's microphone went live in `booth`, or off again: the live minutes
     /// interpreters are paid by.
     InterpreterLive {
         room: String,
         booth: u8,
+        /// The booth's language as the room named it then.
+        language: Option<String>,
     },
     InterpreterOff {
         room: String,
@@ -277,8 +281,15 @@ impl CallEventKind {
                 recorded: None,
             } => json!({ "id": id, "room": room }),
             Muted { room } | Unmuted { room } | Held { room } | Resumed { room } => json!({ "room": room }),
-            ChannelChosen { room, channel } => json!({ "room": room, "channel": channel }),
-            InterpreterLive { room, booth } | InterpreterOff { room, booth } => json!({ "room": room, "booth": booth }),
+            ChannelChosen {
+                room,
+                channel,
+                language,
+            } => {
+                json!({ "room": room, "channel": channel, "language": language })
+            }
+            InterpreterLive { room, booth, language } => json!({ "room": room, "booth": booth, "language": language }),
+            InterpreterOff { room, booth } => json!({ "room": room, "booth": booth }),
         }
     }
 }

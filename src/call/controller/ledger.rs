@@ -48,15 +48,29 @@ pub(super) fn file_room_event(e: &RoomEvent, rooms: &Rooms, accounting: Option<&
         K::Interpretation(ev) => {
             use crate::room::interpretation::Event as I;
             let room = e.room.clone();
+            // Named as the room names it now: a report long after still says the language.
+            let language = |bus| {
+                rooms
+                    .interpretation_layout(&room)
+                    .and_then(|l| l.language(bus).map(str::to_string))
+            };
             let (call, kind) = match *ev {
                 I::ChannelChosen { member, hears } => (
                     member,
                     CallEventKind::ChannelChosen {
-                        room,
                         channel: hears.number(),
+                        language: language(hears),
+                        room,
                     },
                 ),
-                I::LiveStarted { member, booth } => (member, CallEventKind::InterpreterLive { room, booth }),
+                I::LiveStarted { member, booth } => (
+                    member,
+                    CallEventKind::InterpreterLive {
+                        language: language(crate::room::mixer::Bus::Channel(booth)),
+                        booth,
+                        room,
+                    },
+                ),
                 I::LiveEnded { member, booth } => (member, CallEventKind::InterpreterOff { room, booth }),
                 _ => return,
             };

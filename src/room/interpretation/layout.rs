@@ -62,6 +62,14 @@ impl Layout {
         }
     }
 
+    /// The language `bus` carries: the floor's, or the channel's (None: no such channel).
+    pub fn language(&self, bus: crate::room::mixer::Bus) -> Option<&str> {
+        match bus {
+            crate::room::mixer::Bus::Floor => Some(&self.floor_language),
+            crate::room::mixer::Bus::Channel(n) => self.channel(n).map(|c| c.language.as_str()),
+        }
+    }
+
     /// A channel by number.
     pub fn channel(&self, number: u8) -> Option<&Channel> {
         self.channels.iter().find(|c| c.number == number)

@@ -23,8 +23,12 @@ pub struct Histogram {
     pub(super) sum_ns: AtomicU64,
 }
 
-/// Upper bounds, seconds.
-pub(super) const BUCKETS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1];
+/// Upper bounds, seconds: fine below 2 ms (the lateness a listener could notice starts
+/// there) and in 2.5 ms steps across the 20 ms tick (how full a mixer thread is).
+pub(super) const BUCKETS: [f64; 17] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.03, 0.05,
+    0.1,
+];
 
 impl Histogram {
     const fn new() -> Histogram {
