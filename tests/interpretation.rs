@@ -262,7 +262,7 @@ fn post(gw: &Gateway, path: &str) -> (u16, String) {
 }
 
 #[test]
-fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
+fn interpreters_hand_over_by_keypad_admins_and_moderators_force_it_and_relay_works() {
     let db = TestDb::new("interp_handover");
     let tokens = format!("[\"{TOKEN}\"]");
     let gw = Gateway::start(&[
@@ -274,15 +274,17 @@ fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
     let partner = phone(&gw, "es-2", "G722", 16_000, Some(PARTNER_HZ));
     let french = phone(&gw, "fr", "PCMU", 8000, Some(FRENCH_HZ));
     let listener = phone(&gw, "l-es", "PCMU", 8000, None);
+    let moderator = phone(&gw, "moderator", "PCMU", 8000, None);
     key_when_connected(&speaker, "1111#");
     key_when_connected(&first, "2222#");
-    let all = [&speaker, &first, &partner, &french, &listener];
+    let all = [&speaker, &first, &partner, &french, &listener, &moderator];
     // The first Spanish interpreter is in before its partner: it goes live.
     wait_view(&gw, "the first interpreter live", |v| v["channels"][0]["live"].is_u64());
     key_when_connected(&partner, "2222#");
     key_when_connected(&french, "3333#");
     key_when_connected(&listener, "4444#");
-    wait_members(&gw, 5, &all);
+    key_when_connected(&moderator, "8888#");
+    wait_members(&gw, 6, &all);
     wait_view(&gw, "two in the Spanish booth", |v| {
         v["channels"][0]["interpreters"].as_array().map_or(0, Vec::len) == 2
     });
@@ -326,6 +328,16 @@ fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
     std::thread::sleep(Duration::from_millis(1000));
     let after_force = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
+    // The moderator forces it again by keypad: 0 and the booth's channel digit.
+    moderator.command("/sndcode 01");
+    wait_view(&gw, "the partner live again", |v| {
+        v["channels"][0]["live"] == partner_call
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let after_moderator = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The speaker picks Spanish by keypad (*1): it hears the interpretation of itself.
+    speaker.command("/sndcode *1");
     // Relay: French interprets from Spanish; Spanish relaying French would be a loop.
     let (status, body) = post(&gw, "/api/v1/rooms/summit/booths/2/relay/1");
     assert_eq!(status, 200, "{body}");
@@ -338,11 +350,11 @@ fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
     std::thread::sleep(Duration::from_millis(3000));
     let relayed = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
-    let heard: Vec<Heard> = [listener, french, partner, first, speaker]
+    let heard: Vec<Heard> = [listener, french, partner, first, speaker, moderator]
         .into_iter()
         .map(finish)
         .collect();
-    let [listener, french, partner, _, _] = &heard[..] else {
+    let [listener, french, partner, _, speaker, _] = &heard[..] else {
         unreachable!()
     };
     let l = |h: &Heard, at, f| level(h, at, 1.2, f);
@@ -358,28 +370,41 @@ fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
     report("listener before", listener, before);
     report("listener after the keys", listener, after_keys);
     report("listener after the force", listener, after_force);
+    report("listener after the moderator", listener, after_moderator);
+    report("speaker on Spanish", speaker, relayed);
     report("off-mic partner", partner, after_force);
     report("French, relaying", french, relayed);
     // One microphone live at a time, and the one the model says.
     assert!(l(listener, before, SPANISH_HZ) > l(listener, before, PARTNER_HZ) + 30.0);
     assert!(l(listener, after_keys, PARTNER_HZ) > l(listener, after_keys, SPANISH_HZ) + 30.0);
     assert!(l(listener, after_force, SPANISH_HZ) > l(listener, after_force, PARTNER_HZ) + 30.0);
+    assert!(l(listener, after_moderator, PARTNER_HZ) > l(listener, after_moderator, SPANISH_HZ) + 30.0);
+    // The speaker on Spanish hears the live interpreter, not its own voice under it (the
+    // floor bleed is the floor without the speaker), not French.
+    let s = |f| l(speaker, relayed, f);
+    assert!(
+        s(PARTNER_HZ) > s(FLOOR_HZ) + 30.0
+            && s(PARTNER_HZ) > s(FRENCH_HZ) + 30.0
+            && s(PARTNER_HZ) > s(SPANISH_HZ) + 30.0
+    );
     // The off-mic partner hears the floor and the live one, not itself.
     let p = |f| l(partner, after_force, f);
     assert!(p(FLOOR_HZ) > p(PARTNER_HZ) + 30.0 && p(SPANISH_HZ) > p(PARTNER_HZ) + 30.0);
-    // The relaying French interpreter hears Spanish, clean (no floor), and not itself.
+    // The relaying French interpreter hears Spanish (the live partner's), clean (no floor),
+    // and not itself.
     let f = |x| l(french, relayed, x);
-    assert!(f(SPANISH_HZ) > f(FLOOR_HZ) + 30.0 && f(SPANISH_HZ) > f(FRENCH_HZ) + 30.0);
+    assert!(f(PARTNER_HZ) > f(FLOOR_HZ) + 30.0 && f(PARTNER_HZ) > f(FRENCH_HZ) + 30.0);
     // The CDRs keep the live periods and the listener's choice (once every record is
-    // closed: five calls with their role): the first Spanish interpreter went live at its
-    // join and after the forced hand-over, its partner once; each went off at a hand-over
-    // (and the live ones when they hung up).
+    // closed: six calls with their role): the first Spanish interpreter went live at its
+    // join, after the admin's forced hand-over and when its live partner hung up first (the
+    // booth stays staffed), its partner after the keys and the moderator's; each went off
+    // at a hand-over (and the live ones when they hung up).
     let closed = db.wait_for(
         "SELECT count(*) FROM calls WHERE ended_at IS NOT NULL AND role IS NOT NULL",
-        "5",
+        "6",
         Duration::from_secs(20),
     );
-    assert_eq!(closed, "5");
+    assert_eq!(closed, "6");
     let events = |kind: &str| {
         db.query(&format!(
             "SELECT c.role, coalesce(e.detail->>'booth', e.detail->>'channel'), count(*) FROM call_events e \
@@ -387,8 +412,8 @@ fn interpreters_hand_over_by_keypad_and_admins_force_it_and_set_relay() {
         ))
         .join(",")
     };
-    assert_eq!(events("interpreter_live"), "interpreter|1|3,interpreter|2|1");
-    assert_eq!(events("channel_chosen"), "listener|1|1");
+    assert_eq!(events("interpreter_live"), "interpreter|1|5,interpreter|2|1");
+    assert_eq!(events("channel_chosen"), "listener|1|1,speaker|1|1");
     let off = events("interpreter_off");
     assert!(
         off.starts_with("interpreter|1|") && !off.starts_with("interpreter|1|1,"),
