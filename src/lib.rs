@@ -37,6 +37,7 @@ pub mod media_files;
 pub mod metrics;
 pub mod number;
 pub mod privacy;
+pub mod private_files;
 pub mod room;
 pub mod rtp;
 pub mod sip;

@@ -274,6 +274,8 @@ fn say_speaks_through_espeak_ng_on_a_call() {
     assert!(loud > 25, "only {loud} frames with sound; log:\n{}", gw.log_text());
     let cached: Vec<_> = std::fs::read_dir(gw.data_dir.join("tts")).unwrap().flatten().collect();
     assert_eq!(cached.len(), 1, "one cached WAV");
+    // The cached speech may be personal (its name is the text's hash): private files.
+    common::assert_private(&cached[0].path());
 }
 
 #[test]
@@ -321,6 +323,19 @@ fn a_flow_recording_is_filed_with_the_call_and_erased_with_the_caller() {
         std::fs::metadata(&path).unwrap().len() > 44 + 16_000,
         "about 2 s of 8 kHz audio"
     );
+    // The recording and the CDR journal (clear numbers until they are in PostgreSQL) are
+    // private files.
+    common::assert_private(&path);
+    let segment = std::fs::read_dir(gw.data_dir.join("cdr"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("segment-"))
+        })
+        .expect("a journal segment");
+    common::assert_private(&segment);
     // Erasure of the caller removes the recording file too.
     let (status, body) = http_request(
         gw.admin,

@@ -324,17 +324,8 @@ fn a_bad_trunk_config_names_file_line_and_key() {
         "[[trunks]]\nname = \"a\"\nsources = [\"10.0.0.0/8\"]\n\n[[trunks]]\nname = \"b\"\nusername = \"b\"\npassword = \"tiny-pw\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tolk"))
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .expect("tolk check-config");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(!out.status.success(), "{text}");
+    let (passed, text) = common::check_config(&path);
+    assert!(!passed, "{text}");
     assert!(
         text.contains(&format!("{}:8", Path::new(&path).display())) && text.contains("trunks[1].password"),
         "{text}"

@@ -13,7 +13,7 @@
 //! the journal is next opened.
 
 use super::model::JournalEntry;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -121,8 +121,8 @@ impl Journal {
     /// the newest segment. Returns the journal and how many torn bytes were removed.
     pub fn open(dir: &Path) -> Result<(Journal, u64), JournalError> {
         let io = |e| JournalError::Io(dir.display().to_string(), e);
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let lock = OpenOptions::new()
+        crate::private_files::create_dir(dir).map_err(io)?;
+        let lock = crate::private_files::options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -135,7 +135,7 @@ impl Journal {
         }
         let segment = segments(dir).map_err(io)?.last().copied().unwrap_or(1);
         let path = segment_path(dir, segment);
-        let mut file = OpenOptions::new()
+        let mut file = crate::private_files::options()
             .create(true)
             .truncate(false)
             .read(true)
@@ -199,7 +199,7 @@ impl Journal {
     pub fn rotate(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         let next = self.segment + 1;
-        self.file = OpenOptions::new()
+        self.file = crate::private_files::options()
             .create(true)
             .truncate(false)
             .read(true)
@@ -257,7 +257,11 @@ pub fn load_checkpoint(dir: &Path) -> Position {
 pub fn store_checkpoint(dir: &Path, pos: Position) -> io::Result<()> {
     let tmp = dir.join("checkpoint.tmp");
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = crate::private_files::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         writeln!(f, "{} {}", pos.segment, pos.offset)?;
         f.sync_data()?;
     }

@@ -431,7 +431,8 @@ impl Writer {
     }
 
     fn reject(&self, entry: &JournalEntry, why: &str) -> Result<(), WriteError> {
-        let mut f = std::fs::OpenOptions::new()
+        // Whole records, clear numbers where the class allows: the owner's alone.
+        let mut f = crate::private_files::options()
             .create(true)
             .append(true)
             .open(self.dir.join("rejected.jsonl"))?;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod secrets;
 pub mod trunk;
 
 /// A configuration error: where, which key, and what is wrong.
@@ -298,7 +299,7 @@ impl Default for RtpConfig {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// The admin HTTP API and `/metrics`.
@@ -426,7 +427,7 @@ impl Default for RoomConfig {
 }
 
 /// `[database]`
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[derive(Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// PostgreSQL URL; empty means tolk's private cluster under `data_dir` (CDR issue).

@@ -61,8 +61,11 @@ pub fn run_flow(
 
 fn fail(port: &mut dyn CallPort, end: &FlowEnd) {
     let FlowEnd::Failed(why) = end else { return };
+    // Script errors quote the script's values (numbers, URLs): masked before they are
+    // logged or filed in the CDR.
+    let why = crate::privacy::mask_numbers_in(why).into_owned();
     tracing::warn!(reason = %why, "call flow failed; the caller hears the apology");
-    let _ = port.request(Request::Note(Note::FlowError(why.clone())));
+    let _ = port.request(Request::Note(Note::FlowError(why)));
     let _ = port.request(Request::Play {
         source: Source::Prompt(APOLOGY_PROMPT.into()),
         barge_in: false,
@@ -213,7 +216,11 @@ impl Runner {
                     engine::clear_thread_state();
                     metrics::counter!("flow_panics_total").increment(1);
                     let why = panic_text(panic.as_ref());
-                    tracing::error!(flow = %flow, "a flow thread panicked: {why}");
+                    tracing::error!(
+                        flow = %flow,
+                        "a flow thread panicked: {}",
+                        crate::privacy::mask_numbers_in(&why)
+                    );
                     FlowEnd::Failed(format!("internal error in the flow runner: {why}"))
                 }
             };

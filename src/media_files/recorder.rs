@@ -109,7 +109,11 @@ impl WavRecorder {
             path: path.display().to_string(),
             source,
         };
-        let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io)?;
+        let file = crate::private_files::options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io)?;
         let mut out = BufWriter::with_capacity(64 * 1024, file);
         out.write_all(&header(rate, 0)).map_err(io)?;
         Ok(WavRecorder {
@@ -341,7 +345,11 @@ impl OggOpusRecorder {
         };
         let encoder = crate::media::codec::opus::OpusEncoder::new(rate)
             .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())))?;
-        let file = OpenOptions::new().write(true).create_new(true).open(path).map_err(io)?;
+        let file = crate::private_files::options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io)?;
         let mut writer = ogg::writing::PacketWriter::new(BufWriter::with_capacity(64 * 1024, file));
         let serial = fastrand::u32(..);
         // RFC 7845 §5.1 identification header.

@@ -278,7 +278,7 @@ impl Rooms {
             r.recording = Some(id);
             r.recording_paused = false;
         }
-        let _ = std::fs::create_dir_all(&media.recordings_dir);
+        let _ = crate::private_files::create_dir(&media.recordings_dir);
         let events = self.events.clone();
         let (room_name, done_file) = (room.to_string(), file.clone());
         let on_done: recording::OnDone = Box::new(move |seconds, error| {

@@ -87,7 +87,7 @@ pub fn save(path: &Path, pins: &HashMap<String, Pins>) -> std::io::Result<()> {
         .collect();
     let text = serde_json::to_string_pretty(&entries).map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::private_files::create_dir(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
     // A leftover temporary file (a crash mid-write) is removed and the new one created

@@ -576,3 +576,36 @@ pub fn sdp_audio_port(sdp: &str) -> Option<u16> {
     sdp.lines()
         .find_map(|l| l.strip_prefix("m=audio ")?.split(' ').next()?.parse().ok())
 }
+
+/// Asserts that `file` holds personal data the way tolk keeps it: the file 0600 (the owner
+/// reads and writes), its folder 0700 (docs/PRIVACY.md).
+pub fn assert_private(file: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    };
+    let dir = file.parent().expect("a file in a folder");
+    assert_eq!(
+        (mode(file), mode(dir)),
+        (0o600, 0o700),
+        "{} must be 0600 in a 0700 folder",
+        file.display()
+    );
+}
+
+/// Runs `tolk check-config --config FILE`: whether it passed, and stdout then stderr.
+pub fn check_config(file: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tolk"))
+        .args(["check-config", "--config"])
+        .arg(file)
+        .output()
+        .expect("tolk check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

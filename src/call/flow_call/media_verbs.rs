@@ -92,7 +92,7 @@ pub(super) fn record(
     let Some(leg) = ctx.legs.get(&call).filter(|_| fc.answered) else {
         return done(tx, failed("record: answer the call first"));
     };
-    if let Err(e) = std::fs::create_dir_all(&setup.recordings_dir) {
+    if let Err(e) = crate::private_files::create_dir(&setup.recordings_dir) {
         return done(tx, failed(format!("record: {e}")));
     }
     let record = ctx.accounting.as_deref().and_then(|a| a.record(call));
@@ -187,7 +187,8 @@ pub(super) fn spawn_tts(
             if target.exists() {
                 return load(&target);
             }
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            // The cache names files by the spoken text's hash, and the text may be personal.
+            crate::private_files::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let tmp = target.with_extension("tmp.wav");
             let out = std::process::Command::new("espeak-ng")
                 .args(["-v", "en-us", "-s", "160", "-w"])
@@ -205,6 +206,7 @@ pub(super) fn spawn_tts(
                     String::from_utf8_lossy(&out.stderr).trim()
                 ));
             }
+            crate::private_files::restrict(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
             std::fs::rename(&tmp, &target).map_err(|e| e.to_string())?;
             load(&target)
         })
@@ -218,6 +220,7 @@ pub(super) fn spawn_tts(
                 }
             }
             Err(why) => {
+                let why = crate::privacy::mask_numbers_in(&why).into_owned();
                 tracing::warn!(call = call.0, error = %why, "text-to-speech failed");
                 let _ = reports
                     .send(LegReport::PlaybackDone {

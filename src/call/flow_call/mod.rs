@@ -306,7 +306,10 @@ impl FlowCalls {
         match msg {
             FlowMsg::Finished { call, end } => {
                 match &end {
-                    FlowEnd::Failed(why) => tracing::info!(call = call.0, reason = %why, "flow failed"),
+                    FlowEnd::Failed(why) => {
+                        let reason = crate::privacy::mask_numbers_in(why);
+                        tracing::info!(call = call.0, reason = %reason, "flow failed");
+                    }
                     other => tracing::debug!(call = call.0, end = ?other, "flow finished"),
                 }
                 if self.calls.contains_key(&call) {
@@ -358,7 +361,8 @@ impl FlowCalls {
             Request::RoomRole { room, pin } => room_verbs::room_role(fc, call, tx, ctx, room, pin),
             Request::Note(note) => done(tx, Self::note(setup, call, note, ctx)),
             Request::Log(text) => {
-                tracing::info!(call = call.0, "flow log: {text}");
+                // A flow logs what it likes: the numbers in it are masked before it is written.
+                tracing::info!(call = call.0, "flow log: {}", crate::privacy::mask_numbers_in(&text));
                 done(tx, Ok(Reply::Done))
             }
         }

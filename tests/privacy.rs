@@ -1,0 +1,86 @@
+//! Privacy promises that hold outside a call (issue 16): secrets are not shown, files that
+//! hold personal data are private to the gateway's user.
+
+mod common;
+
+use common::unique_dir;
+
+/// `tolk check-config` prints the whole configuration: never a token or a password.
+#[test]
+fn check_config_shows_no_secret() {
+    let dir = unique_dir("check-config-secrets");
+    let path = dir.join("tolk.toml");
+    std::fs::write(
+        &path,
+        r#"[admin]
+tokens = ["admin-token-secret-0123456789"]
+
+[database]
+url = "postgres://tolk:db-pass-secret@127.0.0.1:5432/tolk?sslmode=disable&password=query-pass-secret"
+
+[[trunks]]
+name = "carrier"
+sources = ["10.0.0.0/8"]
+username = "carrier"
+password = "trunk-pass-secret-0123456789"
+"#,
+    )
+    .unwrap();
+    let (passed, text) = common::check_config(&path);
+    assert!(passed, "{text}");
+    assert!(text.contains("configuration OK"), "{text}");
+    for secret in [
+        "admin-token-secret",
+        "db-pass-secret",
+        "query-pass-secret",
+        "trunk-pass-secret",
+    ] {
+        assert!(!text.contains(secret), "check-config shows `{secret}`:\n{text}");
+    }
+    // What is not secret is still shown, so the output stays useful.
+    assert!(
+        text.contains("127.0.0.1:5432/tolk") && text.contains("carrier") && text.contains("(1 set, not shown)"),
+        "{text}"
+    );
+}
+
+/// What a flow writes (its `log()`, its error) reaches the gateway's log with every phone
+/// number masked, whatever form the script wrote it in.
+#[test]
+fn numbers_a_flow_logs_or_fails_with_are_masked() {
+    let dir = common::dialplan_with(&[(
+        "echo",
+        r#"answer();
+log("callback +14155550123, office (415) 555-0199, dialled " + caller().dialled);
+throw "CRM lookup https://crm.example/find?n=%2B14155550177 failed";"#,
+    )]);
+    let gw = common::Gateway::start(&[("TOLK_DIALPLAN_DIR", dir.to_str().unwrap())]);
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = common::Uac::new(gw.sip, "+15550100300");
+    let invite = uac.request("INVITE", "", &common::sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    assert_eq!(
+        uac.final_response(std::time::Duration::from_secs(5)).map(|r| r.0),
+        Some(200)
+    );
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    // The failed flow plays the apology and hangs up; its log lines are written by then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Some(m) = uac.recv(std::time::Duration::from_millis(100))
+            && m.starts_with("BYE ")
+        {
+            uac.respond_ok(&m);
+            break;
+        }
+    }
+    let log = gw.log_text();
+    assert!(
+        log.contains("callback +1415555****") && log.contains("CRM lookup https://crm.example/find?n=%2B1415555****"),
+        "the flow's lines are there, masked:\n{log}"
+    );
+    for clear in ["4155550123", "555-0199", "4155550177", "15550100300"] {
+        assert!(!log.contains(clear), "`{clear}` is in the log:\n{log}");
+    }
+}
