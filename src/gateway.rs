@@ -122,6 +122,10 @@ pub async fn run(
     for problem in rooms.keep_pins_in(cfg.data_dir.join("rooms").join("pins.json")) {
         tracing::warn!("{problem}");
     }
+    // So do rooms defined through it (room::defined).
+    for problem in rooms.keep_definitions_in(cfg.data_dir.join("rooms").join("rooms.json")) {
+        tracing::warn!("{problem}");
+    }
     let room_ledger = rooms.ledger();
     let (reload_tx, reload_rx) = mpsc::channel::<crate::admin::api::ReloadRequest>(4);
     let api = std::sync::Arc::new(crate::admin::api::ApiState {

@@ -52,6 +52,32 @@ pub fn restrict(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Replaces `path` whole with `bytes`, 0600 in a 0700 folder: a temporary file beside it
+/// (created exclusively, so its mode is ours and a link planted there is not followed),
+/// fsync, rename, fsync of the folder. A crash leaves the old file or the new one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        create_dir(dir)?;
+    }
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    // A leftover from a crash mid-write is removed first.
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = options().write(true).create_new(true).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -448,3 +448,47 @@ fn listener_call(gw: &Gateway) -> u64 {
         .and_then(|m| m["call"].as_u64())
         .unwrap()
 }
+
+/// An event set up through the admin API instead of rooms.toml: the summit redefined with
+/// Italian on channel 2 and a new booth PIN takes calls at once; the old PIN no longer
+/// opens a booth; a wrong table is refused without repeating a PIN; deleting the definition
+/// hands the room back to rooms.toml.
+#[test]
+fn an_event_set_up_through_the_admin_api_takes_calls() {
+    let gw = start();
+    let put = |body: &str| http_request(gw.admin, "PUT", "/api/v1/rooms/summit/settings", Some(TOKEN), body);
+    let (status, body) = put(
+        r#"{"floor": "English", "speaker_pin": "1111", "listener_pin": "4444", "moderator_pin": "8888",
+            "channels": [{"number": 1, "language": "Spanish", "interpreter_pin": "2222"},
+                         {"number": 2, "language": "Italian", "interpreter_pin": "7777"}]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Italian") && !body.contains("7777"), "{body}");
+    let (status, body) = put(r#"{"floor": "English", "speaker_pin": "5151", "listener_pin": "5151"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("5151"), "PINs are not repeated: {body}");
+    let italian = phone(&gw, "it", "PCMU", 8000, Some(FRENCH_HZ));
+    let old_pin = phone(&gw, "fr-old", "PCMU", 8000, None);
+    key_when_connected(&italian, "7777#");
+    key_when_connected(&old_pin, "3333#");
+    wait_view(&gw, "the Italian booth live", |v| {
+        v["channels"][1]["language"] == "Italian" && v["channels"][1]["live"].is_u64()
+    });
+    // The old French PIN opens nothing: only the Italian interpreter is in the room.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(summit(&gw)["members"].as_array().map_or(0, Vec::len), 1);
+    let delete = || http_request(gw.admin, "DELETE", "/api/v1/rooms/summit/settings", Some(TOKEN), "");
+    assert_eq!(delete().0, 200);
+    assert_eq!(delete().0, 404, "defined no more");
+    // A live event keeps the layout it opened with until its last member leaves.
+    assert_eq!(summit(&gw)["interpretation"]["channels"][1]["language"], "Italian");
+    italian.finish();
+    old_pin.finish();
+    wait_members(&gw, 0, &[]);
+    // rooms.toml's summit serves again: its French PIN opens channel 2, French.
+    let french = phone(&gw, "fr", "PCMU", 8000, Some(FRENCH_HZ));
+    key_when_connected(&french, "3333#");
+    wait_view(&gw, "the French booth live", |v| {
+        v["channels"][1]["language"] == "French" && v["channels"][1]["live"].is_u64()
+    });
+}

@@ -148,12 +148,85 @@ async fn set_pins(
                 format!("setting the PINs failed: {e}"),
             )
         })?
-        .map_err(|e| match e {
-            PinError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
-            PinError::NotKept(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
-        })?;
+        .map_err(pin_error)?;
     // PINs are not echoed back.
     Ok(Json(serde_json::json!({ "room": room, "pins": "set" })))
+}
+
+/// `PUT /api/v1/rooms/{room}/settings`: defines the room as a rooms.toml `[room.NAME]` table
+/// given as a JSON object (an interpretation room's floor, channels and PINs, or a conference
+/// room's), over rooms.toml's and kept across reloads and restarts
+/// (`data_dir/rooms/rooms.json`). 400 with the reason (never a PIN) for a wrong table, 500
+/// when the file cannot be written (nothing changed).
+async fn define_room(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    let rooms = s.rooms.clone();
+    let name = room.clone();
+    // Off the async workers: the definition is written and fsynced.
+    tokio::task::spawn_blocking(move || rooms.define(&name, body))
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("defining the room failed: {e}"),
+            )
+        })?
+        .map_err(pin_error)?;
+    let settings = s.rooms.settings(&room);
+    Ok(Json(serde_json::json!({
+        "room": room,
+        "defined": true,
+        // What the room now is (PINs are not echoed).
+        "interpretation": settings.interpretation.map(|i| serde_json::json!({
+            "floor": i.layout.floor_language,
+            "bleed_db": i.layout.bleed_db,
+            "channels": i.layout.channels.iter().map(|c| serde_json::json!({
+                "number": c.number,
+                "language": c.language,
+                "booth_pin": i.interpreter_pins.iter().any(|(n, _)| *n == c.number),
+            })).collect::<Vec<_>>(),
+        })),
+    })))
+}
+
+/// `DELETE /api/v1/rooms/{room}/settings`: forgets the API's definition (rooms.toml's, if
+/// any, serves again); 404 when the API had not defined the room.
+async fn undefine_room(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    let rooms = s.rooms.clone();
+    let name = room.clone();
+    let had = tokio::task::spawn_blocking(move || rooms.undefine(&name))
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("removing the room failed: {e}"),
+            )
+        })?
+        .map_err(pin_error)?;
+    if !had {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("room `{room}` was not defined through the API"),
+        ));
+    }
+    Ok(Json(serde_json::json!({ "room": room, "defined": false })))
+}
+
+fn pin_error(e: PinError) -> ApiError {
+    match e {
+        PinError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
+        PinError::NotKept(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+    }
 }
 
 /// `GET /api/v1/rooms/{room}`: one room with its members.
@@ -557,6 +630,10 @@ pub fn routes(state: Shared) -> Router {
         .route("/api/v1/rooms/events", get(room_events))
         .route("/api/v1/rooms/{room}", get(get_room))
         .route("/api/v1/rooms/{room}/pins", axum::routing::put(set_pins))
+        .route(
+            "/api/v1/rooms/{room}/settings",
+            axum::routing::put(define_room).delete(undefine_room),
+        )
         .route("/api/v1/rooms/{room}/{action}", post(room_action))
         .route("/api/v1/rooms/{room}/members/{call}/{action}", post(member_action))
         .route(

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod conference;
+mod defined;
 pub mod event;
 pub mod interpretation;
 mod interpreting;
@@ -89,7 +90,7 @@ pub struct Room {
     pub interpretation: Option<Box<interpretation::Interpretation>>,
 }
 
-/// Why PINs were not set.
+/// Why PINs (or a room's settings, `defined`) were not set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PinError {
     /// The request is wrong (the message says how).
@@ -173,6 +174,11 @@ pub struct Rooms {
     pins: Arc<Mutex<HashMap<String, Pins>>>,
     /// Where those PINs are kept across restarts ([`pins`]); none in tests.
     pins_file: Option<Arc<std::path::Path>>,
+    /// rooms.toml as last loaded (before the API's definitions and PINs go over it).
+    base: Arc<Mutex<HashMap<String, RoomSettings>>>,
+    /// Rooms defined through the admin API ([`defined`]), and where they are kept.
+    defined: Arc<Mutex<defined::Definitions>>,
+    defined_file: Option<Arc<std::path::Path>>,
     /// Why members taken out by someone else left (their flows' `join_conference` returns it).
     reasons: Arc<Mutex<HashMap<u64, &'static str>>>,
     media: Arc<Mutex<RoomMedia>>,
@@ -193,6 +199,9 @@ impl Default for Rooms {
             settings: Arc::new(Mutex::new(settings::table(HashMap::new()))),
             pins: Arc::default(),
             pins_file: None,
+            base: Arc::default(),
+            defined: Arc::default(),
+            defined_file: None,
             reasons: Arc::default(),
             media: Arc::default(),
             guard: Arc::default(),
@@ -364,13 +373,15 @@ impl Rooms {
         }
     }
 
-    /// Takes the rooms.toml table of a (re)loaded dialplan; PINs set through the admin API
-    /// are applied over it.
+    /// Takes the rooms.toml table of a (re)loaded dialplan; rooms defined through the admin
+    /// API, then PINs set through it, are applied over it.
     pub fn configure(&self, table: settings::RoomTable) {
         // The PIN lock is held throughout, so a PIN set meanwhile is not lost (set_pins
         // holds it too).
         let pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
         if let Ok(mut t) = table.write() {
+            *self.base.lock().unwrap_or_else(|p| p.into_inner()) = t.clone();
+            self.with_definitions(&mut t);
             for (room, (pin, moderator_pin)) in pins.iter() {
                 let s = t.entry(room.clone()).or_default();
                 s.pin = pin.clone();

@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 /// A room's participant and moderator PINs (`None`: no PIN of that kind).
@@ -86,30 +85,7 @@ pub fn save(path: &Path, pins: &HashMap<String, Pins>) -> std::io::Result<()> {
         })
         .collect();
     let text = serde_json::to_string_pretty(&entries).map_err(std::io::Error::other)?;
-    if let Some(dir) = path.parent() {
-        crate::private_files::create_dir(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    // A leftover temporary file (a crash mid-write) is removed and the new one created
-    // exclusively: its mode is then ours, and a link planted there is not followed.
-    let _ = std::fs::remove_file(&tmp);
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    // The rename itself is made durable by syncing the directory.
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::private_files::write_atomically(path, format!("{text}\n").as_bytes())
 }
 
 #[cfg(test)]

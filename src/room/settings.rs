@@ -254,6 +254,60 @@ fn check_pin(what: &str, pin: &Option<String>) -> Result<(), String> {
     }
 }
 
+/// One room's table, checked (rooms.toml's `[room.NAME]`, or the admin API's JSON).
+fn check_room(name: &str, r: RoomToml) -> Result<RoomSettings, String> {
+    check_pin("pin", &r.pin)
+        .and_then(|_| check_pin("moderator_pin", &r.moderator_pin))
+        .and_then(|_| match (&r.pin, &r.moderator_pin) {
+            (Some(a), Some(b)) if a == b => Err("pin and moderator_pin must differ".to_string()),
+            _ => Ok(()),
+        })
+        .and_then(|_| {
+            if (r.wait_for_moderator || r.end_with_moderator) && r.moderator_pin.is_none() {
+                Err("wait_for_moderator and end_with_moderator need a moderator_pin".to_string())
+            } else if r.max_members == Some(0) {
+                Err("max_members must be at least 1".to_string())
+            } else if name == "events" || name.is_empty() {
+                Err("`events` is reserved (GET /api/v1/rooms/events)".to_string())
+            } else {
+                Ok(())
+            }
+        })?;
+    let keys = super::conference::Keymap::with_overrides(r.keys.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+    let interpretation = interpretation_of(&r)?;
+    Ok(RoomSettings {
+        keys,
+        pin: r.pin,
+        moderator_pin: r.moderator_pin,
+        wait_for_moderator: r.wait_for_moderator,
+        end_with_moderator: r.end_with_moderator,
+        max_members: r.max_members,
+        record: r.record,
+        interpretation,
+    })
+}
+
+/// A room defined through the admin API (`PUT /api/v1/rooms/{room}/settings`): the keys of
+/// a rooms.toml `[room.NAME]` table as a JSON object, checked the same way. The message
+/// never quotes a PIN.
+pub fn parse_room_json(name: &str, json: &serde_json::Value) -> Result<RoomSettings, String> {
+    let r: RoomToml = serde_json::from_value(json.clone()).map_err(|e| {
+        // serde's message can quote the value (a PIN): the unknown or mistyped key only.
+        let text = e.to_string();
+        match text
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+        {
+            Some((key, _)) => format!("unknown key `{key}`"),
+            None => {
+                "the body must be a rooms.toml room table as a JSON object (docs/conference.md, docs/interpretation.md)"
+                    .to_string()
+            }
+        }
+    })?;
+    check_room(name, r)
+}
+
 /// Parses a rooms file's text (named `file` in errors).
 pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, Vec<FileError>> {
     let at = |line: usize, reason: String| FileError {
@@ -267,42 +321,9 @@ pub fn parse(file: &Path, text: &str) -> Result<HashMap<String, RoomSettings>, V
     for (name, spanned) in parsed.room {
         let line = line_of(text, spanned.span().start);
         let r = spanned.into_inner();
-        let checked = check_pin("pin", &r.pin)
-            .and_then(|_| check_pin("moderator_pin", &r.moderator_pin))
-            .and_then(|_| match (&r.pin, &r.moderator_pin) {
-                (Some(a), Some(b)) if a == b => Err("pin and moderator_pin must differ".to_string()),
-                _ => Ok(()),
-            })
-            .and_then(|_| {
-                if (r.wait_for_moderator || r.end_with_moderator) && r.moderator_pin.is_none() {
-                    Err("wait_for_moderator and end_with_moderator need a moderator_pin".to_string())
-                } else if r.max_members == Some(0) {
-                    Err("max_members must be at least 1".to_string())
-                } else if name == "events" {
-                    Err("`events` is reserved (GET /api/v1/rooms/events)".to_string())
-                } else {
-                    Ok(())
-                }
-            });
-        let keys = checked.and_then(|_| {
-            super::conference::Keymap::with_overrides(r.keys.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        });
-        let keys = keys.and_then(|k| interpretation_of(&r).map(|i| (k, i)));
-        match keys {
-            Ok((keys, interpretation)) => {
-                rooms.insert(
-                    name,
-                    RoomSettings {
-                        keys,
-                        pin: r.pin,
-                        moderator_pin: r.moderator_pin,
-                        wait_for_moderator: r.wait_for_moderator,
-                        end_with_moderator: r.end_with_moderator,
-                        max_members: r.max_members,
-                        record: r.record,
-                        interpretation,
-                    },
-                );
+        match check_room(&name, r) {
+            Ok(settings) => {
+                rooms.insert(name, settings);
             }
             Err(reason) => errors.push(at(line, format!("room `{name}`: {reason}"))),
         }
