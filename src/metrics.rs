@@ -42,6 +42,10 @@ fn describe() {
     metrics::describe_gauge!("sip_dialogs_active", "Calls (INVITE dialogs) in progress");
     metrics::describe_counter!("calls_total", "Calls offered, by outcome");
     metrics::describe_counter!(
+        "optout_registry_unavailable_calls_total",
+        "Calls that started while the opt-out registry could not be read (not recorded, not contacted)"
+    );
+    metrics::describe_counter!(
         "sip_calls_refused_total",
         "New calls refused with 503, by reason (overload, draining)"
     );

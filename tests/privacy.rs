@@ -55,26 +55,8 @@ log("callback +14155550123, office (415) 555-0199, dialled " + caller().dialled)
 throw "CRM lookup https://crm.example/find?n=%2B14155550177 failed";"#,
     )]);
     let gw = common::Gateway::start(&[("TOLK_DIALPLAN_DIR", dir.to_str().unwrap())]);
-    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut uac = common::Uac::new(gw.sip, "+15550100300");
-    let invite = uac.request("INVITE", "", &common::sdp_offer(rtp.local_addr().unwrap(), "0", ""));
-    uac.send(&invite);
-    assert_eq!(
-        uac.final_response(std::time::Duration::from_secs(5)).map(|r| r.0),
-        Some(200)
-    );
-    let ack = uac.request("ACK", "", "");
-    uac.send(&ack);
     // The failed flow plays the apology and hangs up; its log lines are written by then.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while std::time::Instant::now() < deadline {
-        if let Some(m) = uac.recv(std::time::Duration::from_millis(100))
-            && m.starts_with("BYE ")
-        {
-            uac.respond_ok(&m);
-            break;
-        }
-    }
+    call_until_hung_up(&gw, common::Uac::new(gw.sip, "+15550100300"));
     let log = gw.log_text();
     assert!(
         log.contains("callback +1415555****") && log.contains("CRM lookup https://crm.example/find?n=%2B1415555****"),
@@ -82,5 +64,56 @@ throw "CRM lookup https://crm.example/find?n=%2B14155550177 failed";"#,
     );
     for clear in ["4155550123", "555-0199", "4155550177", "15550100300"] {
         assert!(!log.contains(clear), "`{clear}` is in the log:\n{log}");
+    }
+}
+
+/// With the opt-out registry unreadable (its database unreachable from the start), a call
+/// is not recorded: the registry might name the caller, so the gateway fails closed.
+#[test]
+fn an_unreachable_opt_out_registry_means_not_recorded() {
+    let dir = common::dialplan_with(&[(
+        "echo",
+        r#"answer();
+try { record(#{ max_secs: 2, beep: false }); log("recorded"); } catch (e) { log(`not recorded: ${e}`); }
+hangup();"#,
+    )]);
+    // Nothing listens on the discard port: every connection is refused at once.
+    let gw = common::Gateway::start(&[
+        ("TOLK_DIALPLAN_DIR", dir.to_str().unwrap()),
+        ("TOLK_DATABASE_URL", "postgres://tolk@127.0.0.1:9/tolk"),
+    ]);
+    call_until_hung_up(&gw, common::Uac::from(gw.sip, "+15550100300", "+14155550123"));
+    let log = gw.log_text();
+    assert!(
+        log.contains("not recorded: ") && log.contains("opted out of recording"),
+        "{log}"
+    );
+    assert!(!log.contains("flow log: recorded"), "{log}");
+    let files = std::fs::read_dir(gw.data_dir.join("recordings")).map_or(0, |d| d.count());
+    assert_eq!(files, 0, "no recording file");
+}
+
+/// Places `uac`'s call (G.711), answers the gateway's BYE, and returns once the flow hung up
+/// (at most 15 s).
+fn call_until_hung_up(gw: &common::Gateway, mut uac: common::Uac) {
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let invite = uac.request("INVITE", "", &common::sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    assert_eq!(
+        uac.final_response(std::time::Duration::from_secs(5)).map(|r| r.0),
+        Some(200),
+        "{}",
+        gw.log_text()
+    );
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Some(m) = uac.recv(std::time::Duration::from_millis(100))
+            && m.starts_with("BYE ")
+        {
+            uac.respond_ok(&m);
+            return;
+        }
     }
 }

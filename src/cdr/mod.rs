@@ -94,17 +94,26 @@ impl RecordPolicy {
         let caller = match caller_e164 {
             Some(n) => {
                 let pseudonym = self.key.pseudonym(n);
+                // Fail closed: a registry that cannot stand for the database (never read, or
+                // unreachable for 30 s) may not name a caller who opted out, so nobody is
+                // recorded or contacted until it is read again. Retention keeps the cached
+                // answer (anonymising every call in an outage would lose the pseudonyms that
+                // erasure and subject access need).
                 let (retain, record, contact) = self
                     .opt_outs
                     .read()
                     .map(|o| {
+                        let current = o.is_current(started_at);
                         (
                             o.retain.contains(&pseudonym),
-                            o.record.contains(&pseudonym),
-                            o.contact.contains(&pseudonym),
+                            o.record.contains(&pseudonym) || !current,
+                            o.contact.contains(&pseudonym) || !current,
                         )
                     })
-                    .unwrap_or((false, false, false));
+                    .unwrap_or((false, true, true));
+                if !self.opt_outs.read().is_ok_and(|o| o.is_current(started_at)) {
+                    metrics::counter!("optout_registry_unavailable_calls_total").increment(1);
+                }
                 if record {
                     consent.insert("record".into(), false.into());
                 }
@@ -306,7 +315,17 @@ impl CdrService {
         };
         let writer = Writer::new(target.clone(), &journal_dir, writer_cfg);
         let writer = tokio::spawn(writer.run(sink.clone(), wake, stop_rx, Duration::from_secs(5)));
-        let opt_outs = std::sync::Arc::new(std::sync::RwLock::new(subject::OptOuts::default()));
+        // Read once before the first call (bounded: a database that does not answer leaves
+        // the registry unread, and calls fail closed until housekeeping reads it).
+        let first = tokio::time::timeout(Duration::from_secs(3), subject::load_opt_outs(&pool)).await;
+        let registry = match first {
+            Ok(Ok(o)) => o,
+            _ => {
+                tracing::warn!("the opt-out registry could not be read: calls are not recorded until it is");
+                subject::OptOuts::default()
+            }
+        };
+        let opt_outs = std::sync::Arc::new(std::sync::RwLock::new(registry));
         let housekeeping = tokio::spawn(housekeeping(
             pool.clone(),
             opt_outs.clone(),
@@ -354,5 +373,49 @@ impl CdrService {
     /// The journal directory.
     pub fn journal_dir(&self) -> PathBuf {
         self.sink.dir()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(registry: subject::OptOuts) -> RecordPolicy {
+        RecordPolicy {
+            key: PseudonymKey::from_bytes([7; 32]),
+            node: "test".into(),
+            default_class: "standard".into(),
+            policies: Vec::new(),
+            opt_outs: std::sync::Arc::new(std::sync::RwLock::new(registry)),
+        }
+    }
+
+    fn consent(p: &RecordPolicy, at: Micros) -> serde_json::Value {
+        p.inbound(Some("+18005550100"), Some("+14155550123"), "c1", at).consent
+    }
+
+    #[test]
+    fn a_registry_that_cannot_stand_for_the_database_fails_closed() {
+        let now = 1_800_000_000_000_000;
+        let opted_out = serde_json::json!({ "record": false, "contact": false });
+        // Never read: nobody is recorded or contacted.
+        assert_eq!(consent(&policy(subject::OptOuts::default()), now), opted_out);
+        // Read 5 s ago and naming nobody: the caller is recorded.
+        let fresh = subject::OptOuts {
+            loaded_at: Some(now - 5_000_000),
+            ..Default::default()
+        };
+        assert_eq!(consent(&policy(fresh.clone()), now), serde_json::json!({}));
+        // Unrefreshed for 30 s (the database unreachable since): closed again.
+        assert_eq!(consent(&policy(fresh), now + 25_000_001), opted_out);
+        // A caller the registry names stays opted out whatever its age.
+        let p = policy(subject::OptOuts::default());
+        let pseudonym = p.key.pseudonym("+14155550123");
+        let named = subject::OptOuts {
+            record: [pseudonym].into(),
+            loaded_at: Some(now),
+            ..Default::default()
+        };
+        assert_eq!(consent(&policy(named), now)["record"], false);
     }
 }

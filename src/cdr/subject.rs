@@ -68,6 +68,23 @@ pub struct OptOuts {
     pub record: HashSet<String>,
     /// Do not contact these callers.
     pub contact: HashSet<String>,
+    /// When this copy was read from the database (wall clock; None: never).
+    pub loaded_at: Option<crate::clock::Micros>,
+}
+
+/// How long a copy of the registry answers for the database: three refreshes (every 10 s)
+/// may fail before it stops.
+pub const OPT_OUTS_FRESH_FOR_MICROS: crate::clock::Micros = 30_000_000;
+
+impl OptOuts {
+    /// Whether this copy stands for the registry at `now`: read from the database within
+    /// [`OPT_OUTS_FRESH_FOR_MICROS`]. When it does not (never read, or the database has been
+    /// unreachable since), a caller it does not name may still have opted out, so the
+    /// gateway fails closed: no recording, no contact (docs/PRIVACY.md).
+    pub fn is_current(&self, now: crate::clock::Micros) -> bool {
+        self.loaded_at
+            .is_some_and(|t| now >= t && now - t < OPT_OUTS_FRESH_FOR_MICROS)
+    }
 }
 
 /// Loads the registry.
@@ -75,7 +92,10 @@ pub async fn load_opt_outs(pool: &PgPool) -> Result<OptOuts, QueryError> {
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT pseudonym, scope FROM opt_outs")
         .fetch_all(pool)
         .await?;
-    let mut o = OptOuts::default();
+    let mut o = OptOuts {
+        loaded_at: Some(crate::clock::now_micros()),
+        ..OptOuts::default()
+    };
     for (p, s) in rows {
         match s.as_str() {
             "retain" => o.retain.insert(p),
