@@ -3,7 +3,7 @@
 //! even with the right PIN; another caller is. Digits go by SIP INFO (application/dtmf-relay).
 
 mod common;
-use common::{Gateway, Uac, sdp_offer, status_of};
+use common::{Gateway, Uac, sdp_offer};
 use std::time::{Duration, Instant};
 
 const DEMO: &str = "+18005550100";
@@ -32,28 +32,8 @@ fn call(gw: &Gateway, caller: &str) -> (Uac, std::net::UdpSocket) {
     (uac, rtp)
 }
 
-/// Keys `digits` by SIP INFO, each acknowledged.
 fn key(uac: &mut Uac, digits: &str) {
-    for d in digits.chars() {
-        let body = format!("Signal={d}\r\nDuration=160\r\n");
-        let info = uac.request("INFO", "", "").replace(
-            "Content-Length: 0\r\n\r\n",
-            &format!(
-                "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            ),
-        );
-        uac.send(&info);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            let Some(msg) = uac.recv(Duration::from_millis(500)) else {
-                continue;
-            };
-            if status_of(&msg) == Some(200) && msg.contains(" INFO\r\n") {
-                break;
-            }
-        }
-    }
+    common::key_by_info(uac, digits);
 }
 
 fn hang_up(uac: &mut Uac) {

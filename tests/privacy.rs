@@ -117,3 +117,54 @@ fn call_until_hung_up(gw: &common::Gateway, mut uac: common::Uac) {
         }
     }
 }
+
+/// A caller treated as opted out of recording (here: the registry unreadable, so every
+/// caller is) is not opted back in by a flow's `consent("record")` alone; the caller's own
+/// key in the same step does it, and the flow may then record.
+#[test]
+fn consent_undoes_an_opt_out_only_with_the_callers_key() {
+    let dir = common::dialplan_with(&[(
+        "echo",
+        r#"answer();
+try { consent("record"); log("consented without a key"); } catch (e) { log(`refused: ${e}`); }
+let k = gather(#{ digits: 1, timeout: 5 });
+consent("record");
+log(`consented with key ${k}`);
+let r = record(#{ max_secs: 1, beep: false });
+log(`recorded ${r.secs}`);
+hangup();"#,
+    )]);
+    let gw = common::Gateway::start(&[
+        ("TOLK_DIALPLAN_DIR", dir.to_str().unwrap()),
+        ("TOLK_DATABASE_URL", "postgres://tolk@127.0.0.1:9/tolk"),
+    ]);
+    let mut uac = common::Uac::from(gw.sip, "+15550100300", "+14155550123");
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let invite = uac.request("INVITE", "", &common::sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    assert_eq!(
+        uac.final_response(std::time::Duration::from_secs(5)).map(|r| r.0),
+        Some(200)
+    );
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !gw.log_text().contains("refused: ") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    common::key_by_info(&mut uac, "1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gw.log_text().contains("flow log: recorded") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = gw.log_text();
+    assert!(
+        log.contains("refused: ") && log.contains("only the caller can undo that"),
+        "{log}"
+    );
+    assert!(!log.contains("consented without a key"), "{log}");
+    assert!(
+        log.contains("consented with key 1") && log.contains("flow log: recorded"),
+        "{log}"
+    );
+}

@@ -177,6 +177,11 @@ pub enum CallEventKind {
         scope: String,
         source: &'static str,
     },
+    /// The caller undid an opt-out of `scope` themselves (`source`: "keypad").
+    Consent {
+        scope: String,
+        source: &'static str,
+    },
     /// The call recorded itself (`record` verb) into `file` under the recordings directory.
     Recording {
         id: String,
@@ -246,6 +251,7 @@ impl CallEventKind {
         match self {
             Transfer { .. } => "transfer",
             OptOut { .. } => "opt_out",
+            Consent { .. } => "consent",
             Recording { .. } => Self::RECORDING,
             JoinedRoom { .. } => "joined_room",
             LeftRoom { .. } => "left_room",
@@ -266,7 +272,7 @@ impl CallEventKind {
         use serde_json::json;
         match self {
             Transfer { to } => json!({ "to": to }),
-            OptOut { scope, source } => json!({ "scope": scope, "source": source }),
+            OptOut { scope, source } | Consent { scope, source } => json!({ "scope": scope, "source": source }),
             Recording { id, file } => json!({ "id": id, "file": file }),
             JoinedRoom { room, role, muted } => json!({ "room": room, "role": role, "muted": muted }),
             LeftRoom { room, reason } => json!({ "room": room, "reason": reason }),

@@ -609,3 +609,28 @@ pub fn check_config(file: &std::path::Path) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// Keys `digits` on `uac`'s call by SIP INFO (application/dtmf-relay), each acknowledged
+/// (at most 3 s each).
+pub fn key_by_info(uac: &mut Uac, digits: &str) {
+    for d in digits.chars() {
+        let body = format!("Signal={d}\r\nDuration=160\r\n");
+        let info = uac.request("INFO", "", "").replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/dtmf-relay\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        uac.send(&info);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            let Some(msg) = uac.recv(Duration::from_millis(500)) else {
+                continue;
+            };
+            if status_of(&msg) == Some(200) && msg.contains(" INFO\r\n") {
+                break;
+            }
+        }
+    }
+}

@@ -170,6 +170,9 @@ struct FlowCall {
     granted: HashMap<String, &'static str>,
     /// The booth an interpreter's PIN gave, per interpretation room.
     booths: HashMap<String, u8>,
+    /// Whether the flow's last verb (notes and logs aside) took keys from the caller: a
+    /// `consent()` that undoes an opt-out needs one (the caller's own choice, this step).
+    keys_this_step: bool,
 }
 
 /// How the PIN guess counting knows a caller: `key` (the pseudonym, or a stand-in) and how
@@ -268,6 +271,7 @@ impl FlowCalls {
                 pin_caller,
                 granted: HashMap::new(),
                 booths: HashMap::new(),
+                keys_this_step: false,
             },
         );
     }
@@ -338,6 +342,10 @@ impl FlowCalls {
     }
 
     fn start_request(setup: &LegSetup, fc: &mut FlowCall, call: CallRef, req: Request, tx: ReplyTx, ctx: &mut Ctx) {
+        // A step ends with the next verb that does something on the call.
+        if !matches!(req, Request::Note(_) | Request::Log(_) | Request::RoomRole { .. }) {
+            fc.keys_this_step = false;
+        }
         match req {
             Request::Answer => sip_verbs::answer(setup, fc, call, tx, ctx),
             Request::Ring(d) => sip_verbs::ring(fc, call, tx, ctx, d),
@@ -359,7 +367,7 @@ impl FlowCalls {
             Request::Transfer { target } => sip_verbs::transfer(fc, call, tx, ctx, target),
             Request::Hangup { cause } => sip_verbs::hangup(fc, call, tx, ctx, cause),
             Request::RoomRole { room, pin } => room_verbs::room_role(fc, call, tx, ctx, room, pin),
-            Request::Note(note) => done(tx, Self::note(setup, call, note, ctx)),
+            Request::Note(note) => done(tx, Self::note(setup, call, note, fc.keys_this_step, ctx)),
             Request::Log(text) => {
                 // A flow logs what it likes: the numbers in it are masked before it is written.
                 tracing::info!(call = call.0, "flow log: {}", crate::privacy::mask_numbers_in(&text));
@@ -368,7 +376,13 @@ impl FlowCalls {
         }
     }
 
-    fn note(setup: &LegSetup, call: CallRef, note: Note, ctx: &mut Ctx) -> Result<Reply, PortError> {
+    fn note(
+        setup: &LegSetup,
+        call: CallRef,
+        note: Note,
+        keys_this_step: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Reply, PortError> {
         let Some(a) = ctx.accounting.as_deref_mut() else {
             // Without CDRs there is nowhere to note anything; the flow need not care.
             return Ok(Reply::Done);
@@ -395,11 +409,33 @@ impl FlowCalls {
                     ));
                 }
             }
-            Note::Consent(scope) => a.annotate(call, |r| {
-                if let Some(m) = r.consent.as_object_mut() {
-                    m.insert(scope, true.into());
+            Note::Consent(scope) => {
+                // An opt-out (the registry's, the fail-closed default, or the caller's own in
+                // this call) is undone only by the caller: keys pressed in this step.
+                let opted_out = a
+                    .record(call)
+                    .is_some_and(|r| r.consent.get(&scope) == Some(&serde_json::Value::Bool(false)));
+                if opted_out && !keys_this_step {
+                    return failed(format!(
+                        "consent: the caller opted out of `{scope}`; only the caller can undo that, \
+                         by keys pressed in the same step (gather, then consent)"
+                    ));
                 }
-            }),
+                a.annotate(call, |r| {
+                    if let Some(m) = r.consent.as_object_mut() {
+                        m.insert(scope.clone(), true.into());
+                    }
+                });
+                if opted_out {
+                    a.event(
+                        call,
+                        CallEventKind::Consent {
+                            scope,
+                            source: "keypad",
+                        },
+                    );
+                }
+            }
             Note::OptOut(scope) => {
                 a.annotate(call, |r| {
                     if let Some(m) = r.consent.as_object_mut() {
@@ -462,6 +498,7 @@ impl FlowCalls {
         }
         if let Some(terminator) = outcome {
             let digits = std::mem::take(digits);
+            fc.keys_this_step = !digits.is_empty();
             if let Some(p) = fc.pending.take() {
                 reply(
                     p,
@@ -664,6 +701,7 @@ impl FlowCalls {
                 }
                 Wait::Collect { ref digits, .. } => {
                     let digits = digits.clone();
+                    fc.keys_this_step = !digits.is_empty();
                     reply(
                         p,
                         Ok(Reply::Digits {
