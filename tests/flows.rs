@@ -733,3 +733,24 @@ fn a_hangup_stops_a_script_that_is_computing() {
         .expect("stopped after the hangup");
     assert_eq!(end, FlowEnd::CallerHungUp);
 }
+
+#[test]
+fn the_simulators_transcript_masks_the_numbers_a_flow_logs() {
+    let lib = lib_with(
+        "answer(); log(\"callback +14155550123 at 2026-12-07\"); hangup();",
+        Limits::default(),
+    )
+    .unwrap();
+    let (call, _) = SimulatedCall::new("", None, None, false);
+    let (end, report) = simulate(&lib, "f", info(), call);
+    assert!(!matches!(end, FlowEnd::Failed(_)), "{end:?}");
+    assert!(
+        report
+            .transcript
+            .iter()
+            .any(|l| l.ends_with("log: callback +1415555**** at 2026-12-07")),
+        "{:?}",
+        report.transcript
+    );
+    assert!(!report.transcript.iter().any(|l| l.contains("4155550123")));
+}
