@@ -52,6 +52,26 @@ pub fn restrict(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Reads the JSON state kept at `path` by [`write_atomically`]: `Ok(None)` when there is no
+/// file yet; an error names the file (and for bad JSON the line, column and kind only:
+/// serde's message can quote a value, and these files hold PINs).
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        format!(
+            "{}:{}:{}: not valid JSON ({:?})",
+            path.display(),
+            e.line(),
+            e.column(),
+            e.classify()
+        )
+    })
+}
+
 /// Replaces `path` whole with `bytes`, 0600 in a 0700 folder: a temporary file beside it
 /// (created exclusively, so its mode is ours and a link planted there is not followed),
 /// fsync, rename, fsync of the folder. A crash leaves the old file or the new one.

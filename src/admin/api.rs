@@ -140,15 +140,10 @@ async fn set_pins(
     // Off the async workers: setting PINs writes and fsyncs the PIN file.
     let rooms = s.rooms.clone();
     let name = room.clone();
-    tokio::task::spawn_blocking(move || rooms.set_pins(&name, b.pin, b.moderator_pin))
-        .await
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("setting the PINs failed: {e}"),
-            )
-        })?
-        .map_err(pin_error)?;
+    off_the_workers("setting the PINs", move || {
+        rooms.set_pins(&name, b.pin, b.moderator_pin)
+    })
+    .await?;
     // PINs are not echoed back.
     Ok(Json(serde_json::json!({ "room": room, "pins": "set" })))
 }
@@ -168,15 +163,7 @@ async fn define_room(
     let rooms = s.rooms.clone();
     let name = room.clone();
     // Off the async workers: the definition is written and fsynced.
-    tokio::task::spawn_blocking(move || rooms.define(&name, body))
-        .await
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("defining the room failed: {e}"),
-            )
-        })?
-        .map_err(pin_error)?;
+    off_the_workers("defining the room", move || rooms.define(&name, body)).await?;
     let settings = s.rooms.settings(&room);
     Ok(Json(serde_json::json!({
         "room": room,
@@ -204,15 +191,7 @@ async fn undefine_room(
     check_token(&s, &headers)?;
     let rooms = s.rooms.clone();
     let name = room.clone();
-    let had = tokio::task::spawn_blocking(move || rooms.undefine(&name))
-        .await
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("removing the room failed: {e}"),
-            )
-        })?
-        .map_err(pin_error)?;
+    let had = off_the_workers("removing the room", move || rooms.undefine(&name)).await?;
     if !had {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
@@ -222,10 +201,20 @@ async fn undefine_room(
     Ok(Json(serde_json::json!({ "room": room, "defined": false })))
 }
 
-fn pin_error(e: PinError) -> ApiError {
-    match e {
-        PinError::Invalid(m) => ApiError(StatusCode::BAD_REQUEST, m),
-        PinError::NotKept(m) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, m),
+/// Runs a room change that writes and fsyncs its file (PINs, definitions) on the blocking
+/// pool, not on the async workers: 400 for a wrong request, 500 when it was not kept.
+async fn off_the_workers<T: Send + 'static>(
+    what: &str,
+    change: impl FnOnce() -> Result<T, PinError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(change).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(PinError::Invalid(m))) => Err(ApiError(StatusCode::BAD_REQUEST, m)),
+        Ok(Err(PinError::NotKept(m))) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
+        Err(e) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{what} failed: {e}"),
+        )),
     }
 }
 

@@ -99,21 +99,22 @@ impl RecordPolicy {
                 // recorded or contacted until it is read again. Retention keeps the cached
                 // answer (anonymising every call in an outage would lose the pseudonyms that
                 // erasure and subject access need).
-                let (retain, record, contact) = self
+                let (retain, record, contact, current) = self
                     .opt_outs
                     .read()
                     .map(|o| {
-                        let current = o.is_current(started_at);
                         (
                             o.retain.contains(&pseudonym),
-                            o.record.contains(&pseudonym) || !current,
-                            o.contact.contains(&pseudonym) || !current,
+                            o.record.contains(&pseudonym),
+                            o.contact.contains(&pseudonym),
+                            o.is_current(started_at),
                         )
                     })
-                    .unwrap_or((false, true, true));
-                if !self.opt_outs.read().is_ok_and(|o| o.is_current(started_at)) {
+                    .unwrap_or((false, false, false, false));
+                if !current {
                     metrics::counter!("optout_registry_unavailable_calls_total").increment(1);
                 }
+                let (record, contact) = (record || !current, contact || !current);
                 if record {
                     consent.insert("record".into(), false.into());
                 }

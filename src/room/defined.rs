@@ -16,28 +16,12 @@ pub(super) type Definitions = BTreeMap<String, serde_json::Value>;
 /// Reads the definitions kept at `path`: those that pass, and a message naming the file for
 /// each that does not (never fatal to a start).
 fn load(path: &Path) -> (Definitions, Vec<String>) {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Definitions::new(), Vec::new()),
-        Err(e) => {
+    let all: Definitions = match crate::private_files::read_json(path) {
+        Ok(d) => d.unwrap_or_default(),
+        Err(why) => {
             return (
                 Definitions::new(),
-                vec![format!("{}: cannot read: {e}", path.display())],
-            );
-        }
-    };
-    let all: Definitions = match serde_json::from_str(&text) {
-        Ok(d) => d,
-        Err(e) => {
-            return (
-                Definitions::new(),
-                vec![format!(
-                    "{}:{}:{}: not valid JSON ({:?}); the rooms defined through the API are not restored",
-                    path.display(),
-                    e.line(),
-                    e.column(),
-                    e.classify()
-                )],
+                vec![format!("{why}; the rooms defined through the API are not restored")],
             );
         }
     };

@@ -22,24 +22,12 @@ struct Entry {
 /// an entry that is not a valid PIN) come back as messages naming the file, with the entries
 /// that passed.
 pub fn load(path: &Path) -> (HashMap<String, Pins>, Vec<String>) {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (HashMap::new(), Vec::new()),
-        Err(e) => return (HashMap::new(), vec![format!("{}: cannot read: {e}", path.display())]),
-    };
-    let entries: BTreeMap<String, Entry> = match serde_json::from_str(&text) {
-        Ok(e) => e,
-        Err(e) => {
+    let entries: BTreeMap<String, Entry> = match crate::private_files::read_json(path) {
+        Ok(e) => e.unwrap_or_default(),
+        Err(why) => {
             return (
                 HashMap::new(),
-                // Position and kind only: serde's message can quote the value (a PIN).
-                vec![format!(
-                    "{}:{}:{}: not valid JSON ({:?}); the PINs set through the API are not restored",
-                    path.display(),
-                    e.line(),
-                    e.column(),
-                    e.classify()
-                )],
+                vec![format!("{why}; the PINs set through the API are not restored")],
             );
         }
     };

@@ -267,7 +267,7 @@ fn check_room(name: &str, r: RoomToml) -> Result<RoomSettings, String> {
                 Err("wait_for_moderator and end_with_moderator need a moderator_pin".to_string())
             } else if r.max_members == Some(0) {
                 Err("max_members must be at least 1".to_string())
-            } else if name == "events" || name.is_empty() {
+            } else if name == "events" {
                 Err("`events` is reserved (GET /api/v1/rooms/events)".to_string())
             } else {
                 Ok(())
