@@ -47,7 +47,7 @@ declare -A allowed=(
   [call]="cdr config dialplan flow media media_files room rtp sip"
   [admin]="cdr config room"
   [gateway]="admin call cdr config dialplan flow media media_files room rtp sip"
-  [lib]="" [main]=""
+  [lib]="" [main]="" [cli]=""
 )
 
 # Prints "file:line:code" lines with `dep` names the module (or sip submodule) may not import.

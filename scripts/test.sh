@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's test command. On a fresh Debian machine it installs what the tests need
-# (cmake, SIPp, baresip, espeak-ng; PostgreSQL must be reachable or is started), then runs the
+# (SIPp, baresip, espeak-ng; PostgreSQL must be reachable or is started), then runs the
 # formatting and lint gates and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,6 @@ log() { printf '\n==> %s\n' "$*"; }
 need_pkgs=()
 command -v sipp >/dev/null 2>&1 || need_pkgs+=(sip-tester)
 command -v baresip >/dev/null 2>&1 || need_pkgs+=(baresip)
-command -v cmake >/dev/null 2>&1 || need_pkgs+=(cmake)
 command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v espeak-ng >/dev/null 2>&1 || need_pkgs+=(espeak-ng)
 # libfuzzer-sys (the fuzz targets, checked below) builds libFuzzer's C++.

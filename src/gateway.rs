@@ -130,6 +130,7 @@ pub async fn run(
     let (reload_tx, reload_rx) = mpsc::channel::<crate::admin::api::ReloadRequest>(4);
     let api = std::sync::Arc::new(crate::admin::api::ApiState {
         tokens: cfg.admin.tokens.clone(),
+        control_socket: false,
         rooms: rooms.clone(),
         reload: reload_tx.clone(),
         cdr: cdr.as_ref().map(|c| crate::admin::api::CdrApi {
@@ -140,6 +141,25 @@ pub async fn run(
             erasure_action: cfg.cdr.erasure_action,
         }),
     });
+    // The control socket serves the same API without tokens to the process's owner.
+    let _control_socket = match cfg.control_socket() {
+        Some(path) => {
+            let (listener, guard) = crate::admin::control::bind(&path)?;
+            let local = std::sync::Arc::new(crate::admin::api::ApiState {
+                control_socket: true,
+                ..(*api).clone()
+            });
+            let router = crate::admin::api::routes(local);
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "control socket failed");
+                }
+            });
+            tracing::info!(path = %path.display(), "control socket listening (owner only)");
+            Some(guard)
+        }
+        None => None,
+    };
     let router = crate::admin::router(metrics, api);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, router).await {

@@ -5,6 +5,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tolk::config::Config;
 
+#[path = "cli/remote.rs"]
+mod remote;
+#[path = "cli/rooms.rs"]
+mod rooms;
+
 #[derive(Parser)]
 #[command(
     name = "tolk",
@@ -43,24 +48,40 @@ enum Command {
         #[command(subcommand)]
         command: FlowCommand,
     },
-    /// Conference rooms on a running gateway (through its admin API): list, mute, eject,
-    /// lock, record, and follow events.
+    /// Conference rooms on the running gateway (through its control socket, else its admin
+    /// API): list, mute, eject, lock, record, and follow events.
     Rooms {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
-        /// Admin API token (default: TOLK_API_TOKEN, else the first of admin.tokens).
+        /// Admin API token, for a gateway whose control socket is not at hand (default:
+        /// TOLK_API_TOKEN, else the first of admin.tokens); not needed on the gateway's machine.
         #[arg(long, global = true)]
         token: Option<String>,
         #[command(subcommand)]
         command: RoomsCommand,
     },
-    /// The opt-out registry (by pseudonym: numbers are not stored).
+    /// The opt-out registry (by pseudonym: numbers are not stored); through the running
+    /// gateway when there is one, else on the database directly.
     Optout {
         #[arg(long, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: OptoutCommand,
     },
+    /// The dialplan of the running gateway.
+    Dialplan {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: DialplanCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DialplanCommand {
+    /// Load the dialplan again (as SIGHUP does) and say what changed or what is wrong; the
+    /// plan in force keeps serving when the new one has errors.
+    Reload,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -264,7 +285,18 @@ fn main() -> anyhow::Result<()> {
         Command::Rooms { config, token, command } => {
             let cfg = load(config.as_deref())?;
             quiet_logs();
-            rooms_command(cfg, token, command)
+            rooms::command(cfg, token, command)
+        }
+        Command::Dialplan { config, command } => {
+            let cfg = load(config.as_deref())?;
+            quiet_logs();
+            match command {
+                DialplanCommand::Reload => {
+                    let answer = remote::reach(&cfg, None)?.call("POST", "/api/v1/dialplan/reload", None)?;
+                    println!("{}", answer["summary"].as_str().unwrap_or("dialplan reloaded"));
+                    Ok(())
+                }
+            }
         }
         Command::Optout { config, command } => {
             let cfg = load(config.as_deref())?;
@@ -405,24 +437,21 @@ fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
     })
 }
 
-/// Erasure needs the journal: through the running gateway's API when it holds the journal,
+/// Erasure needs the journal: through the running gateway when it holds the journal,
 /// else here (drain the journal into the database, compact it, erase).
 async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result<()> {
     use tolk::cdr::journal::{Journal, JournalError};
     let journal_dir = cfg.data_dir.join("cdr");
     match Journal::open(&journal_dir) {
+        // The gateway holds the journal: it erases (control socket, else admin API).
         Err(JournalError::Locked(_)) => {
-            let token = cfg
-                .admin
-                .tokens
-                .first()
-                .ok_or_else(|| anyhow::anyhow!("the gateway is running and holds the CDR journal; erasure goes through its API, which needs admin.tokens in the configuration"))?;
             let body = serde_json::json!({ "number": number, "requested_by": requested_by }).to_string();
-            let (status, text) = http_post(cfg.admin_listen(), "/api/v1/erasures", token, &body)?;
-            if status != 200 {
-                anyhow::bail!("the gateway answered {status}: {text}");
-            }
-            println!("{text}");
+            let report = remote::reach(cfg, None)
+                .map_err(|e| {
+                    anyhow::anyhow!("the CDR journal is locked by a running gateway, which must do the erasure: {e}")
+                })?
+                .call("POST", "/api/v1/erasures", Some(&body))?;
+            println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
         Err(e) => Err(e.into()),
@@ -459,150 +488,11 @@ async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result
     }
 }
 
-/// A minimal HTTP/1.1 POST to the admin listener (loopback by default).
-fn http_post(addr: std::net::SocketAddr, path: &str, token: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
-        .with_context(|| format!("connecting to the gateway's admin API at {addr}"))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let text = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, text))
-}
-
-/// `tolk rooms ...`: requests to the running gateway's admin API.
-fn rooms_command(cfg: Config, token: Option<String>, command: RoomsCommand) -> anyhow::Result<()> {
-    let token = token
-        .or_else(|| std::env::var("TOLK_API_TOKEN").ok())
-        .or_else(|| cfg.admin.tokens.first().cloned())
-        .ok_or_else(|| anyhow::anyhow!("no API token: pass --token, set TOLK_API_TOKEN, or set admin.tokens"))?;
-    let base = format!("http://{}/api/v1/rooms", cfg.admin_listen());
-    if let RoomsCommand::Events = command {
-        return follow_room_events(&cfg, &token);
-    }
-    let (method, path) = match &command {
-        RoomsCommand::List => ("GET", String::new()),
-        RoomsCommand::Show { room } => ("GET", format!("/{room}")),
-        RoomsCommand::Mute { room, call } => ("POST", format!("/{room}/members/{call}/mute")),
-        RoomsCommand::Unmute { room, call } => ("POST", format!("/{room}/members/{call}/unmute")),
-        RoomsCommand::Deaf { room, call } => ("POST", format!("/{room}/members/{call}/deaf")),
-        RoomsCommand::Undeaf { room, call } => ("POST", format!("/{room}/members/{call}/undeaf")),
-        RoomsCommand::Eject { room, call } => ("POST", format!("/{room}/members/{call}/eject")),
-        RoomsCommand::Lock { room } => ("POST", format!("/{room}/lock")),
-        RoomsCommand::Unlock { room } => ("POST", format!("/{room}/unlock")),
-        RoomsCommand::Record { room } => ("POST", format!("/{room}/record")),
-        RoomsCommand::PauseRecording { room } => ("POST", format!("/{room}/pause-recording")),
-        RoomsCommand::ResumeRecording { room } => ("POST", format!("/{room}/resume-recording")),
-        RoomsCommand::StopRecording { room } => ("POST", format!("/{room}/stop-recording")),
-        RoomsCommand::Events => unreachable!("handled above"),
-    };
-    let auth = format!("Bearer {token}");
-    let url = format!("{base}{path}");
-    let r = tolk::flow::http::send(
-        method,
-        &url,
-        &[("Authorization", &auth)],
-        None,
-        std::time::Duration::from_secs(10),
-    )
-    .map_err(|e| anyhow::anyhow!("{url}: {e} (is `tolk serve` running with this configuration?)"))?;
-    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body.clone()));
-    if !(200..300).contains(&r.status) {
-        anyhow::bail!("{} {}", r.status, body["error"].as_str().unwrap_or(&r.body));
-    }
-    match command {
-        RoomsCommand::List => {
-            let rooms = body["rooms"].as_array().cloned().unwrap_or_default();
-            if rooms.is_empty() {
-                println!("no rooms with members");
-            }
-            for room in rooms {
-                print_room(&room);
-            }
-        }
-        RoomsCommand::Show { .. } => print_room(&body),
-        _ => println!("{}", serde_json::to_string(&body)?),
-    }
-    Ok(())
-}
-
-fn print_room(room: &serde_json::Value) {
-    let flag = |k: &str, name: &str| {
-        if room[k] == true {
-            format!(" {name}")
-        } else {
-            String::new()
-        }
-    };
-    println!(
-        "{}  {} members{}{}{}",
-        room["name"].as_str().unwrap_or("?"),
-        room["members"].as_array().map(|m| m.len()).unwrap_or(0),
-        flag("locked", "locked"),
-        flag("waiting", "waiting-for-moderator"),
-        if room["recording"].is_string() {
-            " recording"
-        } else {
-            ""
-        }
-    );
-    println!("  {:<8} {:<16} {:<11} state", "call", "caller", "role");
-    for m in room["members"].as_array().cloned().unwrap_or_default() {
-        let states: Vec<&str> = [
-            ("muted", "muted"),
-            ("deaf", "deaf"),
-            ("held", "on-hold"),
-            ("talking", "talking"),
-        ]
-        .iter()
-        .filter(|(k, _)| m[*k] == true)
-        .map(|(_, n)| *n)
-        .collect();
-        println!(
-            "  {:<8} {:<16} {:<11} {}",
-            m["call"],
-            m["caller"].as_str().unwrap_or("?"),
-            m["role"].as_str().unwrap_or("?"),
-            states.join(",")
-        );
-    }
-}
-
-/// Streams `GET /api/v1/rooms/events` (server-sent events) to stdout, one line per event.
-fn follow_room_events(cfg: &Config, token: &str) -> anyhow::Result<()> {
-    use std::io::{BufRead, BufReader, Write};
-    let addr = cfg.admin_listen();
-    let mut conn = std::net::TcpStream::connect(addr)
-        .map_err(|e| anyhow::anyhow!("{addr}: {e} (is `tolk serve` running with this configuration?)"))?;
-    write!(
-        conn,
-        "GET /api/v1/rooms/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-    )?;
-    let mut lines = BufReader::new(conn).lines();
-    let status = lines.next().transpose()?.unwrap_or_default();
-    if !status.contains(" 200 ") {
-        anyhow::bail!("{status}");
-    }
-    for line in lines {
-        if let Some(data) = line?.strip_prefix("data: ") {
-            println!("{data}");
-        }
-    }
-    Ok(())
-}
-
 fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()> {
     use tolk::cdr::subject;
+    if let Some(gateway) = remote::running(&cfg) {
+        return optout_through(&gateway, command);
+    }
     runtime()?.block_on(async move {
         let db = Db::open(&cfg).await?;
         let result: anyhow::Result<()> = async {
@@ -629,6 +519,29 @@ fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()> {
         db.close().await;
         result
     })
+}
+
+/// `tolk optout ...` through the running gateway, which owns the registry it checks calls
+/// against.
+fn optout_through(gateway: &remote::Reach, command: OptoutCommand) -> anyhow::Result<()> {
+    match command {
+        OptoutCommand::Add { number, scope, source } => {
+            let body = serde_json::json!({ "number": number, "scope": scope, "source": source }).to_string();
+            gateway.call("POST", "/api/v1/optouts", Some(&body))?;
+            println!("opt-out registered ({scope})");
+        }
+        OptoutCommand::Remove { number, scope } => {
+            let body = serde_json::json!({ "number": number, "scope": scope }).to_string();
+            gateway.call("DELETE", "/api/v1/optouts", Some(&body))?;
+            println!("opt-out withdrawn ({scope})");
+        }
+        OptoutCommand::List { format } => {
+            let answer = gateway.call("GET", "/api/v1/optouts", None)?;
+            let rows = answer["opt_outs"].as_array().cloned().unwrap_or_default();
+            print_rows(&rows, &["pseudonym", "scope", "source", "since"], format);
+        }
+    }
+    Ok(())
 }
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {

@@ -32,8 +32,12 @@ pub struct CdrApi {
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
 
 /// The API's state.
+#[derive(Clone)]
 pub struct ApiState {
     pub tokens: Vec<String>,
+    /// Served on the owner-only control socket (`admin::control`): the kernel has checked
+    /// who is asking, so no token is asked for.
+    pub control_socket: bool,
     pub cdr: Option<CdrApi>,
     /// Conference rooms and their members (masked numbers only).
     pub rooms: crate::room::Rooms,
@@ -73,10 +77,13 @@ fn authorise<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a CdrApi,
 
 /// A bearer token from `admin.tokens`.
 fn check_token(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if state.control_socket {
+        return Ok(());
+    }
     if state.tokens.is_empty() {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
-            "the API is disabled: set admin.tokens in tolk.toml".into(),
+            "the API is disabled: set admin.tokens in tolk.toml (on the gateway's machine, the tolk CLI needs no token: it uses the control socket)".into(),
         ));
     }
     let given = headers

@@ -2,6 +2,7 @@
 //! CDR and privacy endpoints ([`api`]).
 
 pub mod api;
+pub mod control;
 
 use axum::Router;
 use axum::http::{StatusCode, header};

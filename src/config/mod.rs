@@ -307,6 +307,9 @@ pub struct AdminConfig {
     /// Bearer tokens accepted by `/api/v1` (none: the API answers 403 and says so;
     /// `/metrics` and `/healthz` need no token).
     pub tokens: Vec<String>,
+    /// The local control socket the CLI reaches the running gateway through (owner only,
+    /// no token): relative to `data_dir`, or absolute; empty turns it off.
+    pub control_socket: String,
 }
 
 impl Default for AdminConfig {
@@ -314,6 +317,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:8080".into(),
             tokens: Vec::new(),
+            control_socket: "control.sock".into(),
         }
     }
 }
@@ -859,6 +863,12 @@ impl Config {
 
     pub fn sip_listen(&self) -> Vec<SocketAddr> {
         self.sip.listen.iter().filter_map(|l| l.parse().ok()).collect()
+    }
+
+    /// Where the control socket is (`admin.control_socket`), or None when it is off.
+    pub fn control_socket(&self) -> Option<std::path::PathBuf> {
+        let name = self.admin.control_socket.trim();
+        (!name.is_empty()).then(|| self.data_dir.join(name))
     }
 
     pub fn admin_listen(&self) -> SocketAddr {

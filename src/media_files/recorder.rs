@@ -47,7 +47,8 @@ impl RecordFormat {
 /// A recording in either format, fed 20 ms frames.
 pub enum Recorder {
     Wav(WavRecorder),
-    OggOpus(OggOpusRecorder),
+    /// Boxed: the Opus encoder's state is large beside a WAV writer.
+    OggOpus(Box<OggOpusRecorder>),
 }
 
 impl Recorder {
@@ -55,7 +56,7 @@ impl Recorder {
     pub fn create(path: &Path, format: RecordFormat, rate: u32) -> Result<Recorder, RecordError> {
         Ok(match format {
             RecordFormat::Wav => Recorder::Wav(WavRecorder::create(path, rate)?),
-            RecordFormat::OggOpus => Recorder::OggOpus(OggOpusRecorder::create(path, rate)?),
+            RecordFormat::OggOpus => Recorder::OggOpus(Box::new(OggOpusRecorder::create(path, rate)?)),
         })
     }
 
@@ -71,7 +72,7 @@ impl Recorder {
     pub fn finish(self) -> Result<PathBuf, RecordError> {
         match self {
             Recorder::Wav(w) => w.finish(),
-            Recorder::OggOpus(o) => o.finish(),
+            Recorder::OggOpus(o) => (*o).finish(),
         }
     }
 }

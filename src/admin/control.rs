@@ -1,0 +1,286 @@
+//! The local control socket: a Unix socket in `data_dir` (`admin.control_socket`) that serves
+//! the same `/api/v1` as the admin listener to the owner of the gateway's process, with no
+//! token. The CLI reaches a running gateway through it (`tolk rooms`, `tolk cdr erase`,
+//! `tolk optout`, `tolk dialplan reload`), so an operator on the box needs no admin token and
+//! no reconfiguration to act on live state.
+//!
+//! Who may connect is decided by the kernel twice: the socket file is 0600, and every
+//! accepted peer's credentials (`SO_PEERCRED`) must name the socket file's owner or root;
+//! anyone else is closed before a byte is read.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The longest path a Unix socket address holds on Linux (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Why the control socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("admin.control_socket: {path}: {why}")]
+    Bind { path: String, why: String },
+    #[error("another gateway is running on this data_dir (its control socket {path} answers)")]
+    InUse { path: String },
+}
+
+/// The bound socket; removes its file when dropped (the gateway stopped).
+pub struct ControlSocket {
+    path: PathBuf,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Accepts only peers running as the socket file's owner (or root).
+pub struct OwnerOnly {
+    listener: tokio::net::UnixListener,
+    owner: u32,
+}
+
+/// Binds the control socket at `path`: a stale file left by a gateway that died is replaced,
+/// a live one (it answers) is refused.
+pub fn bind(path: &Path) -> Result<(OwnerOnly, ControlSocket), ControlError> {
+    let shown = path.display().to_string();
+    let fail = |why: String| ControlError::Bind {
+        path: shown.clone(),
+        why,
+    };
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(fail(format!(
+            "{} bytes, but a Unix socket path holds at most {MAX_SOCKET_PATH}: use a shorter data_dir or an absolute admin.control_socket",
+            path.as_os_str().len()
+        )));
+    }
+    // A missing folder is made 0700; an existing one (`data_dir`) keeps its mode, which the
+    // private PostgreSQL cluster's own user may need to pass through to `data_dir/pg`.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::private_files::DIR_MODE)
+            .create(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ControlError::InUse { path: shown });
+        }
+        std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    let guard = ControlSocket {
+        path: path.to_path_buf(),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(e.to_string()))?;
+    let owner = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?.uid();
+    Ok((OwnerOnly { listener, owner }, guard))
+}
+
+impl axum::serve::Listener for OwnerOnly {
+    type Io = tokio::net::UnixStream;
+    type Addr = tokio::net::unix::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, addr)) => match stream.peer_cred() {
+                    Ok(cred) if cred.uid() == self.owner || cred.uid() == 0 => return (stream, addr),
+                    Ok(cred) => tracing::warn!(uid = cred.uid(), "control socket: a peer of another user was refused"),
+                    Err(e) => tracing::warn!(error = %e, "control socket: no peer credentials; refused"),
+                },
+                // Out of descriptors and the like: wait a little rather than spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.listener.local_addr()
+    }
+}
+
+/// An answer from the gateway: the HTTP status and the body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    /// The body as JSON (a string value when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| serde_json::Value::String(self.body.clone()))
+    }
+
+    /// The API's `{"error": ...}` text, else the body.
+    pub fn error_text(&self) -> String {
+        match self.json()["error"].as_str() {
+            Some(e) => e.to_string(),
+            None => self.body.trim().to_string(),
+        }
+    }
+}
+
+/// The CLI's side: one HTTP/1.1 request per connection to the control socket.
+pub struct Client {
+    path: PathBuf,
+}
+
+impl Client {
+    /// A client for the gateway whose control socket is `path`, if one answers there.
+    pub fn connect(path: &Path) -> Option<Client> {
+        std::os::unix::net::UnixStream::connect(path).ok()?;
+        Some(Client {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Sends `method path` with an optional JSON body and reads the whole answer.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> io::Result<Reply> {
+        let mut stream = self.open(method, path, body, Duration::from_secs(60))?;
+        let mut reader = BufReader::new(&mut stream);
+        let (status, chunked, length) = read_head(&mut reader)?;
+        let mut raw = Vec::new();
+        if chunked {
+            read_chunked(&mut reader, &mut raw)?;
+        } else if let Some(n) = length {
+            raw.resize(n, 0);
+            reader.read_exact(&mut raw)?;
+        } else {
+            reader.read_to_end(&mut raw)?;
+        }
+        Ok(Reply {
+            status,
+            body: String::from_utf8_lossy(&raw).into_owned(),
+        })
+    }
+
+    /// Opens a streaming `GET` (server-sent events): the status, then the lines of the body.
+    pub fn stream(&self, path: &str) -> io::Result<(u16, io::Lines<BufReader<std::os::unix::net::UnixStream>>)> {
+        let stream = self.open("GET", path, None, Duration::from_secs(24 * 3600))?;
+        let mut reader = BufReader::new(stream);
+        let (status, _, _) = read_head(&mut reader)?;
+        Ok((status, reader.lines()))
+    }
+
+    fn open(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        read_timeout: Duration,
+    ) -> io::Result<std::os::unix::net::UnixStream> {
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.path)?;
+        stream.set_read_timeout(Some(read_timeout))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: tolk\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        Ok(stream)
+    }
+}
+
+fn bad(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.to_string())
+}
+
+/// The status line and headers (RFC 9112 §4, §6): status, chunked or not, Content-Length.
+fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, bool, Option<usize>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| bad("no HTTP status line from the gateway"))?;
+    let (mut chunked, mut length) = (false, None);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().ok();
+            }
+        }
+    }
+    Ok((status, chunked, length))
+}
+
+/// A chunked body (RFC 9112 §7.1), capped at 64 MiB.
+fn read_chunked(reader: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<()> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let size = line.trim().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))?;
+        if size == 0 {
+            return Ok(());
+        }
+        if out.len() + size > 64 << 20 {
+            return Err(bad("answer too large"));
+        }
+        let start = out.len();
+        out.resize(start + size, 0);
+        reader.read_exact(&mut out[start..])?;
+        line.clear();
+        reader.read_line(&mut line)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_and_sized_answers_are_read_whole() {
+        let mut r = io::Cursor::new(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n".to_vec(),
+        );
+        let (status, chunked, _) = read_head(&mut r).unwrap();
+        assert_eq!((status, chunked), (200, true));
+        let mut body = Vec::new();
+        read_chunked(&mut r, &mut body).unwrap();
+        assert_eq!(body, b"{\"a\":1}");
+        let mut r = io::Cursor::new(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}".to_vec());
+        assert_eq!(read_head(&mut r).unwrap(), (404, false, Some(2)));
+        assert!(read_head(&mut io::Cursor::new(b"garbage\r\n\r\n".to_vec())).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_socket_is_owner_only_and_refuses_a_second_gateway() {
+        let dir = std::env::temp_dir().join(format!("tolk-ctl-{}-{}", std::process::id(), fastrand::u32(..)));
+        let path = dir.join("control.sock");
+        let (listener, guard) = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert!(matches!(bind(&path), Err(ControlError::InUse { .. })));
+        drop(listener);
+        // The gateway died without removing the file: the next one takes the path over.
+        std::mem::forget(guard);
+        assert!(path.exists());
+        let (_listener, guard) = bind(&path).unwrap();
+        drop(guard);
+        assert!(!path.exists(), "the file goes with the gateway");
+        let long = dir.join("x".repeat(120));
+        assert!(matches!(bind(&long), Err(ControlError::Bind { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
