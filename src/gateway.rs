@@ -137,8 +137,9 @@ pub async fn run(
             pool: c.pool.clone(),
             key: c.policy.key.clone(),
             sink: c.sink.clone(),
-            recordings_dir: cfg.data_dir.join("recordings"),
+            stores: crate::cdr::erasure::ErasureStores::under(&cfg.data_dir),
             erasure_action: cfg.cdr.erasure_action,
+            erasure_room_recordings: cfg.cdr.erasure_room_recordings,
         }),
     });
     // The control socket serves the same API without tokens to the process's owner.

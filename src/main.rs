@@ -144,7 +144,8 @@ enum CdrCommand {
         #[arg(long, default_value = "cli")]
         requested_by: String,
     },
-    /// Set (or with --release, lift) a legal hold on a record or on a caller's records.
+    /// Set (or with --release, lift) a legal hold on a record (a call's id, or a recording's:
+    /// room recordings too) or on a caller's records.
     Hold {
         #[arg(long)]
         id: Option<uuid::Uuid>,
@@ -461,22 +462,23 @@ async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result
             let (sink, wake) = tolk::cdr::writer::CdrSink::new(journal);
             let (stop, stop_rx) = tokio::sync::watch::channel(false);
             let (target, _) = tolk::cdr::resolve_target(cfg).await?;
-            let writer = tolk::cdr::writer::Writer::new(target, &journal_dir, Default::default());
+            let writer = tolk::cdr::writer::Writer::new(target, &journal_dir, Default::default())
+                .with_erasure_stores(tolk::cdr::erasure::ErasureStores::under(&cfg.data_dir));
             let task = tokio::spawn(writer.run(sink.clone(), wake, stop_rx, std::time::Duration::from_secs(5)));
             let compacted = tolk::cdr::writer::compact(&sink, &p, std::time::Duration::from_secs(30)).await;
             let _ = stop.send(true);
             let _ = task.await;
             let result = match compacted {
                 Ok(spooled) => {
-                    let r = tolk::cdr::subject::erase(
-                        &db.pool,
-                        &p,
-                        cfg.cdr.erasure_action,
+                    let request = tolk::cdr::erasure::Erasure {
+                        pseudonym: &p,
+                        action: cfg.cdr.erasure_action,
+                        room_recordings: cfg.cdr.erasure_room_recordings,
                         requested_by,
-                        &cfg.data_dir.join("recordings"),
-                        spooled,
-                    )
-                    .await?;
+                        spool_entries: spooled,
+                    };
+                    let stores = tolk::cdr::erasure::ErasureStores::under(&cfg.data_dir);
+                    let r = tolk::cdr::erasure::erase_with(&db.pool, &request, &stores).await?;
                     println!("{}", serde_json::to_string(&r)?);
                     Ok(())
                 }

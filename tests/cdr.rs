@@ -401,3 +401,76 @@ fn without_a_database_url_serve_runs_its_own_postgresql() {
         "the cluster was stopped"
     );
 }
+
+/// Issue 16: an erasure asked for while PostgreSQL is down waits in the journal, behind the
+/// records it must erase, and is carried out when the database is back.
+#[test]
+fn an_erasure_asked_while_postgresql_is_down_is_carried_out_when_it_is_back() {
+    let (pg, pg_dir, url) = private_postgres("pg-erase");
+    let gw = Gateway::start(&[("TOLK_DATABASE_URL", url.as_str())]);
+    let db = ExistingDb::new(&url);
+    // SIPp calls from +15551230000.
+    let run = run_sipp(&gw, "basic_call.xml", &["-s", "+15550100300", "-m", "2"]);
+    assert!(run.success, "{}", run.output);
+    wait_for_url(
+        &db,
+        "SELECT count(*) FROM calls WHERE caller_masked = '+1555123****' AND ended_at IS NOT NULL",
+        "2",
+    );
+    pg.stop().expect("stop PostgreSQL");
+    // A call during the outage is spooled; the erasure is queued behind it.
+    let run = run_sipp(&gw, "basic_call.xml", &["-s", "+15550100300", "-m", "1"]);
+    assert!(run.success, "{}", run.output);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tolk"))
+        .args([
+            "cdr",
+            "erase",
+            "--number",
+            "+15551230000",
+            "--requested-by",
+            "outage test",
+        ])
+        .current_dir(&gw.data_dir)
+        .env("TOLK_DATA_DIR", &gw.data_dir)
+        .env("TOLK_DATABASE_URL", &url)
+        .output()
+        .expect("run tolk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("\"queued\":true"), "{text}");
+    let pg = tolk::cdr::embedded::EmbeddedPostgres::start(&pg_dir).expect("restart PostgreSQL");
+    wait_for_url(
+        &db,
+        "SELECT count(*) FROM erasure_requests WHERE requested_by = 'outage test'",
+        "1",
+    );
+    assert_eq!(
+        db.0.query("SELECT count(*) FROM calls WHERE caller_masked = '+1555123****'"),
+        ["0"],
+        "the three calls, the one spooled during the outage too, are erased"
+    );
+    assert_eq!(
+        db.0.query("SELECT calls_affected FROM erasure_requests WHERE requested_by = 'outage test'"),
+        ["3"]
+    );
+    // The journal is rotated away once caught up: no spooled copy of the caller stays.
+    let journal = gw.data_dir.join("cdr");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left: Vec<String> = std::fs::read_dir(&journal)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("segment-"))
+            .filter(|e| String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default()).contains("+1555123****"))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the caller is still spooled in {left:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(gw);
+    pg.stop().ok();
+    let _ = std::fs::remove_dir_all(&pg_dir);
+}

@@ -510,3 +510,64 @@ fn the_interpretation_report_gives_listener_minutes_per_channel_and_live_minutes
     );
     assert!(rows.iter().all(|r| r["room"] == "summit"), "{out}");
 }
+
+/// A room recording the caller was heard in: listed in their subject access export, kept
+/// by a legal hold on the recording itself through their erasure, erased with them without.
+#[test]
+fn room_recordings_are_exported_held_and_erased_with_their_members() {
+    let db = TestDb::new("room_rec_hold");
+    let dir = unique_dir("room_rec_hold");
+    let number = "+14155550177";
+    // The registry turns the number into this installation's pseudonym: read it from there.
+    tolk(&db, &dir, &["optout", "add", "--number", number, "--scope", "contact"]);
+    let pseudonym = db.query("SELECT pseudonym FROM opt_outs")[0].clone();
+    db.query("SELECT tolk_ensure_partitions(now() - interval '1 day', now() + interval '1 day')");
+    let (now, ended) = ("2026-12-07 10:00:00Z", "2026-12-07 10:05:00Z");
+    db.query(&format!("SELECT tolk_ensure_partitions('{now}', '{ended}')"));
+    let recording = "01a25060-0000-7000-8000-0000000000aa";
+    let file = dir.join("recordings").join("room-demo-1.wav");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"RIFF....").unwrap();
+    let member_of_room = |hold: bool| {
+        insert(&db, now, Some(now), ended, "demo", 4.2, "standard");
+        db.query(&format!(
+            "UPDATE calls SET caller_pseudonym = '{pseudonym}' WHERE caller_pseudonym IS NULL"
+        ));
+        db.query(&format!(
+            "INSERT INTO call_events (id, call_id, at, kind, detail) SELECT gen_random_uuid(), id, '{now}', \
+             'room_recording', '{{\"id\": \"{recording}\", \"room\": \"demo\"}}' FROM calls WHERE caller_pseudonym = '{pseudonym}'"
+        ));
+        db.query(&format!(
+            "INSERT INTO recordings (id, room, path, format, started_at, seconds, retention_class, legal_hold) \
+             VALUES ('{recording}', 'demo', 'room-demo-1.wav', 'wav', '{now}', 300, 'standard', {hold}) \
+             ON CONFLICT (id) DO NOTHING"
+        ));
+    };
+    member_of_room(false);
+    let export: serde_json::Value =
+        serde_json::from_str(&tolk(&db, &dir, &["cdr", "export", "--number", number])).unwrap();
+    assert_eq!(export["room_recordings"][0]["id"], recording, "{export}");
+    assert_eq!(export["room_recordings"][0]["room"], "demo", "{export}");
+
+    // On hold: the caller's erasure keeps the room recording (and its file).
+    let held = tolk(&db, &dir, &["cdr", "hold", "--id", recording]);
+    assert!(held.starts_with("1 record(s) on hold"), "{held}");
+    let report: serde_json::Value =
+        serde_json::from_str(tolk(&db, &dir, &["cdr", "erase", "--number", number]).trim()).unwrap();
+    assert_eq!(report["calls"], 1, "{report}");
+    assert_eq!(report["room_recordings"], 0, "{report}");
+    assert!(file.exists());
+    assert_eq!(
+        db.query(&format!("SELECT count(*) FROM recordings WHERE id = '{recording}'")),
+        ["1"]
+    );
+
+    // Released, the next member's erasure takes it.
+    tolk(&db, &dir, &["cdr", "hold", "--id", recording, "--release"]);
+    member_of_room(false);
+    let report: serde_json::Value =
+        serde_json::from_str(tolk(&db, &dir, &["cdr", "erase", "--number", number]).trim()).unwrap();
+    assert_eq!(report["room_recordings"], 1, "{report}");
+    assert!(!file.exists(), "the room recording's file is gone");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -179,7 +179,9 @@ fn other_numbers_get_404_and_no_numbers_in_logs() {
         !log.contains("+18885550123") && !log.contains("+15551234567"),
         "full numbers in log:\n{log}"
     );
+    // The dialled number (the service's) is shown masked; the caller not even masked.
     assert!(log.contains("+1888555****"), "{log}");
+    assert!(!log.contains("+1555123****") && log.contains("caller=number"), "{log}");
 }
 
 #[test]

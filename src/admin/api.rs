@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +23,10 @@ pub struct CdrApi {
     pub pool: sqlx::PgPool,
     pub key: PseudonymKey,
     pub sink: CdrSink,
-    pub recordings_dir: PathBuf,
+    /// Where erasure and sweeps look on disk.
+    pub stores: crate::cdr::erasure::ErasureStores,
     pub erasure_action: crate::config::RetentionAction,
+    pub erasure_room_recordings: crate::config::RoomRecordingErasure,
 }
 
 /// Asks the gateway to reload the dialplan; answered with a summary or the errors.
@@ -518,18 +519,41 @@ async fn export(
 async fn erase(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<SubjectBody>) -> Result<Response, ApiError> {
     let api = authorise(&s, &headers)?;
     let p = api.key.pseudonym(&number(&b.number)?);
+    let requested_by = b.requested_by.as_deref().unwrap_or("admin api");
+    // PostgreSQL unreachable: the request waits in the journal, in order behind the records
+    // it must erase, and the writer carries it out when the database is back.
+    let reachable = tokio::time::timeout(Duration::from_secs(3), sqlx::query("SELECT 1").execute(&api.pool)).await;
+    if !matches!(reachable, Ok(Ok(_))) {
+        api.sink.write(crate::cdr::model::JournalEntry::Erasure(Box::new(
+            crate::cdr::model::QueuedErasure {
+                pseudonym: p,
+                action: api.erasure_action.as_str().to_string(),
+                room_recordings: api.erasure_room_recordings.as_str().to_string(),
+                requested_by: requested_by.to_string(),
+                requested_at: crate::cdr::model::now_micros(),
+            },
+        )));
+        tracing::info!("erasure by number queued in the CDR journal: the database is unreachable");
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "queued": true,
+                "detail": "PostgreSQL is unreachable: the erasure is kept in the CDR journal and carried out when the database is back",
+            })),
+        )
+            .into_response());
+    }
     let spooled = crate::cdr::writer::compact(&api.sink, &p, Duration::from_secs(10))
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    let report = subject::erase(
-        &api.pool,
-        &p,
-        api.erasure_action,
-        b.requested_by.as_deref().unwrap_or("admin api"),
-        &api.recordings_dir,
-        spooled,
-    )
-    .await?;
+    let request = crate::cdr::erasure::Erasure {
+        pseudonym: &p,
+        action: api.erasure_action,
+        room_recordings: api.erasure_room_recordings,
+        requested_by,
+        spool_entries: spooled,
+    };
+    let report = crate::cdr::erasure::erase_with(&api.pool, &request, &api.stores).await?;
     tracing::info!(
         request = report.request_id,
         calls = report.calls,
@@ -598,7 +622,9 @@ async fn hold(
 
 async fn sweep(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<retention::SweepReport>, ApiError> {
     let api = authorise(&s, &headers)?;
-    Ok(Json(retention::sweep(&api.pool, 5000, &api.recordings_dir).await?))
+    Ok(Json(
+        retention::sweep(&api.pool, 5000, &api.stores.recordings_dir).await?,
+    ))
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -9,7 +9,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// The schema's migrations, in order.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "cdr", include_str!("../../migrations/0001_cdr.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "cdr", include_str!("../../migrations/0001_cdr.sql")),
+    (
+        2,
+        "erasure everywhere",
+        include_str!("../../migrations/0002_erasure_everywhere.sql"),
+    ),
+];
 
 /// Errors reaching or preparing the database.
 #[derive(Debug, thiserror::Error)]

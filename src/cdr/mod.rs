@@ -19,6 +19,7 @@
 pub mod copy;
 pub mod db;
 pub mod embedded;
+pub mod erasure;
 pub mod journal;
 pub mod model;
 pub mod privacy;
@@ -314,7 +315,8 @@ impl CdrService {
             batch_rows: cfg.cdr.batch_rows,
             batch_wait: Duration::from_millis(cfg.cdr.batch_wait_ms),
         };
-        let writer = Writer::new(target.clone(), &journal_dir, writer_cfg);
+        let writer = Writer::new(target.clone(), &journal_dir, writer_cfg)
+            .with_erasure_stores(erasure::ErasureStores::under(&cfg.data_dir));
         let writer = tokio::spawn(writer.run(sink.clone(), wake, stop_rx, Duration::from_secs(5)));
         // Read once before the first call (bounded: a database that does not answer leaves
         // the registry unread, and calls fail closed until housekeeping reads it).

@@ -182,6 +182,11 @@ pub enum CallEventKind {
         scope: String,
         source: &'static str,
     },
+    /// The flow spoke text-to-speech to the call from `file` in the TTS cache (erasure
+    /// removes it: the spoken text may be personal).
+    Spoken {
+        file: String,
+    },
     /// The call recorded itself (`record` verb) into `file` under the recordings directory.
     Recording {
         id: String,
@@ -244,6 +249,10 @@ pub enum CallEventKind {
 impl CallEventKind {
     /// The `kind` column's value of a call's own recording (erasure looks for it).
     pub const RECORDING: &'static str = "recording";
+    /// The `kind` of a text-to-speech file spoken to the call (erasure looks for it).
+    pub const SPOKEN: &'static str = "spoken";
+    /// The `kind` of a room recording the call was in (erasure looks for it).
+    pub const ROOM_RECORDING: &'static str = "room_recording";
 
     /// The `kind` column's value.
     pub fn name(&self) -> &'static str {
@@ -252,10 +261,11 @@ impl CallEventKind {
             Transfer { .. } => "transfer",
             OptOut { .. } => "opt_out",
             Consent { .. } => "consent",
+            Spoken { .. } => Self::SPOKEN,
             Recording { .. } => Self::RECORDING,
             JoinedRoom { .. } => "joined_room",
             LeftRoom { .. } => "left_room",
-            RoomRecording { .. } => "room_recording",
+            RoomRecording { .. } => Self::ROOM_RECORDING,
             Muted { .. } => "muted",
             Unmuted { .. } => "unmuted",
             Held { .. } => "held",
@@ -273,6 +283,7 @@ impl CallEventKind {
         match self {
             Transfer { to } => json!({ "to": to }),
             OptOut { scope, source } | Consent { scope, source } => json!({ "scope": scope, "source": source }),
+            Spoken { file } => json!({ "file": file }),
             Recording { id, file } => json!({ "id": id, "file": file }),
             JoinedRoom { room, role, muted } => json!({ "room": room, "role": role, "muted": muted }),
             LeftRoom { room, reason } => json!({ "room": room, "reason": reason }),
@@ -340,6 +351,18 @@ impl RecordingRow {
     }
 }
 
+/// An erasure request kept in the journal until PostgreSQL can carry it out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedErasure {
+    pub pseudonym: String,
+    /// `delete` or `anonymise` (`cdr.erasure_action` when asked).
+    pub action: String,
+    /// `delete` or `keep` (`cdr.erasure_room_recordings` when asked).
+    pub room_recordings: String,
+    pub requested_by: String,
+    pub requested_at: Micros,
+}
+
 /// What the journal holds, applied to the database in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
@@ -348,6 +371,9 @@ pub enum JournalEntry {
     Event(CallEvent),
     RoomSession(RoomSessionRow),
     Recording(Box<RecordingRow>),
+    /// An erasure asked for while PostgreSQL was unreachable: carried out by the writer, in
+    /// order, when it is back (`cdr::erasure`).
+    Erasure(Box<QueuedErasure>),
     /// Calls of `node` started before `started_before` and still in progress were cut off by a
     /// crash: close them as interrupted at `alive_at` (the last time the node was alive).
     CloseInterrupted {

@@ -104,6 +104,12 @@ pub async fn export_subject(pool: &PgPool, pseudonym: &str) -> Result<serde_json
            'recordings', coalesce((SELECT json_agg(json_build_object('id', id, 'call_id', call_id, 'started_at', started_at, \
                'seconds', seconds, 'format', format) ORDER BY started_at) FROM recordings \
                WHERE caller_pseudonym = $1 AND deleted_at IS NULL), '[]'::json), \
+           'room_recordings', coalesce((SELECT json_agg(json_build_object('id', r.id, 'room', r.room, \
+               'started_at', r.started_at, 'seconds', r.seconds, 'format', r.format) ORDER BY r.started_at) \
+               FROM recordings r WHERE r.deleted_at IS NULL AND r.id::text IN (\
+                   SELECT e.detail->>'id' FROM call_events e JOIN calls c ON c.id = e.call_id \
+                   WHERE c.caller_pseudonym = $1 AND e.kind = 'room_recording' \
+                   AND coalesce(e.detail->>'recorded', 'true') <> 'false')), '[]'::json), \
            'opt_outs', coalesce((SELECT json_agg(json_build_object('scope', scope, 'source', source, 'since', created_at) \
                ORDER BY scope) FROM opt_outs WHERE pseudonym = $1), '[]'::json))::text"
     );

@@ -95,7 +95,7 @@ pub async fn sweep(pool: &PgPool, batch: i64, recordings_dir: &Path) -> Result<S
 fn remove_files(dir: &Path, paths: &[String]) -> u64 {
     paths
         .iter()
-        .filter(|p| super::subject::remove_recording(dir, Path::new(p)))
+        .filter(|p| super::erasure::remove_under(dir, Path::new(p)))
         .count() as u64
 }
 

@@ -1,12 +1,10 @@
-//! Data-subject operations: the opt-out registry, legal holds and erasure by number. All by
-//! pseudonym: the number a requester gives is turned into its pseudonym before any query, and
-//! the audit trail (`erasure_requests`) holds only the pseudonym.
+//! Data-subject operations: the opt-out registry and legal holds (erasure by number is
+//! `erasure`). All by pseudonym: the number a requester gives is turned into its pseudonym
+//! before any query.
 
 use super::query::{QueryError, json_rows};
-use crate::config::RetentionAction;
 use sqlx::PgPool;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 
 /// Opt-out scopes.
 pub const SCOPES: &[&str] = &["record", "retain", "contact"];
@@ -135,129 +133,15 @@ pub async fn set_hold(
     .bind(hold)
     .execute(pool)
     .await?;
-    Ok(calls)
-}
-
-/// What an erasure did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ErasureReport {
-    pub request_id: String,
-    pub action: String,
-    pub calls: u64,
-    pub events: u64,
-    pub recordings: u64,
-    pub recording_files: u64,
-    /// Journal entries dropped or compacted away before the database erasure.
-    pub spool_entries: u64,
-    /// Records left alone because they are under legal hold.
-    pub held: u64,
-}
-
-/// Erases a caller from the database and removes their recordings' files: their calls
-/// (deleted, or anonymised when `action` is `anonymise`), the events of those calls, their
-/// recordings; records under legal hold are kept and counted. An audit entry with the
-/// pseudonym and the counts is written. The journal must have been drained and compacted
-/// first (see `writer::compact`), so no spooled copy survives.
-pub async fn erase(
-    pool: &PgPool,
-    pseudonym: &str,
-    action: RetentionAction,
-    requested_by: &str,
-    recordings_dir: &Path,
-    spool_entries: u64,
-) -> Result<ErasureReport, QueryError> {
-    let id = uuid::Uuid::now_v7();
-    let mut tx = pool.begin().await?;
-    let held: (i64,) = sqlx::query_as("SELECT count(*) FROM calls WHERE caller_pseudonym = $1 AND legal_hold")
-        .bind(pseudonym)
-        .fetch_one(&mut *tx)
-        .await?;
-    // Recordings a flow made are also named in the calls' `recording` events (journalled, so
-    // they are known even if registering the recording row failed).
-    let event_files: Vec<(String,)> = sqlx::query_as(
-        "SELECT detail->>'file' FROM call_events WHERE kind = $2 AND detail ? 'file' AND call_id IN (SELECT id FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold)",
-    )
-    .bind(pseudonym)
-    .bind(super::model::CallEventKind::RECORDING)
-    .fetch_all(&mut *tx)
-    .await?;
-    let events = sqlx::query(
-        "DELETE FROM call_events WHERE call_id IN (SELECT id FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold)",
-    )
-    .bind(pseudonym)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let paths: Vec<(String,)> =
-        sqlx::query_as("DELETE FROM recordings WHERE caller_pseudonym = $1 AND NOT legal_hold RETURNING path")
-            .bind(pseudonym)
-            .fetch_all(&mut *tx)
-            .await?;
-    let calls = if action == RetentionAction::Delete {
-        sqlx::query("DELETE FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold")
-            .bind(pseudonym)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-    } else {
-        sqlx::query(
-            "UPDATE calls SET caller_pseudonym = NULL, caller_masked = NULL, caller_number = NULL, \
-             caller_anonymous = true, sip_call_id = 'erased', tags = '{}', recording_id = NULL, anonymised_at = now() \
-             WHERE caller_pseudonym = $1 AND NOT legal_hold",
-        )
-        .bind(pseudonym)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-    };
-    sqlx::query(
-        "INSERT INTO erasure_requests (id, pseudonym, requested_at, completed_at, requested_by, action, \
-         calls_affected, events_affected, recordings_affected, spool_affected, status) \
-         VALUES ($1, $2, now(), now(), $3, $4, $5, $6, $7, $8, $9)",
+    // `id` may name a recording itself: a room recording (no caller of its own) is held so,
+    // and neither retention nor an erasure of its members removes it until released.
+    let recordings = sqlx::query(
+        "UPDATE recordings SET legal_hold = $2 WHERE $1::uuid IS NOT NULL AND id = $1 AND legal_hold <> $2",
     )
     .bind(id)
-    .bind(pseudonym)
-    .bind(requested_by)
-    .bind(action.as_str())
-    .bind(calls as i32)
-    .bind(events as i32)
-    .bind(paths.len() as i32)
-    .bind(spool_entries as i32)
-    .bind(if held.0 > 0 {
-        "done; records under legal hold kept"
-    } else {
-        "done"
-    })
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let mut files = 0;
-    for (p,) in paths.iter().chain(event_files.iter()) {
-        if remove_recording(recordings_dir, Path::new(p)) {
-            files += 1;
-        }
-    }
-    Ok(ErasureReport {
-        request_id: id.to_string(),
-        action: action.as_str().to_string(),
-        calls,
-        events,
-        recordings: paths.len() as u64,
-        recording_files: files,
-        spool_entries,
-        held: held.0 as u64,
-    })
-}
-
-/// Removes a recording file, only under the recordings directory; true when removed.
-pub fn remove_recording(recordings_dir: &Path, path: &Path) -> bool {
-    let full: PathBuf = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        recordings_dir.join(path)
-    };
-    let (Ok(dir), Ok(file)) = (std::fs::canonicalize(recordings_dir), std::fs::canonicalize(&full)) else {
-        return false;
-    };
-    file.starts_with(&dir) && std::fs::remove_file(&file).is_ok()
+    .bind(hold)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(calls + recordings)
 }

@@ -130,6 +130,74 @@ pub async fn compact(sink: &CdrSink, needle: &str, within: Duration) -> Result<u
     Ok(mentions)
 }
 
+/// Serialises `rejected.jsonl`'s appends (the writer) with its rewrites (erasure).
+static REJECTED_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes out of `dir/rejected.jsonl` every line of the subject: lines naming `pseudonym`,
+/// lines naming one of `call_ids` (the subject's calls in the database), and lines naming a
+/// call whose refused record names the pseudonym (its events). Returns how many went.
+pub fn scrub_rejected(dir: &std::path::Path, pseudonym: &str, call_ids: &[String]) -> std::io::Result<u64> {
+    let path = dir.join("rejected.jsonl");
+    let _file = REJECTED_FILE.lock().unwrap_or_else(|p| p.into_inner());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut ids: Vec<String> = call_ids.to_vec();
+    for line in text.lines().filter(|l| !pseudonym.is_empty() && l.contains(pseudonym)) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        ids.extend(v["entry"]["id"].as_str().map(String::from));
+    }
+    let (mut kept, mut dropped) = (String::new(), 0u64);
+    for line in text.lines() {
+        let names_subject =
+            (!pseudonym.is_empty() && line.contains(pseudonym)) || ids.iter().any(|i| line.contains(i.as_str()));
+        if names_subject {
+            dropped += 1;
+        } else {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if dropped > 0 {
+        crate::private_files::write_atomically(&path, kept.as_bytes())?;
+    }
+    Ok(dropped)
+}
+
+/// Carries out a queued erasure inside the writer's transaction (a savepoint of its own).
+async fn carry_out(
+    conn: &mut PgConnection,
+    q: &super::model::QueuedErasure,
+    stores: &super::erasure::ErasureStores,
+) -> Result<(), WriteError> {
+    use crate::config::{RetentionAction, RoomRecordingErasure};
+    let request = super::erasure::Erasure {
+        pseudonym: &q.pseudonym,
+        action: RetentionAction::from_name(&q.action).unwrap_or(RetentionAction::Delete),
+        room_recordings: if q.room_recordings == "keep" {
+            RoomRecordingErasure::Keep
+        } else {
+            RoomRecordingErasure::Delete
+        },
+        requested_by: &q.requested_by,
+        spool_entries: 0,
+    };
+    match super::erasure::erase(conn, &request, stores).await {
+        Ok(report) => {
+            tracing::info!(
+                request = report.request_id,
+                calls = report.calls,
+                "queued erasure by number done"
+            );
+            Ok(())
+        }
+        Err(super::query::QueryError::Db(e)) => Err(classify(e)),
+        Err(super::query::QueryError::Invalid(why)) => Err(WriteError::Refused(why)),
+    }
+}
+
 /// Writer settings.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
@@ -197,6 +265,11 @@ pub struct Writer {
     migrated: bool,
     /// The checkpoint last stored.
     stored: Position,
+    /// Where queued erasures look on disk (None: a writer that only writes, as the CLI's).
+    erasure_stores: Option<super::erasure::ErasureStores>,
+    /// A queued erasure went in: rotate the journal away once caught up, so no spooled copy
+    /// of the subject's records stays on disk.
+    erased: bool,
 }
 
 impl Writer {
@@ -225,7 +298,15 @@ impl Writer {
             upsert_calls,
             migrated: false,
             stored: journal::load_checkpoint(dir),
+            erasure_stores: None,
+            erased: false,
         }
+    }
+
+    /// Carries out erasures queued in the journal (`JournalEntry::Erasure`) with these stores.
+    pub fn with_erasure_stores(mut self, stores: super::erasure::ErasureStores) -> Writer {
+        self.erasure_stores = Some(stores);
+        self
     }
 
     /// Runs until `stop` turns true, then drains what it can for `drain` and returns.
@@ -292,8 +373,9 @@ impl Writer {
                     // Records already in the database should not linger on local disk:
                     // once caught up on a large segment, start a new one (the old is removed).
                     let end = sink.end();
-                    if self.position() == end && end.offset > ROTATE_DRAINED_BYTES {
+                    if self.position() == end && (end.offset > ROTATE_DRAINED_BYTES || self.erased) {
                         let _ = sink.rotate();
+                        self.erased = false;
                     }
                     metrics::gauge!("cdr_spool_bytes").set(journal::bytes_after(&self.dir, self.position()) as f64);
                 }
@@ -432,6 +514,7 @@ impl Writer {
 
     fn reject(&self, entry: &JournalEntry, why: &str) -> Result<(), WriteError> {
         // Whole records, clear numbers where the class allows: the owner's alone.
+        let _file = REJECTED_FILE.lock().unwrap_or_else(|p| p.into_inner());
         let mut f = crate::private_files::options()
             .create(true)
             .append(true)
@@ -446,6 +529,7 @@ impl Writer {
             JournalEntry::CloseInterrupted { node, .. } => format!("close-interrupted {node}"),
             JournalEntry::RoomSession(s) => format!("room-session {}", s.session),
             JournalEntry::Recording(r) => format!("recording {}", r.id),
+            JournalEntry::Erasure(_) => "queued erasure".to_string(),
         };
         tracing::error!(id, error = why, "PostgreSQL refused a CDR; kept in rejected.jsonl");
         Ok(())
@@ -460,6 +544,8 @@ impl Writer {
         Box::pin(async move {
             let months = months_needed(entries, &self.partitions);
             let upsert_calls = self.upsert_calls.clone();
+            let stores = self.erasure_stores.clone();
+            let mut erased = false;
             let conn = self.connection().await?;
             let mut tx = <PgConnection as Connection>::begin(conn).await.map_err(classify)?;
             if let Some((from, to)) = months {
@@ -503,10 +589,20 @@ impl Writer {
                         flush(&mut tx, &mut calls, &mut events, &upsert_calls).await?;
                         upsert_recording(&mut tx, r).await?;
                     }
+                    // In order: what the journal holds of the subject before the request
+                    // goes in first and is erased with the rest.
+                    JournalEntry::Erasure(q) => {
+                        flush(&mut tx, &mut calls, &mut events, &upsert_calls).await?;
+                        if let Some(stores) = &stores {
+                            carry_out(&mut tx, q, stores).await?;
+                            erased = true;
+                        }
+                    }
                 }
             }
             flush(&mut tx, &mut calls, &mut events, &upsert_calls).await?;
             tx.commit().await.map_err(classify)?;
+            self.erased |= erased;
             if let Some((from, to)) = months {
                 self.partitions.insert(month_index(from));
                 self.partitions.insert(month_index(to));
@@ -679,7 +775,10 @@ fn months_needed(entries: &[JournalEntry], known: &HashSet<i64>) -> Option<(Micr
     let times = entries.iter().filter_map(|e| match e {
         JournalEntry::Call(c) => Some(c.started_at),
         JournalEntry::Event(ev) => Some(ev.at),
-        JournalEntry::CloseInterrupted { .. } | JournalEntry::RoomSession(_) | JournalEntry::Recording(_) => None,
+        JournalEntry::CloseInterrupted { .. }
+        | JournalEntry::RoomSession(_)
+        | JournalEntry::Recording(_)
+        | JournalEntry::Erasure(_) => None,
     });
     let (mut lo, mut hi, mut missing) = (i64::MAX, i64::MIN, false);
     for t in times {
@@ -697,6 +796,7 @@ fn last_time(e: &JournalEntry) -> Option<Micros> {
         JournalEntry::Event(ev) => Some(ev.at),
         JournalEntry::RoomSession(s) => Some(s.ended_at.unwrap_or(s.started_at)),
         JournalEntry::Recording(r) => Some(r.ended_at.unwrap_or(r.started_at)),
+        JournalEntry::Erasure(q) => Some(q.requested_at),
         JournalEntry::CloseInterrupted { .. } => None,
     }
 }

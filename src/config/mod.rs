@@ -69,6 +69,25 @@ impl RecordFormat {
     }
 }
 
+/// What erasure by number does to the room recordings the caller was heard in
+/// (`cdr.erasure_room_recordings`): the other members are in them too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomRecordingErasure {
+    Delete,
+    Keep,
+}
+
+impl RoomRecordingErasure {
+    /// The name kept in the erasure audit row.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomRecordingErasure::Delete => "delete",
+            RoomRecordingErasure::Keep => "keep",
+        }
+    }
+}
+
 /// What happens to a record whose time is up or whose caller asked for erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -460,6 +479,9 @@ pub struct CdrConfig {
     pub sweep_interval_secs: u64,
     /// What erasure by number does to the caller's records: `delete` or `anonymise`.
     pub erasure_action: RetentionAction,
+    /// Whether erasure by number deletes the room recordings the caller was heard in
+    /// (`delete`, the default) or keeps them (`keep`); the audit row says which.
+    pub erasure_room_recordings: RoomRecordingErasure,
 }
 
 impl Default for CdrConfig {
@@ -473,6 +495,7 @@ impl Default for CdrConfig {
             policies: Vec::new(),
             sweep_interval_secs: 3600,
             erasure_action: RetentionAction::Delete,
+            erasure_room_recordings: RoomRecordingErasure::Delete,
         }
     }
 }

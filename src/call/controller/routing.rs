@@ -88,10 +88,17 @@ impl Controller {
         } else {
             inc.caller.as_deref()
         };
+        // The log cannot be erased later, so it names no caller, not even masked: the CDR
+        // (which erasure reaches) has the masked number, `call` links the two while it lives.
+        let caller_shown = match caller {
+            Some(_) => "number",
+            None if inc.privacy_requested => "withheld",
+            None => "none",
+        };
         tracing::info!(
             call = inc.call.0,
             dialled = %mask_opt(dialled.as_deref()),
-            caller = %mask_opt(caller),
+            caller = %caller_shown,
             peer = %inc.peer.remote,
             trunk = trunk_name.as_deref().unwrap_or("-"),
             route = route.as_ref().map(|r| r.source.as_str()).unwrap_or("no number"),

@@ -25,11 +25,16 @@ pub(super) fn play(
         Source::Prompt(name) => LegCommand::Play(name),
         Source::Tone(spec) => LegCommand::Tone(spec),
         Source::Say(text) => {
+            // The cache file is filed on the call, so erasure can find it.
+            let file = tts_file_name(&text);
+            if let Some(a) = ctx.accounting.as_deref_mut() {
+                a.event(call, CallEventKind::Spoken { file: file.clone() });
+            }
             // Spoken off this task; the leg (or the failure) reports it done.
             spawn_tts(
                 call,
                 text,
-                setup.tts_dir.clone(),
+                setup.tts_dir.join(file),
                 fc.pcm_rate,
                 leg.commands.clone(),
                 setup.reports.clone(),
@@ -164,18 +169,24 @@ pub(super) fn echo(fc: &mut FlowCall, call: CallRef, tx: ReplyTx, ctx: &mut Ctx,
 /// resamples it to the leg's `rate` off the gateway task, then has the leg play it. A missing
 /// espeak-ng or a failed synthesis is reported as a playback that could not start, so the
 /// flow's `say` fails with the reason.
+/// The TTS cache's file for `text`: a hash of it (the text itself may be personal).
+pub(super) fn tts_file_name(text: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{name}.wav")
+}
+
+/// Speaks `text` from `path` in the TTS cache, synthesising it there first when missing.
 pub(super) fn spawn_tts(
     call: CallRef,
     text: String,
-    dir: PathBuf,
+    path: PathBuf,
     rate: u32,
     leg: mpsc::Sender<LegCommand>,
     reports: mpsc::Sender<LegReport>,
 ) {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(text.as_bytes());
-    let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let path = dir.join(format!("{name}.wav"));
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
     tokio::spawn(async move {
         let target = path.clone();
         let made = tokio::task::spawn_blocking(move || -> Result<Arc<[i16]>, String> {
