@@ -475,6 +475,7 @@ async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result
                         action: cfg.cdr.erasure_action,
                         room_recordings: cfg.cdr.erasure_room_recordings,
                         requested_by,
+                        requested_at: None,
                         spool_entries: spooled,
                     };
                     let stores = tolk::cdr::erasure::ErasureStores::under(&cfg.data_dir);

@@ -538,8 +538,8 @@ fn room_recordings_are_exported_held_and_erased_with_their_members() {
              'room_recording', '{{\"id\": \"{recording}\", \"room\": \"demo\"}}' FROM calls WHERE caller_pseudonym = '{pseudonym}'"
         ));
         db.query(&format!(
-            "INSERT INTO recordings (id, room, path, format, started_at, seconds, retention_class, legal_hold) \
-             VALUES ('{recording}', 'demo', 'room-demo-1.wav', 'wav', '{now}', 300, 'standard', {hold}) \
+            "INSERT INTO recordings (id, room, path, format, started_at, ended_at, seconds, retention_class, legal_hold) \
+             VALUES ('{recording}', 'demo', 'room-demo-1.wav', 'wav', '{now}', '{ended}', 300, 'standard', {hold}) \
              ON CONFLICT (id) DO NOTHING"
         ));
     };
@@ -549,6 +549,19 @@ fn room_recordings_are_exported_held_and_erased_with_their_members() {
     assert_eq!(export["room_recordings"][0]["id"], recording, "{export}");
     assert_eq!(export["room_recordings"][0]["room"], "demo", "{export}");
 
+    // The call's own recording, held by its id too: its event names the file, which stays.
+    let own = "01a25060-0000-7000-8000-0000000000bb";
+    let own_file = dir.join("recordings").join("own-1.wav");
+    std::fs::write(&own_file, b"RIFF....").unwrap();
+    db.query(&format!(
+        "INSERT INTO recordings (id, call_id, path, format, started_at, ended_at, seconds, caller_pseudonym, retention_class) \
+         SELECT '{own}', id, 'own-1.wav', 'wav', '{now}', '{ended}', 300, '{pseudonym}', 'standard' FROM calls WHERE caller_pseudonym = '{pseudonym}'"
+    ));
+    db.query(&format!(
+        "INSERT INTO call_events (id, call_id, at, kind, detail) SELECT gen_random_uuid(), id, '{now}', \
+         'recording', '{{\"id\": \"{own}\", \"file\": \"own-1.wav\"}}' FROM calls WHERE caller_pseudonym = '{pseudonym}'"
+    ));
+    tolk(&db, &dir, &["cdr", "hold", "--id", own]);
     // On hold: the caller's erasure keeps the room recording (and its file).
     let held = tolk(&db, &dir, &["cdr", "hold", "--id", recording]);
     assert!(held.starts_with("1 record(s) on hold"), "{held}");
@@ -557,6 +570,7 @@ fn room_recordings_are_exported_held_and_erased_with_their_members() {
     assert_eq!(report["calls"], 1, "{report}");
     assert_eq!(report["room_recordings"], 0, "{report}");
     assert!(file.exists());
+    assert!(own_file.exists(), "a held recording keeps its file");
     assert_eq!(
         db.query(&format!("SELECT count(*) FROM recordings WHERE id = '{recording}'")),
         ["1"]

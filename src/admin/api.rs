@@ -551,6 +551,7 @@ async fn erase(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<Subjec
         action: api.erasure_action,
         room_recordings: api.erasure_room_recordings,
         requested_by,
+        requested_at: None,
         spool_entries: spooled,
     };
     let report = crate::cdr::erasure::erase_with(&api.pool, &request, &api.stores).await?;

@@ -5,11 +5,11 @@
 //! no reconfiguration to act on live state.
 //!
 //! Who may connect is decided by the kernel twice: the socket file is 0600, and every
-//! accepted peer's credentials (`SO_PEERCRED`) must name the socket file's owner or root;
+//! accepted peer's credentials (`SO_PEERCRED`) must name the gateway's own user or root;
 //! anyone else is closed before a byte is read.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -66,18 +66,33 @@ pub fn bind(path: &Path) -> Result<(OwnerOnly, ControlSocket), ControlError> {
             .create(dir)
             .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
     }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(ControlError::InUse { path: shown });
+    // Only a socket nobody listens on (connection refused) is ours to replace: a live one is
+    // another gateway, anything else (a file, another user's socket) is not ours to delete.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(fail("something other than a socket is there; not replaced".into()));
         }
-        std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(ControlError::InUse { path: shown }),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?
+            }
+            Err(e) => {
+                return Err(fail(format!(
+                    "a socket is there that cannot be checked ({e}); not replaced"
+                )));
+            }
+        }
     }
     let listener = tokio::net::UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
     let guard = ControlSocket {
         path: path.to_path_buf(),
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(e.to_string()))?;
-    let owner = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?.uid();
+    // The process's own user: who may connect (besides root).
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let owner = unsafe { libc::geteuid() };
     Ok((OwnerOnly { listener, owner }, guard))
 }
 
@@ -281,6 +296,11 @@ mod tests {
         assert!(!path.exists(), "the file goes with the gateway");
         let long = dir.join("x".repeat(120));
         assert!(matches!(bind(&long), Err(ControlError::Bind { .. })));
+        // A file that is not a socket (a mistyped path) is not deleted.
+        let file = dir.join("notes.txt");
+        std::fs::write(&file, b"keep me").unwrap();
+        assert!(matches!(bind(&file), Err(ControlError::Bind { .. })));
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

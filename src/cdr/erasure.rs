@@ -59,6 +59,8 @@ pub struct Erasure<'a> {
     pub action: RetentionAction,
     pub room_recordings: RoomRecordingErasure,
     pub requested_by: &'a str,
+    /// When it was asked, if not now (a request queued while the database was down).
+    pub requested_at: Option<super::model::Micros>,
     /// Journal entries of the caller compacted away before (`writer::compact`).
     pub spool_entries: u64,
 }
@@ -75,6 +77,9 @@ pub struct ErasureReport {
     /// Room recordings the caller was heard in: deleted, or kept by policy.
     pub room_recordings: u64,
     pub room_recordings_policy: String,
+    /// Room recordings the caller is in that were still running: kept (erase again once
+    /// they end).
+    pub room_recordings_live: u64,
     /// Files removed: recordings, room recordings and TTS cache entries.
     pub recording_files: u64,
     pub tts_files: u64,
@@ -123,22 +128,36 @@ pub async fn erase(
     // What the calls' events name on disk: their own recordings (journalled, so known even
     // if registering the row failed), TTS files, and the room recordings they were heard in
     // (`recorded: false` is a caller the recording left out).
-    let named: Vec<(String, serde_json::Value)> =
-        sqlx::query_as("SELECT kind, detail FROM call_events WHERE call_id = ANY($1) AND kind = ANY($2)")
-            .bind(&call_ids)
-            .bind(vec![
-                CallEventKind::RECORDING,
-                CallEventKind::SPOKEN,
-                CallEventKind::ROOM_RECORDING,
-            ])
-            .fetch_all(&mut *tx)
-            .await?;
+    // A caller who had opted out of recording was left out of every room recording (the
+    // recorder mixes without them), whatever the event says.
+    let named: Vec<(String, serde_json::Value, bool)> = sqlx::query_as(
+        "SELECT e.kind, e.detail, coalesce(c.consent->>'record', 'true') <> 'false' \
+         FROM call_events e JOIN calls c ON c.id = e.call_id WHERE e.call_id = ANY($1) AND e.kind = ANY($2)",
+    )
+    .bind(&call_ids)
+    .bind(vec![
+        CallEventKind::RECORDING,
+        CallEventKind::SPOKEN,
+        CallEventKind::ROOM_RECORDING,
+    ])
+    .fetch_all(&mut *tx)
+    .await?;
+    // A recording under legal hold keeps its file, whichever event names it.
+    let held_paths: Vec<(String,)> = sqlx::query_as("SELECT path FROM recordings WHERE legal_hold")
+        .fetch_all(&mut *tx)
+        .await?;
+    let held_paths: HashSet<String> = held_paths.into_iter().map(|(p,)| p).collect();
     let (mut own_files, mut tts_files, mut room_ids) = (Vec::new(), HashSet::new(), HashSet::new());
-    for (kind, detail) in &named {
+    for (kind, detail, recordable) in &named {
         match kind.as_str() {
-            CallEventKind::RECORDING => own_files.extend(detail["file"].as_str().map(String::from)),
+            CallEventKind::RECORDING => own_files.extend(
+                detail["file"]
+                    .as_str()
+                    .filter(|f| !held_paths.contains(*f))
+                    .map(String::from),
+            ),
             CallEventKind::SPOKEN => tts_files.extend(detail["file"].as_str().map(String::from)),
-            _ if detail["recorded"] != false => {
+            _ if *recordable && detail["recorded"] != false => {
                 room_ids.extend(detail["id"].as_str().and_then(|i| i.parse::<uuid::Uuid>().ok()))
             }
             _ => {}
@@ -157,13 +176,21 @@ pub async fn erase(
     let room_ids: Vec<uuid::Uuid> = room_ids.into_iter().collect();
     let room_paths: Vec<(String,)> = match request.room_recordings {
         RoomRecordingErasure::Delete => {
-            sqlx::query_as("DELETE FROM recordings WHERE id = ANY($1) AND NOT legal_hold RETURNING path")
-                .bind(&room_ids)
-                .fetch_all(&mut *tx)
-                .await?
+            // A room recording still running is left alone (its recorder still writes the
+            // file; the row is filed again when it ends): counted in `room_recordings_live`.
+            sqlx::query_as(
+                "DELETE FROM recordings WHERE id = ANY($1) AND NOT legal_hold AND ended_at IS NOT NULL RETURNING path",
+            )
+            .bind(&room_ids)
+            .fetch_all(&mut *tx)
+            .await?
         }
         RoomRecordingErasure::Keep => Vec::new(),
     };
+    let (live,): (i64,) = sqlx::query_as("SELECT count(*) FROM recordings WHERE id = ANY($1) AND ended_at IS NULL")
+        .bind(&room_ids)
+        .fetch_one(&mut *tx)
+        .await?;
     let room_recordings = match request.room_recordings {
         RoomRecordingErasure::Delete => room_paths.len() as u64,
         RoomRecordingErasure::Keep => room_ids.len() as u64,
@@ -210,7 +237,7 @@ pub async fn erase(
         "INSERT INTO erasure_requests (id, subject_ref, requested_at, completed_at, requested_by, action, \
          calls_affected, events_affected, recordings_affected, spool_affected, status, \
          room_recordings_policy, room_recordings_affected, opt_outs_affected, files_affected, rejected_affected) \
-         VALUES ($1, $2, now(), now(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+         VALUES ($1, $2, coalesce(to_timestamp($15::float8 / 1e6), now()), now(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(id)
     .bind(subject_ref(pseudonym))
@@ -230,6 +257,7 @@ pub async fn erase(
     .bind(opt_outs as i32)
     .bind((recording_files + tts_removed) as i32)
     .bind(rejected as i32)
+    .bind(request.requested_at.map(|t| t as f64))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -241,6 +269,7 @@ pub async fn erase(
         recordings: own.len() as u64,
         room_recordings,
         room_recordings_policy: request.room_recordings.as_str().to_string(),
+        room_recordings_live: live as u64,
         recording_files,
         tts_files: tts_removed,
         opt_outs,

@@ -109,7 +109,8 @@ pub async fn export_subject(pool: &PgPool, pseudonym: &str) -> Result<serde_json
                FROM recordings r WHERE r.deleted_at IS NULL AND r.id::text IN (\
                    SELECT e.detail->>'id' FROM call_events e JOIN calls c ON c.id = e.call_id \
                    WHERE c.caller_pseudonym = $1 AND e.kind = 'room_recording' \
-                   AND coalesce(e.detail->>'recorded', 'true') <> 'false')), '[]'::json), \
+                   AND coalesce(e.detail->>'recorded', 'true') <> 'false' \
+                   AND coalesce(c.consent->>'record', 'true') <> 'false')), '[]'::json), \
            'opt_outs', coalesce((SELECT json_agg(json_build_object('scope', scope, 'source', source, 'since', created_at) \
                ORDER BY scope) FROM opt_outs WHERE pseudonym = $1), '[]'::json))::text"
     );

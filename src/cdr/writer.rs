@@ -182,6 +182,7 @@ async fn carry_out(
             RoomRecordingErasure::Delete
         },
         requested_by: &q.requested_by,
+        requested_at: Some(q.requested_at),
         spool_entries: 0,
     };
     match super::erasure::erase(conn, &request, stores).await {
@@ -481,6 +482,14 @@ impl Writer {
                 for e in &entries {
                     match self.apply(std::slice::from_ref(e)).await {
                         Ok(()) => {}
+                        // A queued erasure is never set aside: the requester was told it will be
+                        // done. It is retried (the journal waits behind it) and alarms.
+                        Err(WriteError::Refused(why)) if matches!(e, JournalEntry::Erasure(_)) => {
+                            metrics::counter!("cdr_erasure_failures_total").increment(1);
+                            tracing::error!(error = %why, "a queued erasure failed; retried, CDRs wait in the journal behind it");
+                            self.reader = Some(JournalReader::new(&self.dir, before));
+                            return Err(WriteError::Unavailable(format!("queued erasure: {why}")));
+                        }
                         Err(WriteError::Refused(why)) => {
                             self.reject(e, &why)?;
                             outcome.rejected += 1;
@@ -593,10 +602,13 @@ impl Writer {
                     // goes in first and is erased with the rest.
                     JournalEntry::Erasure(q) => {
                         flush(&mut tx, &mut calls, &mut events, &upsert_calls).await?;
-                        if let Some(stores) = &stores {
-                            carry_out(&mut tx, q, stores).await?;
-                            erased = true;
-                        }
+                        let Some(stores) = &stores else {
+                            return Err(WriteError::Unavailable(
+                                "a queued erasure needs a writer that knows the data folders".into(),
+                            ));
+                        };
+                        carry_out(&mut tx, q, stores).await?;
+                        erased = true;
                     }
                 }
             }

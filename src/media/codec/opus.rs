@@ -120,8 +120,9 @@ impl OpusDecoder {
 
 impl Decoder for OpusDecoder {
     fn decode(&mut self, payload: &[u8], out: &mut Vec<i16>) {
-        // An empty or ToC-only payload would ask for concealment of an unknown length.
-        if payload.len() < 2 {
+        // An empty payload has no ToC to say how long it lasts: conceal 20 ms. (A ToC-only
+        // one, DTX, is concealed by the decoder for the duration its ToC gives.)
+        if payload.is_empty() {
             return self.conceal((self.rate / 50) as usize, out);
         }
         match self.inner.decode(payload, MAX_PACKET_SAMPLES, &mut self.scratch) {
