@@ -231,6 +231,7 @@ async fn housekeeping(
     policies: Vec<RetentionPolicyConfig>,
     sweep_every: Duration,
     recordings: PathBuf,
+    tts_cache: (PathBuf, Duration),
 ) {
     let mut policies_synced = false;
     let mut last_sweep: Option<tokio::time::Instant> = None;
@@ -264,6 +265,17 @@ async fn housekeeping(
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention sweep failed; retried at the next interval"),
+            }
+            let (dir, keep) = tts_cache.clone();
+            if !keep.is_zero() {
+                let removed = tokio::task::spawn_blocking(move || {
+                    retention::expire_files(&dir, keep, std::time::SystemTime::now())
+                })
+                .await
+                .unwrap_or(0);
+                if removed > 0 {
+                    tracing::info!(files = removed, "text-to-speech cache: expired files removed");
+                }
             }
         }
     }
@@ -335,6 +347,10 @@ impl CdrService {
             cfg.retention_policies(),
             Duration::from_secs(cfg.cdr.sweep_interval_secs),
             cfg.data_dir.join("recordings"),
+            (
+                cfg.data_dir.join("tts"),
+                Duration::from_secs(cfg.flow.tts_cache_days * 86_400),
+            ),
         ));
         Ok(CdrService {
             sink,

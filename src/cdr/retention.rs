@@ -18,6 +18,28 @@ pub struct SweepReport {
     pub partitions_dropped: u64,
 }
 
+/// Removes the files directly in `dir` last modified more than `keep` before `now` (the
+/// text-to-speech cache: `flow.tts_cache_days`); returns how many went. A missing folder or
+/// an unreadable entry is skipped.
+pub fn expire_files(dir: &Path, keep: std::time::Duration, now: std::time::SystemTime) -> u64 {
+    let Some(cutoff) = now.checked_sub(keep) else {
+        return 0;
+    };
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| m.modified().ok())
+                .is_some_and(|t| t < cutoff)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count() as u64
+}
+
 /// Stores the configured policies in `retention_policies` (the sweeper joins on them).
 pub async fn sync_policies(pool: &PgPool, policies: &[RetentionPolicyConfig]) -> Result<(), QueryError> {
     for p in policies {
@@ -153,4 +175,30 @@ async fn drop_expired_partitions(
         tracing::info!(partition = name, rows, "retention: dropped an expired partition");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn only_files_older_than_the_cache_days_are_removed() {
+        let dir = std::env::temp_dir().join(format!("tolk-tts-expiry-{}-{}", std::process::id(), fastrand::u32(..)));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let (old, new) = (dir.join("old.wav"), dir.join("new.wav"));
+        std::fs::write(&old, b"x").unwrap();
+        std::fs::write(&new, b"y").unwrap();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(now - 31 * day)
+            .unwrap();
+        assert_eq!(super::expire_files(&dir, 30 * day, now), 1);
+        assert!(!old.exists() && new.exists() && dir.join("sub").exists());
+        assert_eq!(super::expire_files(&dir.join("missing"), 30 * day, now), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -374,6 +374,9 @@ pub struct FlowConfig {
     pub stack_kib: usize,
     /// URL prefixes flows may reach with `http(...)` (`http://` only); empty disables it.
     pub http_allow: Vec<String>,
+    /// Days a text-to-speech file stays in `data_dir/tts` after it was made (the spoken text
+    /// may be personal); the retention sweep removes older ones. 0 keeps them.
+    pub tts_cache_days: u64,
 }
 
 impl Default for FlowConfig {
@@ -385,6 +388,7 @@ impl Default for FlowConfig {
             max_call_levels: 32,
             stack_kib: 0,
             http_allow: Vec::new(),
+            tts_cache_days: 30,
         }
     }
 }
