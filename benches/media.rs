@@ -97,7 +97,7 @@ fn bench(c: &mut Criterion) {
     };
     for complexity in [0, 1, 2, 3, 5, 9] {
         let mut enc = OpusEncoder::new(16_000).unwrap();
-        enc.set_complexity(complexity).unwrap();
+        enc.set_complexity(complexity);
         let mut frames = voice.chunks_exact(320).cycle();
         g.bench_function(format!("opus_encode_voice_16k/complexity_{complexity}"), |b| {
             b.iter(|| {

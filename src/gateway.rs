@@ -138,8 +138,7 @@ pub async fn run(
             key: c.policy.key.clone(),
             sink: c.sink.clone(),
             stores: crate::cdr::erasure::ErasureStores::under(&cfg.data_dir),
-            erasure_action: cfg.cdr.erasure_action,
-            erasure_room_recordings: cfg.cdr.erasure_room_recordings,
+            erasure: crate::cdr::erasure::ErasurePolicy::of(&cfg.cdr),
         }),
     });
     // The control socket serves the same API without tokens to the process's owner.

@@ -472,8 +472,7 @@ async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result
                 Ok(spooled) => {
                     let request = tolk::cdr::erasure::Erasure {
                         pseudonym: &p,
-                        action: cfg.cdr.erasure_action,
-                        room_recordings: cfg.cdr.erasure_room_recordings,
+                        policy: tolk::cdr::erasure::ErasurePolicy::of(&cfg.cdr),
                         requested_by,
                         requested_at: None,
                         spool_entries: spooled,

@@ -25,8 +25,7 @@ pub struct CdrApi {
     pub sink: CdrSink,
     /// Where erasure and sweeps look on disk.
     pub stores: crate::cdr::erasure::ErasureStores,
-    pub erasure_action: crate::config::RetentionAction,
-    pub erasure_room_recordings: crate::config::RoomRecordingErasure,
+    pub erasure: crate::cdr::erasure::ErasurePolicy,
 }
 
 /// Asks the gateway to reload the dialplan; answered with a summary or the errors.
@@ -527,8 +526,7 @@ async fn erase(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<Subjec
         api.sink.write(crate::cdr::model::JournalEntry::Erasure(Box::new(
             crate::cdr::model::QueuedErasure {
                 pseudonym: p,
-                action: api.erasure_action.as_str().to_string(),
-                room_recordings: api.erasure_room_recordings.as_str().to_string(),
+                policy: api.erasure,
                 requested_by: requested_by.to_string(),
                 requested_at: crate::cdr::model::now_micros(),
             },
@@ -548,8 +546,7 @@ async fn erase(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<Subjec
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let request = crate::cdr::erasure::Erasure {
         pseudonym: &p,
-        action: api.erasure_action,
-        room_recordings: api.erasure_room_recordings,
+        policy: api.erasure,
         requested_by,
         requested_at: None,
         spool_entries: spooled,

@@ -8,7 +8,7 @@
 //! accepted peer's credentials (`SO_PEERCRED`) must name the gateway's own user or root;
 //! anyone else is closed before a byte is read.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -122,161 +122,9 @@ impl axum::serve::Listener for OwnerOnly {
     }
 }
 
-/// An answer from the gateway: the HTTP status and the body.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub body: String,
-}
-
-impl Reply {
-    /// The body as JSON (a string value when it is not JSON).
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|_| serde_json::Value::String(self.body.clone()))
-    }
-
-    /// The API's `{"error": ...}` text, else the body.
-    pub fn error_text(&self) -> String {
-        match self.json()["error"].as_str() {
-            Some(e) => e.to_string(),
-            None => self.body.trim().to_string(),
-        }
-    }
-}
-
-/// The CLI's side: one HTTP/1.1 request per connection to the control socket.
-pub struct Client {
-    path: PathBuf,
-}
-
-impl Client {
-    /// A client for the gateway whose control socket is `path`, if one answers there.
-    pub fn connect(path: &Path) -> Option<Client> {
-        std::os::unix::net::UnixStream::connect(path).ok()?;
-        Some(Client {
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Sends `method path` with an optional JSON body and reads the whole answer.
-    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> io::Result<Reply> {
-        let mut stream = self.open(method, path, body, Duration::from_secs(60))?;
-        let mut reader = BufReader::new(&mut stream);
-        let (status, chunked, length) = read_head(&mut reader)?;
-        let mut raw = Vec::new();
-        if chunked {
-            read_chunked(&mut reader, &mut raw)?;
-        } else if let Some(n) = length {
-            raw.resize(n, 0);
-            reader.read_exact(&mut raw)?;
-        } else {
-            reader.read_to_end(&mut raw)?;
-        }
-        Ok(Reply {
-            status,
-            body: String::from_utf8_lossy(&raw).into_owned(),
-        })
-    }
-
-    /// Opens a streaming `GET` (server-sent events): the status, then the lines of the body.
-    pub fn stream(&self, path: &str) -> io::Result<(u16, io::Lines<BufReader<std::os::unix::net::UnixStream>>)> {
-        let stream = self.open("GET", path, None, Duration::from_secs(24 * 3600))?;
-        let mut reader = BufReader::new(stream);
-        let (status, _, _) = read_head(&mut reader)?;
-        Ok((status, reader.lines()))
-    }
-
-    fn open(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-        read_timeout: Duration,
-    ) -> io::Result<std::os::unix::net::UnixStream> {
-        let mut stream = std::os::unix::net::UnixStream::connect(&self.path)?;
-        stream.set_read_timeout(Some(read_timeout))?;
-        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-        let body = body.unwrap_or("");
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: tolk\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        Ok(stream)
-    }
-}
-
-fn bad(why: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, why.to_string())
-}
-
-/// The status line and headers (RFC 9112 §4, §6): status, chunked or not, Content-Length.
-fn read_head(reader: &mut impl BufRead) -> io::Result<(u16, bool, Option<usize>)> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad("no HTTP status line from the gateway"))?;
-    let (mut chunked, mut length) = (false, None);
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            } else if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().ok();
-            }
-        }
-    }
-    Ok((status, chunked, length))
-}
-
-/// A chunked body (RFC 9112 §7.1), capped at 64 MiB.
-fn read_chunked(reader: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<()> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let size = line.trim().split(';').next().unwrap_or("");
-        let size = usize::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))?;
-        if size == 0 {
-            return Ok(());
-        }
-        if out.len() + size > 64 << 20 {
-            return Err(bad("answer too large"));
-        }
-        let start = out.len();
-        out.resize(start + size, 0);
-        reader.read_exact(&mut out[start..])?;
-        line.clear();
-        reader.read_line(&mut line)?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunked_and_sized_answers_are_read_whole() {
-        let mut r = io::Cursor::new(
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n".to_vec(),
-        );
-        let (status, chunked, _) = read_head(&mut r).unwrap();
-        assert_eq!((status, chunked), (200, true));
-        let mut body = Vec::new();
-        read_chunked(&mut r, &mut body).unwrap();
-        assert_eq!(body, b"{\"a\":1}");
-        let mut r = io::Cursor::new(b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}".to_vec());
-        assert_eq!(read_head(&mut r).unwrap(), (404, false, Some(2)));
-        assert!(read_head(&mut io::Cursor::new(b"garbage\r\n\r\n".to_vec())).is_err());
-    }
 
     #[tokio::test]
     async fn the_socket_is_owner_only_and_refuses_a_second_gateway() {

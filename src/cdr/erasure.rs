@@ -15,7 +15,7 @@
 
 use super::model::CallEventKind;
 use super::query::QueryError;
-use crate::config::{RetentionAction, RoomRecordingErasure};
+use crate::config::{CdrConfig, RetentionAction, RoomRecordingErasure};
 use sqlx::{Connection, PgConnection};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -52,12 +52,29 @@ impl ErasureStores {
     }
 }
 
+/// What an erasure does to the caller's records and to the room recordings they were in
+/// (`cdr.erasure_action`, `cdr.erasure_room_recordings`), fixed when it is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErasurePolicy {
+    pub action: RetentionAction,
+    pub room_recordings: RoomRecordingErasure,
+}
+
+impl ErasurePolicy {
+    /// The configured policy.
+    pub fn of(cdr: &CdrConfig) -> ErasurePolicy {
+        ErasurePolicy {
+            action: cdr.erasure_action,
+            room_recordings: cdr.erasure_room_recordings,
+        }
+    }
+}
+
 /// One erasure request.
 #[derive(Debug, Clone)]
 pub struct Erasure<'a> {
     pub pseudonym: &'a str,
-    pub action: RetentionAction,
-    pub room_recordings: RoomRecordingErasure,
+    pub policy: ErasurePolicy,
     pub requested_by: &'a str,
     /// When it was asked, if not now (a request queued while the database was down).
     pub requested_at: Option<super::model::Micros>,
@@ -174,7 +191,7 @@ pub async fn erase(
             .fetch_all(&mut *tx)
             .await?;
     let room_ids: Vec<uuid::Uuid> = room_ids.into_iter().collect();
-    let room_paths: Vec<(String,)> = match request.room_recordings {
+    let room_paths: Vec<(String,)> = match request.policy.room_recordings {
         RoomRecordingErasure::Delete => {
             // A room recording still running is left alone (its recorder still writes the
             // file; the row is filed again when it ends): counted in `room_recordings_live`.
@@ -191,11 +208,11 @@ pub async fn erase(
         .bind(&room_ids)
         .fetch_one(&mut *tx)
         .await?;
-    let room_recordings = match request.room_recordings {
+    let room_recordings = match request.policy.room_recordings {
         RoomRecordingErasure::Delete => room_paths.len() as u64,
         RoomRecordingErasure::Keep => room_ids.len() as u64,
     };
-    let calls = if request.action == RetentionAction::Delete {
+    let calls = if request.policy.action == RetentionAction::Delete {
         sqlx::query("DELETE FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold")
             .bind(pseudonym)
             .execute(&mut *tx)
@@ -242,7 +259,7 @@ pub async fn erase(
     .bind(id)
     .bind(subject_ref(pseudonym))
     .bind(request.requested_by)
-    .bind(request.action.as_str())
+    .bind(request.policy.action.as_str())
     .bind(calls as i32)
     .bind(events as i32)
     .bind(own.len() as i32)
@@ -252,7 +269,7 @@ pub async fn erase(
     } else {
         "done"
     })
-    .bind(request.room_recordings.as_str())
+    .bind(request.policy.room_recordings.as_str())
     .bind(room_recordings as i32)
     .bind(opt_outs as i32)
     .bind((recording_files + tts_removed) as i32)
@@ -263,12 +280,12 @@ pub async fn erase(
     tx.commit().await?;
     Ok(ErasureReport {
         request_id: id.to_string(),
-        action: request.action.as_str().to_string(),
+        action: request.policy.action.as_str().to_string(),
         calls,
         events,
         recordings: own.len() as u64,
         room_recordings,
-        room_recordings_policy: request.room_recordings.as_str().to_string(),
+        room_recordings_policy: request.policy.room_recordings.as_str().to_string(),
         room_recordings_live: live as u64,
         recording_files,
         tts_files: tts_removed,

@@ -355,10 +355,9 @@ impl RecordingRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueuedErasure {
     pub pseudonym: String,
-    /// `delete` or `anonymise` (`cdr.erasure_action` when asked).
-    pub action: String,
-    /// `delete` or `keep` (`cdr.erasure_room_recordings` when asked).
-    pub room_recordings: String,
+    /// The configuration's, when it was asked (`action`, `room_recordings`).
+    #[serde(flatten)]
+    pub policy: super::erasure::ErasurePolicy,
     pub requested_by: String,
     pub requested_at: Micros,
 }

@@ -172,15 +172,9 @@ async fn carry_out(
     q: &super::model::QueuedErasure,
     stores: &super::erasure::ErasureStores,
 ) -> Result<(), WriteError> {
-    use crate::config::{RetentionAction, RoomRecordingErasure};
     let request = super::erasure::Erasure {
         pseudonym: &q.pseudonym,
-        action: RetentionAction::from_name(&q.action).unwrap_or(RetentionAction::Delete),
-        room_recordings: if q.room_recordings == "keep" {
-            RoomRecordingErasure::Keep
-        } else {
-            RoomRecordingErasure::Delete
-        },
+        policy: q.policy,
         requested_by: &q.requested_by,
         requested_at: Some(q.requested_at),
         spool_entries: 0,

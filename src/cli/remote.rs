@@ -2,21 +2,26 @@
 //! (owner only, no token; `tolk::admin::control`), else through the admin API with a token,
 //! else a message that says what is missing.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::time::Duration;
-use tolk::admin::control::{Client, Reply};
 use tolk::config::Config;
 
 /// How this command reaches the gateway.
 pub enum Reach {
-    Socket(Client),
-    Api { addr: std::net::SocketAddr, token: String },
+    /// The control socket at this path (a gateway answered there).
+    Socket(PathBuf),
+    Api {
+        addr: std::net::SocketAddr,
+        token: String,
+    },
 }
 
 /// The running gateway, if one answers on the control socket of this configuration.
 pub fn running(cfg: &Config) -> Option<Reach> {
-    cfg.control_socket()
-        .and_then(|p| Client::connect(&p))
-        .map(Reach::Socket)
+    let path = cfg.control_socket()?;
+    std::os::unix::net::UnixStream::connect(&path).ok()?;
+    Some(Reach::Socket(path))
 }
 
 /// The running gateway: its control socket, else the admin API when a token is at hand
@@ -52,65 +57,74 @@ pub fn not_running(cfg: &Config) -> String {
     }
 }
 
+/// A stream to the gateway with one HTTP/1.1 request written on it (`Connection: close`, so
+/// the answer ends with the stream).
+fn send_request(
+    reach: &Reach,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    read_timeout: Duration,
+) -> anyhow::Result<Box<dyn Read>> {
+    let body = body.unwrap_or("");
+    let auth = match reach {
+        Reach::Socket(_) => String::new(),
+        Reach::Api { token, .. } => format!("Authorization: Bearer {token}\r\n"),
+    };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: tolk\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let stream: Box<dyn Read> = match reach {
+        Reach::Socket(p) => {
+            let mut s = std::os::unix::net::UnixStream::connect(p)
+                .map_err(|e| anyhow::anyhow!("the gateway's control socket {}: {e}", p.display()))?;
+            s.set_read_timeout(Some(read_timeout))?;
+            s.write_all(head.as_bytes())?;
+            Box::new(s)
+        }
+        Reach::Api { addr, .. } => {
+            let mut s = std::net::TcpStream::connect_timeout(addr, Duration::from_secs(5))
+                .map_err(|e| anyhow::anyhow!("{addr}: {e} (is `tolk serve` running with this configuration?)"))?;
+            s.set_read_timeout(Some(read_timeout))?;
+            s.write_all(head.as_bytes())?;
+            Box::new(s)
+        }
+    };
+    Ok(stream)
+}
+
 impl Reach {
     /// One request; a status outside 2xx becomes an error with the gateway's message.
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> anyhow::Result<serde_json::Value> {
-        let reply = match self {
-            Reach::Socket(c) => c
-                .request(method, path, body)
-                .map_err(|e| anyhow::anyhow!("the gateway's control socket: {e}"))?,
-            Reach::Api { addr, token } => {
-                let auth = format!("Bearer {token}");
-                let url = format!("http://{addr}{path}");
-                let r = tolk::flow::http::send(
-                    method,
-                    &url,
-                    &[("Authorization", &auth)],
-                    body.map(|b| ("application/json", b)),
-                    Duration::from_secs(60),
-                )
-                .map_err(|e| anyhow::anyhow!("{url}: {e} (is `tolk serve` running with this configuration?)"))?;
-                Reply {
-                    status: r.status,
-                    body: r.body,
-                }
-            }
-        };
+        let mut raw = Vec::new();
+        send_request(self, method, path, body, Duration::from_secs(60))?.read_to_end(&mut raw)?;
+        let reply = tolk::flow::http::parse_response(&raw).map_err(|e| anyhow::anyhow!("the gateway's answer: {e}"))?;
+        let json = serde_json::from_str(&reply.body).unwrap_or_else(|_| serde_json::Value::String(reply.body.clone()));
         if !(200..300).contains(&reply.status) {
-            anyhow::bail!("the gateway answered {}: {}", reply.status, reply.error_text());
+            let why = json["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| reply.body.trim().to_string());
+            anyhow::bail!("the gateway answered {}: {why}", reply.status);
         }
         Ok(if reply.body.trim().is_empty() {
             serde_json::Value::Null
         } else {
-            reply.json()
+            json
         })
     }
 
     /// Prints the `data:` lines of a server-sent event stream until it ends.
     pub fn follow(&self, path: &str) -> anyhow::Result<()> {
-        use std::io::{BufRead, BufReader, Write};
-        let (status, lines): (u16, Box<dyn Iterator<Item = std::io::Result<String>>>) = match self {
-            Reach::Socket(c) => {
-                let (status, lines) = c.stream(path)?;
-                (status, Box::new(lines))
-            }
-            Reach::Api { addr, token } => {
-                let mut conn = std::net::TcpStream::connect(addr)
-                    .map_err(|e| anyhow::anyhow!("{addr}: {e} (is `tolk serve` running with this configuration?)"))?;
-                write!(
-                    conn,
-                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
-                )?;
-                let mut lines = BufReader::new(conn).lines();
-                let status_line = lines.next().transpose()?.unwrap_or_default();
-                let status = status_line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0);
-                (status, Box::new(lines))
-            }
-        };
+        let stream = send_request(self, "GET", path, None, Duration::from_secs(24 * 3600))?;
+        let mut lines = BufReader::new(stream).lines();
+        let status_line = lines.next().transpose()?.unwrap_or_default();
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         if status != 200 {
             anyhow::bail!("the gateway answered {status}");
         }

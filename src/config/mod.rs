@@ -71,7 +71,7 @@ impl RecordFormat {
 
 /// What erasure by number does to the room recordings the caller was heard in
 /// (`cdr.erasure_room_recordings`): the other members are in them too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomRecordingErasure {
     Delete,
@@ -89,7 +89,7 @@ impl RoomRecordingErasure {
 }
 
 /// What happens to a record whose time is up or whose caller asked for erasure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RetentionAction {
     Delete,

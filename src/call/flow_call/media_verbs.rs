@@ -165,10 +165,6 @@ pub(super) fn echo(fc: &mut FlowCall, call: CallRef, tx: ReplyTx, ctx: &mut Ctx,
     });
 }
 
-/// Speaks `text` with espeak-ng into `dir` (cached by the text's SHA-256), reads and
-/// resamples it to the leg's `rate` off the gateway task, then has the leg play it. A missing
-/// espeak-ng or a failed synthesis is reported as a playback that could not start, so the
-/// flow's `say` fails with the reason.
 /// The TTS cache's file for `text`: a hash of it (the text itself may be personal).
 pub(super) fn tts_file_name(text: &str) -> String {
     use sha2::Digest;
@@ -177,7 +173,10 @@ pub(super) fn tts_file_name(text: &str) -> String {
     format!("{name}.wav")
 }
 
-/// Speaks `text` from `path` in the TTS cache, synthesising it there first when missing.
+/// Speaks `text` with espeak-ng into `path` in the TTS cache (named by [`tts_file_name`];
+/// synthesised only when missing), reads and resamples it to the leg's `rate` off the
+/// gateway task, then has the leg play it. A missing espeak-ng or a failed synthesis is
+/// reported as a playback that could not start, so the flow's `say` fails with the reason.
 pub(super) fn spawn_tts(
     call: CallRef,
     text: String,

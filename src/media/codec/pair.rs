@@ -45,7 +45,7 @@ pub fn encoder(codec: Codec, rate: u32, opus_complexity: Option<i32>) -> Option<
 fn opus_encoder(rate: u32, complexity: Option<i32>) -> Option<OpusEncoder> {
     let mut enc = OpusEncoder::new(rate).ok()?;
     if let Some(c) = complexity {
-        enc.set_complexity(c).ok()?;
+        enc.set_complexity(c);
     }
     Some(enc)
 }
