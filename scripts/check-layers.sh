@@ -30,11 +30,11 @@ code_of() {
 }
 
 # Helpers at the bottom that any layer may use: they import nothing from the crate.
-bottom="clock number file_text privacy private_files metrics test_clock"
+bottom="clock number file_text privacy private_files keys metrics test_clock"
 
 # module -> the modules it may import (besides the bottom helpers).
 declare -A allowed=(
-  [clock]="" [number]="" [file_text]="" [privacy]="" [private_files]="" [metrics]="" [test_clock]=""
+  [clock]="" [number]="" [file_text]="" [privacy]="" [private_files]="" [keys]="" [metrics]="" [test_clock]=""
   [rtp]=""
   [media]="rtp"
   [config]=""

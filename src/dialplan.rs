@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 /// `room_role` answered from `rooms`, for the flow simulator (a real call asks its rooms).
 pub fn room_roles(rooms: RoomTable) -> crate::flow::sim::RoomRoles {
-    Arc::new(move |room: &str, pin: &str| room_settings::role_in(&rooms, room, pin))
+    Arc::new(move |room: &str, pin: &str| {
+        room_settings::role_in(&rooms, room, pin, &crate::room::pins::PinKey::default())
+    })
 }
 
 /// Where a route sends a call.

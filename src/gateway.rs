@@ -118,7 +118,10 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("cannot start the mixer threads: {e}"))?;
     let mut rooms = Rooms::with_scheduler(scheduler, cfg.room.max_members);
     rooms.set_pin_limits(crate::room::pin_guard::PinLimits::from(&cfg.room));
-    // PINs set through the admin API outlive restarts (room::pins).
+    // PINs set through the admin API outlive restarts (room::pins), kept as digests under a
+    // key of their own.
+    let pin_key_file = cfg.data_dir.join("keys").join("pins.key");
+    rooms.keep_pins_under(crate::keys::SecretKey::load_or_create(&pin_key_file).map_err(|e| anyhow::anyhow!("{e}"))?);
     for problem in rooms.keep_pins_in(cfg.data_dir.join("rooms").join("pins.json")) {
         tracing::warn!("{problem}");
     }
@@ -139,6 +142,7 @@ pub async fn run(
             sink: c.sink.clone(),
             stores: crate::cdr::erasure::ErasureStores::under(&cfg.data_dir),
             erasure: crate::cdr::erasure::ErasurePolicy::of(&cfg.cdr),
+            sweep: crate::cdr::retention::SweepScope::of(&cfg),
         }),
     });
     // The control socket serves the same API without tokens to the process's owner.

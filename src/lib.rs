@@ -21,7 +21,7 @@
 //! | [`media`] | codecs, jitter buffer, DTMF, E-model, resampler, the RTP stream, prompts and tones, sans-IO | read a clock, a file or a socket |
 //! | [`rtp`] | RTP packets, RFC 3550 statistics, RTCP, source latching, sans-IO | read a clock or a socket |
 //! | [`config`] | `tolk.toml` + `TOLK_*` overrides, parsed once into typed values, errors naming file, line and key | import any layer |
-//! | [`number`], [`clock`], [`file_text`], [`privacy`], [`metrics`] | helpers every layer may use: E.164 numbers, wall-clock micros, file:line errors, masking numbers for logs, counters | import anything from the crate |
+//! | [`number`], [`clock`], [`file_text`], [`privacy`], [`keys`], [`metrics`] | helpers every layer may use: E.164 numbers, wall-clock micros, file:line errors, masking numbers for logs, secret key files and HMAC, counters | import anything from the crate |
 
 pub mod admin;
 pub mod call;
@@ -32,6 +32,7 @@ pub mod dialplan;
 pub mod file_text;
 pub mod flow;
 pub mod gateway;
+pub mod keys;
 pub mod media;
 pub mod media_files;
 pub mod metrics;

@@ -1,10 +1,13 @@
 //! The `tolk` command line.
 
 use anyhow::Context;
+use cdr::{CdrCommand, OptoutCommand, cdr_command, optout_command};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tolk::config::Config;
 
+#[path = "cli/cdr.rs"]
+mod cdr;
 #[path = "cli/remote.rs"]
 mod remote;
 #[path = "cli/rooms.rs"]
@@ -92,73 +95,6 @@ enum Format {
 }
 
 #[derive(Subcommand)]
-enum CdrCommand {
-    /// Records, oldest first; `--format json` prints one JSON object per line.
-    List {
-        /// From this time (`2026-11-01`, `2026-11-01T12:00Z`).
-        #[arg(long)]
-        from: Option<String>,
-        /// Before this time.
-        #[arg(long)]
-        to: Option<String>,
-        /// Calls from this caller's number.
-        #[arg(long)]
-        number: Option<String>,
-        /// Calls to this dialled number.
-        #[arg(long)]
-        dialled: Option<String>,
-        #[arg(long)]
-        tenant: Option<String>,
-        #[arg(long)]
-        disposition: Option<String>,
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-        /// Continue after this cursor (the last record's `cursor`).
-        #[arg(long)]
-        after: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-    /// Calls, answered, ASR, billable minutes, peak concurrency and quality per group.
-    Report {
-        /// day, tenant, number, trunk, room, language, or interpretation (listener minutes
-        /// per channel, interpreter live minutes per booth).
-        #[arg(long, default_value = "day")]
-        by: String,
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-    /// Everything held about a caller, as JSON (a subject access request).
-    Export {
-        #[arg(long)]
-        number: String,
-    },
-    /// Erase a caller from every store: journal, database, recordings.
-    Erase {
-        #[arg(long)]
-        number: String,
-        #[arg(long, default_value = "cli")]
-        requested_by: String,
-    },
-    /// Set (or with --release, lift) a legal hold on a record (a call's id, or a recording's:
-    /// room recordings too) or on a caller's records.
-    Hold {
-        #[arg(long)]
-        id: Option<uuid::Uuid>,
-        #[arg(long)]
-        number: Option<String>,
-        #[arg(long)]
-        release: bool,
-    },
-    /// Run the retention sweeper now.
-    Sweep,
-}
-
-#[derive(Subcommand)]
 enum FlowCommand {
     /// Compile and lint flows (unknown functions, typos in verbs); exit 1 on any error.
     Check {
@@ -240,31 +176,6 @@ enum RoomsCommand {
     Events,
 }
 
-#[derive(Subcommand)]
-enum OptoutCommand {
-    /// Register an opt-out: record, retain or contact.
-    Add {
-        #[arg(long)]
-        number: String,
-        #[arg(long)]
-        scope: String,
-        #[arg(long, default_value = "cli")]
-        source: String,
-    },
-    /// Withdraw an opt-out.
-    Remove {
-        #[arg(long)]
-        number: String,
-        #[arg(long)]
-        scope: String,
-    },
-    /// The registry (pseudonyms shortened).
-    List {
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -325,225 +236,6 @@ fn main() -> anyhow::Result<()> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
-}
-
-/// The database, the pseudonym key, and the private cluster if this command started it.
-struct Db {
-    pool: sqlx::PgPool,
-    key: tolk::cdr::privacy::PseudonymKey,
-    embedded: Option<tolk::cdr::embedded::EmbeddedPostgres>,
-}
-
-impl Db {
-    async fn open(cfg: &Config) -> anyhow::Result<Db> {
-        let (target, embedded) = tolk::cdr::resolve_target(cfg).await?;
-        let pool = tolk::cdr::db::prepare(&target).await?;
-        tolk::cdr::retention::sync_policies(&pool, &cfg.retention_policies()).await?;
-        let key = tolk::cdr::privacy::PseudonymKey::load_or_create(&cfg.key_file())?;
-        Ok(Db { pool, key, embedded })
-    }
-
-    fn pseudonym(&self, number: &str) -> anyhow::Result<String> {
-        let n = tolk::number::normalise(number).ok_or_else(|| anyhow::anyhow!("`{number}` is not a phone number"))?;
-        Ok(self.key.pseudonym(&n))
-    }
-
-    async fn close(self) {
-        self.pool.close().await;
-        if let Some(pg) = self.embedded.filter(|p| p.started) {
-            let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
-        }
-    }
-}
-
-fn print_rows(rows: &[serde_json::Value], columns: &[&str], format: Format) {
-    match format {
-        Format::Json => {
-            for r in rows {
-                println!("{r}");
-            }
-        }
-        Format::Csv => print!("{}", tolk::cdr::query::render(rows, columns, true)),
-        Format::Table => print!("{}", tolk::cdr::query::render(rows, columns, false)),
-    }
-}
-
-fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
-    use tolk::cdr::query;
-    runtime()?.block_on(async move {
-        if let CdrCommand::Erase { number, requested_by } = &command {
-            return erase(&cfg, number, requested_by).await;
-        }
-        let db = Db::open(&cfg).await?;
-        let result: anyhow::Result<()> = async {
-            match command {
-                CdrCommand::List {
-                    from,
-                    to,
-                    number,
-                    dialled,
-                    tenant,
-                    disposition,
-                    limit,
-                    after,
-                    format,
-                } => {
-                    let caller_pseudonym = number.as_deref().map(|n| db.pseudonym(n)).transpose()?;
-                    let dialled = dialled.map(|d| tolk::number::normalise(&d).unwrap_or(d));
-                    let rows = query::list(
-                        &db.pool,
-                        &query::ListFilter {
-                            from,
-                            to,
-                            caller_pseudonym,
-                            dialled,
-                            tenant,
-                            disposition,
-                            limit,
-                            after,
-                        },
-                    )
-                    .await?;
-                    print_rows(&rows, query::LIST_COLUMNS, format);
-                }
-                CdrCommand::Report { by, from, to, format } => {
-                    let by = query::ReportBy::parse(&by)?;
-                    let rows = query::report(&db.pool, by, from.as_deref(), to.as_deref()).await?;
-                    print_rows(&rows, by.columns(), format);
-                }
-                CdrCommand::Export { number } => {
-                    let p = db.pseudonym(&number)?;
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&query::export_subject(&db.pool, &p).await?)?
-                    );
-                }
-                CdrCommand::Hold { id, number, release } => {
-                    let p = number.as_deref().map(|n| db.pseudonym(n)).transpose()?;
-                    let n = tolk::cdr::subject::set_hold(&db.pool, id, p.as_deref(), !release).await?;
-                    println!("{} record(s) {}", n, if release { "released" } else { "on hold" });
-                }
-                CdrCommand::Sweep => {
-                    let recordings = cfg.data_dir.join("recordings");
-                    let r = tolk::cdr::retention::sweep(&db.pool, 5000, &recordings).await?;
-                    println!("{}", serde_json::to_string(&r)?);
-                }
-                CdrCommand::Erase { .. } => unreachable!("handled above"),
-            }
-            Ok(())
-        }
-        .await;
-        db.close().await;
-        result
-    })
-}
-
-/// Erasure needs the journal: through the running gateway when it holds the journal,
-/// else here (drain the journal into the database, compact it, erase).
-async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result<()> {
-    use tolk::cdr::journal::{Journal, JournalError};
-    let journal_dir = cfg.data_dir.join("cdr");
-    match Journal::open(&journal_dir) {
-        // The gateway holds the journal: it erases (control socket, else admin API).
-        Err(JournalError::Locked(_)) => {
-            let body = serde_json::json!({ "number": number, "requested_by": requested_by }).to_string();
-            let report = remote::reach(cfg, None)
-                .map_err(|e| {
-                    anyhow::anyhow!("the CDR journal is locked by a running gateway, which must do the erasure: {e}")
-                })?
-                .call("POST", "/api/v1/erasures", Some(&body))?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-        Ok((journal, _)) => {
-            let db = Db::open(cfg).await?;
-            let p = db.pseudonym(number)?;
-            let (sink, wake) = tolk::cdr::writer::CdrSink::new(journal);
-            let (stop, stop_rx) = tokio::sync::watch::channel(false);
-            let (target, _) = tolk::cdr::resolve_target(cfg).await?;
-            let writer = tolk::cdr::writer::Writer::new(target, &journal_dir, Default::default())
-                .with_erasure_stores(tolk::cdr::erasure::ErasureStores::under(&cfg.data_dir));
-            let task = tokio::spawn(writer.run(sink.clone(), wake, stop_rx, std::time::Duration::from_secs(5)));
-            let compacted = tolk::cdr::writer::compact(&sink, &p, std::time::Duration::from_secs(30)).await;
-            let _ = stop.send(true);
-            let _ = task.await;
-            let result = match compacted {
-                Ok(spooled) => {
-                    let request = tolk::cdr::erasure::Erasure {
-                        pseudonym: &p,
-                        policy: tolk::cdr::erasure::ErasurePolicy::of(&cfg.cdr),
-                        requested_by,
-                        requested_at: None,
-                        spool_entries: spooled,
-                    };
-                    let stores = tolk::cdr::erasure::ErasureStores::under(&cfg.data_dir);
-                    let r = tolk::cdr::erasure::erase_with(&db.pool, &request, &stores).await?;
-                    println!("{}", serde_json::to_string(&r)?);
-                    Ok(())
-                }
-                Err(e) => Err(e.into()),
-            };
-            db.close().await;
-            result
-        }
-    }
-}
-
-fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()> {
-    use tolk::cdr::subject;
-    if let Some(gateway) = remote::running(&cfg) {
-        return optout_through(&gateway, command);
-    }
-    runtime()?.block_on(async move {
-        let db = Db::open(&cfg).await?;
-        let result: anyhow::Result<()> = async {
-            match command {
-                OptoutCommand::Add { number, scope, source } => {
-                    subject::opt_out(&db.pool, &db.pseudonym(&number)?, &scope, &source).await?;
-                    println!("opt-out registered ({scope})");
-                }
-                OptoutCommand::Remove { number, scope } => {
-                    if subject::opt_in(&db.pool, &db.pseudonym(&number)?, &scope).await? {
-                        println!("opt-out withdrawn ({scope})");
-                    } else {
-                        anyhow::bail!("no {scope} opt-out for that number");
-                    }
-                }
-                OptoutCommand::List { format } => {
-                    let rows = subject::list_opt_outs(&db.pool).await?;
-                    print_rows(&rows, &["pseudonym", "scope", "source", "since"], format);
-                }
-            }
-            Ok(())
-        }
-        .await;
-        db.close().await;
-        result
-    })
-}
-
-/// `tolk optout ...` through the running gateway, which owns the registry it checks calls
-/// against.
-fn optout_through(gateway: &remote::Reach, command: OptoutCommand) -> anyhow::Result<()> {
-    match command {
-        OptoutCommand::Add { number, scope, source } => {
-            let body = serde_json::json!({ "number": number, "scope": scope, "source": source }).to_string();
-            gateway.call("POST", "/api/v1/optouts", Some(&body))?;
-            println!("opt-out registered ({scope})");
-        }
-        OptoutCommand::Remove { number, scope } => {
-            let body = serde_json::json!({ "number": number, "scope": scope }).to_string();
-            gateway.call("DELETE", "/api/v1/optouts", Some(&body))?;
-            println!("opt-out withdrawn ({scope})");
-        }
-        OptoutCommand::List { format } => {
-            let answer = gateway.call("GET", "/api/v1/optouts", None)?;
-            let rows = answer["opt_outs"].as_array().cloned().unwrap_or_default();
-            print_rows(&rows, &["pseudonym", "scope", "source", "since"], format);
-        }
-    }
-    Ok(())
 }
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {

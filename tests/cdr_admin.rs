@@ -344,11 +344,47 @@ fn list_contract_opt_outs_and_erasure_that_leaves_no_trace() {
          VALUES (gen_random_uuid(), 'r1.wav', 'wav', now(), '{pseudonym}', 'standard')"
     ));
 
+    // The request register through the API: an erasure request logged as it arrived.
+    let body = format!(
+        "{{\"kind\":\"erasure\",\"number\":\"{subject}\",\"received_at\":\"2026-11-20T09:00:00Z\",\"note\":\"asked by mail\"}}"
+    );
+    let (code, logged) = http_request(gw.admin, "POST", "/api/v1/requests", Some(TOKEN), &body);
+    assert_eq!(code, 201, "{logged}");
+    let logged: serde_json::Value = serde_json::from_str(&logged).unwrap();
+    assert!(logged["due_at"].as_str().unwrap().starts_with("2026-12-20"), "{logged}");
+    let (code, open) = http_request(gw.admin, "GET", "/api/v1/requests", Some(TOKEN), "");
+    assert_eq!(code, 200, "{open}");
+    assert!(
+        open.contains(logged["id"].as_str().unwrap()) && !open.contains(subject),
+        "{open}"
+    );
+    let (code, refused) = http_request(
+        gw.admin,
+        "POST",
+        "/api/v1/corrections",
+        Some(TOKEN),
+        &format!("{{\"number\":\"{subject}\",\"set\":{{\"disposition\":\"answered\"}}}}"),
+    );
+    assert_eq!(code, 400, "{refused}");
+    assert!(refused.contains("cannot be corrected"), "{refused}");
+
     // Subject access export, then erasure through the running gateway.
     let export = tolk(&db, &dir, &["cdr", "export", "--number", subject]);
     let export: serde_json::Value = serde_json::from_str(&export).unwrap();
     assert_eq!(export["calls"].as_array().unwrap().len(), 2);
     assert_eq!(export["recordings"].as_array().unwrap().len(), 1);
+    // The export answered an access request (none was logged: registered as answered) and
+    // lists the subject's requests, the open erasure among them.
+    let kinds: Vec<(&str, bool)> = export["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["completed_at"].is_null()))
+        .collect();
+    assert!(
+        kinds.contains(&("erasure", true)) && kinds.contains(&("access", false)),
+        "{kinds:?}"
+    );
     // The gateway holds the journal, so the CLI asks it (admin API, with the token).
     let out = tolk_env(
         &db,
@@ -388,6 +424,19 @@ fn list_contract_opt_outs_and_erasure_that_leaves_no_trace() {
     assert_eq!(
         db.query("SELECT action, calls_affected, recordings_affected, status FROM erasure_requests"),
         vec!["delete|2|1|done"]
+    );
+    // The erasure answered the request logged for it: nothing is open any more.
+    let (_, open) = http_request(gw.admin, "GET", "/api/v1/requests", Some(TOKEN), "");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&open).unwrap()["requests"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        db.query(&format!(
+            "SELECT kind, received_at < completed_at, outcome ? 'erasure_id' FROM subject_requests WHERE id = '{}'",
+            logged["id"].as_str().unwrap()
+        )),
+        vec!["erasure|t|t"]
     );
     gw.terminate();
     gw.wait_exit(Duration::from_secs(20));
@@ -583,5 +632,241 @@ fn room_recordings_are_exported_held_and_erased_with_their_members() {
         serde_json::from_str(tolk(&db, &dir, &["cdr", "erase", "--number", number]).trim()).unwrap();
     assert_eq!(report["room_recordings"], 1, "{report}");
     assert!(!file.exists(), "the room recording's file is gone");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The subject request register (`tolk cdr requests`) and corrections (`tolk cdr correct`),
+/// on the database directly: due dates, overdue requests, answers by the operations, and an
+/// audit that names fields and counts, never values, pseudonyms or numbers.
+#[test]
+fn requests_are_registered_with_due_dates_and_corrections_are_audited_without_values() {
+    let db = TestDb::new("requests");
+    let dir = unique_dir("requests");
+    let subject = "+15550001111";
+    let json_lines =
+        |out: String| -> Vec<serde_json::Value> { out.lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let add = |kind: &str, extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["cdr", "requests", "add", "--kind", kind, "--number", subject];
+        args.extend_from_slice(extra);
+        serde_json::from_str(tolk(&db, &dir, &args).trim()).unwrap()
+    };
+    // Received five weeks ago: overdue; its note is masked.
+    let late = add(
+        "access",
+        &["--received", "2026-11-01", "--note", "called back on +15550001111"],
+    );
+    assert!(late["due_at"].as_str().unwrap().starts_with("2026-12-01"), "{late}");
+    assert_eq!(late["overdue"], true, "{late}");
+    assert_eq!(late["note"], "called back on +1555000****", "{late}");
+    let fresh = add("correction", &[]);
+    assert_eq!(fresh["overdue"], false, "{fresh}");
+    assert!((29..=30).contains(&fresh["days_left"].as_i64().unwrap()), "{fresh}");
+    let open = json_lines(tolk(&db, &dir, &["cdr", "requests", "--format", "json"]));
+    assert_eq!(open.len(), 2);
+    assert_eq!(open[0]["id"], late["id"], "the most urgent first");
+    // Mistakes get an answer and change nothing.
+    for (args, says) in [
+        (
+            vec!["--kind", "delete", "--number", subject],
+            "access, erasure, correction, objection",
+        ),
+        (
+            vec!["--kind", "access", "--number", subject, "--received", "last week"],
+            "is not a time",
+        ),
+        (
+            vec!["--kind", "access", "--number", "not-a-number"],
+            "is not a phone number",
+        ),
+    ] {
+        let mut all = vec!["cdr", "requests", "add"];
+        all.extend(args);
+        let out = tolk_raw(&db, &dir, &all);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{all:?}: {err}");
+    }
+    assert_eq!(db.query("SELECT count(*) FROM subject_requests"), vec!["2"]);
+
+    // The subject's records: an opt-out made on request answers an objection (registered
+    // as answered now) and tells us the pseudonym under this data_dir's key.
+    tolk(&db, &dir, &["optout", "add", "--number", subject, "--scope", "contact"]);
+    let pseudonym = db.query("SELECT pseudonym FROM opt_outs")[0].clone();
+    for (sip, ended, hold) in [
+        ("done", "now()", false),
+        ("live", "NULL", false),
+        ("held", "now()", true),
+    ] {
+        db.query(&format!(
+            "INSERT INTO calls (id, started_at, revision, node, direction, caller_pseudonym, caller_masked, dialled, \
+               dialled_kind, sip_call_id, ended_at, disposition, retention_class, language, tags, legal_hold) \
+             VALUES (gen_random_uuid(), now(), 2, 'hand', 'inbound', '{pseudonym}', '+1555000****', '+18005550100', \
+               'toll_free', '{sip}', {ended}, 'answered', 'standard', 'en', '{{\"account\":\"A-1\",\"note\":\"x\"}}', {hold})"
+        ));
+    }
+    let out = tolk_raw(
+        &db,
+        &dir,
+        &["cdr", "correct", "--number", subject, "--set", "disposition=failed"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be corrected"));
+    let out = tolk(
+        &db,
+        &dir,
+        &[
+            "cdr",
+            "correct",
+            "--number",
+            subject,
+            "--set",
+            "tags.account=A-17",
+            "--set",
+            "language=fr",
+            "--clear",
+            "tags.note",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (
+            report["calls"].as_u64(),
+            report["held"].as_u64(),
+            report["live"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(
+        report["requests"],
+        serde_json::json!([fresh["id"]]),
+        "it answers the open correction request"
+    );
+    assert_eq!(
+        db.query("SELECT sip_call_id, language, tags::text FROM calls ORDER BY sip_call_id"),
+        vec![
+            "done|fr|{\"account\": \"A-17\"}",
+            "held|en|{\"note\": \"x\", \"account\": \"A-1\"}",
+            "live|en|{\"note\": \"x\", \"account\": \"A-1\"}",
+        ]
+    );
+    assert_eq!(
+        db.query("SELECT fields::text, calls_affected, held_skipped, live_skipped FROM corrections"),
+        vec!["{language,tags.account,tags.note}|1|1|1"]
+    );
+
+    // The export answers the overdue access request; nothing is open then.
+    let export: serde_json::Value =
+        serde_json::from_str(&tolk(&db, &dir, &["cdr", "export", "--number", subject])).unwrap();
+    assert_eq!(export["calls"].as_array().unwrap().len(), 3);
+    assert_eq!(tolk(&db, &dir, &["cdr", "requests", "--format", "json"]), "");
+    let all = json_lines(tolk(&db, &dir, &["cdr", "requests", "--all", "--format", "json"]));
+    let mut kinds: Vec<&str> = all.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["access", "correction", "objection"]);
+    assert!(
+        all.iter()
+            .all(|r| !r["completed_at"].is_null() && r["overdue"] == false)
+    );
+
+    // A request closed without an operation, with the reason.
+    let refused = add("erasure", &[]);
+    let id = refused["id"].as_str().unwrap();
+    tolk(
+        &db,
+        &dir,
+        &["cdr", "requests", "close", "--id", id, "--note", "identity not proved"],
+    );
+    assert_eq!(tolk(&db, &dir, &["cdr", "requests", "--format", "json"]), "");
+    assert!(
+        !tolk_raw(&db, &dir, &["cdr", "requests", "close", "--id", id, "--note", "again"])
+            .status
+            .success()
+    );
+
+    // The register and the audit name the subject by a hash only, and hold no value.
+    let dump = Command::new("pg_dump")
+        .args(["--data-only", "-t", "subject_requests", "-t", "corrections", &db.url])
+        .output()
+        .expect("pg_dump");
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("identity not proved"), "the dump holds the tables");
+    for needle in [pseudonym.as_str(), subject, "5550001111", "A-17"] {
+        assert!(!dump.contains(needle), "`{needle}` is in the register or the audit");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What has no retention class still has a clock: the privacy audit and answered requests,
+/// opt-outs (when `cdr.opt_out_keep_days` is set) and `rejected.jsonl`.
+#[test]
+fn the_sweep_expires_audits_opt_outs_and_rejected_rows_but_never_open_requests() {
+    let db = TestDb::new("sweep_unclassed");
+    let dir = unique_dir("sweep_unclassed");
+    let env = [("TOLK_CDR_OPT_OUT_KEEP_DAYS", "365".to_string())];
+    tolk(&db, &dir, &["cdr", "list"]);
+    db.query(
+        "INSERT INTO erasure_requests (id, subject_ref, requested_at, completed_at, requested_by, action, status) VALUES \
+           (gen_random_uuid(), 'old', now() - interval '4 years', now() - interval '4 years', 't', 'delete', 'done'), \
+           (gen_random_uuid(), 'new', now() - interval '1 day', now() - interval '1 day', 't', 'delete', 'done')",
+    );
+    db.query(
+        "INSERT INTO corrections (id, subject_ref, at, requested_by, fields, calls_affected, held_skipped, live_skipped) \
+         VALUES (gen_random_uuid(), 'old', now() - interval '4 years', 't', '{language}', 1, 0, 0)",
+    );
+    db.query(
+        "INSERT INTO subject_requests (id, kind, subject_ref, received_at, due_at, completed_at, requested_by) VALUES \
+           (gen_random_uuid(), 'access', 'answered-long-ago', now() - interval '4 years', now() - interval '4 years', \
+            now() - interval '4 years', 't'), \
+           (gen_random_uuid(), 'access', 'never-answered', now() - interval '4 years', now() - interval '4 years', NULL, 't')",
+    );
+    db.query(
+        "INSERT INTO opt_outs (pseudonym, scope, source, created_at) VALUES \
+           ('p-old', 'record', 't', now() - interval '2 years'), ('p-new', 'record', 't', now())",
+    );
+    let journal = dir.join("cdr");
+    std::fs::create_dir_all(&journal).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let lines = [
+        format!(
+            "{{\"error\":\"x\",\"rejected_at\":{},\"entry\":{{\"id\":\"old\"}}}}",
+            now - 40 * 86_400
+        ),
+        format!(
+            "{{\"error\":\"x\",\"rejected_at\":{},\"entry\":{{\"id\":\"young\"}}}}",
+            now - 86_400
+        ),
+        "{\"error\":\"x\",\"entry\":{\"id\":\"undated\"}}".to_string(),
+    ];
+    std::fs::write(journal.join("rejected.jsonl"), lines.join("\n") + "\n").unwrap();
+    let out = tolk_env(&db, &dir, &["cdr", "sweep"], &env);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (&r["audit_rows_deleted"], &r["opt_outs_expired"], &r["rejected_expired"]),
+        (&serde_json::json!(3), &serde_json::json!(1), &serde_json::json!(1)),
+        "{out}"
+    );
+    assert_eq!(db.query("SELECT subject_ref FROM erasure_requests"), vec!["new"]);
+    assert_eq!(db.query("SELECT count(*) FROM corrections"), vec!["0"]);
+    assert_eq!(
+        db.query("SELECT subject_ref FROM subject_requests"),
+        vec!["never-answered"]
+    );
+    assert_eq!(db.query("SELECT pseudonym FROM opt_outs"), vec!["p-new"]);
+    let kept = std::fs::read_to_string(journal.join("rejected.jsonl")).unwrap();
+    let kept: Vec<serde_json::Value> = kept.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0]["entry"]["id"], "young");
+    assert_eq!(kept[1]["entry"]["id"], "undated");
+    assert!(
+        kept[1]["rejected_at"].as_u64().unwrap() >= now,
+        "an undated line is dated at the first sweep"
+    );
+    // By default opt-outs stand until withdrawn.
+    db.query("UPDATE opt_outs SET created_at = now() - interval '20 years'");
+    let r: serde_json::Value = serde_json::from_str(tolk(&db, &dir, &["cdr", "sweep"]).trim()).unwrap();
+    assert_eq!(r["opt_outs_expired"], 0);
+    assert_eq!(db.query("SELECT count(*) FROM opt_outs"), vec!["1"]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -344,8 +344,12 @@ fn admins_set_pins_lock_and_eject_and_watch_the_event_stream() {
     }
     drop((first, second));
     // The PINs set through the API outlive a restart (data_dir/rooms/pins.json, 0600 in a
-    // 0700 folder).
-    common::assert_private(&gw.data_dir.join("rooms").join("pins.json"));
+    // 0700 folder), kept as keyed digests: the file holds no PIN, the key is private too.
+    let pins_file = gw.data_dir.join("rooms").join("pins.json");
+    common::assert_private(&pins_file);
+    common::assert_private(&gw.data_dir.join("keys").join("pins.key"));
+    let kept = std::fs::read_to_string(&pins_file).unwrap();
+    assert!(!kept.contains("4321") && kept.contains("hmac-sha256:"), "{kept}");
     let mut gw = gw;
     gw.keep_data = true;
     let dir = gw.data_dir.clone();

@@ -6,7 +6,7 @@
 use crate::cdr::privacy::PseudonymKey;
 use crate::cdr::query::{self, ListFilter, ReportBy};
 use crate::cdr::writer::CdrSink;
-use crate::cdr::{retention, subject};
+use crate::cdr::{correction, requests, retention, subject};
 use crate::room::PinError;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -26,6 +26,8 @@ pub struct CdrApi {
     /// Where erasure and sweeps look on disk.
     pub stores: crate::cdr::erasure::ErasureStores,
     pub erasure: crate::cdr::erasure::ErasurePolicy,
+    /// What the retention sweep reaches and the clocks of each.
+    pub sweep: retention::SweepScope,
 }
 
 /// Asks the gateway to reload the dialplan; answered with a summary or the errors.
@@ -512,7 +514,10 @@ async fn export(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let api = authorise(&s, &headers)?;
     let p = api.key.pseudonym(&number(&b.number)?);
-    Ok(Json(query::export_subject(&api.pool, &p).await?))
+    let by = b.requested_by.as_deref().unwrap_or("admin api");
+    Ok(Json(
+        subject::answer_access(&api.pool, &p, by, api.erasure.due_days).await?,
+    ))
 }
 
 async fn erase(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<SubjectBody>) -> Result<Response, ApiError> {
@@ -582,7 +587,8 @@ async fn add_opt_out(
 ) -> Result<StatusCode, ApiError> {
     let api = authorise(&s, &headers)?;
     let p = api.key.pseudonym(&number(&b.number)?);
-    subject::opt_out(&api.pool, &p, &b.scope, b.source.as_deref().unwrap_or("admin api")).await?;
+    let source = b.source.as_deref().unwrap_or("admin api");
+    subject::opt_out_on_request(&api.pool, &p, &b.scope, source, api.erasure.due_days).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -620,8 +626,110 @@ async fn hold(
 
 async fn sweep(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<retention::SweepReport>, ApiError> {
     let api = authorise(&s, &headers)?;
+    Ok(Json(retention::sweep(&api.pool, 5000, &api.sweep).await?))
+}
+
+#[derive(Deserialize)]
+struct RequestParams {
+    #[serde(default)]
+    all: bool,
+    number: Option<String>,
+}
+
+/// The subject request register: open requests by due date (`?all=true`: answered ones too).
+async fn list_requests(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(p): Query<RequestParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let subject = optional_pseudonym(api, p.number.as_deref())?.map(|p| crate::cdr::erasure::subject_ref(&p));
+    let mut conn = api.pool.acquire().await.map_err(query::QueryError::from)?;
+    let rows = requests::list(&mut conn, p.all, subject.as_deref()).await?;
+    Ok(Json(serde_json::json!({ "requests": rows })))
+}
+
+#[derive(Deserialize)]
+struct NewRequestBody {
+    kind: String,
+    number: String,
+    received_at: Option<String>,
+    #[serde(default)]
+    note: String,
+    requested_by: Option<String>,
+}
+
+/// Logs a request as it arrives: its 30-day clock starts at `received_at` (default now).
+async fn log_request(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(b): Json<NewRequestBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let api = authorise(&s, &headers)?;
+    let subject = crate::cdr::erasure::subject_ref(&api.key.pseudonym(&number(&b.number)?));
+    let mut conn = api.pool.acquire().await.map_err(query::QueryError::from)?;
+    let row = requests::log(
+        &mut conn,
+        &requests::NewRequest {
+            kind: requests::RequestKind::parse(&b.kind)?,
+            subject_ref: &subject,
+            received_at: b.received_at.as_deref(),
+            received_micros: None,
+            requested_by: b.requested_by.as_deref().unwrap_or("admin api"),
+            note: &b.note,
+            due_days: api.erasure.due_days,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+#[derive(Deserialize)]
+struct CloseBody {
+    note: String,
+}
+
+/// Closes an open request without carrying it out (the note says why).
+async fn close_request(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<uuid::Uuid>,
+    Json(b): Json<CloseBody>,
+) -> Result<StatusCode, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let mut conn = api.pool.acquire().await.map_err(query::QueryError::from)?;
+    if requests::close(&mut conn, id, &b.note).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, "no open request with that id".into()))
+    }
+}
+
+#[derive(Deserialize)]
+struct CorrectionBody {
+    number: String,
+    #[serde(default)]
+    set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    clear: Vec<String>,
+    call_id: Option<uuid::Uuid>,
+    requested_by: Option<String>,
+}
+
+/// Corrects `language` or `tags.<key>` on a caller's records (all, or `call_id`'s).
+async fn correct(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Json(b): Json<CorrectionBody>,
+) -> Result<Json<correction::CorrectionReport>, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let p = api.key.pseudonym(&number(&b.number)?);
+    let set: Vec<(String, String)> = b.set.into_iter().collect();
+    let by = b.requested_by.as_deref().unwrap_or("admin api");
+    let c = correction::Correction::from_pairs(&set, &b.clear, b.call_id, by)?;
+    let mut conn = api.pool.acquire().await.map_err(query::QueryError::from)?;
     Ok(Json(
-        retention::sweep(&api.pool, 5000, &api.stores.recordings_dir).await?,
+        correction::correct(&mut conn, &p, &c, api.erasure.due_days).await?,
     ))
 }
 
@@ -646,6 +754,9 @@ pub fn routes(state: Shared) -> Router {
         )
         .route("/api/v1/holds", post(hold))
         .route("/api/v1/sweeps", post(sweep))
+        .route("/api/v1/requests", get(list_requests).post(log_request))
+        .route("/api/v1/requests/{id}/close", post(close_request))
+        .route("/api/v1/corrections", post(correct))
         .route("/api/v1/rooms", get(list_rooms))
         .route("/api/v1/rooms/events", get(room_events))
         .route("/api/v1/rooms/{room}", get(get_room))

@@ -16,6 +16,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "erasure everywhere",
         include_str!("../../migrations/0002_erasure_everywhere.sql"),
     ),
+    (
+        3,
+        "subject requests",
+        include_str!("../../migrations/0003_subject_requests.sql"),
+    ),
 ];
 
 /// Errors reaching or preparing the database.

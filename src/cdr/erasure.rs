@@ -58,6 +58,13 @@ impl ErasureStores {
 pub struct ErasurePolicy {
     pub action: RetentionAction,
     pub room_recordings: RoomRecordingErasure,
+    /// Days the subject's request may take (`cdr.request_due_days`), for the register.
+    #[serde(default = "thirty_days")]
+    pub due_days: u32,
+}
+
+fn thirty_days() -> u32 {
+    30
 }
 
 impl ErasurePolicy {
@@ -66,6 +73,7 @@ impl ErasurePolicy {
         ErasurePolicy {
             action: cdr.erasure_action,
             room_recordings: cdr.erasure_room_recordings,
+            due_days: cdr.request_due_days,
         }
     }
 }
@@ -276,6 +284,23 @@ pub async fn erase(
     .bind(rejected as i32)
     .bind(request.requested_at.map(|t| t as f64))
     .execute(&mut *tx)
+    .await?;
+    // The subject request register: their open erasure requests are answered by this one.
+    let subject = subject_ref(pseudonym);
+    let register = super::requests::NewRequest {
+        kind: super::requests::RequestKind::Erasure,
+        subject_ref: &subject,
+        received_at: None,
+        received_micros: request.requested_at,
+        requested_by: request.requested_by,
+        note: "",
+        due_days: request.policy.due_days,
+    };
+    super::requests::answer(
+        &mut tx,
+        &register,
+        &serde_json::json!({ "erasure_id": id, "calls": calls }),
+    )
     .await?;
     tx.commit().await?;
     Ok(ErasureReport {

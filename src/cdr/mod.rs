@@ -17,6 +17,7 @@
 //! Must not: block the SIP core on the database (the sink only appends to a file).
 
 pub mod copy;
+pub mod correction;
 pub mod db;
 pub mod embedded;
 pub mod erasure;
@@ -24,6 +25,7 @@ pub mod journal;
 pub mod model;
 pub mod privacy;
 pub mod query;
+pub mod requests;
 pub mod retention;
 pub mod subject;
 pub mod writer;
@@ -230,8 +232,7 @@ async fn housekeeping(
     opt_outs: std::sync::Arc<std::sync::RwLock<subject::OptOuts>>,
     policies: Vec<RetentionPolicyConfig>,
     sweep_every: Duration,
-    recordings: PathBuf,
-    tts_cache: (PathBuf, Duration),
+    scope: retention::SweepScope,
 ) {
     let mut policies_synced = false;
     let mut last_sweep: Option<tokio::time::Instant> = None;
@@ -252,7 +253,7 @@ async fn housekeeping(
         let due = !sweep_every.is_zero() && last_sweep.is_none_or(|t| t.elapsed() >= sweep_every);
         if policies_synced && due {
             last_sweep = Some(tokio::time::Instant::now());
-            match retention::sweep(&pool, 5000, &recordings).await {
+            match retention::sweep(&pool, 5000, &scope).await {
                 Ok(r) if r != retention::SweepReport::default() => {
                     tracing::info!(
                         deleted = r.deleted,
@@ -260,22 +261,15 @@ async fn housekeeping(
                         events = r.events_deleted,
                         recordings = r.recordings_deleted,
                         partitions = r.partitions_dropped,
+                        audit_rows = r.audit_rows_deleted,
+                        opt_outs = r.opt_outs_expired,
+                        rejected = r.rejected_expired,
+                        tts_files = r.tts_files_expired,
                         "retention sweep"
                     );
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "retention sweep failed; retried at the next interval"),
-            }
-            let (dir, keep) = tts_cache.clone();
-            if !keep.is_zero() {
-                let removed = tokio::task::spawn_blocking(move || {
-                    retention::expire_files(&dir, keep, std::time::SystemTime::now())
-                })
-                .await
-                .unwrap_or(0);
-                if removed > 0 {
-                    tracing::info!(files = removed, "text-to-speech cache: expired files removed");
-                }
             }
         }
     }
@@ -346,11 +340,7 @@ impl CdrService {
             opt_outs.clone(),
             cfg.retention_policies(),
             Duration::from_secs(cfg.cdr.sweep_interval_secs),
-            cfg.data_dir.join("recordings"),
-            (
-                cfg.data_dir.join("tts"),
-                Duration::from_secs(cfg.flow.tts_cache_days * 86_400),
-            ),
+            retention::SweepScope::of(cfg),
         ));
         Ok(CdrService {
             sink,

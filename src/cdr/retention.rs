@@ -1,12 +1,16 @@
 //! Retention: each record carries a class and an `expires_at` (set when the call is
 //! recorded, from the class's policy); the sweeper deletes or anonymises expired records in
 //! bounded batches, with their events and recordings, drops whole monthly partitions when
-//! every row in them may go, and never touches anything under legal hold.
+//! every row in them may go, and never touches anything under legal hold. The same sweep
+//! keeps the clocks of what has no class: the privacy audit and answered subject requests
+//! (`cdr.audit_keep_days`), opt-outs (`cdr.opt_out_keep_days`, 0: until withdrawn),
+//! `rejected.jsonl` (`cdr.rejected_keep_days`) and the text-to-speech cache
+//! (`flow.tts_cache_days`).
 
 use super::query::QueryError;
 use crate::config::RetentionPolicyConfig;
 use sqlx::PgPool;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What a sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -16,6 +20,47 @@ pub struct SweepReport {
     pub events_deleted: u64,
     pub recordings_deleted: u64,
     pub partitions_dropped: u64,
+    /// Audit rows (erasures, corrections, answered requests) past `cdr.audit_keep_days`.
+    pub audit_rows_deleted: u64,
+    pub opt_outs_expired: u64,
+    /// Lines of `rejected.jsonl` past `cdr.rejected_keep_days`.
+    pub rejected_expired: u64,
+    pub tts_files_expired: u64,
+}
+
+/// What a sweep reaches besides the classed records, and the clocks of each.
+#[derive(Debug, Clone)]
+pub struct SweepScope {
+    /// `data_dir/recordings`.
+    pub recordings_dir: PathBuf,
+    /// `data_dir/cdr`, where `rejected.jsonl` is.
+    pub journal_dir: PathBuf,
+    /// `data_dir/tts`, the text-to-speech cache.
+    pub tts_dir: PathBuf,
+    /// Days each is kept; 0 keeps for ever (opt-outs: until withdrawn).
+    pub tts_days: u64,
+    pub audit_days: u32,
+    pub opt_out_days: u32,
+    pub rejected_days: u32,
+}
+
+impl SweepScope {
+    /// The stores and clocks of a gateway configured by `cfg`.
+    pub fn of(cfg: &crate::config::Config) -> SweepScope {
+        SweepScope {
+            recordings_dir: cfg.data_dir.join("recordings"),
+            journal_dir: cfg.data_dir.join("cdr"),
+            tts_dir: cfg.data_dir.join("tts"),
+            tts_days: cfg.flow.tts_cache_days,
+            audit_days: cfg.cdr.audit_keep_days,
+            opt_out_days: cfg.cdr.opt_out_keep_days,
+            rejected_days: cfg.cdr.rejected_keep_days,
+        }
+    }
+}
+
+fn days(d: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(d.saturating_mul(86_400))
 }
 
 /// Removes the files directly in `dir` last modified more than `keep` before `now` (the
@@ -59,8 +104,58 @@ pub async fn sync_policies(pool: &PgPool, policies: &[RetentionPolicyConfig]) ->
     Ok(())
 }
 
-/// One sweep, in batches of `batch` rows, until nothing expired is left.
-pub async fn sweep(pool: &PgPool, batch: i64, recordings_dir: &Path) -> Result<SweepReport, QueryError> {
+/// One sweep, in batches of `batch` rows, until nothing expired is left; then the tables
+/// and files without a class ([`sweep_unclassed`]).
+pub async fn sweep(pool: &PgPool, batch: i64, scope: &SweepScope) -> Result<SweepReport, QueryError> {
+    let mut report = sweep_classed(pool, batch, &scope.recordings_dir).await?;
+    sweep_unclassed(pool, scope, &mut report).await?;
+    Ok(report)
+}
+
+/// The privacy audit, opt-outs, `rejected.jsonl` and the TTS cache, each on its own clock.
+async fn sweep_unclassed(pool: &PgPool, scope: &SweepScope, report: &mut SweepReport) -> Result<(), QueryError> {
+    if scope.audit_days > 0 {
+        let days = scope.audit_days as i32;
+        for sql in [
+            "DELETE FROM erasure_requests WHERE completed_at < now() - make_interval(days => $1)",
+            "DELETE FROM corrections WHERE at < now() - make_interval(days => $1)",
+            // Open requests stay until answered, however old.
+            "DELETE FROM subject_requests WHERE completed_at < now() - make_interval(days => $1)",
+        ] {
+            report.audit_rows_deleted += sqlx::query(sql).bind(days).execute(pool).await?.rows_affected();
+        }
+    }
+    if scope.opt_out_days > 0 {
+        report.opt_outs_expired =
+            sqlx::query("DELETE FROM opt_outs WHERE created_at < now() - make_interval(days => $1)")
+                .bind(scope.opt_out_days as i32)
+                .execute(pool)
+                .await?
+                .rows_affected();
+    }
+    let (journal, rejected_days) = (scope.journal_dir.clone(), scope.rejected_days);
+    let (tts, tts_days) = (scope.tts_dir.clone(), scope.tts_days);
+    let (rejected, tts_files) = tokio::task::spawn_blocking(move || {
+        let now = std::time::SystemTime::now();
+        let rejected = match rejected_days {
+            0 => Ok(0),
+            d => super::writer::expire_rejected(&journal, days(d.into()), now),
+        };
+        let tts = match tts_days {
+            0 => 0,
+            d => expire_files(&tts, days(d), now),
+        };
+        (rejected, tts)
+    })
+    .await
+    .map_err(|e| QueryError::Invalid(format!("retention: {e}")))?;
+    report.rejected_expired = rejected.map_err(|e| QueryError::Invalid(format!("rejected.jsonl: {e}")))?;
+    report.tts_files_expired = tts_files;
+    Ok(())
+}
+
+/// The records under a retention class, their events and recordings, and recordings.
+async fn sweep_classed(pool: &PgPool, batch: i64, recordings_dir: &Path) -> Result<SweepReport, QueryError> {
     let mut report = SweepReport::default();
     drop_expired_partitions(pool, recordings_dir, &mut report).await?;
     loop {

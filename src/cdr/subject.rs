@@ -145,3 +145,61 @@ pub async fn set_hold(
     .rows_affected();
     Ok(calls + recordings)
 }
+
+/// Answers a subject access request (GDPR Art. 15): everything held about the subject
+/// ([`export_subject`](super::query::export_subject)) with their requests, registered as
+/// answered ([`requests::answer`](super::requests::answer)).
+pub async fn answer_access(
+    pool: &PgPool,
+    pseudonym: &str,
+    requested_by: &str,
+    due_days: u32,
+) -> Result<serde_json::Value, QueryError> {
+    use super::requests::{NewRequest, RequestKind};
+    let mut export = super::query::export_subject(pool, pseudonym).await?;
+    let subject = super::erasure::subject_ref(pseudonym);
+    let outcome = serde_json::json!({
+        "calls": export["calls"].as_array().map_or(0, Vec::len),
+        "recordings": export["recordings"].as_array().map_or(0, Vec::len),
+        "room_recordings": export["room_recordings"].as_array().map_or(0, Vec::len),
+    });
+    let mut conn = pool.acquire().await?;
+    let request = NewRequest {
+        kind: RequestKind::Access,
+        subject_ref: &subject,
+        received_at: None,
+        received_micros: None,
+        requested_by,
+        note: "",
+        due_days,
+    };
+    super::requests::answer(&mut conn, &request, &outcome).await?;
+    export["requests"] = super::requests::list(&mut conn, true, Some(&subject)).await?.into();
+    Ok(export)
+}
+
+/// Registers an opt-out an operator was asked for (an objection, GDPR Art. 21) and answers
+/// the subject's open objection requests with it.
+pub async fn opt_out_on_request(
+    pool: &PgPool,
+    pseudonym: &str,
+    scope: &str,
+    source: &str,
+    due_days: u32,
+) -> Result<(), QueryError> {
+    use super::requests::{NewRequest, RequestKind};
+    opt_out(pool, pseudonym, scope, source).await?;
+    let subject = super::erasure::subject_ref(pseudonym);
+    let request = NewRequest {
+        kind: RequestKind::Objection,
+        subject_ref: &subject,
+        received_at: None,
+        received_micros: None,
+        requested_by: source,
+        note: "",
+        due_days,
+    };
+    let mut conn = pool.acquire().await?;
+    super::requests::answer(&mut conn, &request, &serde_json::json!({ "opt_out": scope })).await?;
+    Ok(())
+}

@@ -137,6 +137,15 @@ static REJECTED_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// lines naming one of `call_ids` (the subject's calls in the database), and lines naming a
 /// call whose refused record names the pseudonym (its events). Returns how many went.
 pub fn scrub_rejected(dir: &std::path::Path, pseudonym: &str, call_ids: &[String]) -> std::io::Result<u64> {
+    rewrite_rejected(dir, |text| scrub(text, pseudonym, call_ids))
+}
+
+/// Holds `rejected.jsonl` (serialised with the writer's appends) while `change` makes its
+/// new text from the old: `(None, n)` leaves the file as it was. A missing file is empty.
+fn rewrite_rejected(
+    dir: &std::path::Path,
+    change: impl FnOnce(&str) -> (Option<String>, u64),
+) -> std::io::Result<u64> {
     let path = dir.join("rejected.jsonl");
     let _file = REJECTED_FILE.lock().unwrap_or_else(|p| p.into_inner());
     let text = match std::fs::read_to_string(&path) {
@@ -144,6 +153,14 @@ pub fn scrub_rejected(dir: &std::path::Path, pseudonym: &str, call_ids: &[String
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
+    let (new, count) = change(&text);
+    if let Some(new) = new {
+        crate::private_files::write_atomically(&path, new.as_bytes())?;
+    }
+    Ok(count)
+}
+
+fn scrub(text: &str, pseudonym: &str, call_ids: &[String]) -> (Option<String>, u64) {
     let mut ids: Vec<String> = call_ids.to_vec();
     for line in text.lines().filter(|l| !pseudonym.is_empty() && l.contains(pseudonym)) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
@@ -160,10 +177,41 @@ pub fn scrub_rejected(dir: &std::path::Path, pseudonym: &str, call_ids: &[String
             kept.push('\n');
         }
     }
-    if dropped > 0 {
-        crate::private_files::write_atomically(&path, kept.as_bytes())?;
+    ((dropped > 0).then_some(kept), dropped)
+}
+
+/// Takes out of `dir/rejected.jsonl` the lines rejected more than `keep` before `now`
+/// (`cdr.rejected_keep_days`). A line from before rejections were dated gets today's date,
+/// so it goes `keep` from now. Returns how many went.
+pub fn expire_rejected(
+    dir: &std::path::Path,
+    keep: std::time::Duration,
+    now: std::time::SystemTime,
+) -> std::io::Result<u64> {
+    rewrite_rejected(dir, |text| expire(text, keep, now))
+}
+
+fn expire(text: &str, keep: std::time::Duration, now: std::time::SystemTime) -> (Option<String>, u64) {
+    let now_secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let cutoff = now_secs.saturating_sub(keep.as_secs());
+    let (mut kept, mut dropped, mut dated) = (String::new(), 0u64, false);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) if v["rejected_at"].as_u64().is_some_and(|t| t < cutoff) => dropped += 1,
+            Ok(mut v) if v["rejected_at"].is_null() && v.is_object() => {
+                v["rejected_at"] = now_secs.into();
+                kept.push_str(&v.to_string());
+                kept.push('\n');
+                dated = true;
+            }
+            // Dated and young, or not JSON at all (kept for the operator, as it was).
+            _ => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
     }
-    Ok(dropped)
+    ((dropped > 0 || dated).then_some(kept), dropped)
 }
 
 /// Carries out a queued erasure inside the writer's transaction (a savepoint of its own).
@@ -522,7 +570,10 @@ impl Writer {
             .create(true)
             .append(true)
             .open(self.dir.join("rejected.jsonl"))?;
-        let line = serde_json::json!({ "error": why, "entry": entry });
+        let rejected_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let line = serde_json::json!({ "error": why, "rejected_at": rejected_at, "entry": entry });
         writeln!(f, "{line}")?;
         f.sync_data()?;
         metrics::counter!("cdr_rejected_total").increment(1);

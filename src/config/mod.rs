@@ -486,6 +486,15 @@ pub struct CdrConfig {
     /// Whether erasure by number deletes the room recordings the caller was heard in
     /// (`delete`, the default) or keeps them (`keep`); the audit row says which.
     pub erasure_room_recordings: RoomRecordingErasure,
+    /// Days a subject request may stay open before it is overdue (GDPR Art. 12(3): a month).
+    pub request_due_days: u32,
+    /// Days the privacy audit (erasure and correction audits, answered subject requests) is
+    /// kept after the request was answered; open requests are never swept.
+    pub audit_keep_days: u32,
+    /// Days an opt-out stands (0: until the caller withdraws it, the default).
+    pub opt_out_keep_days: u32,
+    /// Days a record PostgreSQL refused stays in `rejected.jsonl` for an operator to look at.
+    pub rejected_keep_days: u32,
 }
 
 impl Default for CdrConfig {
@@ -500,6 +509,10 @@ impl Default for CdrConfig {
             sweep_interval_secs: 3600,
             erasure_action: RetentionAction::Delete,
             erasure_room_recordings: RoomRecordingErasure::Delete,
+            request_due_days: 30,
+            audit_keep_days: 3 * 365,
+            opt_out_keep_days: 0,
+            rejected_keep_days: 30,
         }
     }
 }

@@ -41,8 +41,22 @@ fn load(path: &Path) -> (Definitions, Vec<String>) {
 impl Rooms {
     /// Keeps the rooms defined through the admin API in `path` (`data_dir/rooms/rooms.json`)
     /// and restores those kept there; returns the problems found in the file.
+    /// PINs kept in clear by an earlier version are rewritten as digests.
     pub fn keep_definitions_in(&mut self, path: std::path::PathBuf) -> Vec<String> {
-        let (kept, problems) = load(&path);
+        let (mut kept, mut problems) = load(&path);
+        let before = kept.clone();
+        kept.values_mut().for_each(|json| self.pin_key.digest_room_json(json));
+        if kept != before {
+            let written = serde_json::to_string_pretty(&kept)
+                .map_err(std::io::Error::other)
+                .and_then(|text| crate::private_files::write_atomically(&path, format!("{text}\n").as_bytes()));
+            if let Err(e) = written {
+                problems.push(format!(
+                    "{}: the PINs could not be rewritten as digests: {e}",
+                    path.display()
+                ));
+            }
+        }
         *self.defined.lock().unwrap_or_else(|p| p.into_inner()) = kept;
         self.defined_file = Some(std::sync::Arc::from(path));
         self.reapply();
@@ -51,8 +65,10 @@ impl Rooms {
 
     /// Defines (or redefines) `room` from a rooms.toml room table given as JSON. Nothing
     /// changes when the table is wrong or the file cannot be written.
-    pub fn define(&self, room: &str, json: serde_json::Value) -> Result<(), PinError> {
+    pub fn define(&self, room: &str, mut json: serde_json::Value) -> Result<(), PinError> {
         settings::parse_room_json(room, &json).map_err(|why| PinError::Invalid(format!("room `{room}`: {why}")))?;
+        // Checked as given (lengths, PINs that must differ), kept with the PINs as digests.
+        self.pin_key.digest_room_json(&mut json);
         self.change_definitions(|d| {
             d.insert(room.to_string(), json);
         })
@@ -116,12 +132,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("tolk-defined-{}", fastrand::u64(..)));
         let file = dir.join("rooms").join("rooms.json");
+        let key = || crate::keys::SecretKey::from_bytes([5; 32]);
         let mut rooms = Rooms::default();
+        rooms.keep_pins_under(key());
         assert!(rooms.keep_definitions_in(file.clone()).is_empty());
         rooms.define("gala", gala()).unwrap();
         assert_eq!(rooms.role_of("gala", "5656"), Some("interpreter"));
+        assert_eq!(rooms.booth_of("gala", "5656"), Some(1));
+        assert_eq!(rooms.role_of("gala", "1212"), Some("speaker"));
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "it holds PINs");
+        assert_eq!(mode, 0o600, "it holds PIN digests");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains("5656") && !text.contains("1212"),
+            "PINs kept as digests: {text}"
+        );
         // A wrong table changes nothing and its message quotes no PIN.
         let Err(PinError::Invalid(why)) = rooms.define(
             "gala",
@@ -137,7 +162,9 @@ mod tests {
         assert_eq!(rooms.role_of("gala", "5656"), Some("interpreter"));
         // A restart restores it, and a dialplan reload (rooms.toml without it) keeps it.
         let mut again = Rooms::default();
+        again.keep_pins_under(key());
         assert!(again.keep_definitions_in(file.clone()).is_empty());
+        assert_eq!(again.role_of("gala", "5656"), Some("interpreter"));
         again.configure(settings::table(std::collections::HashMap::new()));
         let layout = again.interpretation_layout("gala").expect("an interpretation room");
         assert_eq!(layout.channels[0].language, "German");

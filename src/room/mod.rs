@@ -174,6 +174,8 @@ pub struct Rooms {
     pins: Arc<Mutex<HashMap<String, Pins>>>,
     /// Where those PINs are kept across restarts ([`pins`]); none in tests.
     pins_file: Option<Arc<std::path::Path>>,
+    /// The key PINs set through the API (and in API-defined rooms) are kept under.
+    pin_key: pins::PinKey,
     /// rooms.toml as last loaded (before the API's definitions and PINs go over it).
     base: Arc<Mutex<HashMap<String, RoomSettings>>>,
     /// Rooms defined through the admin API ([`defined`]), and where they are kept.
@@ -199,6 +201,7 @@ impl Default for Rooms {
             settings: Arc::new(Mutex::new(settings::table(HashMap::new()))),
             pins: Arc::default(),
             pins_file: None,
+            pin_key: pins::PinKey::default(),
             base: Arc::default(),
             defined: Arc::default(),
             defined_file: None,
@@ -227,11 +230,33 @@ impl Rooms {
     /// Keeps the PINs set through the admin API in `path` (`data_dir/rooms/pins.json`) and
     /// restores those kept there; returns the problems found in the file (each entry that
     /// could not be restored, with the file named).
+    /// PINs kept in clear by an earlier version are rewritten as digests.
     pub fn keep_pins_in(&mut self, path: std::path::PathBuf) -> Vec<String> {
-        let (kept, problems) = pins::load(&path);
-        *self.pins.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+        let (kept, mut problems) = pins::load(&path);
+        let digested: HashMap<String, Pins> = kept
+            .iter()
+            .map(|(room, (pin, moderator))| {
+                let keep = |p: &Option<String>| p.as_deref().map(|p| self.pin_key.stored(p));
+                (room.clone(), (keep(pin), keep(moderator)))
+            })
+            .collect();
+        if digested != kept
+            && let Err(e) = pins::save(&path, &digested)
+        {
+            problems.push(format!(
+                "{}: the PINs could not be rewritten as digests: {e}",
+                path.display()
+            ));
+        }
+        *self.pins.lock().unwrap_or_else(|p| p.into_inner()) = digested;
         self.pins_file = Some(Arc::from(path));
         problems
+    }
+
+    /// Keeps the PINs set from now on (API PINs, API-defined rooms) as digests under `key`
+    /// (`data_dir/keys/pins.key`); before [`keep_pins_in`](Rooms::keep_pins_in).
+    pub fn keep_pins_under(&mut self, key: crate::keys::SecretKey) {
+        self.pin_key = pins::PinKey::new(key);
     }
 
     /// Room events from now on (a slow reader loses the oldest, and is told so).
@@ -400,7 +425,21 @@ impl Rooms {
     /// The role `pin` gives in `room` (rooms.toml with API-set PINs over it), if any.
     pub fn role_of(&self, room: &str, pin: &str) -> Option<&'static str> {
         let table = self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        settings::role_in(&table, room, pin)
+        settings::role_in(&table, room, pin, &self.pin_key)
+    }
+
+    /// The booth an interpreter's PIN names in an interpretation room, if it is one.
+    pub fn booth_of(&self, room: &str, pin: &str) -> Option<u8> {
+        let s = self.settings(room);
+        let entered = |stored: &str| self.pin_key.matches(stored, pin);
+        match s
+            .interpretation
+            .as_ref()?
+            .role_of(&entered, s.moderator_pin.as_deref())?
+        {
+            interpretation::Role::Interpreter { booth } => Some(booth),
+            _ => None,
+        }
     }
 
     /// A room's settings (the defaults for rooms not in rooms.toml).
@@ -428,6 +467,9 @@ impl Rooms {
                 "this room waits for or ends with its moderator: it needs a moderator_pin".into(),
             ));
         }
+        // Kept as digests from here on: in memory, in the file and in the flows' table.
+        let pin = pin.map(|p| self.pin_key.stored(&p));
+        let moderator_pin = moderator_pin.map(|p| self.pin_key.stored(&p));
         let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(path) = &self.pins_file {
             let mut next = pins.clone();
@@ -924,6 +966,50 @@ mod tests {
             "{err}"
         );
         assert_eq!(blocked.settings("y").role_of("7"), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn pins_are_kept_as_keyed_digests_and_clear_ones_of_old_files_are_rewritten() {
+        let dir = std::env::temp_dir().join(format!("tolk-pin-digests-{}", fastrand::u64(..)));
+        let file = dir.join("rooms").join("pins.json");
+        let key = || crate::keys::SecretKey::from_bytes([3; 32]);
+        let mut rooms = Rooms::default();
+        rooms.keep_pins_under(key());
+        assert!(rooms.keep_pins_in(file.clone()).is_empty());
+        rooms.set_pins("x", Some("5555".into()), Some("6666".into())).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(!text.contains("5555") && !text.contains("6666"), "{text}");
+        assert_eq!(text.matches(pins::DIGEST_PREFIX).count(), 2, "{text}");
+        assert!(
+            !format!("{:?}", rooms.settings("x")).contains("5555"),
+            "not in memory either"
+        );
+        assert_eq!(rooms.role_of("x", "5555"), Some("participant"));
+        assert_eq!(rooms.role_of("x", "6666"), Some("moderator"));
+        assert_eq!(rooms.role_of("x", "5556"), None);
+        // The digest itself is no PIN.
+        let digest = rooms.settings("x").pin.unwrap();
+        assert_eq!(rooms.role_of("x", &digest), None);
+        // After a restart under the same key the digests still match; under another key not.
+        let mut again = Rooms::default();
+        again.keep_pins_under(key());
+        assert!(again.keep_pins_in(file.clone()).is_empty());
+        again.configure(settings::table(HashMap::new())); // the dialplan's load applies them
+        assert_eq!(again.role_of("x", "6666"), Some("moderator"));
+        let mut other = Rooms::default();
+        other.keep_pins_under(crate::keys::SecretKey::from_bytes([4; 32]));
+        other.keep_pins_in(file.clone());
+        other.configure(settings::table(HashMap::new()));
+        assert_eq!(other.role_of("x", "6666"), None);
+        // A file an earlier version wrote in clear is rewritten as digests at start.
+        std::fs::write(&file, "{\"y\": {\"pin\": \"4321\", \"moderator_pin\": null}}").unwrap();
+        let mut old = Rooms::default();
+        old.keep_pins_under(key());
+        assert!(old.keep_pins_in(file.clone()).is_empty());
+        old.configure(settings::table(HashMap::new()));
+        assert!(!std::fs::read_to_string(&file).unwrap().contains("4321"));
+        assert_eq!(old.role_of("y", "4321"), Some("participant"));
         let _ = std::fs::remove_dir_all(dir);
     }
 

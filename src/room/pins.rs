@@ -1,15 +1,78 @@
 //! PINs set through the admin API (`PUT /api/v1/rooms/{room}/pins`), kept in
 //! `data_dir/rooms/pins.json` so that a restart does not fall back to `rooms.toml`'s. The
 //! file is the gateway's own state, not configuration: written whole (a temporary file,
-//! fsync, rename: a crash leaves the old file or the new one) with mode 0600, since PINs are
-//! secrets. A damaged file or entry is reported and left out, never fatal to a start.
+//! fsync, rename: a crash leaves the old file or the new one) with mode 0600. PINs are only
+//! ever compared, so they are kept as keyed digests (HMAC-SHA256 under
+//! `data_dir/keys/pins.key`, [`PinKey`]): the file alone does not give them away, even though
+//! a 4-digit PIN has only 10,000 values. A damaged file or entry is reported and left out,
+//! never fatal to a start.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// A room's participant and moderator PINs (`None`: no PIN of that kind).
+/// A room's participant and moderator PINs (`None`: no PIN of that kind), as stored.
 pub type Pins = (Option<String>, Option<String>);
+
+/// How a PIN kept as its digest begins.
+pub const DIGEST_PREFIX: &str = "hmac-sha256:";
+
+/// Whether `stored` is a PIN kept as its keyed digest (`hmac-sha256:` and 64 hex digits).
+pub fn is_digest(stored: &str) -> bool {
+    stored
+        .strip_prefix(DIGEST_PREFIX)
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// The key PINs are kept under. Without one (tests, `tolk flow run`) PINs stay as given.
+#[derive(Clone, Debug, Default)]
+pub struct PinKey(Option<crate::keys::SecretKey>);
+
+impl PinKey {
+    pub fn new(key: crate::keys::SecretKey) -> PinKey {
+        PinKey(Some(key))
+    }
+
+    /// The form a PIN is kept in: its digest (a digest given is kept as it is).
+    pub fn stored(&self, pin: &str) -> String {
+        match &self.0 {
+            Some(key) if !is_digest(pin) => format!("{DIGEST_PREFIX}{}", key.hmac_hex(pin.as_bytes())),
+            _ => pin.to_string(),
+        }
+    }
+
+    /// Whether `entered` (what a caller typed) is the PIN kept as `stored`, clear or digest.
+    pub fn matches(&self, stored: &str, entered: &str) -> bool {
+        if is_digest(stored) {
+            self.0.is_some() && !is_digest(entered) && self.stored(entered).eq_ignore_ascii_case(stored)
+        } else {
+            stored == entered
+        }
+    }
+
+    /// A room table (rooms.toml's keys as JSON, from the admin API) with its PINs as digests.
+    pub fn digest_room_json(&self, json: &mut serde_json::Value) {
+        for field in ["pin", "moderator_pin", "speaker_pin", "listener_pin"] {
+            if let Some(p) = json.get(field).and_then(|v| v.as_str()).map(|p| self.stored(p)) {
+                json[field] = p.into();
+            }
+        }
+        for channel in json
+            .get_mut("channels")
+            .and_then(|c| c.as_array_mut())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(p) = channel
+                .get("interpreter_pin")
+                .and_then(|v| v.as_str())
+                .map(|p| self.stored(p))
+            {
+                channel["interpreter_pin"] = p.into();
+            }
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

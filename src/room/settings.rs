@@ -90,19 +90,24 @@ pub struct InterpretationSettings {
 }
 
 impl InterpretationSettings {
-    /// The role (and booth) a PIN gives.
-    pub fn role_of(&self, pin: &str, moderator_pin: Option<&str>) -> Option<super::interpretation::Role> {
+    /// The role (and booth) the entered PIN gives; `entered` says whether a stored PIN
+    /// (clear, or a keyed digest) is the one entered.
+    pub fn role_of(
+        &self,
+        entered: &dyn Fn(&str) -> bool,
+        moderator_pin: Option<&str>,
+    ) -> Option<super::interpretation::Role> {
         use super::interpretation::Role;
-        if moderator_pin == Some(pin) {
+        if moderator_pin.is_some_and(entered) {
             Some(Role::Moderator)
-        } else if self.speaker_pin.as_deref() == Some(pin) {
+        } else if self.speaker_pin.as_deref().is_some_and(entered) {
             Some(Role::Speaker)
-        } else if self.listener_pin.as_deref() == Some(pin) {
+        } else if self.listener_pin.as_deref().is_some_and(entered) {
             Some(Role::Listener)
         } else {
             self.interpreter_pins
                 .iter()
-                .find(|(_, p)| p == pin)
+                .find(|(_, p)| entered(p))
                 .map(|&(booth, _)| Role::Interpreter { booth })
         }
     }
@@ -111,13 +116,20 @@ impl InterpretationSettings {
 impl RoomSettings {
     /// The role a PIN gives in this room: "moderator", "participant", or None; in an
     /// interpretation room "speaker", "interpreter", "listener" or "moderator".
+    /// PINs compared as stored (clear).
     pub fn role_of(&self, pin: &str) -> Option<&'static str> {
+        self.role_of_entered(&|stored| stored == pin)
+    }
+
+    /// The role of the entered PIN; `entered` says whether a stored PIN (clear, or a keyed
+    /// digest: [`PinKey::matches`](super::pins::PinKey::matches)) is the one entered.
+    pub fn role_of_entered(&self, entered: &dyn Fn(&str) -> bool) -> Option<&'static str> {
         if let Some(i) = &self.interpretation {
-            return i.role_of(pin, self.moderator_pin.as_deref()).map(|r| r.name());
+            return i.role_of(entered, self.moderator_pin.as_deref()).map(|r| r.name());
         }
-        if self.moderator_pin.as_deref() == Some(pin) {
+        if self.moderator_pin.as_deref().is_some_and(entered) {
             Some("moderator")
-        } else if self.pin.as_deref() == Some(pin) {
+        } else if self.pin.as_deref().is_some_and(entered) {
             Some("participant")
         } else {
             None
@@ -125,9 +137,13 @@ impl RoomSettings {
     }
 }
 
-/// The role `pin` gives in `room` of `table`, if any.
-pub fn role_in(table: &RoomTable, room: &str, pin: &str) -> Option<&'static str> {
-    table.read().ok()?.get(room)?.role_of(pin)
+/// The role `pin` gives in `room` of `table`, if any, PINs kept as digests tried under `key`.
+pub fn role_in(table: &RoomTable, room: &str, pin: &str, key: &super::pins::PinKey) -> Option<&'static str> {
+    table
+        .read()
+        .ok()?
+        .get(room)?
+        .role_of_entered(&|stored| key.matches(stored, pin))
 }
 
 #[derive(Deserialize)]
@@ -247,6 +263,8 @@ pub const MIN_PIN_DIGITS: usize = 4;
 /// The PIN itself is never repeated in the message (it would end up in logs).
 fn check_pin(what: &str, pin: &Option<String>) -> Result<(), String> {
     match pin {
+        // A PIN kept as its keyed digest (`data_dir/rooms/*.json`, or written so in rooms.toml).
+        Some(p) if super::pins::is_digest(p) => Ok(()),
         Some(p) if p.len() < MIN_PIN_DIGITS || p.len() > 16 || !p.bytes().all(|b| b.is_ascii_digit()) => {
             Err(format!("{what} must be {MIN_PIN_DIGITS} to 16 digits"))
         }
@@ -396,7 +414,7 @@ channels = [
         let i = summit.interpretation.as_ref().unwrap();
         assert_eq!(i.layout.bleed_db, -18);
         assert_eq!(i.layout.channel(2).and_then(|c| c.retour), Some(1));
-        let role = |pin| i.role_of(pin, summit.moderator_pin.as_deref());
+        let role = |pin: &str| i.role_of(&|stored: &str| stored == pin, summit.moderator_pin.as_deref());
         assert_eq!(role("1111"), Some(Role::Speaker));
         assert_eq!(role("2222"), Some(Role::Interpreter { booth: 1 }));
         assert_eq!(role("3333"), Some(Role::Interpreter { booth: 2 }));

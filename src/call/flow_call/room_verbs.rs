@@ -292,14 +292,7 @@ pub(super) fn room_role(fc: &mut FlowCall, call: CallRef, tx: ReplyTx, ctx: &mut
     let role = match ctx.rooms.check_pin(Instant::now(), &room, &pin, who) {
         PinCheck::Role(role) => {
             // An interpreter's PIN names its booth as well.
-            let settings = ctx.rooms.settings(&room);
-            let booth = settings.interpretation.as_ref().and_then(|i| {
-                match i.role_of(&pin, settings.moderator_pin.as_deref()) {
-                    Some(crate::room::interpretation::Role::Interpreter { booth }) => Some(booth),
-                    _ => None,
-                }
-            });
-            if let Some(booth) = booth {
+            if let Some(booth) = ctx.rooms.booth_of(&room, &pin) {
                 fc.booths.insert(room.clone(), booth);
             }
             fc.granted.insert(room, role);
