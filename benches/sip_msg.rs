@@ -1,4 +1,6 @@
-//! Parse and print of SIP messages: a carrier INVITE with SDP, and RFC 4475's long request.
+//! Parse and print of SIP messages: a carrier INVITE with SDP, and RFC 4475's long request;
+//! and the CDR record every new call gets (its pseudonyms and opt-out check), without and
+//! with a tenant (`cdr.tenant_pseudonyms`: one more key derivation and HMAC).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -52,5 +54,35 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn call_record(c: &mut Criterion) {
+    use tolk::cdr::{RecordPolicy, privacy::PseudonymKey, subject::OptOuts};
+    let registry = OptOuts {
+        loaded_at: Some(tolk::clock::now_micros()),
+        ..OptOuts::default()
+    };
+    let policy = RecordPolicy {
+        key: PseudonymKey::from_bytes([7; 32]),
+        node: "bench".into(),
+        default_class: "standard".into(),
+        policies: tolk::config::Config::default().retention_policies(),
+        opt_outs: std::sync::Arc::new(std::sync::RwLock::new(registry)),
+    };
+    let mut g = c.benchmark_group("call_record");
+    for (name, tenant) in [("no_tenant", None), ("tenant", Some("acme"))] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                policy.inbound(
+                    Some("+18005550100"),
+                    black_box(Some("+14155550123")),
+                    black_box(tenant),
+                    "c1",
+                    tolk::clock::now_micros(),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, call_record);
 criterion_main!(benches);

@@ -140,7 +140,7 @@ pub async fn run(
             pool: c.pool.clone(),
             key: c.policy.key.clone(),
             sink: c.sink.clone(),
-            stores: crate::cdr::erasure::ErasureStores::under(&cfg.data_dir),
+            stores: crate::cdr::erasure::ErasureStores::under(&cfg.data_dir, c.policy.key.clone()),
             erasure: crate::cdr::erasure::ErasurePolicy::of(&cfg.cdr),
             sweep: crate::cdr::retention::SweepScope::of(&cfg),
         }),

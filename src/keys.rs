@@ -84,8 +84,19 @@ impl SecretKey {
 
     /// HMAC-SHA256 of `data` under this key, in lowercase hex.
     pub fn hmac_hex(&self, data: &[u8]) -> String {
+        self.hmac(data).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A key of its own for `label` (HMAC-SHA256 of the label under this key, as HKDF's
+    /// expand step does, RFC 5869 §2.3, for one block): what is made under it cannot be
+    /// linked to what is made under this key or another label's without this key.
+    pub fn derive(&self, label: &[u8]) -> SecretKey {
+        SecretKey(self.hmac(label))
+    }
+
+    fn hmac(&self, data: &[u8]) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(data);
-        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+        mac.finalize().into_bytes().into()
     }
 }

@@ -232,8 +232,12 @@ fn the_sweeper_honours_expiry_and_legal_hold() {
 }
 
 fn echo_call(gw: &Gateway, caller: &str) -> String {
+    echo_call_to(gw, "+15550100300", caller)
+}
+
+fn echo_call_to(gw: &Gateway, dialled: &str, caller: &str) -> String {
     let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut uac = Uac::from(gw.sip, "+15550100300", caller);
+    let mut uac = Uac::from(gw.sip, dialled, caller);
     let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
     uac.send(&invite);
     assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
@@ -868,5 +872,107 @@ fn the_sweep_expires_audits_opt_outs_and_rejected_rows_but_never_open_requests()
     let r: serde_json::Value = serde_json::from_str(tolk(&db, &dir, &["cdr", "sweep"]).trim()).unwrap();
     assert_eq!(r["opt_outs_expired"], 0);
     assert_eq!(db.query("SELECT count(*) FROM opt_outs"), vec!["1"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Tenants: one caller of two tenants has two pseudonyms (found again by number), a tenant's
+/// own policy of a class sets its records' expiry, an opt-out may be one tenant's, and a
+/// closed account's data goes `cdr.account_closed_days` after it closed.
+#[test]
+fn tenants_have_their_own_pseudonyms_policies_opt_outs_and_account_clock() {
+    let db = TestDb::new("tenants");
+    let plan = dialplan_with(&[]);
+    let mut numbers = std::fs::read_to_string(plan.join("numbers.toml")).unwrap();
+    numbers = numbers.replace(
+        "# Anything else.",
+        "[[route]]\nnumber = \"+15550100301\"\nflow = \"echo\"\ntenant = \"acme\"\n\n# Anything else.",
+    );
+    std::fs::write(plan.join("numbers.toml"), numbers).unwrap();
+    let plan_dir = plan.display().to_string();
+    let tokens = format!("[\"{TOKEN}\"]");
+    let acme_policy = "[{ name = \"standard\", tenant = \"acme\", keep_days = 30, action = \"delete\" }]";
+    let mut gw = Gateway::start(&[
+        ("TOLK_DATABASE_URL", db.url.as_str()),
+        ("TOLK_DIALPLAN_DIR", plan_dir.as_str()),
+        ("TOLK_ADMIN_TOKENS", tokens.as_str()),
+        ("TOLK_CDR_POLICIES", acme_policy),
+    ]);
+    gw.keep_data = true;
+    let dir = gw.data_dir.clone();
+    let subject = "+14155550199";
+    echo_call_to(&gw, "+15550100300", subject); // tenant demo
+    echo_call_to(&gw, "+15550100301", subject); // tenant acme
+    wait_rows(&db, "SELECT count(*) FROM calls WHERE disposition = 'answered'", "2");
+
+    let rows = db.query("SELECT tenant, caller_pseudonym FROM calls ORDER BY tenant");
+    let pseudonyms: Vec<&str> = rows.iter().map(|r| r.split('|').nth(1).unwrap()).collect();
+    assert_ne!(
+        pseudonyms[0], pseudonyms[1],
+        "one caller, two tenants, two pseudonyms: {rows:?}"
+    );
+    assert_eq!(
+        db.query("SELECT tenant, extract(day FROM expires_at - started_at)::int FROM calls ORDER BY tenant"),
+        vec!["acme|30", "demo|395"],
+        "acme's own `standard`"
+    );
+    // By number, both are found (the writer filed both tenants).
+    let env = [("TOLK_CDR_POLICIES", acme_policy.to_string())];
+    let listed = tolk_env(
+        &db,
+        &dir,
+        &["cdr", "list", "--number", subject, "--format", "json"],
+        &env,
+    );
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let tenants = tolk_env(&db, &dir, &["cdr", "tenants", "--format", "json"], &env);
+    assert!(
+        tenants.contains("\"acme\"") && tenants.contains("\"demo\""),
+        "{tenants}"
+    );
+
+    // An opt-out for acme's calls only is filed under acme's pseudonym.
+    let body = format!("{{\"number\":\"{subject}\",\"scope\":\"record\",\"tenant\":\"acme\"}}");
+    let (code, answer) = http_request(gw.admin, "POST", "/api/v1/optouts", Some(TOKEN), &body);
+    assert_eq!(code, 204, "{answer}");
+    assert_eq!(
+        db.query("SELECT o.tenant, c.tenant FROM opt_outs o JOIN calls c ON c.caller_pseudonym = o.pseudonym"),
+        vec!["acme|acme"]
+    );
+
+    // acme's account closed two months ago: its 30 days are up, so the sweep takes its
+    // calls and opt-outs, and leaves demo's.
+    let closed = tolk_env(
+        &db,
+        &dir,
+        &["cdr", "tenants", "close", "--tenant", "acme", "--at", "2026-10-01"],
+        &env,
+    );
+    let closed: serde_json::Value = serde_json::from_str(closed.trim()).unwrap();
+    assert!(
+        closed["delete_after"].as_str().unwrap().starts_with("2026-10-31"),
+        "{closed}"
+    );
+    let (code, listed) = http_request(gw.admin, "GET", "/api/v1/tenants", Some(TOKEN), "");
+    assert_eq!(code, 200, "{listed}");
+    assert!(listed.contains("2026-10-01"), "{listed}");
+    let swept = tolk_env(&db, &dir, &["cdr", "sweep"], &env);
+    let r: serde_json::Value = serde_json::from_str(swept.trim()).unwrap();
+    assert_eq!(
+        (&r["closed_accounts"], &r["deleted"]),
+        (&serde_json::json!(1), &serde_json::json!(1)),
+        "{swept}"
+    );
+    assert_eq!(db.query("SELECT tenant FROM calls"), vec!["demo"]);
+    assert_eq!(db.query("SELECT count(*) FROM opt_outs"), vec!["0"]);
+    // Reopened, the clock stops; reopening an open account is refused.
+    let (code, _) = http_request(gw.admin, "POST", "/api/v1/tenants/acme/reopen", Some(TOKEN), "");
+    assert_eq!(code, 204);
+    assert!(
+        !tolk_raw(&db, &dir, &["cdr", "tenants", "reopen", "--tenant", "acme"])
+            .status
+            .success()
+    );
+    gw.terminate();
+    gw.wait_exit(Duration::from_secs(20));
     let _ = std::fs::remove_dir_all(&dir);
 }

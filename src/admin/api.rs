@@ -437,9 +437,19 @@ fn number(n: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "`number` is not a phone number".into()))
 }
 
-/// The pseudonym of an optional `number` parameter (400 when it is not a phone number).
+/// The gateway's pseudonym of an optional `number` parameter (400 when it is not a phone
+/// number): the subject's name in the request register and the audits.
 fn optional_pseudonym(api: &CdrApi, n: Option<&str>) -> Result<Option<String>, ApiError> {
     Ok(n.map(number).transpose()?.map(|n| api.key.pseudonym(&n)))
+}
+
+/// Every pseudonym of an optional `number` parameter: the gateway's and each tenant's, as
+/// the records name the caller.
+async fn optional_pseudonyms(api: &CdrApi, n: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
+    match optional_pseudonym(api, n)? {
+        Some(p) => Ok(Some(subject::pseudonyms_of(&api.pool, &api.key, &p).await?)),
+        None => Ok(None),
+    }
 }
 
 #[derive(Deserialize)]
@@ -460,14 +470,14 @@ async fn list_cdrs(
     Query(p): Query<ListParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let api = authorise(&s, &headers)?;
-    let caller_pseudonym = optional_pseudonym(api, p.number.as_deref())?;
+    let caller_pseudonyms = optional_pseudonyms(api, p.number.as_deref()).await?;
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let records = query::list(
         &api.pool,
         &ListFilter {
             from: p.from,
             to: p.to,
-            caller_pseudonym,
+            caller_pseudonyms,
             dialled: p.dialled.as_deref().map(number).transpose()?,
             tenant: p.tenant,
             disposition: p.disposition,
@@ -516,7 +526,7 @@ async fn export(
     let p = api.key.pseudonym(&number(&b.number)?);
     let by = b.requested_by.as_deref().unwrap_or("admin api");
     Ok(Json(
-        subject::answer_access(&api.pool, &p, by, api.erasure.due_days).await?,
+        subject::answer_access(&api.pool, &api.key, &p, by, api.erasure.due_days).await?,
     ))
 }
 
@@ -546,7 +556,8 @@ async fn erase(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<Subjec
         )
             .into_response());
     }
-    let spooled = crate::cdr::writer::compact(&api.sink, &p, Duration::from_secs(10))
+    let all = subject::pseudonyms_of(&api.pool, &api.key, &p).await?;
+    let spooled = crate::cdr::writer::compact(&api.sink, &all, Duration::from_secs(10))
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let request = crate::cdr::erasure::Erasure {
@@ -569,6 +580,9 @@ async fn erase(State(s): State<Shared>, headers: HeaderMap, Json(b): Json<Subjec
 struct OptOutBody {
     number: String,
     scope: String,
+    /// One tenant's calls only (none: every call).
+    #[serde(default)]
+    tenant: Option<String>,
     #[serde(default)]
     source: Option<String>,
 }
@@ -588,7 +602,8 @@ async fn add_opt_out(
     let api = authorise(&s, &headers)?;
     let p = api.key.pseudonym(&number(&b.number)?);
     let source = b.source.as_deref().unwrap_or("admin api");
-    subject::opt_out_on_request(&api.pool, &p, &b.scope, source, api.erasure.due_days).await?;
+    let (tenant, due) = (b.tenant.as_deref(), api.erasure.due_days);
+    subject::opt_out_on_request(&api.pool, &api.key, &p, tenant, &b.scope, source, due).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -599,7 +614,12 @@ async fn remove_opt_out(
 ) -> Result<StatusCode, ApiError> {
     let api = authorise(&s, &headers)?;
     let p = api.key.pseudonym(&number(&b.number)?);
-    if subject::opt_in(&api.pool, &p, &b.scope).await? {
+    // Withdrawn for one tenant's calls, or (no tenant) everywhere it was registered.
+    let all = match b.tenant.as_deref() {
+        Some(t) => vec![api.key.in_tenant(&p, Some(t))],
+        None => subject::pseudonyms_of(&api.pool, &api.key, &p).await?,
+    };
+    if subject::opt_in(&api.pool, &all, &b.scope).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, "no such opt-out".into()))
@@ -619,7 +639,7 @@ async fn hold(
     Json(b): Json<HoldBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let api = authorise(&s, &headers)?;
-    let p = optional_pseudonym(api, b.number.as_deref())?;
+    let p = optional_pseudonyms(api, b.number.as_deref()).await?;
     let changed = subject::set_hold(&api.pool, b.id, p.as_deref(), b.hold).await?;
     Ok(Json(serde_json::json!({ "records": changed, "hold": b.hold })))
 }
@@ -705,6 +725,55 @@ async fn close_request(
     }
 }
 
+async fn list_tenants(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    let api = authorise(&s, &headers)?;
+    let rows = crate::cdr::tenants::list(&api.pool, api.sweep.account_closed_days).await?;
+    Ok(Json(serde_json::json!({ "tenants": rows })))
+}
+
+#[derive(Deserialize)]
+struct CloseTenantBody {
+    at: Option<String>,
+}
+
+/// `close`: the tenant's account closed (`at`, default now): the clock to deletion starts;
+/// `reopen`: it stops.
+async fn tenant_account(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((tenant, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let api = authorise(&s, &headers)?;
+    match action.as_str() {
+        "close" => {
+            // The body is optional: none (or empty) closes the account now.
+            let at = match body.is_empty() {
+                true => None,
+                false => {
+                    serde_json::from_slice::<CloseTenantBody>(&body)
+                        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("body: {e}")))?
+                        .at
+                }
+            };
+            let days = api.sweep.account_closed_days;
+            let row = crate::cdr::tenants::close(&api.pool, &tenant, at.as_deref(), days).await?;
+            Ok(Json(row).into_response())
+        }
+        "reopen" if crate::cdr::tenants::reopen(&api.pool, &tenant).await? => {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "reopen" => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("tenant `{tenant}` is not closed"),
+        )),
+        _ => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "the actions are close and reopen".into(),
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 struct CorrectionBody {
     number: String,
@@ -727,9 +796,11 @@ async fn correct(
     let set: Vec<(String, String)> = b.set.into_iter().collect();
     let by = b.requested_by.as_deref().unwrap_or("admin api");
     let c = correction::Correction::from_pairs(&set, &b.clear, b.call_id, by)?;
+    let all = subject::pseudonyms_of(&api.pool, &api.key, &p).await?;
+    let subject = crate::cdr::erasure::subject_ref(&p);
     let mut conn = api.pool.acquire().await.map_err(query::QueryError::from)?;
     Ok(Json(
-        correction::correct(&mut conn, &p, &c, api.erasure.due_days).await?,
+        correction::correct(&mut conn, &all, &subject, &c, api.erasure.due_days).await?,
     ))
 }
 
@@ -757,6 +828,8 @@ pub fn routes(state: Shared) -> Router {
         .route("/api/v1/requests", get(list_requests).post(log_request))
         .route("/api/v1/requests/{id}/close", post(close_request))
         .route("/api/v1/corrections", post(correct))
+        .route("/api/v1/tenants", get(list_tenants))
+        .route("/api/v1/tenants/{tenant}/{action}", post(tenant_account))
         .route("/api/v1/rooms", get(list_rooms))
         .route("/api/v1/rooms/events", get(room_events))
         .route("/api/v1/rooms/{room}", get(get_room))

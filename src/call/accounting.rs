@@ -55,13 +55,13 @@ impl Accounting {
             .as_deref()
             .filter(|_| !inc.privacy_requested)
             .and_then(crate::number::normalise);
+        let tenant = route.and_then(|r| r.tenant.as_deref());
         let mut record = self
             .policy
-            .inbound(dialled, caller_e164.as_deref(), &inc.sip_call_id, now);
+            .inbound(dialled, caller_e164.as_deref(), tenant, &inc.sip_call_id, now);
         record.trunk = inc.trunk.as_ref().map(|t| t.name.to_string());
         if let Some(route) = route {
             record.dialled_kind = route.kind;
-            record.tenant = route.tenant.clone();
             if let crate::dialplan::Target::Flow(f) = &route.target {
                 record.flow = Some(f.clone());
             }

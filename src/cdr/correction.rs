@@ -119,11 +119,12 @@ pub struct CorrectionReport {
     pub requests: Vec<String>,
 }
 
-/// Corrects the records of the subject with `pseudonym`, audits it and answers their open
-/// correction requests, in one transaction.
+/// Corrects the records of the subject (named `pseudonyms` by the records, `subject_ref` by
+/// the register), audits it and answers their open correction requests, in one transaction.
 pub async fn correct(
     conn: &mut PgConnection,
-    pseudonym: &str,
+    pseudonyms: &[String],
+    subject: &str,
     c: &Correction,
     due_days: u32,
 ) -> Result<CorrectionReport, QueryError> {
@@ -149,19 +150,19 @@ pub async fn correct(
     // The subject's records this correction names (one call, or all) that it must leave.
     let (held, live): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE legal_hold), count(*) FILTER (WHERE NOT legal_hold AND ended_at IS NULL) \
-         FROM calls WHERE caller_pseudonym = $1 AND ($2::uuid IS NULL OR id = $2)",
+         FROM calls WHERE caller_pseudonym = ANY($1) AND ($2::uuid IS NULL OR id = $2)",
     )
-    .bind(pseudonym)
+    .bind(pseudonyms)
     .bind(c.call)
     .fetch_one(&mut *tx)
     .await?;
     let calls = sqlx::query(
         "UPDATE calls SET tags = (tags - $3::text[]) || $4::jsonb, \
          language = CASE WHEN $5::text IS NOT NULL THEN $5 WHEN $6 THEN NULL ELSE language END \
-         WHERE caller_pseudonym = $1 AND ($2::uuid IS NULL OR id = $2) \
+         WHERE caller_pseudonym = ANY($1) AND ($2::uuid IS NULL OR id = $2) \
            AND NOT legal_hold AND ended_at IS NOT NULL AND anonymised_at IS NULL",
     )
-    .bind(pseudonym)
+    .bind(pseudonyms)
     .bind(c.call)
     .bind(&tag_clear)
     .bind(serde_json::Value::Object(tag_set))
@@ -171,14 +172,13 @@ pub async fn correct(
     .await?
     .rows_affected();
     let id = uuid::Uuid::now_v7();
-    let subject = super::erasure::subject_ref(pseudonym);
     let fields = c.field_names();
     sqlx::query(
         "INSERT INTO corrections (id, subject_ref, requested_by, fields, calls_affected, held_skipped, live_skipped) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
-    .bind(&subject)
+    .bind(subject)
     .bind(&c.requested_by)
     .bind(&fields)
     .bind(calls as i32)
@@ -189,7 +189,7 @@ pub async fn correct(
     let outcome = serde_json::json!({ "correction_id": id, "fields": fields, "calls": calls });
     let request = super::requests::NewRequest {
         kind: super::requests::RequestKind::Correction,
-        subject_ref: &subject,
+        subject_ref: subject,
         received_at: None,
         received_micros: None,
         requested_by: &c.requested_by,

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "subject requests",
         include_str!("../../migrations/0003_subject_requests.sql"),
     ),
+    (4, "tenants", include_str!("../../migrations/0004_tenants.sql")),
 ];
 
 /// Errors reaching or preparing the database.

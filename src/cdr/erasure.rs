@@ -6,6 +6,8 @@
 //! | `call_events` | every event of those calls |
 //! | `recordings` + files | the caller's own recordings, and the room recordings they were heard in (`cdr.erasure_room_recordings`) |
 //! | `opt_outs` | the caller's registered choices (they name the pseudonym) |
+//!
+//! The caller is found under every pseudonym they have: the gateway's and each tenant's.
 //! | the TTS cache | the files `say()` spoke to those calls (`spoken` events: the text may be personal) |
 //! | `rejected.jsonl` | records PostgreSQL refused, of the caller or of their calls |
 //! | the journal | compacted before (`writer::compact`), so no spooled copy survives |
@@ -14,6 +16,7 @@
 //! keeps the counts and a hash of the pseudonym (`subject_ref`), never the pseudonym.
 
 use super::model::CallEventKind;
+use super::privacy::PseudonymKey;
 use super::query::QueryError;
 use crate::config::{CdrConfig, RetentionAction, RoomRecordingErasure};
 use sqlx::{Connection, PgConnection};
@@ -30,9 +33,11 @@ pub async fn erase_with(
     erase(&mut conn, request, stores).await
 }
 
-/// Where an erasure looks on disk.
+/// Where an erasure looks: on disk, and under which pseudonyms in the database.
 #[derive(Debug, Clone)]
 pub struct ErasureStores {
+    /// Gives the subject's pseudonym in each tenant's records ([`PseudonymKey::in_tenant`]).
+    pub key: PseudonymKey,
     /// `data_dir/recordings`.
     pub recordings_dir: PathBuf,
     /// `data_dir/tts`, the text-to-speech cache.
@@ -42,9 +47,10 @@ pub struct ErasureStores {
 }
 
 impl ErasureStores {
-    /// The stores of a gateway whose data lives in `data_dir`.
-    pub fn under(data_dir: &Path) -> ErasureStores {
+    /// The stores of a gateway whose data lives in `data_dir`, pseudonyms made with `key`.
+    pub fn under(data_dir: &Path, key: PseudonymKey) -> ErasureStores {
         ErasureStores {
+            key,
             recordings_dir: data_dir.join("recordings"),
             tts_dir: data_dir.join("tts"),
             journal_dir: data_dir.join("cdr"),
@@ -81,6 +87,8 @@ impl ErasurePolicy {
 /// One erasure request.
 #[derive(Debug, Clone)]
 pub struct Erasure<'a> {
+    /// The subject's gateway pseudonym; their pseudonym in each tenant's records is made
+    /// from it.
     pub pseudonym: &'a str,
     pub policy: ErasurePolicy,
     pub requested_by: &'a str,
@@ -140,13 +148,16 @@ pub async fn erase(
     let pseudonym = request.pseudonym;
     let id = uuid::Uuid::now_v7();
     let mut tx = conn.begin().await?;
-    let held: (i64,) = sqlx::query_as("SELECT count(*) FROM calls WHERE caller_pseudonym = $1 AND legal_hold")
-        .bind(pseudonym)
+    let tenants: Vec<(String,)> = sqlx::query_as("SELECT name FROM tenants").fetch_all(&mut *tx).await?;
+    let tenants: Vec<String> = tenants.into_iter().map(|(t,)| t).collect();
+    let all = stores.key.all_pseudonyms(pseudonym, &tenants);
+    let held: (i64,) = sqlx::query_as("SELECT count(*) FROM calls WHERE caller_pseudonym = ANY($1) AND legal_hold")
+        .bind(&all)
         .fetch_one(&mut *tx)
         .await?;
     let calls: Vec<(uuid::Uuid,)> =
-        sqlx::query_as("SELECT id FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold")
-            .bind(pseudonym)
+        sqlx::query_as("SELECT id FROM calls WHERE caller_pseudonym = ANY($1) AND NOT legal_hold")
+            .bind(&all)
             .fetch_all(&mut *tx)
             .await?;
     let call_ids: Vec<uuid::Uuid> = calls.into_iter().map(|(c,)| c).collect();
@@ -194,8 +205,8 @@ pub async fn erase(
         .await?
         .rows_affected();
     let own: Vec<(String,)> =
-        sqlx::query_as("DELETE FROM recordings WHERE caller_pseudonym = $1 AND NOT legal_hold RETURNING path")
-            .bind(pseudonym)
+        sqlx::query_as("DELETE FROM recordings WHERE caller_pseudonym = ANY($1) AND NOT legal_hold RETURNING path")
+            .bind(&all)
             .fetch_all(&mut *tx)
             .await?;
     let room_ids: Vec<uuid::Uuid> = room_ids.into_iter().collect();
@@ -221,8 +232,8 @@ pub async fn erase(
         RoomRecordingErasure::Keep => room_ids.len() as u64,
     };
     let calls = if request.policy.action == RetentionAction::Delete {
-        sqlx::query("DELETE FROM calls WHERE caller_pseudonym = $1 AND NOT legal_hold")
-            .bind(pseudonym)
+        sqlx::query("DELETE FROM calls WHERE caller_pseudonym = ANY($1) AND NOT legal_hold")
+            .bind(&all)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -230,15 +241,15 @@ pub async fn erase(
         sqlx::query(
             "UPDATE calls SET caller_pseudonym = NULL, caller_masked = NULL, caller_number = NULL, \
              caller_anonymous = true, sip_call_id = 'erased', tags = '{}', recording_id = NULL, anonymised_at = now() \
-             WHERE caller_pseudonym = $1 AND NOT legal_hold",
+             WHERE caller_pseudonym = ANY($1) AND NOT legal_hold",
         )
-        .bind(pseudonym)
+        .bind(&all)
         .execute(&mut *tx)
         .await?
         .rows_affected()
     };
-    let opt_outs = sqlx::query("DELETE FROM opt_outs WHERE pseudonym = $1")
-        .bind(pseudonym)
+    let opt_outs = sqlx::query("DELETE FROM opt_outs WHERE pseudonym = ANY($1)")
+        .bind(&all)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -256,7 +267,7 @@ pub async fn erase(
         .filter(|f| remove_under(&stores.tts_dir, Path::new(f.as_str())))
         .count() as u64;
     let ids: Vec<String> = call_ids.iter().map(|c| c.to_string()).collect();
-    let rejected = super::writer::scrub_rejected(&stores.journal_dir, pseudonym, &ids)
+    let rejected = super::writer::scrub_rejected(&stores.journal_dir, &all, &ids)
         .map_err(|e| QueryError::Invalid(format!("rejected.jsonl: {e}")))?;
     sqlx::query(
         "INSERT INTO erasure_requests (id, subject_ref, requested_at, completed_at, requested_by, action, \

@@ -28,6 +28,7 @@ pub mod query;
 pub mod requests;
 pub mod retention;
 pub mod subject;
+pub mod tenants;
 pub mod writer;
 
 use crate::config::{Config, RetentionPolicyConfig};
@@ -70,8 +71,13 @@ impl RecordPolicy {
     /// Puts `record` under retention `class`: its expiry, and whether it may keep the caller's
     /// number in clear (never for a caller who opted out of retention). False for an unknown
     /// class (the record is left as it was).
+    /// A tenant's own policy of the class (`[[cdr.policies]]` with `tenant`) goes first.
     pub fn apply_class(&self, record: &mut CallRecord, class: &str, caller_e164: Option<&str>) -> bool {
-        let Some(p) = self.policies.iter().find(|p| p.name == class) else {
+        let tenants = self
+            .policies
+            .iter()
+            .find(|p| p.name == class && p.tenant.is_some() && p.tenant == record.tenant);
+        let Some(p) = tenants.or_else(|| self.policies.iter().find(|p| p.name == class && p.tenant.is_none())) else {
             return false;
         };
         record.retention_class = class.to_string();
@@ -84,19 +90,25 @@ impl RecordPolicy {
         true
     }
 
-    /// The record of a new inbound call (revision 0: not written yet), under the default
-    /// retention class. `caller_e164` is the caller's number, `None` when withheld or absent.
+    /// The record of a new inbound call (revision 0: not written yet) of `tenant`, under
+    /// the default retention class. `caller_e164` is the caller's number, `None` when
+    /// withheld or absent. The caller's pseudonym is the tenant's ([`PseudonymKey::in_tenant`]);
+    /// an opt-out registered under it or under the gateway's pseudonym applies.
     pub fn inbound(
         &self,
         dialled: Option<&str>,
         caller_e164: Option<&str>,
+        tenant: Option<&str>,
         sip_call_id: &str,
         started_at: Micros,
     ) -> CallRecord {
         let mut consent = serde_json::Map::new();
         let caller = match caller_e164 {
             Some(n) => {
-                let pseudonym = self.key.pseudonym(n);
+                let gateways = self.key.pseudonym(n);
+                let pseudonym = self.key.in_tenant(&gateways, tenant);
+                let named =
+                    |set: &std::collections::HashSet<String>| set.contains(&pseudonym) || set.contains(&gateways);
                 // Fail closed: a registry that cannot stand for the database (never read, or
                 // unreachable for 30 s) may not name a caller who opted out, so nobody is
                 // recorded or contacted until it is read again. Retention keeps the cached
@@ -107,9 +119,9 @@ impl RecordPolicy {
                     .read()
                     .map(|o| {
                         (
-                            o.retain.contains(&pseudonym),
-                            o.record.contains(&pseudonym),
-                            o.contact.contains(&pseudonym),
+                            named(&o.retain),
+                            named(&o.record),
+                            named(&o.contact),
                             o.is_current(started_at),
                         )
                     })
@@ -150,7 +162,7 @@ impl RecordPolicy {
             id: uuid::Uuid::now_v7(),
             revision: 0,
             node: self.node.clone(),
-            tenant: None,
+            tenant: tenant.map(str::to_string),
             trunk: None,
             direction: "inbound".into(),
             caller,
@@ -286,7 +298,7 @@ impl CdrService {
         if torn > 0 {
             tracing::warn!(bytes = torn, "CDR journal: a torn last entry from a crash was removed");
         }
-        let key = PseudonymKey::load_or_create(&cfg.key_file())?;
+        let key = privacy::pseudonym_key(cfg)?;
         let node = node_id(&cfg.data_dir)?;
         let (target, embedded) = resolve_target(cfg).await?;
         let pool = db::lazy_pool(&target, 4)?;
@@ -322,7 +334,7 @@ impl CdrService {
             batch_wait: Duration::from_millis(cfg.cdr.batch_wait_ms),
         };
         let writer = Writer::new(target.clone(), &journal_dir, writer_cfg)
-            .with_erasure_stores(erasure::ErasureStores::under(&cfg.data_dir));
+            .with_erasure_stores(erasure::ErasureStores::under(&cfg.data_dir, key.clone()));
         let writer = tokio::spawn(writer.run(sink.clone(), wake, stop_rx, Duration::from_secs(5)));
         // Read once before the first call (bounded: a database that does not answer leaves
         // the registry unread, and calls fail closed until housekeeping reads it).
@@ -400,7 +412,8 @@ mod tests {
     }
 
     fn consent(p: &RecordPolicy, at: Micros) -> serde_json::Value {
-        p.inbound(Some("+18005550100"), Some("+14155550123"), "c1", at).consent
+        p.inbound(Some("+18005550100"), Some("+14155550123"), None, "c1", at)
+            .consent
     }
 
     #[test]
@@ -426,5 +439,61 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(consent(&policy(named), now)["record"], false);
+    }
+
+    #[test]
+    fn a_tenants_calls_name_the_caller_by_its_own_pseudonym_and_honour_both_opt_outs() {
+        let now = 1_800_000_000_000_000;
+        let n = "+14155550123";
+        let p = policy(subject::OptOuts::default());
+        let gateways = p.key.pseudonym(n);
+        let acme = p.key.in_tenant(&gateways, Some("acme"));
+        let call = |p: &RecordPolicy, tenant| p.inbound(Some("+18005550100"), Some(n), tenant, "c1", now);
+        let rec = call(&p, Some("acme"));
+        assert_eq!(rec.caller.pseudonym.as_deref(), Some(acme.as_str()));
+        assert_eq!(rec.tenant.as_deref(), Some("acme"));
+        assert_eq!(call(&p, None).caller.pseudonym.as_deref(), Some(gateways.as_str()));
+        let registry = |record: &str| subject::OptOuts {
+            record: [record.to_string()].into(),
+            loaded_at: Some(now),
+            ..Default::default()
+        };
+        // An opt-out for every call (the gateway's pseudonym) holds in acme's calls; one
+        // made in acme's calls holds there and not in another tenant's.
+        assert_eq!(
+            call(&policy(registry(&gateways)), Some("acme")).consent["record"],
+            false
+        );
+        assert_eq!(call(&policy(registry(&acme)), Some("acme")).consent["record"], false);
+        assert!(
+            call(&policy(registry(&acme)), Some("globex"))
+                .consent
+                .get("record")
+                .is_none()
+        );
+        assert!(call(&policy(registry(&acme)), None).consent.get("record").is_none());
+    }
+
+    #[test]
+    fn a_tenants_own_policy_of_a_class_replaces_the_class_for_its_calls() {
+        let mut p = policy(subject::OptOuts::default());
+        let class = |name: &str, days, tenant: Option<&str>| crate::config::RetentionPolicyConfig {
+            name: name.into(),
+            keep_days: days,
+            action: crate::config::RetentionAction::Delete,
+            clear_number: false,
+            description: String::new(),
+            tenant: tenant.map(str::to_string),
+        };
+        p.policies = vec![class("standard", 395, None), class("standard", 30, Some("acme"))];
+        let now = 1_800_000_000_000_000;
+        let day = 86_400_000_000;
+        let expiry = |tenant| {
+            p.inbound(Some("+18005550100"), Some("+14155550123"), tenant, "c1", now)
+                .expires_at
+        };
+        assert_eq!(expiry(Some("acme")), Some(now + 30 * day));
+        assert_eq!(expiry(Some("globex")), Some(now + 395 * day));
+        assert_eq!(expiry(None), Some(now + 395 * day));
     }
 }

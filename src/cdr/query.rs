@@ -20,8 +20,8 @@ pub struct ListFilter {
     /// `started_at >= from` (any PostgreSQL timestamptz text: `2026-11-01`, ...).
     pub from: Option<String>,
     pub to: Option<String>,
-    /// Calls from this caller (by pseudonym).
-    pub caller_pseudonym: Option<String>,
+    /// Calls from this caller (by their pseudonyms: the gateway's and each tenant's).
+    pub caller_pseudonyms: Option<Vec<String>>,
     pub dialled: Option<String>,
     pub tenant: Option<String>,
     pub disposition: Option<String>,
@@ -62,7 +62,7 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<serde_json::Value
         "SELECT {RECORD_JSON}::text FROM calls \
          WHERE ($1::timestamptz IS NULL OR started_at >= $1::timestamptz) \
            AND ($2::timestamptz IS NULL OR started_at < $2::timestamptz) \
-           AND ($3::text IS NULL OR caller_pseudonym = $3) \
+           AND ($3::text[] IS NULL OR caller_pseudonym = ANY($3)) \
            AND ($4::text IS NULL OR dialled = $4) \
            AND ($5::text IS NULL OR tenant = $5) \
            AND ($6::text IS NULL OR disposition = $6) \
@@ -72,7 +72,7 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<serde_json::Value
     let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&f.from)
         .bind(&f.to)
-        .bind(&f.caller_pseudonym)
+        .bind(&f.caller_pseudonyms)
         .bind(&f.dialled)
         .bind(&f.tenant)
         .bind(&f.disposition)
@@ -84,6 +84,16 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<serde_json::Value
     Ok(json_rows(rows))
 }
 
+/// A timestamp PostgreSQL could not read is the caller's mistake, not a database failure.
+pub(crate) fn time_error(e: sqlx::Error, given: Option<&str>) -> QueryError {
+    match (&e, given) {
+        (sqlx::Error::Database(d), Some(t)) if d.code().is_some_and(|c| c.starts_with("22")) => {
+            QueryError::Invalid(format!("`{t}` is not a time (2026-12-01, 2026-12-01T09:30Z)"))
+        }
+        _ => QueryError::Db(e),
+    }
+}
+
 /// Rows of one JSON text column (built by PostgreSQL's `json_build_object`), parsed.
 pub(crate) fn json_rows(rows: Vec<(String,)>) -> Vec<serde_json::Value> {
     rows.into_iter()
@@ -93,29 +103,29 @@ pub(crate) fn json_rows(rows: Vec<(String,)>) -> Vec<serde_json::Value> {
 
 /// Everything held about a caller (a subject access request): their calls with events,
 /// recordings and opt-outs. The number itself is not in it (it is what the requester gave).
-pub async fn export_subject(pool: &PgPool, pseudonym: &str) -> Result<serde_json::Value, QueryError> {
+pub async fn export_subject(pool: &PgPool, pseudonyms: &[String]) -> Result<serde_json::Value, QueryError> {
     let sql = format!(
         "SELECT json_build_object(\
            'calls', coalesce((SELECT json_agg(r ORDER BY (r->>'started_at')) FROM (\
                SELECT ({RECORD_JSON})::jsonb || jsonb_build_object('events', coalesce((\
                    SELECT json_agg(json_build_object('at', e.at, 'kind', e.kind, 'detail', e.detail) ORDER BY e.at) \
                    FROM call_events e WHERE e.call_id = calls.id), '[]'::json)) AS r \
-               FROM calls WHERE caller_pseudonym = $1) x), '[]'::json), \
+               FROM calls WHERE caller_pseudonym = ANY($1)) x), '[]'::json), \
            'recordings', coalesce((SELECT json_agg(json_build_object('id', id, 'call_id', call_id, 'started_at', started_at, \
                'seconds', seconds, 'format', format) ORDER BY started_at) FROM recordings \
-               WHERE caller_pseudonym = $1 AND deleted_at IS NULL), '[]'::json), \
+               WHERE caller_pseudonym = ANY($1) AND deleted_at IS NULL), '[]'::json), \
            'room_recordings', coalesce((SELECT json_agg(json_build_object('id', r.id, 'room', r.room, \
                'started_at', r.started_at, 'seconds', r.seconds, 'format', r.format) ORDER BY r.started_at) \
                FROM recordings r WHERE r.deleted_at IS NULL AND r.id::text IN (\
                    SELECT e.detail->>'id' FROM call_events e JOIN calls c ON c.id = e.call_id \
-                   WHERE c.caller_pseudonym = $1 AND e.kind = 'room_recording' \
+                   WHERE c.caller_pseudonym = ANY($1) AND e.kind = 'room_recording' \
                    AND coalesce(e.detail->>'recorded', 'true') <> 'false' \
                    AND coalesce(c.consent->>'record', 'true') <> 'false')), '[]'::json), \
-           'opt_outs', coalesce((SELECT json_agg(json_build_object('scope', scope, 'source', source, 'since', created_at) \
-               ORDER BY scope) FROM opt_outs WHERE pseudonym = $1), '[]'::json))::text"
+           'opt_outs', coalesce((SELECT json_agg(json_build_object('scope', scope, 'tenant', tenant, 'source', source, 'since', created_at) \
+               ORDER BY scope) FROM opt_outs WHERE pseudonym = ANY($1)), '[]'::json))::text"
     );
     let (text,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(pseudonym)
+        .bind(pseudonyms)
         .fetch_one(pool)
         .await?;
     serde_json::from_str(&text).map_err(|e| QueryError::Invalid(e.to_string()))

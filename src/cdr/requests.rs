@@ -7,7 +7,7 @@
 //! answered at once, so the register is complete either way. Rows name the subject by
 //! [`subject_ref`](super::erasure::subject_ref), never by pseudonym or number.
 
-use super::query::{QueryError, json_rows};
+use super::query::{QueryError, json_rows, time_error};
 use sqlx::PgConnection;
 
 /// What a subject asked for.
@@ -108,16 +108,6 @@ pub async fn log(conn: &mut PgConnection, r: &NewRequest<'_>) -> Result<serde_js
         .await
         .map_err(|e| time_error(e, r.received_at))?;
     serde_json::from_str(&text).map_err(|e| QueryError::Invalid(e.to_string()))
-}
-
-/// A timestamp PostgreSQL could not read is the caller's mistake, not a database failure.
-fn time_error(e: sqlx::Error, given: Option<&str>) -> QueryError {
-    match (&e, given) {
-        (sqlx::Error::Database(d), Some(t)) if d.code().is_some_and(|c| c.starts_with("22")) => {
-            QueryError::Invalid(format!("`{t}` is not a time (2026-12-01, 2026-12-01T09:30Z)"))
-        }
-        _ => QueryError::Db(e),
-    }
 }
 
 /// Answers the subject's open requests of `kind` with `outcome` (what was done); when none

@@ -26,6 +26,8 @@ pub struct SweepReport {
     /// Lines of `rejected.jsonl` past `cdr.rejected_keep_days`.
     pub rejected_expired: u64,
     pub tts_files_expired: u64,
+    /// Tenants past `cdr.account_closed_days` after their account closed, swept.
+    pub closed_accounts: u64,
 }
 
 /// What a sweep reaches besides the classed records, and the clocks of each.
@@ -42,6 +44,7 @@ pub struct SweepScope {
     pub audit_days: u32,
     pub opt_out_days: u32,
     pub rejected_days: u32,
+    pub account_closed_days: u32,
 }
 
 impl SweepScope {
@@ -55,6 +58,7 @@ impl SweepScope {
             audit_days: cfg.cdr.audit_keep_days,
             opt_out_days: cfg.cdr.opt_out_keep_days,
             rejected_days: cfg.cdr.rejected_keep_days,
+            account_closed_days: cfg.cdr.account_closed_days,
         }
     }
 }
@@ -89,15 +93,16 @@ pub fn expire_files(dir: &Path, keep: std::time::Duration, now: std::time::Syste
 pub async fn sync_policies(pool: &PgPool, policies: &[RetentionPolicyConfig]) -> Result<(), QueryError> {
     for p in policies {
         sqlx::query(
-            "INSERT INTO retention_policies (name, keep_for, action, description) \
-             VALUES ($1, make_interval(days => $2), $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET keep_for = EXCLUDED.keep_for, action = EXCLUDED.action, \
+            "INSERT INTO retention_policies (name, tenant, keep_for, action, description) \
+             VALUES ($1, coalesce($5, ''), make_interval(days => $2), $3, $4) \
+             ON CONFLICT (name, tenant) DO UPDATE SET keep_for = EXCLUDED.keep_for, action = EXCLUDED.action, \
              description = EXCLUDED.description",
         )
         .bind(&p.name)
         .bind(p.keep_days as i32)
         .bind(p.action.as_str())
         .bind(&p.description)
+        .bind(&p.tenant)
         .execute(pool)
         .await?;
     }
@@ -108,6 +113,14 @@ pub async fn sync_policies(pool: &PgPool, policies: &[RetentionPolicyConfig]) ->
 /// and files without a class ([`sweep_unclassed`]).
 pub async fn sweep(pool: &PgPool, batch: i64, scope: &SweepScope) -> Result<SweepReport, QueryError> {
     let mut report = sweep_classed(pool, batch, &scope.recordings_dir).await?;
+    sweep_closed_accounts(
+        pool,
+        batch,
+        scope.account_closed_days,
+        &scope.recordings_dir,
+        &mut report,
+    )
+    .await?;
     sweep_unclassed(pool, scope, &mut report).await?;
     Ok(report)
 }
@@ -158,36 +171,17 @@ async fn sweep_unclassed(pool: &PgPool, scope: &SweepScope, report: &mut SweepRe
 async fn sweep_classed(pool: &PgPool, batch: i64, recordings_dir: &Path) -> Result<SweepReport, QueryError> {
     let mut report = SweepReport::default();
     drop_expired_partitions(pool, recordings_dir, &mut report).await?;
-    loop {
-        let (deleted, events, paths): (i64, i64, Vec<String>) = {
-            let row: (i64, i64, Option<Vec<String>>) = sqlx::query_as(
-                "WITH doomed AS ( \
-                   SELECT c.id, c.started_at FROM calls c JOIN retention_policies p ON p.name = c.retention_class \
-                   WHERE p.action = 'delete' AND c.expires_at < now() AND NOT c.legal_hold LIMIT $1), \
-                 ev AS (DELETE FROM call_events e USING doomed d WHERE e.call_id = d.id RETURNING 1), \
-                 rec AS (DELETE FROM recordings r USING doomed d WHERE r.call_id = d.id AND NOT r.legal_hold RETURNING r.path), \
-                 gone AS (DELETE FROM calls c USING doomed d WHERE c.id = d.id AND c.started_at = d.started_at RETURNING 1) \
-                 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM ev), (SELECT array_agg(path) FROM rec)",
-            )
-            .bind(batch)
-            .fetch_one(pool)
-            .await?;
-            (row.0, row.1, row.2.unwrap_or_default())
-        };
-        report.deleted += deleted as u64;
-        report.events_deleted += events as u64;
-        report.recordings_deleted += remove_files(recordings_dir, &paths);
-        if deleted < batch {
-            break;
-        }
-    }
+    // The tenant's own policy of the class if it has one (`tolk_policy_action`).
+    let expired = "tolk_policy_action(c.retention_class, c.tenant) = 'delete' AND c.expires_at < now()";
+    delete_calls(pool, batch, expired, 0, recordings_dir, &mut report).await?;
     loop {
         let anonymised = sqlx::query(
             "UPDATE calls SET caller_pseudonym = NULL, caller_masked = NULL, caller_number = NULL, \
              caller_anonymous = true, sip_call_id = 'anonymised', tags = '{}', anonymised_at = now() \
              WHERE (id, started_at) IN ( \
-               SELECT c.id, c.started_at FROM calls c JOIN retention_policies p ON p.name = c.retention_class \
-               WHERE p.action = 'anonymise' AND c.expires_at < now() AND NOT c.legal_hold AND c.anonymised_at IS NULL \
+               SELECT c.id, c.started_at FROM calls c \
+               WHERE tolk_policy_action(c.retention_class, c.tenant) = 'anonymise' AND c.expires_at < now() \
+                 AND NOT c.legal_hold AND c.anonymised_at IS NULL \
                LIMIT $1)",
         )
         .bind(batch)
@@ -207,6 +201,81 @@ async fn sweep_classed(pool: &PgPool, batch: i64, recordings_dir: &Path) -> Resu
     let paths: Vec<String> = paths.into_iter().map(|(p,)| p).collect();
     report.recordings_deleted += remove_files(recordings_dir, &paths);
     Ok(report)
+}
+
+/// Deletes, in batches of `batch`, the calls `which` names (a condition on `calls c`, where
+/// `$2` is `param`; one of ours, never input) and not on hold, with their events and
+/// recordings (files included).
+async fn delete_calls(
+    pool: &PgPool,
+    batch: i64,
+    which: &'static str,
+    param: i32,
+    recordings_dir: &Path,
+    report: &mut SweepReport,
+) -> Result<(), QueryError> {
+    let sql = format!(
+        "WITH doomed AS ( \
+           SELECT c.id, c.started_at FROM calls c WHERE {which} AND NOT c.legal_hold AND $2::int IS NOT NULL LIMIT $1), \
+         ev AS (DELETE FROM call_events e USING doomed d WHERE e.call_id = d.id RETURNING 1), \
+         rec AS (DELETE FROM recordings r USING doomed d WHERE r.call_id = d.id AND NOT r.legal_hold RETURNING r.path), \
+         gone AS (DELETE FROM calls c USING doomed d WHERE c.id = d.id AND c.started_at = d.started_at RETURNING 1) \
+         SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM ev), (SELECT array_agg(path) FROM rec)"
+    );
+    loop {
+        let (deleted, events, paths): (i64, i64, Option<Vec<String>>) =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(batch)
+                .bind(param)
+                .fetch_one(pool)
+                .await?;
+        report.deleted += deleted as u64;
+        report.events_deleted += events as u64;
+        report.recordings_deleted += remove_files(recordings_dir, &paths.unwrap_or_default());
+        if deleted < batch {
+            return Ok(());
+        }
+    }
+}
+
+/// Tenants whose account closed more than `days` ago (`tolk cdr tenant close`): their
+/// calls with events and recordings, the recordings of their rooms and their opt-outs
+/// go, whatever the class; what is on hold stays.
+async fn sweep_closed_accounts(
+    pool: &PgPool,
+    batch: i64,
+    days: u32,
+    recordings_dir: &Path,
+    report: &mut SweepReport,
+) -> Result<(), QueryError> {
+    // `$1`: the days (here and in `delete_calls`' `$2`).
+    let closed: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM tenants WHERE closed_at < now() - make_interval(days => $1)")
+            .bind(days as i32)
+            .fetch_all(pool)
+            .await?;
+    if closed.is_empty() {
+        return Ok(());
+    }
+    let closed: Vec<String> = closed.into_iter().map(|(t,)| t).collect();
+    report.closed_accounts = closed.len() as u64;
+    let which = "c.tenant IN (SELECT name FROM tenants WHERE closed_at < now() - make_interval(days => $2))";
+    delete_calls(pool, batch, which, days as i32, recordings_dir, report).await?;
+    let paths: Vec<(String,)> = sqlx::query_as(
+        "DELETE FROM recordings r USING rooms m WHERE r.room = m.id AND NOT r.legal_hold \
+         AND m.tenant = ANY($1) RETURNING r.path",
+    )
+    .bind(&closed)
+    .fetch_all(pool)
+    .await?;
+    let paths: Vec<String> = paths.into_iter().map(|(p,)| p).collect();
+    report.recordings_deleted += remove_files(recordings_dir, &paths);
+    report.opt_outs_expired += sqlx::query("DELETE FROM opt_outs WHERE tenant = ANY($1)")
+        .bind(&closed)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(())
 }
 
 fn remove_files(dir: &Path, paths: &[String]) -> u64 {
@@ -238,8 +307,8 @@ async fn drop_expired_partitions(
         }
         let (rows, keep): (i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT count(*), count(*) FILTER (WHERE c.legal_hold OR c.expires_at IS NULL OR c.expires_at >= now() \
-               OR coalesce(p.action, 'keep') <> 'delete') \
-             FROM {name} c LEFT JOIN retention_policies p ON p.name = c.retention_class"
+               OR coalesce(tolk_policy_action(c.retention_class, c.tenant), 'keep') <> 'delete') \
+             FROM {name} c"
         )))
         .fetch_one(pool)
         .await?;

@@ -20,26 +20,54 @@ pub fn check_scope(scope: &str) -> Result<(), QueryError> {
     }
 }
 
-/// Registers an opt-out (idempotent).
-pub async fn opt_out(pool: &PgPool, pseudonym: &str, scope: &str, source: &str) -> Result<(), QueryError> {
+/// The tenants the database knows: every tenant that has had a call (the writer files
+/// them), open or closed.
+pub async fn tenants(pool: &PgPool) -> Result<Vec<String>, QueryError> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT name FROM tenants ORDER BY name")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|(t,)| t).collect())
+}
+
+/// Every pseudonym the subject whose gateway pseudonym is `pseudonym` has in the database:
+/// the gateway's and each known tenant's ([`PseudonymKey::all_pseudonyms`]).
+pub async fn pseudonyms_of(
+    pool: &PgPool,
+    key: &super::privacy::PseudonymKey,
+    pseudonym: &str,
+) -> Result<Vec<String>, QueryError> {
+    Ok(key.all_pseudonyms(pseudonym, &tenants(pool).await?))
+}
+
+/// Registers an opt-out (idempotent): `pseudonym` as the records of `tenant` name the caller
+/// (the gateway's pseudonym and no tenant: every tenant's calls).
+pub async fn opt_out(
+    pool: &PgPool,
+    pseudonym: &str,
+    tenant: Option<&str>,
+    scope: &str,
+    source: &str,
+) -> Result<(), QueryError> {
     check_scope(scope)?;
     sqlx::query(
-        "INSERT INTO opt_outs (pseudonym, scope, source) VALUES ($1, $2, $3) \
+        "INSERT INTO opt_outs (pseudonym, scope, source, tenant) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (pseudonym, scope) DO NOTHING",
     )
     .bind(pseudonym)
     .bind(scope)
     .bind(source)
+    .bind(tenant)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// Withdraws an opt-out; true when there was one.
-pub async fn opt_in(pool: &PgPool, pseudonym: &str, scope: &str) -> Result<bool, QueryError> {
+/// Withdraws the opt-outs of `scope` registered under any of `pseudonyms`; true when there
+/// was one.
+pub async fn opt_in(pool: &PgPool, pseudonyms: &[String], scope: &str) -> Result<bool, QueryError> {
     check_scope(scope)?;
-    let r = sqlx::query("DELETE FROM opt_outs WHERE pseudonym = $1 AND scope = $2")
-        .bind(pseudonym)
+    let r = sqlx::query("DELETE FROM opt_outs WHERE pseudonym = ANY($1) AND scope = $2")
+        .bind(pseudonyms)
         .bind(scope)
         .execute(pool)
         .await?;
@@ -49,8 +77,8 @@ pub async fn opt_in(pool: &PgPool, pseudonym: &str, scope: &str) -> Result<bool,
 /// All opt-outs (pseudonyms shortened to 12 characters for display).
 pub async fn list_opt_outs(pool: &PgPool) -> Result<Vec<serde_json::Value>, QueryError> {
     let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT json_build_object('pseudonym', left(pseudonym, 12), 'scope', scope, 'source', source, \
-         'since', created_at)::text FROM opt_outs ORDER BY created_at, pseudonym, scope",
+        "SELECT json_build_object('pseudonym', left(pseudonym, 12), 'scope', scope, 'tenant', tenant, \
+         'source', source, 'since', created_at)::text FROM opt_outs ORDER BY created_at, pseudonym, scope",
     )
     .fetch_all(pool)
     .await?;
@@ -104,32 +132,32 @@ pub async fn load_opt_outs(pool: &PgPool) -> Result<OptOuts, QueryError> {
     Ok(o)
 }
 
-/// Sets or releases the legal hold on one record or on all records of a caller; returns
-/// how many records changed.
+/// Sets or releases the legal hold on one record or on all records of a caller (under any
+/// of their pseudonyms); returns how many records changed.
 pub async fn set_hold(
     pool: &PgPool,
     id: Option<uuid::Uuid>,
-    pseudonym: Option<&str>,
+    pseudonyms: Option<&[String]>,
     hold: bool,
 ) -> Result<u64, QueryError> {
-    if id.is_none() && pseudonym.is_none() {
+    if id.is_none() && pseudonyms.is_none() {
         return Err(QueryError::Invalid("a hold needs a record id or a number".into()));
     }
     let calls = sqlx::query(
-        "UPDATE calls SET legal_hold = $3 WHERE (($1::uuid IS NOT NULL AND id = $1) OR ($2::text IS NOT NULL AND caller_pseudonym = $2)) \
+        "UPDATE calls SET legal_hold = $3 WHERE (($1::uuid IS NOT NULL AND id = $1) OR ($2::text[] IS NOT NULL AND caller_pseudonym = ANY($2))) \
          AND legal_hold <> $3",
     )
     .bind(id)
-    .bind(pseudonym)
+    .bind(pseudonyms)
     .bind(hold)
     .execute(pool)
     .await?
     .rows_affected();
     sqlx::query(
-        "UPDATE recordings SET legal_hold = $3 WHERE ($1::uuid IS NOT NULL AND call_id = $1) OR ($2::text IS NOT NULL AND caller_pseudonym = $2)",
+        "UPDATE recordings SET legal_hold = $3 WHERE ($1::uuid IS NOT NULL AND call_id = $1) OR ($2::text[] IS NOT NULL AND caller_pseudonym = ANY($2))",
     )
     .bind(id)
-    .bind(pseudonym)
+    .bind(pseudonyms)
     .bind(hold)
     .execute(pool)
     .await?;
@@ -151,12 +179,14 @@ pub async fn set_hold(
 /// answered ([`requests::answer`](super::requests::answer)).
 pub async fn answer_access(
     pool: &PgPool,
+    key: &super::privacy::PseudonymKey,
     pseudonym: &str,
     requested_by: &str,
     due_days: u32,
 ) -> Result<serde_json::Value, QueryError> {
     use super::requests::{NewRequest, RequestKind};
-    let mut export = super::query::export_subject(pool, pseudonym).await?;
+    let all = pseudonyms_of(pool, key, pseudonym).await?;
+    let mut export = super::query::export_subject(pool, &all).await?;
     let subject = super::erasure::subject_ref(pseudonym);
     let outcome = serde_json::json!({
         "calls": export["calls"].as_array().map_or(0, Vec::len),
@@ -178,17 +208,19 @@ pub async fn answer_access(
     Ok(export)
 }
 
-/// Registers an opt-out an operator was asked for (an objection, GDPR Art. 21) and answers
-/// the subject's open objection requests with it.
+/// Registers an opt-out an operator was asked for (an objection, GDPR Art. 21), for one
+/// tenant's calls or (none) every call, and answers the subject's open objection requests.
 pub async fn opt_out_on_request(
     pool: &PgPool,
+    key: &super::privacy::PseudonymKey,
     pseudonym: &str,
+    tenant: Option<&str>,
     scope: &str,
     source: &str,
     due_days: u32,
 ) -> Result<(), QueryError> {
     use super::requests::{NewRequest, RequestKind};
-    opt_out(pool, pseudonym, scope, source).await?;
+    opt_out(pool, &key.in_tenant(pseudonym, tenant), tenant, scope, source).await?;
     let subject = super::erasure::subject_ref(pseudonym);
     let request = NewRequest {
         kind: RequestKind::Objection,

@@ -101,8 +101,8 @@ pub enum CompactError {
 /// writer has caught up, starts a new segment, and waits for the writer to move into it
 /// (which deletes the old segments). Erasure runs this first so no spooled copy of a
 /// caller's records survives. Returns how many entries in the removed segments mentioned
-/// `needle` (a pseudonym), for the audit trail.
-pub async fn compact(sink: &CdrSink, needle: &str, within: Duration) -> Result<u64, CompactError> {
+/// one of `needles` (the subject's pseudonyms), for the audit trail.
+pub async fn compact(sink: &CdrSink, needles: &[String], within: Duration) -> Result<u64, CompactError> {
     let dir = sink.dir();
     let deadline = tokio::time::Instant::now() + within;
     while journal::load_checkpoint(&dir) < sink.end() {
@@ -115,7 +115,7 @@ pub async fn compact(sink: &CdrSink, needle: &str, within: Duration) -> Result<u
     let mut mentions = 0u64;
     for s in journal::segments(&dir)? {
         let bytes = std::fs::read(dir.join(format!("segment-{s:06}.log")))?;
-        if !needle.is_empty() {
+        for needle in needles.iter().filter(|n| !n.is_empty()) {
             mentions += bytes.windows(needle.len()).filter(|w| *w == needle.as_bytes()).count() as u64;
         }
     }
@@ -133,19 +133,17 @@ pub async fn compact(sink: &CdrSink, needle: &str, within: Duration) -> Result<u
 /// Serialises `rejected.jsonl`'s appends (the writer) with its rewrites (erasure).
 static REJECTED_FILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Takes out of `dir/rejected.jsonl` every line of the subject: lines naming `pseudonym`,
-/// lines naming one of `call_ids` (the subject's calls in the database), and lines naming a
-/// call whose refused record names the pseudonym (its events). Returns how many went.
-pub fn scrub_rejected(dir: &std::path::Path, pseudonym: &str, call_ids: &[String]) -> std::io::Result<u64> {
-    rewrite_rejected(dir, |text| scrub(text, pseudonym, call_ids))
+/// Takes out of `dir/rejected.jsonl` every line of the subject: lines naming one of
+/// `pseudonyms`, lines naming one of `call_ids` (the subject's calls in the database), and
+/// lines naming a call whose refused record names a pseudonym (its events). Returns how
+/// many went.
+pub fn scrub_rejected(dir: &std::path::Path, pseudonyms: &[String], call_ids: &[String]) -> std::io::Result<u64> {
+    rewrite_rejected(dir, |text| scrub(text, pseudonyms, call_ids))
 }
 
 /// Holds `rejected.jsonl` (serialised with the writer's appends) while `change` makes its
 /// new text from the old: `(None, n)` leaves the file as it was. A missing file is empty.
-fn rewrite_rejected(
-    dir: &std::path::Path,
-    change: impl FnOnce(&str) -> (Option<String>, u64),
-) -> std::io::Result<u64> {
+fn rewrite_rejected(dir: &std::path::Path, change: impl FnOnce(&str) -> (Option<String>, u64)) -> std::io::Result<u64> {
     let path = dir.join("rejected.jsonl");
     let _file = REJECTED_FILE.lock().unwrap_or_else(|p| p.into_inner());
     let text = match std::fs::read_to_string(&path) {
@@ -160,16 +158,16 @@ fn rewrite_rejected(
     Ok(count)
 }
 
-fn scrub(text: &str, pseudonym: &str, call_ids: &[String]) -> (Option<String>, u64) {
+fn scrub(text: &str, pseudonyms: &[String], call_ids: &[String]) -> (Option<String>, u64) {
+    let names = |line: &str| pseudonyms.iter().any(|p| !p.is_empty() && line.contains(p.as_str()));
     let mut ids: Vec<String> = call_ids.to_vec();
-    for line in text.lines().filter(|l| !pseudonym.is_empty() && l.contains(pseudonym)) {
+    for line in text.lines().filter(|l| names(l)) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
         ids.extend(v["entry"]["id"].as_str().map(String::from));
     }
     let (mut kept, mut dropped) = (String::new(), 0u64);
     for line in text.lines() {
-        let names_subject =
-            (!pseudonym.is_empty() && line.contains(pseudonym)) || ids.iter().any(|i| line.contains(i.as_str()));
+        let names_subject = names(line) || ids.iter().any(|i| line.contains(i.as_str()));
         if names_subject {
             dropped += 1;
         } else {
@@ -324,10 +322,14 @@ impl Writer {
             .filter(|c| *c != "id" && *c != "started_at")
             .map(|c| format!("{c} = EXCLUDED.{c}"))
             .collect();
+        // The tenants table learns each tenant from its first call: lookups by number make
+        // the caller's pseudonym of every tenant it names.
         let upsert_calls = format!(
             "INSERT INTO calls ({CALL_COLUMNS}) SELECT {CALL_COLUMNS} FROM calls_stage \
              ON CONFLICT (id, started_at) DO UPDATE SET {} \
-             WHERE calls.revision < EXCLUDED.revision AND calls.anonymised_at IS NULL",
+             WHERE calls.revision < EXCLUDED.revision AND calls.anonymised_at IS NULL; \
+             INSERT INTO tenants (name) SELECT DISTINCT tenant FROM calls_stage WHERE tenant IS NOT NULL \
+             ON CONFLICT DO NOTHING",
             set.join(", ")
         );
         Writer {

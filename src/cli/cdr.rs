@@ -104,6 +104,15 @@ pub enum CdrCommand {
         #[arg(long)]
         release: bool,
     },
+    /// Tenants and their accounts: `close` starts the clock after which all their data is
+    /// deleted (`cdr.account_closed_days`), `reopen` stops it.
+    #[command(args_conflicts_with_subcommands = true)]
+    Tenants {
+        #[command(subcommand)]
+        action: Option<TenantsCommand>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Run the retention sweeper now.
     Sweep,
 }
@@ -136,6 +145,22 @@ pub enum RequestsCommand {
 }
 
 #[derive(clap::Subcommand)]
+pub enum TenantsCommand {
+    /// The tenant's account closed (at `--at`, default now).
+    Close {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// The tenant's account is open again: its data is kept by class again.
+    Reopen {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
 pub enum OptoutCommand {
     /// Register an opt-out: record, retain or contact.
     Add {
@@ -145,13 +170,18 @@ pub enum OptoutCommand {
         scope: String,
         #[arg(long, default_value = "cli")]
         source: String,
+        /// For one tenant's calls only (default: every call).
+        #[arg(long)]
+        tenant: Option<String>,
     },
-    /// Withdraw an opt-out.
+    /// Withdraw an opt-out (for one tenant's calls, or by default wherever it was made).
     Remove {
         #[arg(long)]
         number: String,
         #[arg(long)]
         scope: String,
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// The registry (pseudonyms shortened).
     List {
@@ -172,10 +202,17 @@ impl Db {
         let (target, embedded) = tolk::cdr::resolve_target(cfg).await?;
         let pool = tolk::cdr::db::prepare(&target).await?;
         tolk::cdr::retention::sync_policies(&pool, &cfg.retention_policies()).await?;
-        let key = tolk::cdr::privacy::PseudonymKey::load_or_create(&cfg.key_file())?;
+        let key = tolk::cdr::privacy::pseudonym_key(cfg)?;
         Ok(Db { pool, key, embedded })
     }
 
+    /// Every pseudonym the records give the caller: the gateway's and each tenant's.
+    async fn pseudonyms(&self, number: &str) -> anyhow::Result<Vec<String>> {
+        let p = self.pseudonym(number)?;
+        Ok(tolk::cdr::subject::pseudonyms_of(&self.pool, &self.key, &p).await?)
+    }
+
+    /// The gateway's pseudonym of a number: the subject's name in the register and audits.
     fn pseudonym(&self, number: &str) -> anyhow::Result<String> {
         let n = tolk::number::normalise(number).ok_or_else(|| anyhow::anyhow!("`{number}` is not a phone number"))?;
         Ok(self.key.pseudonym(&n))
@@ -221,14 +258,17 @@ pub fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
                     after,
                     format,
                 } => {
-                    let caller_pseudonym = number.as_deref().map(|n| db.pseudonym(n)).transpose()?;
+                    let caller_pseudonyms = match number.as_deref() {
+                        Some(n) => Some(db.pseudonyms(n).await?),
+                        None => None,
+                    };
                     let dialled = dialled.map(|d| tolk::number::normalise(&d).unwrap_or(d));
                     let rows = query::list(
                         &db.pool,
                         &query::ListFilter {
                             from,
                             to,
-                            caller_pseudonym,
+                            caller_pseudonyms,
                             dialled,
                             tenant,
                             disposition,
@@ -247,7 +287,7 @@ pub fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
                 CdrCommand::Export { number, requested_by } => {
                     let p = db.pseudonym(&number)?;
                     let due = cfg.cdr.request_due_days;
-                    let export = tolk::cdr::subject::answer_access(&db.pool, &p, &requested_by, due).await?;
+                    let export = tolk::cdr::subject::answer_access(&db.pool, &db.key, &p, &requested_by, due).await?;
                     println!("{}", serde_json::to_string_pretty(&export)?);
                 }
                 CdrCommand::Correct {
@@ -266,9 +306,11 @@ pub fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
                         })
                         .collect::<anyhow::Result<Vec<_>>>()?;
                     let c = tolk::cdr::correction::Correction::from_pairs(&pairs, &clear, id, &requested_by)?;
-                    let p = db.pseudonym(&number)?;
+                    let subject = tolk::cdr::erasure::subject_ref(&db.pseudonym(&number)?);
+                    let all = db.pseudonyms(&number).await?;
                     let mut conn = db.pool.acquire().await?;
-                    let report = tolk::cdr::correction::correct(&mut conn, &p, &c, cfg.cdr.request_due_days).await?;
+                    let due = cfg.cdr.request_due_days;
+                    let report = tolk::cdr::correction::correct(&mut conn, &all, &subject, &c, due).await?;
                     println!("{}", serde_json::to_string(&report)?);
                 }
                 CdrCommand::Requests {
@@ -278,9 +320,28 @@ pub fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
                     format,
                 } => requests_command(&cfg, &db, action, all, number, format).await?,
                 CdrCommand::Hold { id, number, release } => {
-                    let p = number.as_deref().map(|n| db.pseudonym(n)).transpose()?;
+                    let p = match number.as_deref() {
+                        Some(n) => Some(db.pseudonyms(n).await?),
+                        None => None,
+                    };
                     let n = tolk::cdr::subject::set_hold(&db.pool, id, p.as_deref(), !release).await?;
                     println!("{} record(s) {}", n, if release { "released" } else { "on hold" });
+                }
+                CdrCommand::Tenants { action, format } => {
+                    use tolk::cdr::tenants;
+                    let days = cfg.cdr.account_closed_days;
+                    match action {
+                        None => print_rows(&tenants::list(&db.pool, days).await?, tenants::TENANT_COLUMNS, format),
+                        Some(TenantsCommand::Close { tenant, at }) => {
+                            println!("{}", tenants::close(&db.pool, &tenant, at.as_deref(), days).await?)
+                        }
+                        Some(TenantsCommand::Reopen { tenant }) => {
+                            if !tenants::reopen(&db.pool, &tenant).await? {
+                                anyhow::bail!("tenant `{tenant}` is not closed");
+                            }
+                            println!("tenant `{tenant}` reopened");
+                        }
+                    }
                 }
                 CdrCommand::Sweep => {
                     let scope = tolk::cdr::retention::SweepScope::of(&cfg);
@@ -373,13 +434,14 @@ async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result
         Ok((journal, _)) => {
             let db = Db::open(cfg).await?;
             let p = db.pseudonym(number)?;
+            let all = db.pseudonyms(number).await?;
             let (sink, wake) = tolk::cdr::writer::CdrSink::new(journal);
             let (stop, stop_rx) = tokio::sync::watch::channel(false);
             let (target, _) = tolk::cdr::resolve_target(cfg).await?;
             let writer = tolk::cdr::writer::Writer::new(target, &journal_dir, Default::default())
-                .with_erasure_stores(tolk::cdr::erasure::ErasureStores::under(&cfg.data_dir));
+                .with_erasure_stores(tolk::cdr::erasure::ErasureStores::under(&cfg.data_dir, db.key.clone()));
             let task = tokio::spawn(writer.run(sink.clone(), wake, stop_rx, std::time::Duration::from_secs(5)));
-            let compacted = tolk::cdr::writer::compact(&sink, &p, std::time::Duration::from_secs(30)).await;
+            let compacted = tolk::cdr::writer::compact(&sink, &all, std::time::Duration::from_secs(30)).await;
             let _ = stop.send(true);
             let _ = task.await;
             let result = match compacted {
@@ -391,7 +453,7 @@ async fn erase(cfg: &Config, number: &str, requested_by: &str) -> anyhow::Result
                         requested_at: None,
                         spool_entries: spooled,
                     };
-                    let stores = tolk::cdr::erasure::ErasureStores::under(&cfg.data_dir);
+                    let stores = tolk::cdr::erasure::ErasureStores::under(&cfg.data_dir, db.key.clone());
                     let r = tolk::cdr::erasure::erase_with(&db.pool, &request, &stores).await?;
                     println!("{}", serde_json::to_string(&r)?);
                     Ok(())
@@ -413,14 +475,23 @@ pub fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()>
         let db = Db::open(&cfg).await?;
         let result: anyhow::Result<()> = async {
             match command {
-                OptoutCommand::Add { number, scope, source } => {
+                OptoutCommand::Add {
+                    number,
+                    scope,
+                    source,
+                    tenant,
+                } => {
                     let p = db.pseudonym(&number)?;
-                    let due = cfg.cdr.request_due_days;
-                    subject::opt_out_on_request(&db.pool, &p, &scope, &source, due).await?;
+                    let (tenant, due) = (tenant.as_deref(), cfg.cdr.request_due_days);
+                    subject::opt_out_on_request(&db.pool, &db.key, &p, tenant, &scope, &source, due).await?;
                     println!("opt-out registered ({scope})");
                 }
-                OptoutCommand::Remove { number, scope } => {
-                    if subject::opt_in(&db.pool, &db.pseudonym(&number)?, &scope).await? {
+                OptoutCommand::Remove { number, scope, tenant } => {
+                    let all = match tenant.as_deref() {
+                        Some(t) => vec![db.key.in_tenant(&db.pseudonym(&number)?, Some(t))],
+                        None => db.pseudonyms(&number).await?,
+                    };
+                    if subject::opt_in(&db.pool, &all, &scope).await? {
                         println!("opt-out withdrawn ({scope})");
                     } else {
                         anyhow::bail!("no {scope} opt-out for that number");
@@ -428,7 +499,7 @@ pub fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()>
                 }
                 OptoutCommand::List { format } => {
                     let rows = subject::list_opt_outs(&db.pool).await?;
-                    print_rows(&rows, &["pseudonym", "scope", "source", "since"], format);
+                    print_rows(&rows, &["pseudonym", "scope", "tenant", "source", "since"], format);
                 }
             }
             Ok(())
@@ -443,20 +514,26 @@ pub fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()>
 /// against.
 fn optout_through(gateway: &remote::Reach, command: OptoutCommand) -> anyhow::Result<()> {
     match command {
-        OptoutCommand::Add { number, scope, source } => {
-            let body = serde_json::json!({ "number": number, "scope": scope, "source": source }).to_string();
+        OptoutCommand::Add {
+            number,
+            scope,
+            source,
+            tenant,
+        } => {
+            let body =
+                serde_json::json!({ "number": number, "scope": scope, "source": source, "tenant": tenant }).to_string();
             gateway.call("POST", "/api/v1/optouts", Some(&body))?;
             println!("opt-out registered ({scope})");
         }
-        OptoutCommand::Remove { number, scope } => {
-            let body = serde_json::json!({ "number": number, "scope": scope }).to_string();
+        OptoutCommand::Remove { number, scope, tenant } => {
+            let body = serde_json::json!({ "number": number, "scope": scope, "tenant": tenant }).to_string();
             gateway.call("DELETE", "/api/v1/optouts", Some(&body))?;
             println!("opt-out withdrawn ({scope})");
         }
         OptoutCommand::List { format } => {
             let answer = gateway.call("GET", "/api/v1/optouts", None)?;
             let rows = answer["opt_outs"].as_array().cloned().unwrap_or_default();
-            print_rows(&rows, &["pseudonym", "scope", "source", "since"], format);
+            print_rows(&rows, &["pseudonym", "scope", "tenant", "source", "since"], format);
         }
     }
     Ok(())

@@ -8,8 +8,11 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod cdr;
 mod secrets;
 pub mod trunk;
+
+pub use cdr::{CdrConfig, RetentionAction, RetentionPolicyConfig, RoomRecordingErasure};
 
 /// A configuration error: where, which key, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,51 +68,6 @@ impl RecordFormat {
         match path.extension().and_then(|e| e.to_str()) {
             Some("ogg" | "opus") => RecordFormat::Ogg,
             _ => RecordFormat::Wav,
-        }
-    }
-}
-
-/// What erasure by number does to the room recordings the caller was heard in
-/// (`cdr.erasure_room_recordings`): the other members are in them too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RoomRecordingErasure {
-    Delete,
-    Keep,
-}
-
-impl RoomRecordingErasure {
-    /// The name kept in the erasure audit row.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoomRecordingErasure::Delete => "delete",
-            RoomRecordingErasure::Keep => "keep",
-        }
-    }
-}
-
-/// What happens to a record whose time is up or whose caller asked for erasure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RetentionAction {
-    Delete,
-    Anonymise,
-}
-
-impl RetentionAction {
-    /// The name stored in `retention_policies.action` and accepted by the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetentionAction::Delete => "delete",
-            RetentionAction::Anonymise => "anonymise",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<RetentionAction> {
-        match name {
-            "delete" => Some(RetentionAction::Delete),
-            "anonymise" => Some(RetentionAction::Anonymise),
-            _ => None,
         }
     }
 }
@@ -461,78 +419,6 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
 }
 
-/// `[cdr]`: call detail records, their retention and pseudonyms.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CdrConfig {
-    /// Write CDRs at all. Off only for tests and benchmarks of other parts: a gateway that
-    /// bills needs them.
-    pub enabled: bool,
-    /// Entries per COPY batch.
-    pub batch_rows: usize,
-    /// How long the writer lets a batch gather.
-    pub batch_wait_ms: u64,
-    /// The retention class of a call no dialplan rule classifies.
-    pub default_retention: String,
-    /// The caller-pseudonym key (HMAC-SHA256); default `<data_dir>/keys/pseudonym.key`.
-    pub key_file: Option<PathBuf>,
-    /// Retention policies by class name; the defaults are seeded when this is empty.
-    pub policies: Vec<RetentionPolicyConfig>,
-    /// How often the gateway runs the retention sweeper (0: never; `tolk cdr sweep` runs it
-    /// by hand).
-    pub sweep_interval_secs: u64,
-    /// What erasure by number does to the caller's records: `delete` or `anonymise`.
-    pub erasure_action: RetentionAction,
-    /// Whether erasure by number deletes the room recordings the caller was heard in
-    /// (`delete`, the default) or keeps them (`keep`); the audit row says which.
-    pub erasure_room_recordings: RoomRecordingErasure,
-    /// Days a subject request may stay open before it is overdue (GDPR Art. 12(3): a month).
-    pub request_due_days: u32,
-    /// Days the privacy audit (erasure and correction audits, answered subject requests) is
-    /// kept after the request was answered; open requests are never swept.
-    pub audit_keep_days: u32,
-    /// Days an opt-out stands (0: until the caller withdraws it, the default).
-    pub opt_out_keep_days: u32,
-    /// Days a record PostgreSQL refused stays in `rejected.jsonl` for an operator to look at.
-    pub rejected_keep_days: u32,
-}
-
-impl Default for CdrConfig {
-    fn default() -> Self {
-        CdrConfig {
-            enabled: true,
-            batch_rows: 1000,
-            batch_wait_ms: 100,
-            default_retention: "standard".into(),
-            key_file: None,
-            policies: Vec::new(),
-            sweep_interval_secs: 3600,
-            erasure_action: RetentionAction::Delete,
-            erasure_room_recordings: RoomRecordingErasure::Delete,
-            request_due_days: 30,
-            audit_keep_days: 3 * 365,
-            opt_out_keep_days: 0,
-            rejected_keep_days: 30,
-        }
-    }
-}
-
-/// `[[cdr.policies]]`: how long a class of records is kept and what happens then.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionPolicyConfig {
-    pub name: String,
-    pub keep_days: u32,
-    /// `delete` or `anonymise`.
-    pub action: RetentionAction,
-    /// Whether records of this class may hold the caller's number in clear (else only the
-    /// pseudonym and the masked form).
-    #[serde(default)]
-    pub clear_number: bool,
-    #[serde(default)]
-    pub description: String,
-}
-
 /// `[shutdown]`
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -819,7 +705,28 @@ impl Config {
             return Err(("admin.tokens".into(), "each token needs at least 16 characters".into()));
         }
         let policies = self.retention_policies();
-        if !policies.iter().any(|p| p.name == self.cdr.default_retention) {
+        for (i, p) in policies.iter().enumerate() {
+            if policies[..i].iter().any(|q| q.name == p.name && q.tenant == p.tenant) {
+                let whose = p
+                    .tenant
+                    .as_deref()
+                    .map_or(String::new(), |t| format!(" of tenant `{t}`"));
+                return Err(("cdr.policies".into(), format!("`{}`{whose} is defined twice", p.name)));
+            }
+            if p.tenant.is_some() && !policies.iter().any(|q| q.name == p.name && q.tenant.is_none()) {
+                return Err((
+                    "cdr.policies".into(),
+                    format!(
+                        "`{}` is defined for a tenant only: a tenant's policy replaces a class every tenant has",
+                        p.name
+                    ),
+                ));
+            }
+        }
+        if !policies
+            .iter()
+            .any(|p| p.name == self.cdr.default_retention && p.tenant.is_none())
+        {
             return Err((
                 "cdr.default_retention".into(),
                 format!("`{}` is not a defined retention policy", self.cdr.default_retention),
@@ -847,50 +754,6 @@ impl Config {
             ));
         }
         Ok((a, b))
-    }
-
-    /// The retention policies: the configured ones, or the seeded defaults.
-    pub fn retention_policies(&self) -> Vec<RetentionPolicyConfig> {
-        if !self.cdr.policies.is_empty() {
-            return self.cdr.policies.clone();
-        }
-        let p = |name: &str, keep_days, action, clear_number, description: &str| RetentionPolicyConfig {
-            name: name.into(),
-            keep_days,
-            action,
-            clear_number,
-            description: description.into(),
-        };
-        vec![
-            p(
-                "standard",
-                395,
-                RetentionAction::Anonymise,
-                false,
-                "communications data: 13 months, then anonymised",
-            ),
-            p(
-                "billing",
-                3650,
-                RetentionAction::Anonymise,
-                false,
-                "invoiced calls: 10 years, then anonymised",
-            ),
-            p(
-                "identifiable",
-                30,
-                RetentionAction::Delete,
-                true,
-                "records that keep the number in clear: deleted after 30 days",
-            ),
-            p(
-                "feedback",
-                365,
-                RetentionAction::Delete,
-                false,
-                "feedback scores: 12 months",
-            ),
-        ]
     }
 
     /// The pseudonym key's path.
@@ -1003,6 +866,28 @@ mod tests {
         assert_eq!(c.admin.listen, "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./var"));
         assert_eq!(c.dialplan.dir, PathBuf::from("./dialplans"));
+    }
+
+    #[test]
+    fn a_tenants_policy_keeps_the_defaults_and_must_name_a_class_every_tenant_has() {
+        let acme = "[[cdr.policies]]\nname = \"standard\"\ntenant = \"acme\"\nkeep_days = 30\naction = \"delete\"\n";
+        let c = Config::from_parts("tolk.toml", acme, &[]).unwrap();
+        let policies = c.retention_policies();
+        assert!(
+            policies.iter().any(|p| p.name == "billing" && p.tenant.is_none()),
+            "defaults seeded"
+        );
+        assert!(
+            policies
+                .iter()
+                .any(|p| p.name == "standard" && p.tenant.as_deref() == Some("acme"))
+        );
+        let orphan = acme.replace("\"standard\"", "\"vip\"");
+        let e = Config::from_parts("tolk.toml", &orphan, &[]).unwrap_err().to_string();
+        assert!(e.contains("cdr.policies") && e.contains("for a tenant only"), "{e}");
+        let twice = format!("{acme}{acme}");
+        let e = Config::from_parts("tolk.toml", &twice, &[]).unwrap_err().to_string();
+        assert!(e.contains("of tenant `acme` is defined twice"), "{e}");
     }
 
     #[test]

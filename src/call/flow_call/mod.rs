@@ -449,11 +449,16 @@ impl FlowCalls {
                         source: "flow",
                     },
                 );
+                // Under the pseudonym the call's tenant gives the caller, for that tenant.
+                let tenant = a.record(call).and_then(|r| r.tenant.clone());
                 match (a.caller_pseudonym(call), setup.pool.clone()) {
                     (Some(pseudonym), Some(pool)) => {
                         tokio::spawn(keep_trying("opt-out registry write", move || {
-                            let (pool, pseudonym, scope) = (pool.clone(), pseudonym.clone(), scope.clone());
-                            async move { crate::cdr::subject::opt_out(&pool, &pseudonym, &scope, "flow").await }
+                            let (pool, pseudonym, scope, tenant) =
+                                (pool.clone(), pseudonym.clone(), scope.clone(), tenant.clone());
+                            async move {
+                                crate::cdr::subject::opt_out(&pool, &pseudonym, tenant.as_deref(), &scope, "flow").await
+                            }
                         }));
                     }
                     (None, _) => tracing::info!(
