@@ -131,7 +131,24 @@ pub async fn run(
     }
     let room_ledger = rooms.ledger();
     let (reload_tx, reload_rx) = mpsc::channel::<crate::admin::api::ReloadRequest>(4);
+    // The admin API's questions about live calls, passed on to the call controller.
+    let (calls_tx, mut calls_rx) = mpsc::channel::<crate::admin::api::CallsRequest>(16);
+    let (query_tx, query_rx) = mpsc::channel::<crate::call::controller::CallQuery>(16);
+    tokio::spawn(async move {
+        use crate::admin::api::CallsRequest;
+        use crate::call::controller::CallQuery;
+        while let Some(r) = calls_rx.recv().await {
+            let q = match r {
+                CallsRequest::List(tx) => CallQuery::List(tx),
+                CallsRequest::Hangup(call, tx) => CallQuery::Hangup(call, tx),
+            };
+            if query_tx.send(q).await.is_err() {
+                break;
+            }
+        }
+    });
     let api = std::sync::Arc::new(crate::admin::api::ApiState {
+        calls: calls_tx,
         tokens: cfg.admin.tokens.clone(),
         control_socket: false,
         rooms: rooms.clone(),
@@ -264,6 +281,7 @@ pub async fn run(
             reports: report_rx,
             room_ledger,
             shutdown,
+            queries: query_rx,
         })
         .await;
     if let Some(cdr) = cdr {

@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tolk::config::Config;
 
+#[path = "cli/calls.rs"]
+mod calls;
 #[path = "cli/cdr.rs"]
 mod cdr;
 #[path = "cli/remote.rs"]
@@ -63,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         command: RoomsCommand,
     },
+    /// Calls in progress on the running gateway (through its control socket, else its admin
+    /// API): list them, hang one up.
+    Calls {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Admin API token, for a gateway whose control socket is not at hand.
+        #[arg(long, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: CallsCommand,
+    },
     /// The opt-out registry (by pseudonym: numbers are not stored); through the running
     /// gateway when there is one, else on the database directly.
     Optout {
@@ -119,6 +132,18 @@ enum FlowCommand {
         #[arg(long)]
         hangup_after: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum CallsCommand {
+    /// The calls in progress, oldest first (callers masked): state, what the flow does,
+    /// room, codec, seconds so far.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// End a call (by its `call` id from `list`): BYE when answered, 480 before.
+    Hangup { call: u64 },
 }
 
 #[derive(Subcommand)]
@@ -193,6 +218,11 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(config.as_deref())?;
             quiet_logs();
             flow_command(cfg, command)
+        }
+        Command::Calls { config, token, command } => {
+            let cfg = load(config.as_deref())?;
+            quiet_logs();
+            calls::command(cfg, token, command)
         }
         Command::Rooms { config, token, command } => {
             let cfg = load(config.as_deref())?;

@@ -826,6 +826,12 @@ fn the_sweep_expires_audits_opt_outs_and_rejected_rows_but_never_open_requests()
         "INSERT INTO opt_outs (pseudonym, scope, source, created_at) VALUES \
            ('p-old', 'record', 't', now() - interval '2 years'), ('p-new', 'record', 't', now())",
     );
+    db.query(
+        "INSERT INTO room_sessions (id, room_id, started_at, ended_at) VALUES \
+           (gen_random_uuid(), 'old', now() - interval '20 years', now() - interval '20 years'), \
+           (gen_random_uuid(), 'recent', now() - interval '1 day', now() - interval '1 day'), \
+           (gen_random_uuid(), 'live', now() - interval '20 years', NULL)",
+    );
     let journal = dir.join("cdr");
     std::fs::create_dir_all(&journal).unwrap();
     let now = std::time::SystemTime::now()
@@ -858,6 +864,12 @@ fn the_sweep_expires_audits_opt_outs_and_rejected_rows_but_never_open_requests()
         vec!["never-answered"]
     );
     assert_eq!(db.query("SELECT pseudonym FROM opt_outs"), vec!["p-new"]);
+    assert_eq!(r["room_sessions_deleted"], 1, "{out}");
+    assert_eq!(
+        db.query("SELECT room_id FROM room_sessions ORDER BY room_id"),
+        vec!["live", "recent"],
+        "kept as long as the longest class (10 years by default); a running one stays"
+    );
     let kept = std::fs::read_to_string(journal.join("rejected.jsonl")).unwrap();
     let kept: Vec<serde_json::Value> = kept.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(kept.len(), 2);

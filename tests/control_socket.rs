@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Gateway, ensure_database, http_request};
+use common::{Gateway, Uac, ensure_database, http_request, sdp_offer};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -75,11 +75,57 @@ fn the_cli_reaches_a_running_gateway_without_tokens_and_says_when_none_runs() {
     assert!(report["request_id"].is_string(), "{report}");
     assert_eq!(report["calls"], 0, "{report}");
 
+    // Live calls: an echo call in progress is listed (masked) and an operator hangs it up.
+    assert!(ok(&dir, &["calls", "list"]).contains("no calls in progress"));
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = Uac::from(gw.sip, "+15550100300", "+14155550123");
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    let listed = ok(&dir, &["calls", "list", "--format", "json"]);
+    let calls: Vec<serde_json::Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(calls.len(), 1, "{listed}");
+    let call = &calls[0];
+    assert_eq!(
+        (&call["caller"], &call["state"], &call["codec"], &call["flow"]),
+        (
+            &serde_json::json!("+1415555****"),
+            &serde_json::json!("answered"),
+            &serde_json::json!("PCMU"),
+            &serde_json::json!("echo")
+        ),
+        "{call}"
+    );
+    assert!(call["step"].is_string() && call["record"].is_string(), "{call}");
+    assert!(!listed.contains("4155550123"), "never the number: {listed}");
+    let id = call["call"].as_u64().unwrap().to_string();
+    assert!(ok(&dir, &["calls", "hangup", &id]).contains("hung up"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let bye = loop {
+        match uac.recv(Duration::from_millis(500)) {
+            Some(m) if m.starts_with("BYE ") => break Some(m),
+            Some(_) => {}
+            None if std::time::Instant::now() > deadline => break None,
+            None => {}
+        }
+    };
+    let bye = bye.expect("the operator's hang-up sends BYE");
+    uac.respond_ok(&bye);
+    let gone = fails(&dir, &["calls", "hangup", &id]);
+    assert!(gone.contains("404") && gone.contains("no such call"), "{gone}");
+    assert!(ok(&dir, &["calls", "list"]).contains("no calls in progress"));
+
     gw.terminate();
     assert!(gw.wait_exit(Duration::from_secs(40)).is_some(), "the gateway stops");
     gw.keep_data = false;
     assert!(!socket.exists(), "the socket goes with the gateway");
-    for args in [&["rooms", "list"][..], &["dialplan", "reload"][..]] {
+    for args in [
+        &["rooms", "list"][..],
+        &["dialplan", "reload"][..],
+        &["calls", "list"][..],
+    ] {
         let why = fails(&dir, args);
         assert!(why.contains("no gateway is running"), "{args:?}: {why}");
         assert!(why.contains("control.sock"), "names the socket: {why}");

@@ -33,6 +33,14 @@ pub struct CdrApi {
 /// Asks the gateway to reload the dialplan; answered with a summary or the errors.
 pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<String, String>>;
 
+/// Asks the call controller about live calls (the gateway passes it on).
+pub enum CallsRequest {
+    /// Every call in progress, as the `GET /api/v1/calls` objects.
+    List(tokio::sync::oneshot::Sender<Vec<serde_json::Value>>),
+    /// Hang up one (true when there was such a call).
+    Hangup(u64, tokio::sync::oneshot::Sender<bool>),
+}
+
 /// The API's state.
 #[derive(Clone)]
 pub struct ApiState {
@@ -44,6 +52,8 @@ pub struct ApiState {
     /// Conference rooms and their members (masked numbers only).
     pub rooms: crate::room::Rooms,
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
+    /// Live calls, from the call controller.
+    pub calls: tokio::sync::mpsc::Sender<CallsRequest>,
 }
 
 type Shared = Arc<ApiState>;
@@ -108,6 +118,45 @@ fn check_token(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
 async fn list_rooms(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     check_token(&s, &headers)?;
     Ok(Json(serde_json::json!({ "rooms": s.rooms.list() })))
+}
+
+/// `GET /api/v1/calls`: the calls in progress (masked callers), oldest first.
+async fn list_calls(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let answer = async {
+        s.calls.send(CallsRequest::List(tx)).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(3), rx).await.ok()?.ok()
+    };
+    match answer.await {
+        Some(calls) => Ok(Json(serde_json::json!({ "calls": calls }))),
+        None => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no answer from the call controller".into(),
+        )),
+    }
+}
+
+/// `POST /api/v1/calls/{call}/hangup`: an operator ends a call (BYE, or 480 before answer).
+async fn hang_up_call(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(call): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    check_token(&s, &headers)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let answer = async {
+        s.calls.send(CallsRequest::Hangup(call, tx)).await.ok()?;
+        tokio::time::timeout(Duration::from_secs(3), rx).await.ok()?.ok()
+    };
+    match answer.await {
+        Some(true) => Ok(StatusCode::NO_CONTENT),
+        Some(false) => Err(ApiError(StatusCode::NOT_FOUND, "no such call in progress".into())),
+        None => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no answer from the call controller".into(),
+        )),
+    }
 }
 
 fn room_error(e: crate::room::ControlError) -> ApiError {
@@ -830,6 +879,8 @@ pub fn routes(state: Shared) -> Router {
         .route("/api/v1/corrections", post(correct))
         .route("/api/v1/tenants", get(list_tenants))
         .route("/api/v1/tenants/{tenant}/{action}", post(tenant_account))
+        .route("/api/v1/calls", get(list_calls))
+        .route("/api/v1/calls/{call}/hangup", post(hang_up_call))
         .route("/api/v1/rooms", get(list_rooms))
         .route("/api/v1/rooms/events", get(room_events))
         .route("/api/v1/rooms/{room}", get(get_room))

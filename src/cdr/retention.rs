@@ -3,7 +3,7 @@
 //! bounded batches, with their events and recordings, drops whole monthly partitions when
 //! every row in them may go, and never touches anything under legal hold. The same sweep
 //! keeps the clocks of what has no class: the privacy audit and answered subject requests
-//! (`cdr.audit_keep_days`), opt-outs (`cdr.opt_out_keep_days`, 0: until withdrawn),
+//! (`cdr.audit_keep_days`), room sessions (as long as the longest-kept class), opt-outs (`cdr.opt_out_keep_days`, 0: until withdrawn),
 //! `rejected.jsonl` (`cdr.rejected_keep_days`) and the text-to-speech cache
 //! (`flow.tts_cache_days`).
 
@@ -28,6 +28,8 @@ pub struct SweepReport {
     pub tts_files_expired: u64,
     /// Tenants past `cdr.account_closed_days` after their account closed, swept.
     pub closed_accounts: u64,
+    /// Ended room sessions older than the longest-kept class.
+    pub room_sessions_deleted: u64,
 }
 
 /// What a sweep reaches besides the classed records, and the clocks of each.
@@ -138,6 +140,13 @@ async fn sweep_unclassed(pool: &PgPool, scope: &SweepScope, report: &mut SweepRe
             report.audit_rows_deleted += sqlx::query(sql).bind(days).execute(pool).await?.rows_affected();
         }
     }
+    // Room sessions (room, times, size: no caller) stay as long as the longest-kept class.
+    report.room_sessions_deleted = sqlx::query(
+        "DELETE FROM room_sessions WHERE ended_at < now() - (SELECT max(keep_for) FROM retention_policies)",
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
     if scope.opt_out_days > 0 {
         report.opt_outs_expired =
             sqlx::query("DELETE FROM opt_outs WHERE created_at < now() - make_interval(days => $1)")

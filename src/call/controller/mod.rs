@@ -75,6 +75,8 @@ pub struct Inputs {
     pub room_ledger: mpsc::UnboundedReceiver<RoomEvent>,
     /// Turns true when the gateway is asked to stop.
     pub shutdown: watch::Receiver<bool>,
+    /// The admin API's questions about live calls ([`live::CallQuery`]).
+    pub queries: mpsc::Receiver<live::CallQuery>,
 }
 
 /// Owns the calls; see the module's face.
@@ -114,6 +116,9 @@ macro_rules! ctx {
         }
     };
 }
+
+mod live;
+pub use live::CallQuery;
 
 impl Controller {
     pub fn new(setup: ControllerSetup) -> Controller {
@@ -168,6 +173,7 @@ impl Controller {
                 Some(e) = inputs.room_ledger.recv() => {
                     ledger::file_room_event(&e, &self.rooms, self.accounting.as_mut());
                 }
+                Some(q) = inputs.queries.recv() => self.on_query(q),
                 changed = inputs.shutdown.changed(), if !draining => {
                     if changed.is_err() || *inputs.shutdown.borrow() {
                         self.start_draining();

@@ -141,6 +141,21 @@ enum Wait {
     },
 }
 
+impl Wait {
+    /// What the flow is doing, for the operator's list of live calls.
+    fn name(&self) -> &'static str {
+        match self {
+            Wait::Ring { .. } => "ring",
+            Wait::Play { .. } => "play",
+            Wait::Collect { .. } => "collect",
+            Wait::Record { .. } => "record",
+            Wait::Echo { .. } => "echo",
+            Wait::Join => "room",
+            Wait::Transfer { .. } => "transfer",
+        }
+    }
+}
+
 struct Pending {
     wait: Wait,
     reply: ReplyTx,
@@ -723,6 +738,31 @@ impl FlowCalls {
         for call in due_calls {
             self.arm(call);
         }
+    }
+
+    /// The calls with a flow: each with what its flow waits for (`ring`, `play`, `collect`,
+    /// `record`, `room`...; `running` while it computes) and whether it was answered.
+    pub fn live(&self) -> impl Iterator<Item = (CallRef, &'static str, bool)> + '_ {
+        self.calls.iter().map(|(call, fc)| {
+            (
+                *call,
+                fc.pending.as_ref().map_or("running", |p| p.wait.name()),
+                fc.answered,
+            )
+        })
+    }
+
+    /// An operator hangs up `call`: BYE when answered, 480 before; its flow sees a hangup
+    /// at its next verb. False when there is no such call.
+    pub fn hang_up(&mut self, call: CallRef, ctx: &mut Ctx) -> bool {
+        let Some(fc) = self.calls.get(&call) else { return false };
+        let r = if fc.answered {
+            ctx.core.hangup(call, ctx.now)
+        } else {
+            ctx.core.reject(call, 480, ctx.now)
+        };
+        fc.hung_up.store(true, Ordering::Relaxed);
+        r.is_ok()
     }
 
     /// The call ended: the flow's pending request sees a hangup; the member leaves its room.
