@@ -1,10 +1,12 @@
 //! The first call path end to end over real sockets: a scripted UAC calls the echo number,
 //! sends RTP, gets it back, holds, resumes, hangs up. Also: 404 for other numbers, and the
-//! graceful shutdown on SIGTERM.
+//! graceful shutdown on SIGTERM, and that the contrib dashboard and alerts watch metrics
+//! tolk really exports.
 
 mod common;
-use common::{Gateway, Uac, body, dialplan_with, header, sdp_audio_port, sdp_offer};
+use common::{Gateway, Uac, body, dialplan_with, header, http_get, sdp_audio_port, sdp_offer};
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
 use std::time::Duration;
 
 /// Decodes the PCMA packets that arrive within `within` (A-law expansion per G.711).
@@ -393,4 +395,79 @@ fn recordings_cut_short_by_a_crash_are_repaired_at_start() {
     assert!(log.contains("header repaired") && log.contains("moved aside"), "{log}");
     drop(gw);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The metric names `text` (PromQL in the contrib files) uses: tolk's prefixes only.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    const PREFIXES: &[&str] = &[
+        "sip_", "cdr_", "calls_", "flows_", "flow_", "mixer_", "pin_", "optout_", "room_", "srtp_", "dtmf_",
+    ];
+    text.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|w| PREFIXES.iter().any(|p| w.starts_with(p)) && w.len() > 6)
+        .map(|w| w.strip_suffix("_bucket").unwrap_or(w).to_string())
+        .collect()
+}
+
+#[test]
+fn the_contrib_dashboard_and_alerts_name_only_exported_metrics() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let alerts = std::fs::read_to_string(root.join("contrib/prometheus/alerts.yml")).unwrap();
+    let dashboard = std::fs::read_to_string(root.join("contrib/grafana/tolk-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let exprs: String = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string() + "\n")
+        .collect();
+    let used: std::collections::BTreeSet<String> =
+        metric_names(&alerts).into_iter().chain(metric_names(&exprs)).collect();
+    assert!(used.len() >= 15, "{used:?}");
+
+    // One call, then what /metrics shows.
+    let gw = Gateway::start(&[]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = Uac::new(gw.sip, "+15550100300");
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    let exported = http_get(gw.admin, "/metrics").expect("/metrics");
+    let bye = uac.request("BYE", "", "");
+    uac.send(&bye);
+    // Counters of rare events appear at their first event; every name must still be one
+    // the source emits, and the ones a call makes must be on /metrics now.
+    let mut sources = String::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                sources.push_str(&std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    for name in &used {
+        assert!(
+            sources.contains(&format!("\"{name}\"")),
+            "`{name}` is not a metric tolk emits"
+        );
+    }
+    for live in [
+        "calls_total",
+        "sip_dialogs_active",
+        "flows_active",
+        "sip_requests_received_total",
+        "mixer_tick_lateness_seconds",
+    ] {
+        assert!(used.contains(live), "the contrib files watch {live}");
+        assert!(
+            exported.lines().any(|l| l.starts_with(live)),
+            "`{live}` is not on /metrics after a call:\n{exported}"
+        );
+    }
 }
