@@ -84,6 +84,13 @@ enum Command {
         #[command(subcommand)]
         command: OptoutCommand,
     },
+    /// Shell completions for tolk (`tolk completions bash > /etc/bash_completion.d/tolk`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page, as roff (`tolk man | man -l -`; or into man1/tolk.1).
+    Man,
     /// The dialplan of the running gateway.
     Dialplan {
         #[arg(long, global = true)]
@@ -218,6 +225,16 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(config.as_deref())?;
             quiet_logs();
             flow_command(cfg, command)
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "tolk", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(())
         }
         Command::Calls { config, token, command } => {
             let cfg = load(config.as_deref())?;

@@ -131,3 +131,48 @@ fn the_cli_reaches_a_running_gateway_without_tokens_and_says_when_none_runs() {
         assert!(why.contains("control.sock"), "names the socket: {why}");
     }
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_commands_themselves() {
+    let dir = common::unique_dir("completions");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bash = ok(&dir, &["completions", "bash"]);
+    let script = dir.join("tolk.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let check = Command::new("bash").arg("-n").arg(&script).output().expect("bash");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    // Loaded, it completes the subcommands.
+    let probe = format!(
+        "source {}; COMP_WORDS=(tolk ca); COMP_CWORD=1; _tolk tolk ca tolk; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let out = Command::new("bash").arg("-c").arg(&probe).output().expect("bash");
+    let words = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        words.lines().any(|w| w == "calls"),
+        "bash completes `tolk ca` to calls: {words:?}"
+    );
+    for shell in ["zsh", "fish"] {
+        assert!(ok(&dir, &["completions", shell]).contains("calls"), "{shell}");
+    }
+    let man = ok(&dir, &["man"]).replace("\\-", "-"); // roff escapes hyphens
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH tolk"),
+        "roff: {}",
+        &man[..man.len().min(200)]
+    );
+    for command in [
+        "serve",
+        "check-config",
+        "cdr",
+        "calls",
+        "rooms",
+        "optout",
+        "dialplan",
+        "flow",
+    ] {
+        assert!(man.contains(command), "the man page names `{command}`");
+    }
+    assert!(fails(&dir, &["completions", "tcsh"]).contains("invalid value"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
