@@ -70,6 +70,17 @@ pub async fn run(
         .as_ref()
         .map(|c| crate::call::Accounting::new(c.sink.clone(), c.policy.clone()));
     let transports = Transports::new();
+    // Copies of every SIP message to a Homer collector (`hep.destination`).
+    if let Some(collector) = cfg
+        .hep
+        .collector()
+        .map_err(|e| anyhow::anyhow!("hep.destination: {e}"))?
+    {
+        let sender = crate::sip::transport::hep::HepSender::new(collector, cfg.hep.capture_id, &cfg.hep.password)
+            .map_err(|e| anyhow::anyhow!("hep.destination: cannot open a socket toward {collector}: {e}"))?;
+        transports.export_to(sender);
+        tracing::info!(%collector, "HEP export on: a copy of every SIP message goes to the collector");
+    }
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
     let rcfg = ReceiveConfig {
         limits: Limits {

@@ -41,6 +41,11 @@ fn describe() {
     metrics::describe_gauge!("sip_transactions_active", "SIP transactions in progress");
     metrics::describe_gauge!("sip_dialogs_active", "Calls (INVITE dialogs) in progress");
     metrics::describe_counter!("calls_total", "Calls offered, by outcome");
+    metrics::describe_counter!("hep_packets_sent_total", "SIP message copies sent to the HEP collector");
+    metrics::describe_counter!(
+        "hep_send_errors_total",
+        "SIP message copies that could not be sent to the HEP collector"
+    );
     metrics::describe_counter!(
         "optout_registry_unavailable_calls_total",
         "Calls that started while the opt-out registry could not be read (not recorded, not contacted)"

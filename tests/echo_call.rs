@@ -471,3 +471,65 @@ fn the_contrib_dashboard_and_alerts_name_only_exported_metrics() {
         );
     }
 }
+
+/// HEP v3 export: the INVITE tolk received and the 200 it sent reach a collector, each
+/// with its addresses, ports, SIP protocol type, capture id and the Call-ID.
+#[test]
+fn sip_messages_are_copied_to_a_hep_collector() {
+    let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+    collector.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let dest = collector.local_addr().unwrap().to_string();
+    let gw = Gateway::start(&[("TOLK_HEP_DESTINATION", dest.as_str()), ("TOLK_HEP_CAPTURE_ID", "77")]);
+    let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut uac = Uac::new(gw.sip, "+15550100300");
+    let invite = uac.request("INVITE", "", &sdp_offer(rtp.local_addr().unwrap(), "0", ""));
+    uac.send(&invite);
+    assert_eq!(uac.final_response(Duration::from_secs(3)).map(|(c, _)| c), Some(200));
+    let ack = uac.request("ACK", "", "");
+    uac.send(&ack);
+    let bye = uac.request("BYE", "", "");
+    uac.send(&bye);
+    let mut packets = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline && packets.len() < 6 {
+        if let Ok(n) = collector.recv(&mut buf) {
+            packets.push(buf[..n].to_vec());
+        }
+    }
+    // An independent reading of each packet (HEP3: id, length, vendor/type/length chunks).
+    let decode = |p: &[u8]| -> std::collections::HashMap<u16, Vec<u8>> {
+        assert_eq!(&p[..4], b"HEP3");
+        assert_eq!(u16::from_be_bytes([p[4], p[5]]) as usize, p.len());
+        let (mut at, mut out) = (6, std::collections::HashMap::new());
+        while at < p.len() {
+            let kind = u16::from_be_bytes([p[at + 2], p[at + 3]]);
+            let len = u16::from_be_bytes([p[at + 4], p[at + 5]]) as usize;
+            out.insert(kind, p[at + 6..at + len].to_vec());
+            at += len;
+        }
+        out
+    };
+    let decoded: Vec<_> = packets.iter().map(|p| decode(p)).collect();
+    let with_start = |start: &str| {
+        decoded
+            .iter()
+            .find(|c| c.get(&0x000f).is_some_and(|v| v.starts_with(start.as_bytes())))
+            .unwrap_or_else(|| panic!("no copy of `{start}` among {} packets", decoded.len()))
+    };
+    let port = |c: &std::collections::HashMap<u16, Vec<u8>>, k| u16::from_be_bytes([c[&k][0], c[&k][1]]);
+    let got = with_start("INVITE ");
+    assert_eq!(port(got, 0x0007), uac.local().port(), "source: the caller");
+    assert_eq!(port(got, 0x0008), gw.sip.port(), "destination: tolk");
+    assert_eq!(
+        (got[&0x0001].clone(), got[&0x0002].clone(), got[&0x000b].clone()),
+        (vec![2], vec![17], vec![1])
+    );
+    assert_eq!(got[&0x000c], 77u32.to_be_bytes());
+    assert_eq!(got[&0x0011], uac.call_id.as_bytes(), "correlated by Call-ID");
+    let ok = with_start("SIP/2.0 200");
+    assert_eq!(port(ok, 0x0007), gw.sip.port(), "source: tolk");
+    assert_eq!(port(ok, 0x0008), uac.local().port());
+    let exported = http_get(gw.admin, "/metrics").unwrap();
+    assert!(exported.contains("hep_packets_sent_total"), "{exported}");
+}

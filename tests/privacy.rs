@@ -23,6 +23,10 @@ name = "carrier"
 sources = ["10.0.0.0/8"]
 username = "carrier"
 password = "trunk-pass-secret-0123456789"
+
+[hep]
+destination = "127.0.0.1:9060"
+password = "hep-key-secret-0123"
 "#,
     )
     .unwrap();
@@ -34,6 +38,7 @@ password = "trunk-pass-secret-0123456789"
         "db-pass-secret",
         "query-pass-secret",
         "trunk-pass-secret",
+        "hep-key-secret",
     ] {
         assert!(!text.contains(secret), "check-config shows `{secret}`:\n{text}");
     }

@@ -9,10 +9,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod cdr;
+mod hep;
 mod secrets;
 pub mod trunk;
 
 pub use cdr::{CdrConfig, RetentionAction, RetentionPolicyConfig, RoomRecordingErasure};
+pub use hep::HepConfig;
 
 /// A configuration error: where, which key, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +92,7 @@ pub struct Config {
     pub cdr: CdrConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub hep: HepConfig,
     /// `[[trunks]]`: the carriers that may send us calls.
     pub trunks: Vec<trunk::TrunkConfig>,
     /// Where the values came from, for errors found after loading ([`Config::error_at`]).
@@ -127,6 +130,7 @@ impl Default for Config {
             cdr: CdrConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            hep: HepConfig::default(),
             trunks: Vec::new(),
             source: Source::default(),
         }
@@ -448,7 +452,7 @@ impl Default for LogConfig {
 }
 
 const SECTIONS: &[&str] = &[
-    "sip", "rtp", "admin", "dialplan", "flow", "room", "database", "cdr", "shutdown", "log",
+    "sip", "rtp", "admin", "dialplan", "flow", "room", "database", "cdr", "shutdown", "log", "hep",
 ];
 
 impl Config {
@@ -731,6 +735,9 @@ impl Config {
                 "cdr.default_retention".into(),
                 format!("`{}` is not a defined retention policy", self.cdr.default_retention),
             ));
+        }
+        if let Err(e) = self.hep.collector() {
+            return Err(("hep.destination".into(), e));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a valid filter: {e}")));

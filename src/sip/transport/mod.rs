@@ -6,6 +6,7 @@
 //!
 //! Must not: keep SIP state. Everything parsed is handed to the core task as [`Inbound`].
 
+pub mod hep;
 mod tcp;
 pub mod tls;
 mod udp;
@@ -36,6 +37,8 @@ pub struct Inbound {
 pub struct Transports {
     udp: Mutex<HashMap<(bool, u16), Arc<UdpSocket>>>,
     tcp: Mutex<HashMap<u64, mpsc::Sender<Bytes>>>,
+    /// Where copies of every message go (`hep.destination`), when set.
+    hep: std::sync::OnceLock<hep::HepSender>,
 }
 
 impl Transports {
@@ -61,6 +64,18 @@ impl Transports {
         }
     }
 
+    /// Sends a copy of every SIP message from now on to a Homer collector ([`hep`]).
+    pub fn export_to(&self, sender: hep::HepSender) {
+        let _ = self.hep.set(sender);
+    }
+
+    /// A message as it arrived (before parsing: a collector sees malformed ones too).
+    pub(crate) fn captured_in(&self, transport: TransportKind, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        if let Some(h) = self.hep.get() {
+            h.capture(transport, from, to, bytes);
+        }
+    }
+
     /// Number of open TCP connections.
     pub fn tcp_connections(&self) -> usize {
         self.tcp.lock().map(|m| m.len()).unwrap_or(0)
@@ -69,6 +84,9 @@ impl Transports {
     /// Sends without waiting: a full socket buffer or a closed connection loses the message,
     /// which the transaction layer's retransmissions (or the peer's) recover.
     pub fn send(&self, t: Transmit) {
+        if let Some(h) = self.hep.get() {
+            h.capture(t.peer.transport, t.peer.local, t.peer.remote, &t.bytes);
+        }
         match t.peer.transport {
             TransportKind::Udp => {
                 let socket = self

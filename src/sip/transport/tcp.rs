@@ -93,6 +93,7 @@ pub(super) async fn serve<S>(
                 while let Some(item) = framer.next_item() {
                     match item {
                         StreamItem::Message(bytes) => {
+                            transports.captured_in(transport, remote, local, &bytes);
                             let parsed = parse_message(&bytes, Framing::Stream, &cfg.limits);
                             let mut reply = None;
                             let msg = classify(parsed, remote, |b, _| reply = Some(b));

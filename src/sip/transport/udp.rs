@@ -30,6 +30,7 @@ pub async fn spawn_udp_listener(
                     continue;
                 }
             };
+            transports.captured_in(TransportKind::Udp, source, book.local_for(source.ip()), &buf[..n]);
             let parsed = parse_datagram(&buf[..n], &cfg.limits);
             let sock = socket.clone();
             let Some(msg) = classify(parsed, source, |bytes, dest| {
