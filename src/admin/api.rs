@@ -120,15 +120,20 @@ async fn list_rooms(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<
     Ok(Json(serde_json::json!({ "rooms": s.rooms.list() })))
 }
 
+/// Asks the call controller (3 s at most); None when it does not answer.
+async fn ask_calls<T>(
+    s: &ApiState,
+    request: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> CallsRequest,
+) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.calls.send(request(tx)).await.ok()?;
+    tokio::time::timeout(Duration::from_secs(3), rx).await.ok()?.ok()
+}
+
 /// `GET /api/v1/calls`: the calls in progress (masked callers), oldest first.
 async fn list_calls(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
     check_token(&s, &headers)?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let answer = async {
-        s.calls.send(CallsRequest::List(tx)).await.ok()?;
-        tokio::time::timeout(Duration::from_secs(3), rx).await.ok()?.ok()
-    };
-    match answer.await {
+    match ask_calls(&s, CallsRequest::List).await {
         Some(calls) => Ok(Json(serde_json::json!({ "calls": calls }))),
         None => Err(ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -144,12 +149,7 @@ async fn hang_up_call(
     Path(call): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
     check_token(&s, &headers)?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let answer = async {
-        s.calls.send(CallsRequest::Hangup(call, tx)).await.ok()?;
-        tokio::time::timeout(Duration::from_secs(3), rx).await.ok()?.ok()
-    };
-    match answer.await {
+    match ask_calls(&s, |tx| CallsRequest::Hangup(call, tx)).await {
         Some(true) => Ok(StatusCode::NO_CONTENT),
         Some(false) => Err(ApiError(StatusCode::NOT_FOUND, "no such call in progress".into())),
         None => Err(ApiError(
@@ -664,10 +664,7 @@ async fn remove_opt_out(
     let api = authorise(&s, &headers)?;
     let p = api.key.pseudonym(&number(&b.number)?);
     // Withdrawn for one tenant's calls, or (no tenant) everywhere it was registered.
-    let all = match b.tenant.as_deref() {
-        Some(t) => vec![api.key.in_tenant(&p, Some(t))],
-        None => subject::pseudonyms_of(&api.pool, &api.key, &p).await?,
-    };
+    let all = subject::opt_in_pseudonyms(&api.pool, &api.key, &p, b.tenant.as_deref()).await?;
     if subject::opt_in(&api.pool, &all, &b.scope).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -62,6 +62,23 @@ pub async fn opt_out(
     Ok(())
 }
 
+/// The columns of [`list_opt_outs`]' rows, in order.
+pub const OPT_OUT_COLUMNS: &[&str] = &["pseudonym", "scope", "tenant", "source", "since"];
+
+/// The pseudonyms an opt-out of the subject is withdrawn under: `tenant`'s calls only, or
+/// (none) wherever it was made.
+pub async fn opt_in_pseudonyms(
+    pool: &PgPool,
+    key: &super::privacy::PseudonymKey,
+    pseudonym: &str,
+    tenant: Option<&str>,
+) -> Result<Vec<String>, QueryError> {
+    match tenant {
+        Some(t) => Ok(vec![key.in_tenant(pseudonym, Some(t))]),
+        None => pseudonyms_of(pool, key, pseudonym).await,
+    }
+}
+
 /// Withdraws the opt-outs of `scope` registered under any of `pseudonyms`; true when there
 /// was one.
 pub async fn opt_in(pool: &PgPool, pseudonyms: &[String], scope: &str) -> Result<bool, QueryError> {

@@ -487,10 +487,8 @@ pub fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()>
                     println!("opt-out registered ({scope})");
                 }
                 OptoutCommand::Remove { number, scope, tenant } => {
-                    let all = match tenant.as_deref() {
-                        Some(t) => vec![db.key.in_tenant(&db.pseudonym(&number)?, Some(t))],
-                        None => db.pseudonyms(&number).await?,
-                    };
+                    let p = db.pseudonym(&number)?;
+                    let all = subject::opt_in_pseudonyms(&db.pool, &db.key, &p, tenant.as_deref()).await?;
                     if subject::opt_in(&db.pool, &all, &scope).await? {
                         println!("opt-out withdrawn ({scope})");
                     } else {
@@ -499,7 +497,7 @@ pub fn optout_command(cfg: Config, command: OptoutCommand) -> anyhow::Result<()>
                 }
                 OptoutCommand::List { format } => {
                     let rows = subject::list_opt_outs(&db.pool).await?;
-                    print_rows(&rows, &["pseudonym", "scope", "tenant", "source", "since"], format);
+                    print_rows(&rows, tolk::cdr::subject::OPT_OUT_COLUMNS, format);
                 }
             }
             Ok(())
@@ -533,7 +531,7 @@ fn optout_through(gateway: &remote::Reach, command: OptoutCommand) -> anyhow::Re
         OptoutCommand::List { format } => {
             let answer = gateway.call("GET", "/api/v1/optouts", None)?;
             let rows = answer["opt_outs"].as_array().cloned().unwrap_or_default();
-            print_rows(&rows, &["pseudonym", "scope", "tenant", "source", "since"], format);
+            print_rows(&rows, tolk::cdr::subject::OPT_OUT_COLUMNS, format);
         }
     }
     Ok(())
