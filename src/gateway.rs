@@ -159,6 +159,10 @@ pub async fn run(
         }
     });
     let api = std::sync::Arc::new(crate::admin::api::ApiState {
+        sign_in: std::sync::Arc::new(crate::admin::console::SignIn::new(
+            cfg.console_url(),
+            crate::admin::console::sessions::Limits::default(),
+        )),
         calls: calls_tx,
         tokens: cfg.admin.tokens.clone(),
         control_socket: false,
@@ -192,7 +196,11 @@ pub async fn run(
         }
         None => None,
     };
-    let router = crate::admin::router(metrics, api);
+    let capacity = crate::admin::console::Capacity {
+        calls: cfg.sip.max_calls,
+        flows: cfg.flow.max_concurrent,
+    };
+    let router = crate::admin::router(metrics, api, capacity);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, router).await {
             tracing::error!(error = %e, "admin listener failed");

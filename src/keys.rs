@@ -31,6 +31,14 @@ pub enum KeyError {
     Permissions(String, u32),
 }
 
+/// `n` bytes from the kernel's CSPRNG as lowercase hex: one-time sign-in links, session
+/// ids, CSRF tokens.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 impl SecretKey {
     /// A fixed key for tests.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {

@@ -10,6 +10,8 @@ use tolk::config::Config;
 mod calls;
 #[path = "cli/cdr.rs"]
 mod cdr;
+#[path = "cli/console.rs"]
+mod console;
 #[path = "cli/remote.rs"]
 mod remote;
 #[path = "cli/rooms.rs"]
@@ -75,6 +77,16 @@ enum Command {
         token: Option<String>,
         #[command(subcommand)]
         command: CallsCommand,
+    },
+    /// The running gateway's web console (`/console/` on the admin listener).
+    Console {
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Admin API token, for a gateway whose control socket is not at hand.
+        #[arg(long, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: ConsoleCommand,
     },
     /// The opt-out registry (by pseudonym: numbers are not stored); through the running
     /// gateway when there is one, else on the database directly.
@@ -151,6 +163,18 @@ enum CallsCommand {
     },
     /// End a call (by its `call` id from `list`): BYE when answered, 480 before.
     Hangup { call: u64 },
+}
+
+#[derive(Subcommand)]
+enum ConsoleCommand {
+    /// Print a one-time sign-in link (good for 5 minutes, once): it opens a session in the
+    /// browser (an HttpOnly, SameSite cookie) and goes to the page.
+    Url {
+        /// The page to open: rooms, calls, records, reports or privacy (default: the
+        /// dashboard).
+        #[arg(long)]
+        next: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -240,6 +264,11 @@ fn main() -> anyhow::Result<()> {
             let cfg = load(config.as_deref())?;
             quiet_logs();
             calls::command(cfg, token, command)
+        }
+        Command::Console { config, token, command } => {
+            let cfg = load(config.as_deref())?;
+            quiet_logs();
+            console::command(cfg, token, command)
         }
         Command::Rooms { config, token, command } => {
             let cfg = load(config.as_deref())?;

@@ -5,7 +5,7 @@
 //! through the admin API, are not heard either.
 
 mod common;
-use common::baresip::{Phone, write_tone_wav};
+use common::baresip::{Phone, window, write_tone_wav};
 use common::{Gateway, TestDb, http_request};
 use std::time::{Duration, Instant};
 
@@ -67,13 +67,6 @@ fn power(samples: &[i16], freq: f64, rate: u32) -> f64 {
     tolk::media::analysis::tone_power(samples, freq, rate)
 }
 
-/// A window of what a phone decoded, `from_end` seconds before its end, `secs` long.
-fn window(samples: &[i16], rate: u32, from_end: f64, secs: f64) -> &[i16] {
-    let end = samples.len().saturating_sub((from_end * rate as f64) as usize);
-    let start = end.saturating_sub((secs * rate as f64) as usize);
-    &samples[start..end]
-}
-
 /// Dials the demo room from a phone sending `freq`, and keys the PIN once it is connected.
 fn caller(gw: &Gateway, name: &str, freq: f64) -> Phone {
     caller_as(gw, name, freq, "tester")
@@ -105,17 +98,7 @@ fn recorded_demo_plan() -> String {
 }
 
 fn key_pin_when_connected(phone: &Phone) {
-    key_when_connected(phone, PIN);
-}
-
-fn key_when_connected(phone: &Phone, digits: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !phone.log().contains("Call established") {
-        assert!(Instant::now() < deadline, "no call: {}", phone.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    phone.command(&format!("/sndcode {digits}"));
+    phone.key_when_connected(PIN);
 }
 
 const TONES: [f64; 4] = [400.0, 650.0, 1100.0, 1700.0];
@@ -272,14 +255,14 @@ fn admins_set_pins_lock_and_eject_and_watch_the_event_stream() {
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains("4321"), "PINs are not echoed: {body}");
     let first = caller(&gw, "first", TONES[0]);
-    key_when_connected(&first, "4321#");
+    first.key_when_connected("4321#");
     let calls = wait_members(&gw, 1, &[&first]);
     // Locked: a second caller with the participant PIN is turned away.
     let (status, body) = http_request(gw.admin, "POST", "/api/v1/rooms/demo/lock", Some(TOKEN), "");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"locked\":true"), "{body}");
     let second = caller(&gw, "second", TONES[1]);
-    key_when_connected(&second, "4321#");
+    second.key_when_connected("4321#");
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(room(&gw)["members"].as_array().map(|m| m.len()), Some(1));
     assert!(gw.log_text().contains("reason=\"locked\""), "{}", gw.log_text());
@@ -357,7 +340,7 @@ fn admins_set_pins_lock_and_eject_and_watch_the_event_stream() {
     let tokens = format!("[\"{TOKEN}\"]");
     let gw = Gateway::start_in(dir, &[("TOLK_ADMIN_TOKENS", tokens.as_str())]);
     let third = caller(&gw, "third", TONES[2]);
-    key_when_connected(&third, "4321#");
+    third.key_when_connected("4321#");
     wait_members(&gw, 1, &[&third]);
 }
 

@@ -59,16 +59,6 @@ fn phone(gw: &Gateway, name: &str, codec: &str, rate: u32, freq: Option<f64>) ->
     )
 }
 
-fn key_when_connected(phone: &Phone, digits: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !phone.log().contains("Call established") {
-        assert!(Instant::now() < deadline, "no call: {}", phone.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    phone.command(&format!("/sndcode {digits}"));
-}
-
 fn wait_members(gw: &Gateway, n: usize, phones: &[&Phone]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -171,7 +161,7 @@ fn listeners_choose_and_switch_channels_by_keypad_and_hear_what_the_model_says()
         (&switcher, "4444#"),
         (&on_floor, "4444#"),
     ] {
-        key_when_connected(p, pin);
+        p.key_when_connected(pin);
     }
     let all = [&speaker, &spanish, &french, &to_spanish, &switcher, &on_floor];
     wait_members(&gw, 6, &all);
@@ -275,15 +265,15 @@ fn interpreters_hand_over_by_keypad_admins_and_moderators_force_it_and_relay_wor
     let french = phone(&gw, "fr", "PCMU", 8000, Some(FRENCH_HZ));
     let listener = phone(&gw, "l-es", "PCMU", 8000, None);
     let moderator = phone(&gw, "moderator", "PCMU", 8000, None);
-    key_when_connected(&speaker, "1111#");
-    key_when_connected(&first, "2222#");
+    speaker.key_when_connected("1111#");
+    first.key_when_connected("2222#");
     let all = [&speaker, &first, &partner, &french, &listener, &moderator];
     // The first Spanish interpreter is in before its partner: it goes live.
     wait_view(&gw, "the first interpreter live", |v| v["channels"][0]["live"].is_u64());
-    key_when_connected(&partner, "2222#");
-    key_when_connected(&french, "3333#");
-    key_when_connected(&listener, "4444#");
-    key_when_connected(&moderator, "8888#");
+    partner.key_when_connected("2222#");
+    french.key_when_connected("3333#");
+    listener.key_when_connected("4444#");
+    moderator.key_when_connected("8888#");
     wait_members(&gw, 6, &all);
     wait_view(&gw, "two in the Spanish booth", |v| {
         v["channels"][0]["interpreters"].as_array().map_or(0, Vec::len) == 2
@@ -469,8 +459,8 @@ fn an_event_set_up_through_the_admin_api_takes_calls() {
     assert!(!body.contains("5151"), "PINs are not repeated: {body}");
     let italian = phone(&gw, "it", "PCMU", 8000, Some(FRENCH_HZ));
     let old_pin = phone(&gw, "fr-old", "PCMU", 8000, None);
-    key_when_connected(&italian, "7777#");
-    key_when_connected(&old_pin, "3333#");
+    italian.key_when_connected("7777#");
+    old_pin.key_when_connected("3333#");
     wait_view(&gw, "the Italian booth live", |v| {
         v["channels"][1]["language"] == "Italian" && v["channels"][1]["live"].is_u64()
     });
@@ -487,7 +477,7 @@ fn an_event_set_up_through_the_admin_api_takes_calls() {
     wait_members(&gw, 0, &[]);
     // rooms.toml's summit serves again: its French PIN opens channel 2, French.
     let french = phone(&gw, "fr", "PCMU", 8000, Some(FRENCH_HZ));
-    key_when_connected(&french, "3333#");
+    french.key_when_connected("3333#");
     wait_view(&gw, "the French booth live", |v| {
         v["channels"][1]["language"] == "French" && v["channels"][1]["live"].is_u64()
     });

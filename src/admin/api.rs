@@ -54,6 +54,8 @@ pub struct ApiState {
     pub reload: tokio::sync::mpsc::Sender<ReloadRequest>,
     /// Live calls, from the call controller.
     pub calls: tokio::sync::mpsc::Sender<CallsRequest>,
+    /// The web console's one-time links and sessions (issued here, redeemed by the console).
+    pub sign_in: Arc<super::console::SignIn>,
 }
 
 type Shared = Arc<ApiState>;
@@ -85,6 +87,11 @@ fn authorise<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a CdrApi,
             "CDRs are disabled (cdr.enabled = false)".into(),
         )
     })
+}
+
+/// Whether the request may use the API: the control socket, or a good bearer token.
+pub(crate) fn token_ok(state: &ApiState, headers: &HeaderMap) -> bool {
+    check_token(state, headers).is_ok()
 }
 
 /// A bearer token from `admin.tokens`.
@@ -121,7 +128,7 @@ async fn list_rooms(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<
 }
 
 /// Asks the call controller (3 s at most); None when it does not answer.
-async fn ask_calls<T>(
+pub(crate) async fn ask_calls<T>(
     s: &ApiState,
     request: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> CallsRequest,
 ) -> Option<T> {
@@ -140,6 +147,29 @@ async fn list_calls(State(s): State<Shared>, headers: HeaderMap) -> Result<Json<
             "no answer from the call controller".into(),
         )),
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LinkBody {
+    #[serde(default)]
+    next: String,
+}
+
+/// `POST /api/v1/console/links`: a one-time web console sign-in link (`tolk console url`).
+async fn console_link(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Option<Json<LinkBody>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_token(&s, &headers)?;
+    let next = body.map(|b| b.0.next).unwrap_or_default();
+    let (url, seconds) = s
+        .sign_in
+        .issue_link(&next)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("no random token: {e}")))?;
+    tracing::info!("console: one-time sign-in link issued");
+    Ok(Json(serde_json::json!({ "url": url, "expires_in_seconds": seconds })))
 }
 
 /// `POST /api/v1/calls/{call}/hangup`: an operator ends a call (BYE, or 480 before answer).
@@ -430,33 +460,39 @@ async fn set_relay(
 async fn room_events(
     State(s): State<Shared>,
     headers: HeaderMap,
-) -> Result<
-    axum::response::sse::Sse<
-        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
-    >,
-    ApiError,
-> {
+) -> Result<axum::response::sse::Sse<impl futures_util::Stream<Item = SseEvent>>, ApiError> {
+    check_token(&s, &headers)?;
+    Ok(room_event_stream(&s.rooms, true))
+}
+
+/// One server-sent event.
+pub(crate) type SseEvent = Result<axum::response::sse::Event, std::convert::Infallible>;
+
+/// The rooms' events as server-sent events: named by their kind (`named`, the API's
+/// contract), or all as plain messages (the console's pages, which refresh on any).
+pub(crate) fn room_event_stream(
+    rooms: &crate::room::Rooms,
+    named: bool,
+) -> axum::response::sse::Sse<impl futures_util::Stream<Item = SseEvent> + use<>> {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio::sync::broadcast::error::RecvError;
-    check_token(&s, &headers)?;
-    let rx = s.rooms.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = match rx.recv().await {
-            Ok(e) => Event::default()
-                .event(e.name())
-                .data(serde_json::to_string(&e).unwrap_or_default()),
+    let rx = rooms.subscribe();
+    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
+        let (name, data) = match rx.recv().await {
+            Ok(e) => (e.name(), serde_json::to_string(&e).unwrap_or_default()),
             Err(RecvError::Lagged(n)) => {
                 // An observer too slow for the stream: counted and told (the CDRs do not
                 // depend on it; they are filed from the rooms' ledger, which loses nothing).
                 metrics::counter!("room_events_lagged_total").increment(n);
                 tracing::warn!(missed = n, "a room event stream reader fell behind");
-                Event::default().event("lagged").data(format!("{{\"missed\":{n}}}"))
+                ("lagged", format!("{{\"missed\":{n}}}"))
             }
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok(event), rx))
+        let event = Event::default().data(data);
+        Some((Ok(if named { event.event(name) } else { event }), rx))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// `POST /api/v1/dialplan/reload`: all or nothing; a bad plan leaves the old one serving.
@@ -509,6 +545,7 @@ struct ListParams {
     dialled: Option<String>,
     tenant: Option<String>,
     disposition: Option<String>,
+    room: Option<String>,
     limit: Option<i64>,
     after: Option<String>,
 }
@@ -530,6 +567,7 @@ async fn list_cdrs(
             dialled: p.dialled.as_deref().map(number).transpose()?,
             tenant: p.tenant,
             disposition: p.disposition,
+            room: p.room,
             limit,
             after: p.after,
         },
@@ -876,6 +914,7 @@ pub fn routes(state: Shared) -> Router {
         .route("/api/v1/corrections", post(correct))
         .route("/api/v1/tenants", get(list_tenants))
         .route("/api/v1/tenants/{tenant}/{action}", post(tenant_account))
+        .route("/api/v1/console/links", post(console_link))
         .route("/api/v1/calls", get(list_calls))
         .route("/api/v1/calls/{call}/hangup", post(hang_up_call))
         .route("/api/v1/rooms", get(list_rooms))

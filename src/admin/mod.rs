@@ -1,7 +1,8 @@
-//! The admin HTTP listener: `/metrics` for Prometheus, `/healthz`, and the `/api/v1`
-//! CDR and privacy endpoints ([`api`]).
+//! The admin HTTP listener: `/metrics` for Prometheus, `/healthz`, the `/api/v1`
+//! CDR and privacy endpoints ([`api`]) and the web console under `/console/` ([`console`]).
 
 pub mod api;
+pub mod console;
 pub mod control;
 
 use axum::Router;
@@ -11,8 +12,14 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 /// The router for the admin listener.
-pub fn router(metrics: Option<PrometheusHandle>, api: std::sync::Arc<api::ApiState>) -> Router {
+pub fn router(
+    metrics: Option<PrometheusHandle>,
+    api: std::sync::Arc<api::ApiState>,
+    capacity: console::Capacity,
+) -> Router {
+    let console = console::Console::new(api.clone(), metrics.clone(), capacity);
     api::routes(api)
+        .merge(console::routes(console))
         .route(
             "/metrics",
             get(move || {
@@ -34,7 +41,7 @@ pub fn router(metrics: Option<PrometheusHandle>, api: std::sync::Arc<api::ApiSta
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "no such endpoint; try /metrics, /healthz or /api/v1/openapi.json\n",
+                "no such endpoint; try /console/, /metrics, /healthz or /api/v1/openapi.json\n",
             )
         })
 }

@@ -25,6 +25,8 @@ pub struct ListFilter {
     pub dialled: Option<String>,
     pub tenant: Option<String>,
     pub disposition: Option<String>,
+    /// Calls that were in this room.
+    pub room: Option<String>,
     pub limit: i64,
     /// Page cursor: the `cursor` of the last record of the previous page.
     pub after: Option<String>,
@@ -67,6 +69,7 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<serde_json::Value
            AND ($5::text IS NULL OR tenant = $5) \
            AND ($6::text IS NULL OR disposition = $6) \
            AND ($7::timestamptz IS NULL OR (started_at, id) > ($7::timestamptz, $8::uuid)) \
+           AND ($10::text IS NULL OR room = $10) \
          ORDER BY started_at, id LIMIT $9"
     );
     let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -79,9 +82,54 @@ pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<serde_json::Value
         .bind(after_ts)
         .bind(after_id)
         .bind(limit)
+        .bind(&f.room)
         .fetch_all(pool)
         .await?;
     Ok(json_rows(rows))
+}
+
+/// One record with its events in order (the console's timeline of a call); None when
+/// there is no such record. The caller is masked as in [`list`].
+pub async fn record_with_events(pool: &PgPool, id: uuid::Uuid) -> Result<Option<serde_json::Value>, QueryError> {
+    let sql = format!(
+        "SELECT (({RECORD_JSON})::jsonb || jsonb_build_object('events', coalesce((\
+             SELECT json_agg(json_build_object('at', e.at, 'kind', e.kind, 'detail', e.detail) ORDER BY e.at) \
+             FROM call_events e WHERE e.call_id = calls.id), '[]'::json)))::text \
+         FROM calls WHERE id = $1"
+    );
+    let row: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.and_then(|(t,)| serde_json::from_str(&t).ok()))
+}
+
+/// Calls, answered calls and the mean billable seconds of answered calls that started in the
+/// last `minutes`, and the same per `bucket_minutes` bucket (oldest first, empty buckets
+/// included): the dashboard's ASR and ACD and its charts.
+pub async fn recent_activity(
+    pool: &PgPool,
+    minutes: i32,
+    bucket_minutes: i32,
+) -> Result<serde_json::Value, QueryError> {
+    let sql = "WITH b AS (SELECT generate_series(0, ($1 / $2) - 1) AS i), \
+         c AS (SELECT floor(extract(epoch FROM (started_at - (now() - make_interval(mins => $1)))) / ($2 * 60))::int AS i, \
+                      answered_at IS NOT NULL AS answered, billable_ms \
+               FROM calls WHERE started_at >= now() - make_interval(mins => $1)) \
+         SELECT json_build_object( \
+           'calls', (SELECT count(*) FROM c), \
+           'answered', (SELECT count(*) FROM c WHERE answered), \
+           'acd_seconds', (SELECT round(avg(billable_ms) / 1000.0, 1) FROM c WHERE answered), \
+           'buckets', (SELECT json_agg(json_build_object( \
+               'start', to_char((now() - make_interval(mins => $1) + make_interval(mins => b.i * $2)) AT TIME ZONE 'UTC', 'HH24:MI'), \
+               'calls', (SELECT count(*) FROM c WHERE c.i = b.i), \
+               'answered', (SELECT count(*) FROM c WHERE c.i = b.i AND answered)) ORDER BY b.i) FROM b))::text";
+    let (text,): (String,) = sqlx::query_as(sql)
+        .bind(minutes.max(1))
+        .bind(bucket_minutes.clamp(1, minutes.max(1)))
+        .fetch_one(pool)
+        .await?;
+    serde_json::from_str(&text).map_err(|e| QueryError::Invalid(e.to_string()))
 }
 
 /// A timestamp PostgreSQL could not read is the caller's mistake, not a database failure.

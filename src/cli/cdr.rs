@@ -26,6 +26,9 @@ pub enum CdrCommand {
         tenant: Option<String>,
         #[arg(long)]
         disposition: Option<String>,
+        /// Calls that were in this room.
+        #[arg(long)]
+        room: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: i64,
         /// Continue after this cursor (the last record's `cursor`).
@@ -254,6 +257,7 @@ pub fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
                     dialled,
                     tenant,
                     disposition,
+                    room,
                     limit,
                     after,
                     format,
@@ -272,6 +276,7 @@ pub fn cdr_command(cfg: Config, command: CdrCommand) -> anyhow::Result<()> {
                             dialled,
                             tenant,
                             disposition,
+                            room,
                             limit,
                             after,
                         },

@@ -8,11 +8,13 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod admin;
 mod cdr;
 mod hep;
 mod secrets;
 pub mod trunk;
 
+pub use admin::AdminConfig;
 pub use cdr::{CdrConfig, RetentionAction, RetentionPolicyConfig, RoomRecordingErasure};
 pub use hep::HepConfig;
 
@@ -275,30 +277,6 @@ impl Default for RtpConfig {
             advertise: None,
             codecs: vec![CodecName::Pcmu, CodecName::Pcma, CodecName::G722, CodecName::Opus],
             timeout_secs: 60,
-        }
-    }
-}
-
-/// `[admin]`
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// The admin HTTP API and `/metrics`.
-    pub listen: String,
-    /// Bearer tokens accepted by `/api/v1` (none: the API answers 403 and says so;
-    /// `/metrics` and `/healthz` need no token).
-    pub tokens: Vec<String>,
-    /// The local control socket the CLI reaches the running gateway through (owner only,
-    /// no token): relative to `data_dir`, or absolute; empty turns it off.
-    pub control_socket: String,
-}
-
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig {
-            listen: "127.0.0.1:8080".into(),
-            tokens: Vec::new(),
-            control_socket: "control.sock".into(),
         }
     }
 }
@@ -786,6 +764,24 @@ impl Config {
             .listen
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// The web console's address as printed in sign-in links: `admin.console_url`, else
+    /// `http://LISTEN/console/` (an unspecified listen address shown as loopback).
+    pub fn console_url(&self) -> String {
+        let given = self.admin.console_url.trim();
+        if !given.is_empty() {
+            return format!("{}/", given.trim_end_matches('/'));
+        }
+        let mut addr = self.admin_listen();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        format!("http://{addr}/console/")
     }
 }
 

@@ -9,6 +9,8 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
             .field("tokens", &format_args!("({} set, not shown)", self.tokens.len()))
+            .field("control_socket", &self.control_socket)
+            .field("console_url", &self.console_url)
             .finish()
     }
 }

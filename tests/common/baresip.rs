@@ -143,6 +143,17 @@ impl Phone {
         }
     }
 
+    /// Waits (15 s at most) for the call to be established, then keys `digits` (RFC 4733).
+    pub fn key_when_connected(&self, digits: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !self.log().contains("Call established") {
+            assert!(std::time::Instant::now() < deadline, "no call: {}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        self.command(&format!("/sndcode {digits}"));
+    }
+
     /// Sends a console command (`/sndcode 1234#`, `/hold`).
     pub fn command(&self, cmd: &str) {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -180,4 +191,11 @@ impl Drop for Phone {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A window of what a phone decoded, `from_end` seconds before its end, `secs` long.
+pub fn window(samples: &[i16], rate: u32, from_end: f64, secs: f64) -> &[i16] {
+    let end = samples.len().saturating_sub((from_end * rate as f64) as usize);
+    let start = end.saturating_sub((secs * rate as f64) as usize);
+    &samples[start..end]
 }

@@ -4,6 +4,7 @@
 pub mod baresip;
 pub mod pg_tls;
 mod ports;
+pub mod webdriver;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
