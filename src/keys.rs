@@ -31,6 +31,12 @@ pub enum KeyError {
     Permissions(String, u32),
 }
 
+/// Whether two secrets (tokens, CSRF values) are equal, comparing every byte (no early
+/// exit on the first difference).
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// `n` bytes from the kernel's CSPRNG as lowercase hex: one-time sign-in links, session
 /// ids, CSRF tokens.
 pub fn random_hex(n: usize) -> std::io::Result<String> {

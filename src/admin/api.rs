@@ -94,6 +94,14 @@ pub(crate) fn token_ok(state: &ApiState, headers: &HeaderMap) -> bool {
     check_token(state, headers).is_ok()
 }
 
+/// Whether `given` is one of `admin.tokens` (every token compared in full).
+pub(crate) fn token_listed(state: &ApiState, given: &str) -> bool {
+    state
+        .tokens
+        .iter()
+        .fold(false, |acc, t| acc | crate::keys::same_secret(t, given))
+}
+
 /// A bearer token from `admin.tokens`.
 fn check_token(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     if state.control_socket {
@@ -110,12 +118,7 @@ fn check_token(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
-    // Compare every token in full (no early exit on the first differing byte).
-    let ok = state.tokens.iter().fold(false, |acc, t| {
-        let same = t.len() == given.len() && t.bytes().zip(given.bytes()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
-        acc | same
-    });
-    if !ok {
+    if !token_listed(state, given) {
         return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown bearer token".into()));
     }
     Ok(())

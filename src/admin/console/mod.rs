@@ -147,13 +147,18 @@ impl Console {
         })
     }
 
+    /// The dashboard's samples (a poisoned lock is used as is: each change is one push).
+    fn samples(&self) -> std::sync::MutexGuard<'_, samples::Samples> {
+        self.samples.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes a dashboard sample now from the gateway's `/metrics` text.
     fn sample(&self) {
         let Some(m) = &self.metrics else { return };
         let mut text = m.render();
         crate::room::scheduler::render_metrics(&mut text);
         let at = crate::clock::now_micros() / 1_000_000;
-        self.samples.lock().unwrap_or_else(|e| e.into_inner()).push(at, &text);
+        self.samples().push(at, &text);
     }
 
     /// Renders `template` with `ctx` (plus the viewer's CSRF token), or a 500 page that
@@ -259,11 +264,6 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Equal strings, compared in full.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
 /// A request from another site (only browsers send the header; absent means not a browser
 /// fetch, or an old one, and the CSRF token decides).
 fn cross_site(headers: &HeaderMap) -> bool {
@@ -298,7 +298,7 @@ async fn guard(State(c): State<Arc<Console>>, req: Request, next: Next) -> Respo
         }
         let header_token = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
         let ok = match header_token {
-            Some(t) => same(t, &s.csrf),
+            Some(t) => crate::keys::same_secret(t, &s.csrf),
             None => {
                 // A plain form: its `csrf` field.
                 let bytes = match axum::body::to_bytes(body, MAX_FORM).await {
@@ -307,7 +307,7 @@ async fn guard(State(c): State<Arc<Console>>, req: Request, next: Next) -> Respo
                 };
                 let field = form_field(&bytes, "csrf");
                 body = Body::from(bytes);
-                field.is_some_and(|t| same(&t, &s.csrf))
+                field.is_some_and(|t| crate::keys::same_secret(&t, &s.csrf))
             }
         };
         if !ok {
@@ -384,11 +384,7 @@ async fn sign_in_with_token(State(c): State<Arc<Console>>, headers: HeaderMap, F
     if cross_site(&headers) {
         return (StatusCode::FORBIDDEN, "refused: this request came from another site\n").into_response();
     }
-    let mut with_token = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", f.token.trim())) {
-        with_token.insert(header::AUTHORIZATION, v);
-    }
-    if c.api.tokens.is_empty() || !api::token_ok(&c.api, &with_token) {
+    if !api::token_listed(&c.api, f.token.trim()) {
         return sign_in_page(
             &c,
             StatusCode::UNAUTHORIZED,

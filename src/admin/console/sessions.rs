@@ -74,6 +74,16 @@ fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// When `table` holds `max` entries, removes the one with the smallest `age` (the first to
+/// expire, or the longest unused).
+fn make_room<V>(table: &mut HashMap<[u8; 32], V>, max: usize, age: impl Fn(&V) -> Instant) {
+    if table.len() >= max
+        && let Some(first) = table.iter().min_by_key(|(_, v)| age(v)).map(|(k, _)| *k)
+    {
+        table.remove(&first);
+    }
+}
+
 /// Where a link may send the browser: a console page, never another site (`//evil`,
 /// `https://...`) nor a path outside `/console/`.
 pub fn safe_next(next: &str) -> String {
@@ -105,11 +115,7 @@ impl Sessions {
     /// and sends the browser to `next` (a console page; see [`safe_next`]).
     pub fn issue_link(&mut self, now: Instant, token: &str, next: &str) {
         self.links.retain(|_, l| l.expires > now);
-        if self.links.len() >= MAX_LINKS
-            && let Some(oldest) = self.links.iter().min_by_key(|(_, l)| l.expires).map(|(k, _)| *k)
-        {
-            self.links.remove(&oldest);
-        }
+        make_room(&mut self.links, MAX_LINKS, |l| l.expires);
         self.links.insert(
             digest(token),
             Link {
@@ -134,11 +140,7 @@ impl Sessions {
     pub fn open(&mut self, now: Instant, session_id: &str, csrf: &str) {
         let idle = self.limits.idle;
         self.sessions.retain(|_, s| Self::alive(s, now, idle));
-        if self.sessions.len() >= MAX_SESSIONS
-            && let Some(first) = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k)
-        {
-            self.sessions.remove(&first);
-        }
+        make_room(&mut self.sessions, MAX_SESSIONS, |s| s.last_used);
         self.sessions.insert(
             digest(session_id),
             Session {
