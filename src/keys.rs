@@ -31,10 +31,11 @@ pub enum KeyError {
     Permissions(String, u32),
 }
 
-/// Whether two secrets (tokens, CSRF values) are equal, comparing every byte (no early
-/// exit on the first difference).
+/// Whether two secrets (tokens, CSRF values) are equal, compared in constant time by
+/// `ctutils` (as `sip::auth` compares digest responses).
 pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    use ctutils::CtEq;
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// `n` bytes from the kernel's CSPRNG as lowercase hex: one-time sign-in links, session
